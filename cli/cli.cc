@@ -1,0 +1,173 @@
+#include "cli.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <sys/stat.h>
+
+namespace cryptex::cli {
+
+int ExitCodeFor(const Status& st) {
+  switch (st.code()) {
+    case Code::kOk: return kExitOk;
+    case Code::kCorruption:
+    case Code::kSignature: return kExitIntegrity;
+    case Code::kUnsupported: return kExitUnsupported;
+    case Code::kNotFound: return kExitNotFound;
+    case Code::kExists: return kExitExists;
+    case Code::kInvalidArgument: return kExitUsage;
+    default: return kExitError;
+  }
+}
+
+int Fail(const std::string& cmd, const Status& st) {
+  std::fprintf(stderr, "cryptex %s: %s\n", cmd.c_str(), st.ToString().c_str());
+  return ExitCodeFor(st);
+}
+
+int Usage(const std::string& cmd, const std::string& msg) {
+  std::fprintf(stderr, "cryptex %s: %s (see cryptex %s --help)\n", cmd.c_str(), msg.c_str(),
+               cmd.c_str());
+  return kExitUsage;
+}
+
+Args::Args(int argc, char** argv, std::vector<std::string> with_value,
+           std::vector<std::string> flags) {
+  auto in = [](const std::vector<std::string>& v, const std::string& s) {
+    for (const auto& x : v)
+      if (x == s) return true;
+    return false;
+  };
+  flags.push_back("--help");
+  flags.push_back("-h");
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--") {
+      for (++i; i < argc; ++i) pos_.push_back(argv[i]);
+      break;
+    }
+    if (a.size() > 1 && a[0] == '-') {
+      std::string name = a, value;
+      bool has_eq = false;
+      if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+        name = a.substr(0, eq);
+        value = a.substr(eq + 1);
+        has_eq = true;
+      }
+      if (in(flags, name) && !has_eq) {
+        values_[name] = "1";
+      } else if (in(with_value, name)) {
+        if (!has_eq) {
+          if (i + 1 >= argc) {
+            error_ = "option " + name + " needs a value";
+            return;
+          }
+          value = argv[++i];
+        }
+        values_[name] = value;
+      } else {
+        error_ = "unknown option " + a;
+        return;
+      }
+    } else {
+      pos_.push_back(a);
+    }
+  }
+}
+
+bool Args::Has(const std::string& name) const { return values_.count(name) > 0; }
+
+std::optional<std::string> Args::Get(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+Result<TrustStore> LoadTrust(const Args& args) {
+  if (auto p = args.Get("--pubkey")) return TrustStore::LoadFile(*p);
+  return TrustStore::LoadDir(args.Get("--trust").value_or(kDefaultTrustDir));
+}
+
+Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args) {
+  // The trust store must outlive the image only during Open (keys are used
+  // for the signature check only), so a local is enough.
+  CX_ASSIGN_OR_RETURN(TrustStore trust, LoadTrust(args));
+  ImageOptions opts;
+  opts.trust = &trust;
+  return Image::Open(path, opts);
+}
+
+std::optional<uint64_t> ParseSize(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str()) return std::nullopt;
+  std::string suffix(end);
+  uint64_t mul = 1;
+  if (suffix == "K" || suffix == "k") mul = 1ull << 10;
+  else if (suffix == "M" || suffix == "m") mul = 1ull << 20;
+  else if (suffix == "G" || suffix == "g") mul = 1ull << 30;
+  else if (!suffix.empty()) return std::nullopt;
+  if (v > UINT64_MAX / mul) return std::nullopt;
+  return v * mul;
+}
+
+std::string HumanBytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+}  // namespace cryptex::cli
+
+namespace cryptex::cli {
+
+std::string JsonString(const std::string& s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': o += "\\\""; break;
+      case '\\': o += "\\\\"; break;
+      case '\n': o += "\\n"; break;
+      case '\t': o += "\\t"; break;
+      default:
+        if (c < 0x20 || c >= 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          o += buf;
+        } else {
+          o += static_cast<char>(c);
+        }
+    }
+  }
+  return o + "\"";
+}
+
+std::string ModeString(uint32_t mode) {
+  std::string s = "?---------";
+  switch (mode & S_IFMT) {
+    case S_IFREG: s[0] = '-'; break;
+    case S_IFDIR: s[0] = 'd'; break;
+    case S_IFLNK: s[0] = 'l'; break;
+    case S_IFCHR: s[0] = 'c'; break;
+    case S_IFBLK: s[0] = 'b'; break;
+    case S_IFIFO: s[0] = 'p'; break;
+    case S_IFSOCK: s[0] = 's'; break;
+  }
+  const char* rwx = "rwxrwxrwx";
+  for (int i = 0; i < 9; ++i)
+    if (mode & (1u << (8 - i))) s[1 + i] = rwx[i];
+  if (mode & S_ISUID) s[3] = (mode & S_IXUSR) ? 's' : 'S';
+  if (mode & S_ISGID) s[6] = (mode & S_IXGRP) ? 's' : 'S';
+  if (mode & S_ISVTX) s[9] = (mode & S_IXOTH) ? 't' : 'T';
+  return s;
+}
+
+}  // namespace cryptex::cli

@@ -1,0 +1,79 @@
+// Shared plumbing of the `cryptex` subcommands: argument parsing, exit codes,
+// error printing, trust loading. Each subcommand lives in cmd_<name>.cc.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "image.h"
+#include "keys.h"
+#include "status.h"
+
+namespace cryptex::cli {
+
+// Exit codes (documented in docs/CLI.md). Mapped from Status codes in one place.
+enum Exit : int {
+  kExitOk = 0,
+  kExitError = 1,       // I/O and other failures
+  kExitUsage = 2,       // bad command line
+  kExitIntegrity = 3,   // corruption, bad/unknown signature
+  kExitUnsupported = 4, // format version / feature this build does not know
+  kExitNotFound = 5,
+  kExitExists = 6,
+};
+int ExitCodeFor(const Status& st);
+
+// Prints "cryptex <cmd>: <message>" to stderr and returns the exit code.
+int Fail(const std::string& cmd, const Status& st);
+int Usage(const std::string& cmd, const std::string& msg);
+
+// Minimal getopt-style parser: "--name value", "--name=value", "-x value",
+// boolean flags, positionals. Unknown options are errors.
+class Args {
+ public:
+  // `with_value`: options taking a value; `flags`: boolean options.
+  Args(int argc, char** argv, std::vector<std::string> with_value, std::vector<std::string> flags);
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  bool help() const { return Has("--help") || Has("-h"); }
+  bool Has(const std::string& name) const;
+  std::optional<std::string> Get(const std::string& name) const;
+  const std::vector<std::string>& positional() const { return pos_; }
+
+ private:
+  std::map<std::string, std::string> values_;
+  std::vector<std::string> pos_;
+  std::string error_;
+};
+
+// --trust DIR | --pubkey FILE | default /etc/cryptex/keys.
+Result<TrustStore> LoadTrust(const Args& args);
+Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args);
+
+// Parses "123", "64K", "1M", "2G".
+std::optional<uint64_t> ParseSize(const std::string& s);
+std::string HumanBytes(uint64_t n);
+
+using CommandFn = int (*)(int argc, char** argv);
+int CmdKeygen(int argc, char** argv);
+int CmdBuild(int argc, char** argv);
+int CmdVerify(int argc, char** argv);
+int CmdInspect(int argc, char** argv);
+int CmdLs(int argc, char** argv);
+int CmdCat(int argc, char** argv);
+int CmdExtract(int argc, char** argv);
+int CmdMount(int argc, char** argv);
+int CmdUmount(int argc, char** argv);
+
+}  // namespace cryptex::cli
+
+namespace cryptex::cli {
+// JSON string literal (quotes included) with control characters and
+// non-UTF-8-safe bytes escaped.
+std::string JsonString(const std::string& s);
+// "-rwxr-xr-x" style mode string.
+std::string ModeString(uint32_t mode);
+}  // namespace cryptex::cli

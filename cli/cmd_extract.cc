@@ -1,0 +1,269 @@
+// cryptex extract IMAGE DIR
+//
+// Safety: DIR must not exist; everything is created under a fresh temporary
+// directory next to it through directory file descriptors (openat/mkdirat/
+// symlinkat/mknodat with O_NOFOLLOW and O_EXCL), so nothing the image holds
+// (symlinks, odd names) can make us write outside it. Names were validated by
+// the image reader (no '/', not '.' or '..'). The temporary directory is
+// renamed to DIR only when the extraction is complete.
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "cli.h"
+#include "format.h"
+
+namespace cryptex::cli {
+
+namespace {
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+class Extractor {
+ public:
+  Extractor(const Image& img, int root_fd) : img_(img), root_fd_(root_fd), root_(geteuid() == 0) {}
+
+  Status Dir(int dir_fd, uint64_t dir_ino, const std::string& rel) {
+    std::vector<DirEntry> entries;
+    CX_RETURN_IF_ERROR(img_.ReadDir(dir_ino, 0, [&](const DirEntry& e, uint64_t) {
+      entries.push_back(e);
+      return true;
+    }));
+    for (const auto& e : entries) {
+      if (e.type == format::kTypeWhiteout) continue;
+      const std::string path = rel.empty() ? e.name : rel + "/" + e.name;
+      CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetInode(e.ino));
+      CX_RETURN_IF_ERROR(Entry(dir_fd, e.name, in, path));
+    }
+    return Status::Ok();
+  }
+
+  const std::vector<std::string>& warnings() const { return warnings_; }
+
+ private:
+  Status Entry(int dir_fd, const std::string& name, const InodeInfo& in, const std::string& path) {
+    if (!in.is_dir() && in.nlink > 1) {
+      auto it = links_.find(in.ino);
+      if (it != links_.end()) {
+        if (linkat(root_fd_, it->second.c_str(), dir_fd, name.c_str(), 0) != 0) {
+          return Status::FromErrno(errno, path + ": cannot create hard link");
+        }
+        return Status::Ok();
+      }
+      links_[in.ino] = path;
+    }
+    switch (in.mode & S_IFMT) {
+      case S_IFDIR: {
+        if (mkdirat(dir_fd, name.c_str(), 0700) != 0) {
+          return Status::FromErrno(errno, path + ": cannot create directory");
+        }
+        Fd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (fd.get() < 0) return Status::FromErrno(errno, path);
+        CX_RETURN_IF_ERROR(Dir(fd.get(), in.ino, path));
+        return ApplyFd(fd.get(), in, path);
+      }
+      case S_IFREG: {
+        Fd fd(openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                     0600));
+        if (fd.get() < 0) return Status::FromErrno(errno, path + ": cannot create");
+        CX_RETURN_IF_ERROR(Content(fd.get(), in, path));
+        return ApplyFd(fd.get(), in, path);
+      }
+      case S_IFLNK: {
+        CX_ASSIGN_OR_RETURN(std::string target, img_.ReadLink(in.ino));
+        if (symlinkat(target.c_str(), dir_fd, name.c_str()) != 0) {
+          return Status::FromErrno(errno, path + ": cannot create symlink");
+        }
+        return ApplyAt(dir_fd, name, in, path);
+      }
+      default: {
+        if (mknodat(dir_fd, name.c_str(), (in.mode & S_IFMT) | 0600, in.rdev) != 0) {
+          if (!root_ && (errno == EPERM || errno == EACCES)) {
+            warnings_.push_back(path + ": device node not created (needs root)");
+            return Status::Ok();
+          }
+          return Status::FromErrno(errno, path + ": cannot create special file");
+        }
+        return ApplyAt(dir_fd, name, in, path);
+      }
+    }
+  }
+
+  Status Content(int fd, const InodeInfo& in, const std::string& path) {
+    buf_.resize(1u << 20);
+    for (uint64_t off = 0; off < in.size;) {
+      auto n = img_.Read(in.ino, off, buf_);
+      if (!n.ok()) return n.status().Prefixed(path);
+      if (*n == 0) return Status::Corruption(path + ": short read");
+      // Keep holes: skip all-zero 4 KiB blocks (ftruncate sets the size).
+      size_t w = 0;
+      while (w < *n) {
+        size_t len = std::min<size_t>(4096, *n - w);
+        bool zero = true;
+        for (size_t i = 0; i < len && zero; ++i) zero = buf_[w + i] == 0;
+        if (!zero) {
+          size_t end = w + len;
+          ssize_t k = pwrite(fd, buf_.data() + w, end - w, static_cast<off_t>(off + w));
+          if (k < 0) return Status::FromErrno(errno, path + ": write");
+          len = static_cast<size_t>(k);
+        }
+        w += len;
+      }
+      off += *n;
+    }
+    if (ftruncate(fd, static_cast<off_t>(in.size)) != 0) {
+      return Status::FromErrno(errno, path + ": truncate");
+    }
+    return Status::Ok();
+  }
+
+  // Ownership first (chown clears setuid bits and capabilities), then mode,
+  // then xattrs, then times.
+  Status ApplyFd(int fd, const InodeInfo& in, const std::string& path) {
+    if (fchown(fd, in.uid, in.gid) != 0) CX_RETURN_IF_ERROR(OwnerFailed(path));
+    if (fchmod(fd, in.mode & 07777) != 0) return Status::FromErrno(errno, path + ": chmod");
+    CX_ASSIGN_OR_RETURN(auto xs, img_.ListXattrs(in.ino));
+    for (const auto& x : xs) {
+      if (fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) != 0) {
+        CX_RETURN_IF_ERROR(XattrFailed(path, x.name));
+      }
+    }
+    struct timespec ts[2] = {{in.mtime_sec, in.mtime_nsec}, {in.mtime_sec, in.mtime_nsec}};
+    if (futimens(fd, ts) != 0) return Status::FromErrno(errno, path + ": set times");
+    return Status::Ok();
+  }
+
+  Status ApplyAt(int dir_fd, const std::string& name, const InodeInfo& in,
+                 const std::string& path) {
+    if (fchownat(dir_fd, name.c_str(), in.uid, in.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      CX_RETURN_IF_ERROR(OwnerFailed(path));
+    }
+    if (!in.is_symlink() && fchmodat(dir_fd, name.c_str(), in.mode & 07777, 0) != 0) {
+      return Status::FromErrno(errno, path + ": chmod");
+    }
+    CX_ASSIGN_OR_RETURN(auto xs, img_.ListXattrs(in.ino));
+    const std::string proc = "/proc/self/fd/" + std::to_string(dir_fd) + "/" + name;
+    for (const auto& x : xs) {
+      if (lsetxattr(proc.c_str(), x.name.c_str(), x.value.data(), x.value.size(), 0) != 0) {
+        CX_RETURN_IF_ERROR(XattrFailed(path, x.name));
+      }
+    }
+    struct timespec ts[2] = {{in.mtime_sec, in.mtime_nsec}, {in.mtime_sec, in.mtime_nsec}};
+    if (utimensat(dir_fd, name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
+      return Status::FromErrno(errno, path + ": set times");
+    }
+    return Status::Ok();
+  }
+
+  Status OwnerFailed(const std::string& path) {
+    if (root_) return Status::FromErrno(errno, path + ": chown");
+    ++owner_failures_;
+    if (owner_failures_ == 1) warnings_.push_back("ownership not restored (needs root), e.g. " + path);
+    return Status::Ok();
+  }
+
+  Status XattrFailed(const std::string& path, const std::string& name) {
+    if (root_ && errno != ENOTSUP) return Status::FromErrno(errno, path + ": setxattr " + name);
+    warnings_.push_back(path + ": xattr " + name + " not restored: " + std::strerror(errno));
+    return Status::Ok();
+  }
+
+  const Image& img_;
+  int root_fd_;
+  bool root_;
+  std::map<uint64_t, std::string> links_;  // inode -> first extracted path
+  std::vector<std::string> warnings_;
+  std::vector<uint8_t> buf_;
+  uint64_t owner_failures_ = 0;
+};
+
+int RemoveEntry(const char* p, const struct stat*, int type, struct FTW*) {
+  return type == FTW_DP ? rmdir(p) : unlink(p);
+}
+
+}  // namespace
+
+int CmdExtract(int argc, char** argv) {
+  Args args(argc, argv, {"--trust", "--pubkey"}, {});
+  if (args.help()) {
+    std::printf(
+        "usage: cryptex extract IMAGE DIR [--trust DIR | --pubkey FILE]\n\n"
+        "Extracts IMAGE into DIR, which must not exist. Every byte is verified.\n"
+        "As root, restores ownership, modes (incl. setuid/setgid/sticky), xattrs\n"
+        "(incl. security.capability), device nodes, hard links and nanosecond\n"
+        "mtimes; as another user, restores what it can and lists what it could not.\n"
+        "Nothing is left behind on failure.\n");
+    return kExitOk;
+  }
+  if (!args.ok()) return Usage("extract", args.error());
+  const auto& pos = args.positional();
+  if (pos.size() != 2) return Usage("extract", "expected IMAGE DIR");
+  std::string dest = pos[1];
+  while (dest.size() > 1 && dest.back() == '/') dest.pop_back();
+  struct stat st;
+  if (lstat(dest.c_str(), &st) == 0) {
+    return Fail("extract", Status::Exists(dest + ": already exists (refusing to overwrite)"));
+  }
+  auto img = OpenImage(pos[0], args);
+  if (!img.ok()) return Fail("extract", img.status());
+
+  std::string tmp = dest + ".tmp-XXXXXX";
+  if (mkdtemp(tmp.data()) == nullptr) {
+    return Fail("extract", Status::FromErrno(errno, dest + ": cannot create temporary directory"));
+  }
+  Status st2;
+  std::vector<std::string> warnings;
+  {
+    Fd root(open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (root.get() < 0) {
+      st2 = Status::FromErrno(errno, tmp);
+    } else {
+      Extractor x(**img, root.get());
+      st2 = x.Dir(root.get(), 1, "");
+      if (st2.ok()) {
+        auto rin = (*img)->GetInode(1);
+        if (rin.ok()) {
+          struct timespec ts[2] = {{rin->mtime_sec, rin->mtime_nsec},
+                                   {rin->mtime_sec, rin->mtime_nsec}};
+          if (fchown(root.get(), rin->uid, rin->gid) != 0 && geteuid() == 0) {
+            st2 = Status::FromErrno(errno, dest + ": chown");
+          }
+          fchmod(root.get(), rin->mode & 07777);
+          futimens(root.get(), ts);
+        }
+      }
+      warnings = x.warnings();
+    }
+  }
+  if (st2.ok() && renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) != 0) {
+    st2 = Status::FromErrno(errno, dest + ": cannot rename into place");
+  }
+  if (!st2.ok()) {
+    nftw(tmp.c_str(), RemoveEntry, 64, FTW_DEPTH | FTW_PHYS);
+    return Fail("extract", st2);
+  }
+  for (const auto& w : warnings) std::fprintf(stderr, "cryptex extract: warning: %s\n", w.c_str());
+  return kExitOk;
+}
+
+}  // namespace cryptex::cli

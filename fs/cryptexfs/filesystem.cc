@@ -1,0 +1,363 @@
+#include "filesystem.h"
+
+#include <fcntl.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <unordered_set>
+#include <utility>
+
+#include "errno_map.h"
+#include "format.h"
+#include "sha256.h"
+
+namespace cryptex::cxfs {
+namespace {
+
+// Bounds of the tree walks behind ParentOf/DescribeInode (only used when the
+// kernel never told us, or for log lines): entries visited per walk.
+constexpr uint64_t kWalkEntryLimit = 4u << 20;
+constexpr size_t kMaxCachedPaths = 1024;
+
+mode_t ModeOfType(uint8_t type) {
+  switch (type) {
+    case format::kTypeRegular:
+      return S_IFREG;
+    case format::kTypeDirectory:
+      return S_IFDIR;
+    case format::kTypeSymlink:
+      return S_IFLNK;
+    case format::kTypeCharDev:
+      return S_IFCHR;
+    case format::kTypeBlockDev:
+      return S_IFBLK;
+    case format::kTypeFifo:
+      return S_IFIFO;
+    case format::kTypeSocket:
+      return S_IFSOCK;
+    default:
+      return 0;  // DT_UNKNOWN
+  }
+}
+
+// Per-thread read buffer: grows to the largest read this thread has served
+// (at most kMaxReadBytes) and is reused, so the read path does not allocate.
+uint8_t* ThreadReadBuffer(size_t n) {
+  thread_local std::unique_ptr<uint8_t[]> buf;
+  thread_local size_t cap = 0;
+  if (n > cap) {
+    size_t want = std::max<size_t>(n, std::min<size_t>(kMaxReadBytes, cap * 2));
+    want = std::max<size_t>(want, 128u << 10);
+    buf = std::make_unique_for_overwrite<uint8_t[]>(want);
+    cap = want;
+  }
+  return buf.get();
+}
+
+}  // namespace
+
+Filesystem::Filesystem(std::unique_ptr<Image> image, Options options)
+    : image_(std::move(image)), options_(std::move(options)) {
+  parents_[image_->root_ino()] = image_->root_ino();
+}
+
+void Filesystem::FillStat(const InodeInfo& in, struct stat* st) {
+  std::memset(st, 0, sizeof(*st));
+  st->st_ino = in.ino;
+  st->st_mode = in.mode;
+  st->st_nlink = in.nlink;
+  st->st_uid = in.uid;
+  st->st_gid = in.gid;
+  st->st_rdev = in.rdev;
+  st->st_size = static_cast<off_t>(in.size);
+  st->st_blksize = format::kBlockSize;
+  st->st_blocks = static_cast<blkcnt_t>(in.blocks512());
+  st->st_mtim.tv_sec = in.mtime_sec;
+  st->st_mtim.tv_nsec = in.mtime_nsec;
+  st->st_atim = st->st_mtim;
+  st->st_ctim = st->st_mtim;
+}
+
+void Filesystem::RecordParent(uint64_t dir, uint64_t parent) {
+  {
+    std::shared_lock lock(parents_mu_);
+    auto it = parents_.find(dir);
+    if (it != parents_.end() && it->second == parent) return;
+  }
+  std::unique_lock lock(parents_mu_);
+  parents_[dir] = parent;
+}
+
+Result<uint64_t> Filesystem::ParentOf(uint64_t ino) {
+  {
+    std::shared_lock lock(parents_mu_);
+    auto it = parents_.find(ino);
+    if (it != parents_.end()) return it->second;
+  }
+  // Not seen through lookup/readdirplus (the kernel had it from an earlier
+  // mount generation, or a tool walked with plain readdir): walk the
+  // directory tree breadth first, recording every directory's parent.
+  std::deque<uint64_t> queue{image_->root_ino()};
+  std::unordered_set<uint64_t> seen{image_->root_ino()};
+  uint64_t visited = 0;
+  std::optional<uint64_t> found;
+  while (!queue.empty() && !found) {
+    uint64_t dir = queue.front();
+    queue.pop_front();
+    Status st = image_->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
+      if (++visited > kWalkEntryLimit) return false;
+      if (e.type != format::kTypeDirectory || !seen.insert(e.ino).second) return true;
+      RecordParent(e.ino, dir);
+      queue.push_back(e.ino);
+      if (e.ino == ino) found = dir;
+      return !found;
+    });
+    CX_RETURN_IF_ERROR(st);
+    if (visited > kWalkEntryLimit) break;
+  }
+  if (found) return *found;
+  return Status::NotFound("directory inode " + std::to_string(ino) + " is not in the tree");
+}
+
+std::string Filesystem::DescribeInode(uint64_t ino) {
+  if (ino == image_->root_ino()) return "/";
+  {
+    std::shared_lock lock(paths_mu_);
+    auto it = paths_.find(ino);
+    if (it != paths_.end()) return it->second;
+  }
+  std::string result = "ino " + std::to_string(ino);
+  std::deque<std::pair<uint64_t, std::string>> queue;
+  queue.emplace_back(image_->root_ino(), "");
+  std::unordered_set<uint64_t> seen{image_->root_ino()};
+  uint64_t visited = 0;
+  bool found = false;
+  while (!queue.empty() && !found && visited <= kWalkEntryLimit) {
+    auto [dir, path] = std::move(queue.front());
+    queue.pop_front();
+    // Errors only shorten the search: this is for a log line.
+    (void)image_->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
+      if (++visited > kWalkEntryLimit) return false;
+      if (e.ino == ino) {
+        result = path + "/" + e.name;
+        found = true;
+        return false;
+      }
+      if (e.type == format::kTypeDirectory && seen.insert(e.ino).second) {
+        queue.emplace_back(e.ino, path + "/" + e.name);
+      }
+      return true;
+    });
+  }
+  std::unique_lock lock(paths_mu_);
+  if (paths_.size() >= kMaxCachedPaths) paths_.clear();
+  paths_[ino] = result;
+  return result;
+}
+
+Result<struct stat> Filesystem::DoGetattr(uint64_t ino) {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  struct stat st;
+  FillStat(in, &st);
+  return st;
+}
+
+Result<struct stat> Filesystem::DoLookup(uint64_t parent, std::string_view name) {
+  if (name == ".") return DoGetattr(parent);
+  if (name == "..") {
+    CX_ASSIGN_OR_RETURN(uint64_t up, ParentOf(parent));
+    return DoGetattr(up);
+  }
+  if (name.size() > format::kMaxNameLen) return Status::NotFound("name too long");
+  CX_ASSIGN_OR_RETURN(DirEntry e, image_->Lookup(parent, name));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(e.ino));
+  if (in.is_dir()) RecordParent(e.ino, parent);
+  struct stat st;
+  FillStat(in, &st);
+  return st;
+}
+
+Result<std::string> Filesystem::DoReadlink(uint64_t ino) { return image_->ReadLink(ino); }
+
+Status Filesystem::DoOpen(uint64_t ino) {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  if (in.is_dir()) return Status::IsDirectory("inode " + std::to_string(ino));
+  return Status::Ok();
+}
+
+Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offset, size_t size) {
+  size = std::min(size, kMaxReadBytes);
+  uint8_t* buf = ThreadReadBuffer(size);
+  size_t done = 0;
+  while (done < size) {
+    CX_ASSIGN_OR_RETURN(size_t n,
+                        image_->Read(ino, offset + done, std::span<uint8_t>(buf + done, size - done)));
+    if (n == 0) break;  // EOF
+    done += n;
+  }
+  return std::span<const uint8_t>(buf, done);
+}
+
+Status Filesystem::DoOpendir(uint64_t ino) {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  if (!in.is_dir()) return Status::NotDirectory("inode " + std::to_string(ino));
+  return Status::Ok();
+}
+
+Status Filesystem::DoReaddir(uint64_t ino, uint64_t offset, bool plus, const DirEmitter& emit) {
+  CX_RETURN_IF_ERROR(DoOpendir(ino));
+  struct stat st;
+  if (offset == 0) {
+    std::memset(&st, 0, sizeof(st));
+    st.st_ino = ino;
+    st.st_mode = S_IFDIR;
+    if (!emit(".", st, 1)) return Status::Ok();
+  }
+  if (offset <= 1) {
+    // A directory the walk cannot place (a bounded walk gave up) gets the
+    // root as "..": only getdents(2) callers see it, the kernel does not.
+    Result<uint64_t> up = ParentOf(ino);
+    if (!up.ok() && up.status().code() != Code::kNotFound) return up.status();
+    std::memset(&st, 0, sizeof(st));
+    st.st_ino = up.ok() ? *up : image_->root_ino();
+    st.st_mode = S_IFDIR;
+    if (!emit("..", st, 2)) return Status::Ok();
+  }
+  uint64_t start = offset <= 2 ? 0 : offset - 2;
+  Status inner;
+  Status outer = image_->ReadDir(ino, start, [&](const DirEntry& e, uint64_t index) {
+    if (plus) {
+      Result<InodeInfo> in = image_->GetInode(e.ino);
+      if (!in.ok()) {
+        inner = in.status();
+        return false;
+      }
+      FillStat(*in, &st);
+    } else {
+      std::memset(&st, 0, sizeof(st));
+      st.st_ino = e.ino;
+      st.st_mode = ModeOfType(e.type);
+    }
+    if (!emit(e.name, st, index + 3)) return false;
+    // Only once the kernel has the entry (readdirplus creates its inode).
+    if (plus && e.type == format::kTypeDirectory) RecordParent(e.ino, ino);
+    return true;
+  });
+  CX_RETURN_IF_ERROR(inner);
+  return outer;
+}
+
+Result<struct statvfs> Filesystem::DoStatfs() {
+  struct statvfs sv;
+  std::memset(&sv, 0, sizeof(sv));
+  const SuperblockInfo& sb = image_->superblock();
+  sv.f_bsize = format::kBlockSize;
+  sv.f_frsize = format::kBlockSize;
+  sv.f_blocks = (sb.image_size + format::kBlockSize - 1) / format::kBlockSize;
+  sv.f_files = image_->inode_count();
+  sv.f_namemax = format::kMaxNameLen;
+  sv.f_flag = ST_RDONLY;
+  return sv;
+}
+
+std::optional<std::string> Filesystem::VirtualXattr(std::string_view name) const {
+  const ImageStats& s = image_->stats();
+  if (name == kXattrVerifyFailures) return std::to_string(integrity_failures_.load());
+  if (name == kXattrBlocksVerified) return std::to_string(s.blocks_verified.load());
+  if (name == kXattrCacheHits) return std::to_string(s.frame_cache_hits.load());
+  if (name == kXattrCacheMisses) return std::to_string(s.frame_cache_misses.load());
+  if (name == kXattrImage) return image_->path();
+  if (name == kXattrRootHash) return HexEncode(image_->superblock().root_hash);
+  return std::nullopt;
+}
+
+Result<std::string> Filesystem::DoGetxattr(uint64_t ino, std::string_view name) {
+  Result<std::string> real = image_->GetXattr(ino, name);
+  if (real.ok() || ino != image_->root_ino() || real.status().code() != Code::kNotFound) {
+    return real;
+  }
+  if (std::optional<std::string> v = VirtualXattr(name)) return std::move(*v);
+  return real;
+}
+
+Result<std::string> Filesystem::DoListxattr(uint64_t ino) {
+  CX_ASSIGN_OR_RETURN(std::vector<Xattr> xattrs, image_->ListXattrs(ino));
+  std::string out;
+  for (const Xattr& x : xattrs) {
+    out += x.name;
+    out.push_back('\0');
+  }
+  if (ino == image_->root_ino()) {
+    for (const char* v : kVirtualXattrs) {
+      bool shadowed = std::any_of(xattrs.begin(), xattrs.end(),
+                                  [v](const Xattr& x) { return x.name == v; });
+      if (shadowed) continue;
+      out += v;
+      out.push_back('\0');
+    }
+  }
+  return out;
+}
+
+Status Filesystem::DoAccess(uint64_t ino, int mask, const Caller& caller) {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  int want = mask & (R_OK | W_OK | X_OK);
+  if (want == 0) return Status::Ok();  // F_OK
+  if (caller.uid == 0) {
+    // root: everything but executing a non-directory with no x bit.
+    if ((want & X_OK) && !in.is_dir() && (in.mode & 0111) == 0) {
+      return Status::Permission("no execute bit");
+    }
+    return Status::Ok();
+  }
+  int bits;
+  if (caller.uid == in.uid) {
+    bits = (in.mode >> 6) & 7;
+  } else if (caller.gid == in.gid || std::find(caller.groups.begin(), caller.groups.end(),
+                                               static_cast<gid_t>(in.gid)) != caller.groups.end()) {
+    bits = (in.mode >> 3) & 7;
+  } else {
+    bits = in.mode & 7;
+  }
+  if ((want & ~bits) != 0) return Status::Permission("mode " + std::to_string(in.mode & 07777));
+  return Status::Ok();
+}
+
+void Filesystem::Log(const std::string& line) {
+  if (options_.log_to_syslog) {
+    syslog(LOG_ERR, "%s", line.c_str());
+  } else {
+    std::fprintf(stderr, "cryptexfs: %s\n", line.c_str());
+  }
+}
+
+int Filesystem::ErrnoForFailure(const Status& status, const ErrorSite& site, bool xattr) {
+  switch (status.code()) {
+    case Code::kOk:
+    case Code::kNotFound:
+    case Code::kNotDirectory:
+    case Code::kIsDirectory:
+    case Code::kPermission:
+      break;  // ordinary answers, not worth a log line
+    case Code::kCorruption: {
+      integrity_failures_.fetch_add(1, std::memory_order_relaxed);
+      std::string where = DescribeInode(site.ino);
+      where += site.offset ? " offset " + std::to_string(*site.offset)
+                           : std::string(" (") + site.op + ")";
+      Log(options_.display_name + ": integrity failure: " + where + ": " + status.message());
+      break;
+    }
+    default:
+      Log(options_.display_name + ": " + site.op + " " + DescribeInode(site.ino) + ": " +
+          status.ToString());
+      break;
+  }
+  return xattr ? XattrErrnoFromStatus(status) : ErrnoFromStatus(status);
+}
+
+}  // namespace cryptex::cxfs

@@ -1,0 +1,151 @@
+// The FUSE-independent half of cryptexfs: every operation as a DoX() that
+// returns a Result/Status, over one opened cryptex::Image. lowlevel.cc turns
+// each into exactly one fuse_reply_*.
+//
+// Thread safety: all methods may be called concurrently (the FUSE
+// multi-threaded loop); shared state is noted per member.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "image.h"
+#include "status.h"
+
+namespace cryptex::cxfs {
+
+// The image is immutable: the kernel may cache entries and attributes for a
+// day (and negative lookups too).
+inline constexpr double kCacheTimeoutSec = 86400.0;
+
+// Largest read served in one request. The kernel asks for at most
+// max_pages * 4 KiB (libfuse 3.14 negotiates 256 pages = 1 MiB).
+inline constexpr size_t kMaxReadBytes = 4u << 20;
+
+// Virtual, read-only xattrs of the root directory (README.md). A name is
+// served (and listed) only if the image's root does not carry it itself.
+inline constexpr const char* kXattrVerifyFailures = "user.cryptex.verify_failures";
+inline constexpr const char* kXattrBlocksVerified = "user.cryptex.blocks_verified";
+inline constexpr const char* kXattrCacheHits = "user.cryptex.cache_hits";
+inline constexpr const char* kXattrCacheMisses = "user.cryptex.cache_misses";
+inline constexpr const char* kXattrImage = "user.cryptex.image";
+inline constexpr const char* kXattrRootHash = "user.cryptex.root_hash";
+inline constexpr const char* kVirtualXattrs[] = {
+    kXattrVerifyFailures, kXattrBlocksVerified, kXattrCacheHits,
+    kXattrCacheMisses,    kXattrImage,          kXattrRootHash,
+};
+
+// Who asks (fuse_req_ctx + fuse_req_getgroups), for access(2).
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+};
+
+// Where an error happened, for the integrity-failure log line.
+struct ErrorSite {
+  ErrorSite(const char* op_name, uint64_t inode) : op(op_name), ino(inode) {}
+  ErrorSite(const char* op_name, uint64_t inode, uint64_t file_offset)
+      : op(op_name), ino(inode), offset(file_offset) {}
+
+  const char* op;
+  uint64_t ino;
+  std::optional<uint64_t> offset;  // file offset (reads)
+};
+
+class Filesystem final {
+ public:
+  struct Options {
+    std::string display_name;     // IMAGE as the user named it (log lines)
+    bool log_to_syslog = false;   // else stderr
+  };
+
+  // REQUIRES: image != nullptr.
+  Filesystem(std::unique_ptr<Image> image, Options options);
+  Filesystem(const Filesystem&) = delete;
+  Filesystem& operator=(const Filesystem&) = delete;
+
+  const Image& image() const { return *image_; }
+
+  // kNotFound if `name` is not in `parent` (a negative entry). "." and ".."
+  // resolve to the directory and its parent.
+  Result<struct stat> DoLookup(uint64_t parent, std::string_view name);
+  Result<struct stat> DoGetattr(uint64_t ino);
+  Result<std::string> DoReadlink(uint64_t ino);
+  // Checks that ino can be opened for reading (kIsDirectory for a directory).
+  // Write access is refused by the caller (EROFS) before this is reached.
+  Status DoOpen(uint64_t ino);
+  // Reads up to min(size, kMaxReadBytes) bytes at offset; short only at EOF.
+  // The span points into a buffer owned by the calling thread and is valid
+  // until that thread's next DoRead. No allocation once the buffer has grown.
+  Result<std::span<const uint8_t>> DoRead(uint64_t ino, uint64_t offset, size_t size);
+  Status DoOpendir(uint64_t ino);
+
+  // Emits directory entries from stream position `offset`: 0 is ".", 1 is
+  // "..", 2 + i is the image's entry i. emit(name, attr, next_offset) returns
+  // false when the reply buffer is full. With plus, attr is complete (and
+  // directories' parents are recorded); otherwise only st_ino and the type
+  // bits of st_mode are set. "." and ".." always carry only those. On error,
+  // entries already emitted stay valid.
+  using DirEmitter =
+      std::function<bool(const std::string& name, const struct stat& attr, uint64_t next)>;
+  Status DoReaddir(uint64_t ino, uint64_t offset, bool plus, const DirEmitter& emit);
+
+  Result<struct statvfs> DoStatfs();
+  // kNotFound if absent (ENODATA at the edge).
+  Result<std::string> DoGetxattr(uint64_t ino, std::string_view name);
+  // Names, each followed by NUL (listxattr(2) format).
+  Result<std::string> DoListxattr(uint64_t ino);
+  // mask: F_OK or a combination of R_OK and X_OK (W_OK is EROFS at the edge).
+  Status DoAccess(uint64_t ino, int mask, const Caller& caller);
+
+  // Error path of every request: counts and logs an integrity failure
+  // ("cryptexfs: IMAGE: integrity failure: PATH offset N: message") or an
+  // I/O error, and returns the errno to send (errno_map.h).
+  int ErrnoForFailure(const Status& status, const ErrorSite& site, bool xattr = false);
+
+  // Requests answered EIO because of kCorruption since the mount.
+  uint64_t integrity_failures() const { return integrity_failures_.load(); }
+
+  // Parent directory of directory `ino` (root for root). Recorded on lookup
+  // and readdirplus; otherwise found by walking the tree once.
+  Result<uint64_t> ParentOf(uint64_t ino);
+
+  // "/a/b" for ino (a shortest path found by a bounded walk), or "ino N".
+  std::string DescribeInode(uint64_t ino);
+
+ private:
+  static void FillStat(const InodeInfo& in, struct stat* st);
+  void RecordParent(uint64_t dir, uint64_t parent);
+  std::optional<std::string> VirtualXattr(std::string_view name) const;
+  void Log(const std::string& line);
+
+  const std::unique_ptr<Image> image_;
+  const Options options_;
+  std::atomic<uint64_t> integrity_failures_{0};
+
+  std::shared_mutex parents_mu_;
+  // Directory inode -> parent directory inode. GUARDED_BY(parents_mu_).
+  // At most one entry per directory of the image.
+  std::unordered_map<uint64_t, uint64_t> parents_;
+
+  std::shared_mutex paths_mu_;
+  // Inode -> path, for log lines of inodes that failed. GUARDED_BY(paths_mu_);
+  // bounded by kMaxCachedPaths.
+  std::unordered_map<uint64_t, std::string> paths_;
+};
+
+}  // namespace cryptex::cxfs

@@ -1,0 +1,145 @@
+// cryptexfs IMAGE MOUNTPOINT [-o OPTIONS]: mounts a sealed cryptex image
+// read-only, verifying every block it serves (README.md).
+#include <fuse_lowlevel.h>
+#include <syslog.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "filesystem.h"
+#include "format.h"
+#include "image.h"
+#include "keys.h"
+#include "lowlevel.h"
+#include "options.h"
+#include "sd_notify.h"
+
+namespace cryptex::cxfs {
+namespace {
+
+void PrintUsage(const char* prog) {
+  std::printf(
+      "usage: %s IMAGE MOUNTPOINT [options]\n"
+      "\n"
+      "Mounts the sealed cryptex image IMAGE read-only at MOUNTPOINT; every\n"
+      "block served is verified against the image's signed Merkle tree.\n"
+      "\n"
+      "cryptexfs options:\n"
+      "    -o trust=DIR           trusted public keys (*.pub), default %s\n"
+      "    -o pubkey=FILE         trust exactly this public key instead\n"
+      "    -o cache_size=BYTES    decompressed-frame cache, K/M/G suffixes (default 64M)\n"
+      "\n",
+      prog, kDefaultTrustDir);
+}
+
+struct ArgsDeleter {
+  void operator()(fuse_args* a) const { fuse_opt_free_args(a); }
+};
+struct SessionDeleter {
+  void operator()(fuse_session* se) const { fuse_session_destroy(se); }
+};
+struct LoopConfigDeleter {
+  void operator()(fuse_loop_config* c) const { fuse_loop_cfg_destroy(c); }
+};
+
+// Prints "cryptexfs: IMAGE: message" and returns the exit code.
+int Fail(const std::string& image, const std::string& message) {
+  std::fprintf(stderr, "cryptexfs: %s: %s\n", image.c_str(), message.c_str());
+  return 1;
+}
+
+int Run(int argc, char** argv) {
+  fuse_args args = FUSE_ARGS_INIT(argc, argv);
+  std::unique_ptr<fuse_args, ArgsDeleter> args_guard(&args);
+
+  DriverConfig cfg;
+  if (Status st = ParseDriverArgs(&args, &cfg); !st.ok()) {
+    std::fprintf(stderr, "cryptexfs: %s\nTry '%s --help'.\n", st.message().c_str(), argv[0]);
+    return 1;
+  }
+  fuse_cmdline_opts opts{};
+  if (fuse_parse_cmdline(&args, &opts) != 0) return 1;  // libfuse printed why
+  std::unique_ptr<char, decltype(&std::free)> mountpoint(opts.mountpoint, &std::free);
+  if (opts.show_help) {
+    PrintUsage(argv[0]);
+    fuse_cmdline_help();
+    fuse_lowlevel_help();
+    return 0;
+  }
+  if (opts.show_version) {
+    std::printf("cryptexfs (format version %u)\n", format::kFormatVersion);
+    fuse_lowlevel_version();
+    return 0;
+  }
+  if (cfg.image.empty() || mountpoint == nullptr) {
+    std::fprintf(stderr, "cryptexfs: missing %s\nusage: %s IMAGE MOUNTPOINT [-o OPTIONS]\n",
+                 cfg.image.empty() ? "IMAGE" : "MOUNTPOINT", argv[0]);
+    return 1;
+  }
+
+  // Open and check the image before anything is mounted: a refused image
+  // leaves no mount behind.
+  char resolved[PATH_MAX];
+  if (::realpath(cfg.image.c_str(), resolved) == nullptr) {
+    return Fail(cfg.image, Status::FromErrno(errno, "cannot open").message());
+  }
+  Result<TrustStore> trust =
+      cfg.pubkey.empty() ? TrustStore::LoadDir(cfg.trust_dir) : TrustStore::LoadFile(cfg.pubkey);
+  if (!trust.ok()) return Fail(cfg.image, "trust store: " + trust.status().message());
+  ImageOptions image_opts;
+  image_opts.trust = &*trust;
+  image_opts.frame_cache_bytes = static_cast<size_t>(cfg.cache_bytes);
+  Result<std::unique_ptr<Image>> image = Image::Open(resolved, image_opts);
+  if (!image.ok()) return Fail(cfg.image, image.status().message());
+  if ((*image)->superblock().kind != format::kKindBase) {
+    return Fail(cfg.image, std::string("is a ") + (*image)->superblock().kind_name() +
+                               " image; cryptexfs mounts base images");
+  }
+
+  Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground});
+  if (Status st = AddImpliedOptions(&args, resolved); !st.ok()) return Fail(cfg.image, st.message());
+  const fuse_lowlevel_ops& ops = LowLevelOps();
+  std::unique_ptr<fuse_session, SessionDeleter> se(
+      fuse_session_new(&args, &ops, sizeof(ops), &fs));
+  if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
+  if (fuse_set_signal_handlers(se.get()) != 0) return 1;
+  if (fuse_session_mount(se.get(), mountpoint.get()) != 0) {
+    fuse_remove_signal_handlers(se.get());
+    return 1;
+  }
+  if (!opts.foreground) openlog("cryptexfs", LOG_PID, LOG_DAEMON);
+  fuse_daemonize(opts.foreground);
+  SdNotify("READY=1\nSTATUS=serving " + std::string(resolved) + " at " + mountpoint.get());
+
+  int ret;
+  if (opts.singlethread) {
+    ret = fuse_session_loop(se.get());
+  } else {
+    std::unique_ptr<fuse_loop_config, LoopConfigDeleter> loop(fuse_loop_cfg_create());
+    fuse_loop_cfg_set_clone_fd(loop.get(), static_cast<unsigned>(opts.clone_fd));
+    fuse_loop_cfg_set_idle_threads(loop.get(), opts.max_idle_threads);
+    fuse_loop_cfg_set_max_threads(loop.get(), opts.max_threads);
+    ret = fuse_session_loop_mt(se.get(), loop.get());
+  }
+  SdNotify("STOPPING=1");
+  fuse_session_unmount(se.get());
+  fuse_remove_signal_handlers(se.get());
+  return ret == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace cryptex::cxfs
+
+int main(int argc, char** argv) {
+  try {
+    return cryptex::cxfs::Run(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "cryptexfs: out of memory\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cryptexfs: %s\n", e.what());
+  }
+  return 1;
+}

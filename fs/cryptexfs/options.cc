@@ -1,0 +1,158 @@
+#include "options.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+namespace cryptex::cxfs {
+namespace {
+
+enum Key : int {
+  kKeyTrust = 1,
+  kKeyPubkey,
+  kKeyCacheSize,
+  kKeyDrop,
+};
+
+const fuse_opt kDriverOpts[] = {
+    FUSE_OPT_KEY("trust=", kKeyTrust),
+    FUSE_OPT_KEY("pubkey=", kKeyPubkey),
+    FUSE_OPT_KEY("cache_size=", kKeyCacheSize),
+    FUSE_OPT_KEY("ro", kKeyDrop),
+    FUSE_OPT_KEY("rw", kKeyDrop),
+    FUSE_OPT_KEY("nofail", kKeyDrop),
+    FUSE_OPT_KEY("noauto", kKeyDrop),
+    FUSE_OPT_KEY("auto", kKeyDrop),
+    FUSE_OPT_KEY("_netdev", kKeyDrop),
+    FUSE_OPT_KEY("defaults", kKeyDrop),
+    FUSE_OPT_KEY("user", kKeyDrop),
+    FUSE_OPT_KEY("users", kKeyDrop),
+    FUSE_OPT_KEY("nouser", kKeyDrop),
+    FUSE_OPT_END,
+};
+
+struct ParseState {
+  DriverConfig* cfg;
+  int nonopts = 0;
+  std::string error;  // first error, if any
+};
+
+// Value of "key=value" after the '='.
+const char* ValueOf(const char* arg) {
+  const char* eq = std::strchr(arg, '=');
+  return eq ? eq + 1 : "";
+}
+
+int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
+  auto* st = static_cast<ParseState*>(data);
+  auto fail = [st](std::string msg) {
+    if (st->error.empty()) st->error = std::move(msg);
+    return -1;
+  };
+  switch (key) {
+    case kKeyTrust:
+      st->cfg->trust_dir = ValueOf(arg);
+      st->cfg->trust_given = true;
+      if (st->cfg->trust_dir.empty()) return fail("trust= needs a directory");
+      return 0;
+    case kKeyPubkey:
+      st->cfg->pubkey = ValueOf(arg);
+      if (st->cfg->pubkey.empty()) return fail("pubkey= needs a file");
+      return 0;
+    case kKeyCacheSize:
+      if (!ParseSize(ValueOf(arg), &st->cfg->cache_bytes)) {
+        return fail(std::string("bad cache_size '") + ValueOf(arg) +
+                    "' (expected BYTES with an optional K, M or G suffix)");
+      }
+      return 0;
+    case kKeyDrop:
+      return 0;
+    case FUSE_OPT_KEY_OPT:
+      // fstab-only options that must not reach the kernel.
+      if (std::strncmp(arg, "x-", 2) == 0 || std::strncmp(arg, "comment=", 8) == 0) return 0;
+      return 1;
+    case FUSE_OPT_KEY_NONOPT:
+      ++st->nonopts;
+      if (st->nonopts == 1) {
+        st->cfg->image = arg;
+        return 0;
+      }
+      if (st->nonopts == 2) return 1;  // the mountpoint, for fuse_parse_cmdline
+      return fail(std::string("unexpected argument '") + arg + "'");
+    default:
+      return 1;
+  }
+}
+
+}  // namespace
+
+bool ParseSize(std::string_view text, uint64_t* bytes) {
+  size_t i = 0;
+  uint64_t v = 0;
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    uint64_t d = static_cast<uint64_t>(text[i] - '0');
+    if (v > (kMax - d) / 10) return false;
+    v = v * 10 + d;
+    ++i;
+  }
+  if (i == 0) return false;
+  std::string_view suffix = text.substr(i);
+  int shift = 0;
+  if (!suffix.empty()) {
+    switch (suffix[0]) {
+      case 'k':
+      case 'K':
+        shift = 10;
+        break;
+      case 'm':
+      case 'M':
+        shift = 20;
+        break;
+      case 'g':
+      case 'G':
+        shift = 30;
+        break;
+      case 't':
+      case 'T':
+        shift = 40;
+        break;
+      case 'b':
+      case 'B':
+        break;
+      default:
+        return false;
+    }
+    std::string_view rest = suffix.substr(shift == 0 ? 0 : 1);
+    if (!(rest.empty() || rest == "B" || rest == "b" || (shift != 0 && rest == "iB"))) {
+      return false;
+    }
+  }
+  if (shift != 0 && v > (kMax >> shift)) return false;
+  *bytes = v << shift;
+  return true;
+}
+
+Status ParseDriverArgs(fuse_args* args, DriverConfig* cfg) {
+  ParseState st{cfg, 0, {}};
+  if (fuse_opt_parse(args, &st, kDriverOpts, ProcessArg) != 0) {
+    return Status::InvalidArgument(st.error.empty() ? "cannot parse the command line" : st.error);
+  }
+  if (!cfg->pubkey.empty() && cfg->trust_given) {
+    return Status::InvalidArgument("trust= and pubkey= exclude each other");
+  }
+  return Status::Ok();
+}
+
+Status AddImpliedOptions(fuse_args* args, const std::string& fsname) {
+  char* opts = nullptr;
+  bool ok = fuse_opt_add_opt(&opts, "ro") == 0 &&
+            fuse_opt_add_opt(&opts, "subtype=cryptexfs") == 0 &&
+            fuse_opt_add_opt_escaped(&opts, ("fsname=" + fsname).c_str()) == 0 &&
+            fuse_opt_add_arg(args, "-o") == 0 && fuse_opt_add_arg(args, opts) == 0;
+  std::free(opts);
+  if (!ok) return Status::Internal("out of memory building mount options");
+  return Status::Ok();
+}
+
+}  // namespace cryptex::cxfs

@@ -1,0 +1,46 @@
+// Command line of cryptexfs: `cryptexfs IMAGE MOUNTPOINT [-o OPTIONS]`.
+//
+// The driver's own options (trust=, pubkey=, cache_size=) and the first
+// non-option argument (IMAGE) are taken out of the argument vector; what is
+// left (the mountpoint and every standard FUSE option) goes to
+// fuse_parse_cmdline / fuse_session_new.
+#pragma once
+
+#include <fuse_opt.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "keys.h"
+#include "status.h"
+
+namespace cryptex::cxfs {
+
+inline constexpr uint64_t kDefaultCacheBytes = 64ull << 20;
+
+struct DriverConfig {
+  std::string image;                     // IMAGE as given on the command line
+  std::string trust_dir = kDefaultTrustDir;  // trust=DIR
+  bool trust_given = false;
+  std::string pubkey;  // pubkey=FILE; replaces the trust directory
+  uint64_t cache_bytes = kDefaultCacheBytes;  // cache_size=BYTES
+};
+
+// Parses "123", "64K", "64M", "1G", "2T" (powers of 1024; the suffix may be
+// lower case and may be followed by "B" or "iB"). False on anything else,
+// including overflow.
+bool ParseSize(std::string_view text, uint64_t* bytes);
+
+// Takes IMAGE and the driver's options out of *args (fuse_opt_parse) and drops
+// the fstab-only options that mount(8) or mount.fuse3 may pass through
+// (nofail, noauto, auto, _netdev, defaults, user, users, nouser, x-*,
+// comment=*), and rw/ro (the mount is always read-only, see
+// AddImpliedOptions). kInvalidArgument with a message on bad input.
+Status ParseDriverArgs(fuse_args* args, DriverConfig* cfg);
+
+// Appends "-o ro,subtype=cryptexfs,fsname=FSNAME" (fsname escaped) after
+// every user option, so the kernel mount is read-only whatever was asked.
+Status AddImpliedOptions(fuse_args* args, const std::string& fsname);
+
+}  // namespace cryptex::cxfs

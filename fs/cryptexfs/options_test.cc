@@ -1,0 +1,119 @@
+#include "options.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace cryptex::cxfs {
+namespace {
+
+TEST(ParseSizeTest, Plain) {
+  uint64_t v = 0;
+  ASSERT_TRUE(ParseSize("0", &v));
+  EXPECT_EQ(v, 0u);
+  ASSERT_TRUE(ParseSize("1048576", &v));
+  EXPECT_EQ(v, 1048576u);
+  ASSERT_TRUE(ParseSize("512B", &v));
+  EXPECT_EQ(v, 512u);
+}
+
+TEST(ParseSizeTest, Suffixes) {
+  uint64_t v = 0;
+  ASSERT_TRUE(ParseSize("64K", &v));
+  EXPECT_EQ(v, 64u << 10);
+  ASSERT_TRUE(ParseSize("64k", &v));
+  EXPECT_EQ(v, 64u << 10);
+  ASSERT_TRUE(ParseSize("64M", &v));
+  EXPECT_EQ(v, 64u << 20);
+  ASSERT_TRUE(ParseSize("2G", &v));
+  EXPECT_EQ(v, 2ull << 30);
+  ASSERT_TRUE(ParseSize("3MiB", &v));
+  EXPECT_EQ(v, 3u << 20);
+  ASSERT_TRUE(ParseSize("3MB", &v));
+  EXPECT_EQ(v, 3u << 20);
+}
+
+TEST(ParseSizeTest, Rejects) {
+  uint64_t v = 7;
+  for (const char* bad : {"", "M", "-1", "1.5M", "12X", "1MM", "1Mx", "0x10", " 1",
+                          "99999999999999999999", "17179869184G"}) {
+    EXPECT_FALSE(ParseSize(bad, &v)) << bad;
+  }
+  EXPECT_EQ(v, 7u);
+}
+
+// Runs ParseDriverArgs over argv; returns what is left for libfuse.
+std::vector<std::string> Parse(std::vector<const char*> argv, DriverConfig* cfg, Status* st) {
+  std::vector<char*> a;
+  for (const char* s : argv) a.push_back(const_cast<char*>(s));
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(a.size()), a.data());
+  *st = ParseDriverArgs(&args, cfg);
+  std::vector<std::string> rest;
+  for (int i = 0; i < args.argc; ++i) rest.emplace_back(args.argv[i]);
+  fuse_opt_free_args(&args);
+  return rest;
+}
+
+TEST(ParseDriverArgsTest, TakesImageAndDriverOptions) {
+  DriverConfig cfg;
+  Status st;
+  auto rest = Parse({"cryptexfs", "/img/app.cryptex", "/mnt/app", "-o",
+                     "ro,nofail,trust=/etc/keys,cache_size=16M,allow_other,x-systemd.automount",
+                     "-f"},
+                    &cfg, &st);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(cfg.image, "/img/app.cryptex");
+  EXPECT_EQ(cfg.trust_dir, "/etc/keys");
+  EXPECT_EQ(cfg.cache_bytes, 16u << 20);
+  EXPECT_TRUE(cfg.pubkey.empty());
+  // Mountpoint, the standard FUSE option and -f stay; ours are gone.
+  std::vector<std::string> want = {"cryptexfs", "-oallow_other", "/mnt/app", "-f"};
+  EXPECT_EQ(rest, want);
+}
+
+TEST(ParseDriverArgsTest, Defaults) {
+  DriverConfig cfg;
+  Status st;
+  Parse({"cryptexfs", "a.cryptex", "/mnt"}, &cfg, &st);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(cfg.trust_dir, kDefaultTrustDir);
+  EXPECT_EQ(cfg.cache_bytes, kDefaultCacheBytes);
+}
+
+TEST(ParseDriverArgsTest, Pubkey) {
+  DriverConfig cfg;
+  Status st;
+  Parse({"cryptexfs", "a.cryptex", "/mnt", "-o", "pubkey=/k/v.pub"}, &cfg, &st);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(cfg.pubkey, "/k/v.pub");
+}
+
+TEST(ParseDriverArgsTest, Errors) {
+  DriverConfig cfg;
+  Status st;
+  Parse({"cryptexfs", "a", "/mnt", "-o", "cache_size=lots"}, &cfg, &st);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("cache_size"), std::string::npos);
+
+  cfg = DriverConfig();
+  Parse({"cryptexfs", "a", "/mnt", "extra"}, &cfg, &st);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+
+  cfg = DriverConfig();
+  Parse({"cryptexfs", "a", "/mnt", "-o", "trust=/d,pubkey=/k.pub"}, &cfg, &st);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+}
+
+TEST(AddImpliedOptionsTest, EscapesFsname) {
+  const char* argv[] = {"cryptexfs"};
+  fuse_args args = FUSE_ARGS_INIT(1, const_cast<char**>(argv));
+  ASSERT_TRUE(AddImpliedOptions(&args, "/x/a,b.cryptex").ok());
+  ASSERT_EQ(args.argc, 3);
+  EXPECT_STREQ(args.argv[1], "-o");
+  EXPECT_STREQ(args.argv[2], "ro,subtype=cryptexfs,fsname=/x/a\\,b.cryptex");
+  fuse_opt_free_args(&args);
+}
+
+}  // namespace
+}  // namespace cryptex::cxfs

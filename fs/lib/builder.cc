@@ -1,0 +1,552 @@
+// WriteImage: content pipeline, metadata layout, tree and signature.
+//
+// Content is cut into jobs in inode order: a job is either one chunk of a
+// large file or a "pack" of whole small files (smaller than a chunk). A batch
+// of jobs is hashed and compressed in parallel, then committed strictly in job
+// order, which keeps the output byte-identical whatever the thread count.
+#include "builder.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+
+#include "format.h"
+#include "fsverity.h"
+#include "merkle.h"
+#include "output_file.h"
+#include "superblock.h"
+
+namespace cryptex {
+
+using namespace format;
+
+namespace {
+
+constexpr uint32_t kHoleJob = 0xFFFFFFFFu;
+constexpr size_t kBatchBytes = 32u << 20;
+
+struct DigestHash {
+  size_t operator()(const Digest& d) const {
+    size_t v;
+    std::memcpy(&v, d.data(), sizeof v);
+    return v;
+  }
+};
+
+struct Piece {
+  uint32_t file;         // node index
+  uint32_t offset;       // in job raw bytes
+  uint32_t len;
+  bool small = false;    // a whole small file (hashed on the main thread)
+};
+
+struct Job {
+  uint32_t id = 0;
+  bool pack = false;
+  std::vector<uint8_t> raw;
+  std::vector<Piece> pieces;
+  // Results of the parallel stage.
+  std::vector<uint8_t> stored;
+  std::vector<Digest> leaves;  // chunk jobs: leaf hashes of the chunk
+  Digest key{};
+  bool zero = false;
+};
+
+struct PendingExtent {
+  uint32_t job;  // or kHoleJob
+  uint32_t offset;
+};
+
+struct CCtxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i]) return false;
+  return true;
+}
+
+void ProcessJob(Job& j, int level) {
+  thread_local std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
+  if (!j.pack) {
+    j.zero = AllZero(j.raw.data(), j.raw.size());
+    if (j.zero) {  // a hole: every leaf is the hash of a zero block
+      static const Digest kZeroLeaf = [] {
+        std::vector<uint8_t> z(kBlockSize, 0);
+        return Sha256::Hash(z.data(), z.size());
+      }();
+      j.leaves.assign((j.raw.size() + kBlockSize - 1) / kBlockSize, kZeroLeaf);
+      return;
+    }
+    j.leaves = LeafHashes(j.raw.data(), j.raw.size());
+    Sha256 h;
+    Le64 len;
+    len.set(j.raw.size());
+    h.Update(&len, sizeof len);
+    h.Update(j.leaves.data(), j.leaves.size() * sizeof(Digest));
+    j.key = h.Final();
+  }
+  j.stored.resize(ZSTD_compressBound(j.raw.size()));
+  size_t n = ZSTD_compressCCtx(cctx.get(), j.stored.data(), j.stored.size(), j.raw.data(),
+                               j.raw.size(), level);
+  if (ZSTD_isError(n) || n >= j.raw.size()) {
+    j.stored = j.raw;  // incompressible: stored as is
+  } else {
+    j.stored.resize(n);
+  }
+}
+
+class ImageWriter {
+ public:
+  ImageWriter(const SourceTree& tree, const BuildOptions& opts) : tree_(tree), opts_(opts) {
+    threads_ = opts.threads > 0 ? opts.threads
+                                : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    chunk_ = 1u << opts.chunk_log2;
+  }
+
+  Result<BuildStats> Run() {
+    if (opts_.key == nullptr) return Status::InvalidArgument("no signing key");
+    if (opts_.chunk_log2 < kMinChunkLog2 || opts_.chunk_log2 > kMaxChunkLog2) {
+      return Status::InvalidArgument("chunk size must be 2^12..2^20");
+    }
+    if (opts_.zstd_level < 1 || opts_.zstd_level > ZSTD_maxCLevel()) {
+      return Status::InvalidArgument("zstd level must be 1.." + std::to_string(ZSTD_maxCLevel()));
+    }
+    CX_ASSIGN_OR_RETURN(out_, OutputFile::Create(opts_.output_path));
+    CX_RETURN_IF_ERROR(WriteHeader());
+    AssignInodes();
+    CX_RETURN_IF_ERROR(WriteContent());
+    CX_RETURN_IF_ERROR(WriteMetadata());
+    CX_RETURN_IF_ERROR(WriteTreeAndSeal());
+    CX_RETURN_IF_ERROR(out_->Commit());
+    stats_.image_size = out_->size();
+    return stats_;
+  }
+
+ private:
+  Status WriteHeader() {
+    std::vector<uint8_t> block(kBlockSize, 0);
+    DiskHeader h;
+    std::memset(&h, 0, sizeof h);
+    std::memcpy(h.magic, kHeaderMagic, 8);
+    h.format_version.set(kFormatVersion);
+    std::memcpy(block.data(), &h, sizeof h);
+    return out_->Append(block.data(), block.size());
+  }
+
+  void AssignInodes() {
+    const auto& nodes = tree_.nodes;
+    ino_.assign(nodes.size(), 0);
+    uint32_t next = 1;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      if (nodes[i].hardlink_of >= 0) {
+        ino_[i] = ino_[static_cast<size_t>(nodes[i].hardlink_of)];
+      } else {
+        ino_[i] = next++;
+        primary_.push_back(static_cast<uint32_t>(i));
+      }
+    }
+    nlink_.assign(primary_.size() + 1, 0);
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      if (S_ISDIR(nodes[i].mode)) {
+        nlink_[ino_[i]] += 2;
+        if (i != 0) nlink_[ino_[nodes[i].parent]] += 1;
+      } else {
+        nlink_[ino_[i]] += 1;
+      }
+    }
+    file_extents_.assign(nodes.size(), {0, 0});
+    digests_.assign(nodes.size(), Digest{});
+  }
+
+  // ---- content ------------------------------------------------------------
+
+  Status WriteContent() {
+    for (uint32_t idx : primary_) {
+      const SourceNode& n = tree_.nodes[idx];
+      if (!S_ISREG(n.mode)) continue;
+      CX_RETURN_IF_ERROR(AddFile(idx));
+      ++progress_.files_done;
+    }
+    CX_RETURN_IF_ERROR(ClosePack());
+    return FlushBatch();
+  }
+
+  Status AddFile(uint32_t idx) {
+    const SourceNode& n = tree_.nodes[idx];
+    int fd = open(n.source_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return Status::FromErrno(errno, n.source_path + ": cannot open");
+    struct FdCloser {
+      int fd;
+      ~FdCloser() { close(fd); }
+    } closer{fd};
+    struct stat st;
+    if (fstat(fd, &st) != 0) return Status::FromErrno(errno, n.source_path);
+    if (static_cast<uint64_t>(st.st_size) != n.size) {
+      return Status::IOError(n.source_path + ": file changed size during the build");
+    }
+    file_extents_[idx].first = static_cast<uint32_t>(extents_.size());
+    if (n.size == 0) {
+      digests_[idx] = FsVerityDigest(nullptr, 0);
+      return Status::Ok();
+    }
+    if (n.size < chunk_) return AddSmallFile(idx, fd);
+    hashers_[idx] = std::make_unique<FsVerityHasher>();
+    const uint64_t nchunks = (n.size + chunk_ - 1) / chunk_;
+    for (uint64_t c = 0; c < nchunks; ++c) {
+      auto job = std::make_unique<Job>();
+      job->id = next_job_++;
+      const uint64_t off = c * chunk_;
+      const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(chunk_, n.size - off));
+      job->raw.resize(len);
+      CX_RETURN_IF_ERROR(PReadFull(fd, job->raw.data(), len, off, n.source_path));
+      job->pieces.push_back({idx, 0, len, false});
+      extents_.push_back({job->id, 0});
+      ++file_extents_[idx].second;
+      progress_.bytes_done += len;
+      batch_bytes_ += len;
+      batch_.push_back(std::move(job));
+      if (batch_bytes_ >= kBatchBytes) CX_RETURN_IF_ERROR(FlushBatch());
+    }
+    return Status::Ok();
+  }
+
+  Status AddSmallFile(uint32_t idx, int fd) {
+    const SourceNode& n = tree_.nodes[idx];
+    const uint32_t len = static_cast<uint32_t>(n.size);
+    std::vector<uint8_t> buf(len);
+    CX_RETURN_IF_ERROR(PReadFull(fd, buf.data(), len, 0, n.source_path));
+    std::vector<Digest> leaves = LeafHashes(buf.data(), len);
+    FsVerityHasher hv;
+    hv.AddLeafHashes(leaves, len);
+    digests_[idx] = hv.Final();
+    Sha256 h;
+    Le64 le;
+    le.set(len);
+    h.Update(&le, sizeof le);
+    h.Update(leaves.data(), leaves.size() * sizeof(Digest));
+    Digest key = h.Final();
+    progress_.bytes_done += len;
+    ++file_extents_[idx].second;
+    if (auto it = small_dedup_.find(key); it != small_dedup_.end()) {
+      extents_.push_back(it->second);
+      ++stats_.dedup_hits;
+      return Status::Ok();
+    }
+    if (pack_ && pack_->raw.size() + len > chunk_) CX_RETURN_IF_ERROR(ClosePack());
+    if (!pack_) {
+      pack_ = std::make_unique<Job>();
+      pack_->id = next_job_++;
+      pack_->pack = true;
+      pack_->raw.reserve(chunk_);
+    }
+    PendingExtent e{pack_->id, static_cast<uint32_t>(pack_->raw.size())};
+    pack_->pieces.push_back({idx, e.offset, len, true});
+    pack_->raw.insert(pack_->raw.end(), buf.begin(), buf.end());
+    extents_.push_back(e);
+    small_dedup_.emplace(key, e);
+    return Status::Ok();
+  }
+
+  Status ClosePack() {
+    if (!pack_) return Status::Ok();
+    batch_bytes_ += pack_->raw.size();
+    batch_.push_back(std::move(pack_));
+    pack_.reset();
+    if (batch_bytes_ >= kBatchBytes) return FlushBatch();
+    return Status::Ok();
+  }
+
+  Status FlushBatch() {
+    if (batch_.empty()) return Status::Ok();
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < batch_.size();) ProcessJob(*batch_[i], opts_.zstd_level);
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads_; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+
+    for (auto& jp : batch_) {
+      Job& j = *jp;
+      if (job_frame_.size() <= j.id) job_frame_.resize(j.id + 1, kHoleFrame);
+      if (!j.pack) {
+        const uint32_t file = j.pieces[0].file;
+        auto& hasher = hashers_[file];
+        hasher->AddLeafHashes(j.leaves, j.raw.size());
+        if (j.zero) {
+          job_frame_[j.id] = kHoleFrame;
+          ++stats_.hole_chunks;
+        } else {
+          auto [it, inserted] = chunk_dedup_.try_emplace(j.key, 0);
+          if (inserted) {
+            CX_ASSIGN_OR_RETURN(it->second, WriteFrame(j));
+          } else {
+            ++stats_.dedup_hits;
+          }
+          job_frame_[j.id] = it->second;
+        }
+        if (IsLastChunk(j)) {
+          digests_[file] = hasher->Final();
+          hashers_.erase(file);
+        }
+      } else {
+        CX_ASSIGN_OR_RETURN(job_frame_[j.id], WriteFrame(j));
+      }
+    }
+    batch_.clear();
+    batch_bytes_ = 0;
+    if (opts_.progress) {
+      progress_.files_total = tree_.regular_files;
+      progress_.bytes_total = tree_.total_file_bytes;
+      opts_.progress(progress_);
+    }
+    return Status::Ok();
+  }
+
+  bool IsLastChunk(const Job& j) const {
+    const uint32_t file = j.pieces[0].file;
+    const auto [first, count] = file_extents_[file];
+    // A file's extents are appended in order; the job of its last extent is
+    // the last chunk. Only valid once all of the file's jobs were created,
+    // which holds because a file's last job is created before its flush.
+    return count > 0 && extents_[first + count - 1].job == j.id &&
+           count == (tree_.nodes[file].size + chunk_ - 1) / chunk_;
+  }
+
+  Result<uint32_t> WriteFrame(const Job& j) {
+    if (frames_.size() >= kHoleFrame - 1) return Status::InvalidArgument("too many frames");
+    DiskFrame f;
+    f.offset.set(out_->size());
+    f.stored_size.set(static_cast<uint32_t>(j.stored.size()));
+    f.raw_size.set(static_cast<uint32_t>(j.raw.size()));
+    CX_RETURN_IF_ERROR(out_->Append(j.stored.data(), j.stored.size()));
+    frames_.push_back(f);
+    stats_.stored_bytes += j.stored.size();
+    ++stats_.frames;
+    return static_cast<uint32_t>(frames_.size() - 1);
+  }
+
+  // ---- metadata -------------------------------------------------------------
+
+  uint64_t AddString(const std::string& s) {
+    uint64_t off = strings_.size();
+    strings_.insert(strings_.end(), s.begin(), s.end());
+    return off;
+  }
+
+  static uint8_t EntryTypeOf(uint32_t mode) {
+    switch (mode & S_IFMT) {
+      case S_IFREG: return kTypeRegular;
+      case S_IFDIR: return kTypeDirectory;
+      case S_IFLNK: return kTypeSymlink;
+      case S_IFCHR: return kTypeCharDev;
+      case S_IFBLK: return kTypeBlockDev;
+      case S_IFIFO: return kTypeFifo;
+      case S_IFSOCK: return kTypeSocket;
+    }
+    return 0;
+  }
+
+  template <typename T>
+  static void AppendRecord(std::vector<uint8_t>& v, const T& rec) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&rec);
+    v.insert(v.end(), p, p + sizeof rec);
+  }
+
+  Status WriteMetadata() {
+    std::vector<uint8_t> inodes, dirents, extents, xattrs, frames;
+    uint64_t xattr_index = 0, dirent_index = 0;
+    for (uint32_t idx : primary_) {
+      const SourceNode& n = tree_.nodes[idx];
+      DiskInode d;
+      std::memset(&d, 0, sizeof d);
+      d.mode.set(n.mode);
+      d.uid.set(n.uid);
+      d.gid.set(n.gid);
+      d.nlink.set(nlink_[ino_[idx]]);
+      d.mtime_sec.set(static_cast<uint64_t>(n.mtime_sec));
+      d.mtime_nsec.set(n.mtime_nsec);
+      d.flags.set(n.flags);
+      d.rdev.set(n.rdev);
+      d.xattr_count.set(static_cast<uint32_t>(n.xattrs.size()));
+      d.xattr_index.set(xattr_index);
+      for (const auto& [name, value] : n.xattrs) {
+        DiskXattr x;
+        x.name_offset.set(AddString(name));
+        x.value_offset.set(AddString(value));
+        x.name_len.set(static_cast<uint32_t>(name.size()));
+        x.value_len.set(static_cast<uint32_t>(value.size()));
+        AppendRecord(xattrs, x);
+        ++xattr_index;
+      }
+      switch (n.mode & S_IFMT) {
+        case S_IFDIR:
+          d.size.set(n.children.size());
+          d.payload.set(dirent_index);
+          d.payload_count.set(static_cast<uint32_t>(n.children.size()));
+          for (uint32_t c : n.children) {
+            const SourceNode& cn = tree_.nodes[c];
+            DiskDirent e;
+            std::memset(&e, 0, sizeof e);
+            e.name_offset.set(AddString(cn.name));
+            e.name_len.set(static_cast<uint16_t>(cn.name.size()));
+            e.inode.set(ino_[c]);
+            e.type = (cn.flags & kInodeWhiteout) ? uint8_t{kTypeWhiteout} : EntryTypeOf(cn.mode);
+            AppendRecord(dirents, e);
+            ++dirent_index;
+          }
+          break;
+        case S_IFREG: {
+          d.size.set(n.size);
+          const auto [first, count] = file_extents_[idx];
+          d.payload.set(extents.size() / sizeof(DiskExtent));
+          d.payload_count.set(count);
+          for (uint32_t k = 0; k < count; ++k) {
+            const PendingExtent& pe = extents_[first + k];
+            DiskExtent e;
+            e.frame.set(pe.job == kHoleJob ? kHoleFrame : job_frame_[pe.job]);
+            e.offset.set(pe.offset);
+            AppendRecord(extents, e);
+          }
+          std::memcpy(d.digest, digests_[idx].data(), 32);
+          stats_.content_bytes += n.size;
+          ++stats_.files;
+          break;
+        }
+        case S_IFLNK:
+          d.size.set(n.symlink_target.size());
+          d.payload.set(AddString(n.symlink_target));
+          ++stats_.symlinks;
+          break;
+        default:
+          ++stats_.other;
+      }
+      if (S_ISDIR(n.mode)) ++stats_.directories;
+      AppendRecord(inodes, d);
+    }
+    for (const auto& f : frames_) AppendRecord(frames, f);
+
+    regions_[kRegionData] = {kBlockSize, out_->size() - kBlockSize};
+    auto put = [&](Region r, const std::vector<uint8_t>& bytes) -> Status {
+      uint64_t off = (out_->size() + 127) & ~uint64_t{127};
+      regions_[r] = {off, bytes.size()};
+      return out_->PWrite(bytes.data(), bytes.size(), off);
+    };
+    CX_RETURN_IF_ERROR(put(kRegionFrames, frames));
+    CX_RETURN_IF_ERROR(put(kRegionInodes, inodes));
+    CX_RETURN_IF_ERROR(put(kRegionDirents, dirents));
+    CX_RETURN_IF_ERROR(put(kRegionExtents, extents));
+    CX_RETURN_IF_ERROR(put(kRegionXattrs, xattrs));
+    CX_RETURN_IF_ERROR(put(kRegionStrings, strings_));
+    manifest_bytes_ = opts_.manifest.Encode();
+    CX_RETURN_IF_ERROR(put(kRegionManifest, manifest_bytes_));
+    return Status::Ok();
+  }
+
+  // ---- tree and seal ----------------------------------------------------------
+
+  Status WriteTreeAndSeal() {
+    const uint64_t data_end = (out_->size() + kBlockSize - 1) / kBlockSize * kBlockSize;
+    if (data_end > out_->size()) {
+      std::vector<uint8_t> pad(data_end - out_->size(), 0);
+      CX_RETURN_IF_ERROR(out_->Append(pad.data(), pad.size()));
+    }
+    SuperblockInfo sb;
+    sb.kind = opts_.kind;
+    sb.compat = kCompatDedup;
+    sb.incompat = kIncompatZstd | (opts_.kind == kKindPatch ? kIncompatWhiteouts : 0);
+    sb.chunk_log2 = opts_.chunk_log2;
+    sb.data_blocks = data_end / kBlockSize;
+    sb.hash_offset = data_end;
+    sb.created_at = opts_.manifest.created_at;
+    // Deterministic salt: bound to this image's manifest.
+    Sha256 sh;
+    static const char kSaltLabel[] = "cryptex-verity-salt-v1";
+    sh.Update(kSaltLabel, sizeof kSaltLabel);
+    sh.Update(manifest_bytes_.data(), manifest_bytes_.size());
+    Digest salt = sh.Final();
+    std::copy(salt.begin(), salt.end(), sb.salt.begin());
+    for (uint32_t r = 0; r < kRegionCount; ++r) sb.regions[r] = regions_[r];
+
+    const int fd = out_->fd();
+    const std::string what = out_->dest();
+    std::vector<uint8_t> hash_area;
+    CX_RETURN_IF_ERROR(BuildMerkleTree(
+        sb.data_blocks, sb.salt,
+        [fd, &what](uint64_t i, uint8_t* buf) {
+          return PReadFull(fd, buf, kBlockSize, i * kBlockSize, what);
+        },
+        threads_, &hash_area, &sb.root_hash));
+    TreeGeometry g = TreeGeometry::For(sb.data_blocks);
+    sb.hash_blocks = g.total_hash_blocks;
+    sb.tree_levels = static_cast<uint32_t>(g.levels.size());
+    sb.image_size = data_end + hash_area.size() + kBlockSize;
+    CX_RETURN_IF_ERROR(out_->Append(hash_area.data(), hash_area.size()));
+
+    std::vector<uint8_t> block(kBlockSize, 0);
+    auto sbytes = EncodeSuperblock(sb);
+    std::memcpy(block.data(), sbytes.data(), sbytes.size());
+    CX_ASSIGN_OR_RETURN(Ed25519Sig sig, opts_.key->Sign(sbytes));
+    DiskSignature ds;
+    std::memset(&ds, 0, sizeof ds);
+    std::memcpy(ds.magic, kSigMagic, 8);
+    ds.algorithm.set(kSigEd25519);
+    ds.sig_size.set(64);
+    KeyId id = opts_.key->id();
+    std::memcpy(ds.key_id, id.data(), 32);
+    std::memcpy(ds.sig, sig.data(), 64);
+    std::memcpy(block.data() + kSignatureOffsetInBlock, &ds, sizeof ds);
+    CX_RETURN_IF_ERROR(out_->Append(block.data(), block.size()));
+    stats_.root_hash = sb.root_hash;
+    return Status::Ok();
+  }
+
+  const SourceTree& tree_;
+  const BuildOptions& opts_;
+  int threads_ = 1;
+  uint32_t chunk_ = 0;
+  std::unique_ptr<OutputFile> out_;
+  BuildStats stats_;
+  BuildProgress progress_;
+
+  std::vector<uint32_t> ino_;      // node -> inode number
+  std::vector<uint32_t> primary_;  // inode number - 1 -> node
+  std::vector<uint32_t> nlink_;    // inode number -> link count
+  std::vector<std::pair<uint32_t, uint32_t>> file_extents_;  // node -> (first, count)
+  std::vector<Digest> digests_;                              // node -> fs-verity digest
+  std::vector<PendingExtent> extents_;
+
+  uint32_t next_job_ = 0;
+  std::vector<std::unique_ptr<Job>> batch_;
+  size_t batch_bytes_ = 0;
+  std::unique_ptr<Job> pack_;
+  std::map<uint32_t, std::unique_ptr<FsVerityHasher>> hashers_;  // big files in flight
+  std::unordered_map<Digest, PendingExtent, DigestHash> small_dedup_;
+  std::unordered_map<Digest, uint32_t, DigestHash> chunk_dedup_;
+  std::vector<uint32_t> job_frame_;
+  std::vector<DiskFrame> frames_;
+  std::vector<uint8_t> strings_;
+  std::vector<uint8_t> manifest_bytes_;
+  RegionInfo regions_[kRegionCount];
+};
+
+}  // namespace
+
+Result<BuildStats> WriteImage(const SourceTree& tree, const BuildOptions& opts) {
+  ImageWriter w(tree, opts);
+  return w.Run();
+}
+
+}  // namespace cryptex

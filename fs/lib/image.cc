@@ -1,0 +1,190 @@
+#include "image.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "image_impl.h"
+
+namespace cryptex {
+
+using namespace format;
+
+bool InodeInfo::is_dir() const { return S_ISDIR(mode); }
+bool InodeInfo::is_reg() const { return S_ISREG(mode); }
+bool InodeInfo::is_symlink() const { return S_ISLNK(mode); }
+uint64_t InodeInfo::blocks512() const { return (size + 511) / 512; }
+
+Image::Image(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Image::~Image() = default;
+
+Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageOptions& opts) {
+  if (opts.trust == nullptr) return Status::InvalidArgument("no trust store given");
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (impl->fd < 0) return Status::FromErrno(errno, path);
+  struct stat st;
+  if (fstat(impl->fd, &st) != 0) return Status::FromErrno(errno, path);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + ": not a regular file");
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size < 3 * kBlockSize) {
+    return Status::Corruption(path + ": not a cryptex image (" + std::to_string(size) +
+                              " bytes is too small; truncated?)");
+  }
+  std::vector<uint8_t> last(kBlockSize);
+  CX_RETURN_IF_ERROR(PReadFull(impl->fd, last.data(), kBlockSize, size - kBlockSize, path));
+  // Cheap structural check first so that "not an image" is reported as such,
+  // then the signature, and only then is the superblock trusted.
+  if (std::memcmp(last.data(), kSuperMagic, 8) != 0) {
+    return Status::Corruption(path + ": not a cryptex image (no superblock at offset " +
+                              std::to_string(size - kBlockSize) + "; truncated or not an image)");
+  }
+  CX_RETURN_IF_ERROR(VerifySuperblockSignature(last, *opts.trust, path));
+  CX_ASSIGN_OR_RETURN(impl->sb, DecodeSuperblock(last, size, path));
+  Impl& m = *impl;
+  m.inode_count = m.sb.regions[kRegionInodes].length / sizeof(DiskInode);
+  m.dirent_count = m.sb.regions[kRegionDirents].length / sizeof(DiskDirent);
+  m.extent_count = m.sb.regions[kRegionExtents].length / sizeof(DiskExtent);
+  m.xattr_count = m.sb.regions[kRegionXattrs].length / sizeof(DiskXattr);
+  m.frame_count = m.sb.regions[kRegionFrames].length / sizeof(DiskFrame);
+  if (m.inode_count >= 0xFFFFFFFFull) return Status::Corruption(path + ": too many inodes");
+  m.blocks = std::make_unique<VerifiedBlocks>(m.fd, path, m.sb, opts.block_cache_bytes / 2,
+                                              &m.stats.verify_failures,
+                                              &m.stats.blocks_verified);
+  m.meta_cache = std::make_unique<LruCache<std::vector<uint8_t>>>(
+      std::max<size_t>(opts.block_cache_bytes / 2, 64 * kBlockSize));
+  m.frame_cache = std::make_unique<LruCache<std::vector<uint8_t>>>(
+      std::max<size_t>(opts.frame_cache_bytes, 2ull << 20));
+  CX_RETURN_IF_ERROR(m.blocks->CheckRoot());
+  const auto& mr = m.sb.regions[kRegionManifest];
+  if (mr.length > (1u << 20)) return Status::Corruption(path + ": manifest larger than 1 MiB");
+  std::vector<uint8_t> mbytes(mr.length);
+  CX_RETURN_IF_ERROR(m.ReadMeta(mr.offset, mr.length, mbytes.data()));
+  CX_ASSIGN_OR_RETURN(m.manifest, Manifest::Decode(mbytes, path + ": manifest at offset " +
+                                                               std::to_string(mr.offset)));
+  CX_ASSIGN_OR_RETURN(InodeInfo root, m.GetInode(1));
+  (void)root;
+  return std::unique_ptr<Image>(new Image(std::move(impl)));
+}
+
+const std::string& Image::path() const { return impl_->path; }
+const SuperblockInfo& Image::superblock() const { return impl_->sb; }
+const Manifest& Image::manifest() const { return impl_->manifest; }
+const KeyId& Image::signer() const { return impl_->sb.key_id; }
+uint64_t Image::inode_count() const { return impl_->inode_count; }
+ImageStats& Image::stats() const { return impl_->stats; }
+
+Result<InodeInfo> Image::GetInode(uint64_t ino) const { return impl_->GetInode(ino); }
+
+Result<DirEntry> Image::Lookup(uint64_t dir, std::string_view name) const {
+  CX_ASSIGN_OR_RETURN(InodeInfo d, impl_->GetInode(dir));
+  if (!d.is_dir()) return Status::NotDirectory(impl_->path + ": inode " + std::to_string(dir) +
+                                               " is not a directory");
+  uint64_t lo = 0, hi = d.payload_count;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    CX_ASSIGN_OR_RETURN(DirEntry e, impl_->ReadDirent(d.payload + mid));
+    const int c = std::string_view(e.name).compare(name);
+    if (c == 0) return e;
+    if (c < 0) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return Status::NotFound(std::string(name));
+}
+
+Status Image::ReadDir(uint64_t dir, uint64_t start,
+                      const std::function<bool(const DirEntry&, uint64_t)>& fn) const {
+  CX_ASSIGN_OR_RETURN(InodeInfo d, impl_->GetInode(dir));
+  if (!d.is_dir()) return Status::NotDirectory(impl_->path + ": inode " + std::to_string(dir) +
+                                               " is not a directory");
+  for (uint64_t i = start; i < d.payload_count; ++i) {
+    CX_ASSIGN_OR_RETURN(DirEntry e, impl_->ReadDirent(d.payload + i));
+    if (!fn(e, i)) break;
+  }
+  return Status::Ok();
+}
+
+Result<size_t> Image::Read(uint64_t ino, uint64_t offset, std::span<uint8_t> buf) const {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  return impl_->Read(in, offset, buf);
+}
+
+Result<std::string> Image::ReadLink(uint64_t ino) const {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  if (!in.is_symlink()) {
+    return Status::InvalidArgument(impl_->path + ": inode " + std::to_string(ino) +
+                                   " is not a symlink");
+  }
+  std::string target;
+  CX_RETURN_IF_ERROR(impl_->ReadString(in.payload, in.size, &target));
+  if (target.find('\0') != std::string::npos) {
+    return Status::Corruption(impl_->path + ": inode " + std::to_string(ino) +
+                              ": NUL in symlink target");
+  }
+  return target;
+}
+
+Result<std::vector<Xattr>> Image::ListXattrs(uint64_t ino) const {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  std::vector<Xattr> out;
+  out.reserve(in.xattr_count);
+  for (uint64_t k = 0; k < in.xattr_count; ++k) {
+    DiskXattr x;
+    CX_RETURN_IF_ERROR(impl_->ReadRecord(kRegionXattrs, in.xattr_index + k, &x));
+    const uint32_t nl = x.name_len.get(), vl = x.value_len.get();
+    if (nl == 0 || nl > kMaxXattrNameLen || vl > kMaxXattrValueLen) {
+      return Status::Corruption(impl_->path + ": inode " + std::to_string(ino) +
+                                ": xattr lengths out of range");
+    }
+    Xattr xa;
+    CX_RETURN_IF_ERROR(impl_->ReadString(x.name_offset.get(), nl, &xa.name));
+    CX_RETURN_IF_ERROR(impl_->ReadString(x.value_offset.get(), vl, &xa.value));
+    if (xa.name.find('\0') != std::string::npos) {
+      return Status::Corruption(impl_->path + ": inode " + std::to_string(ino) +
+                                ": NUL in xattr name");
+    }
+    out.push_back(std::move(xa));
+  }
+  return out;
+}
+
+Result<std::string> Image::GetXattr(uint64_t ino, std::string_view name) const {
+  CX_ASSIGN_OR_RETURN(auto all, ListXattrs(ino));
+  for (auto& x : all)
+    if (x.name == name) return std::move(x.value);
+  return Status::NotFound(std::string(name));
+}
+
+Result<InodeInfo> Image::Resolve(std::string_view path) const {
+  uint64_t ino = 1;
+  size_t pos = 0;
+  while (pos < path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string_view::npos) slash = path.size();
+    std::string_view comp = path.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (comp.empty() || comp == ".") continue;
+    auto e = Lookup(ino, comp);
+    if (!e.ok()) {
+      if (e.status().code() == Code::kNotFound) {
+        return Status::NotFound(std::string(path) + ": no such file in the image");
+      }
+      return e.status();
+    }
+    if (e->type == kTypeWhiteout) {
+      return Status::NotFound(std::string(path) + ": no such file in the image");
+    }
+    ino = e->ino;
+  }
+  return impl_->GetInode(ino);
+}
+
+}  // namespace cryptex

@@ -1,0 +1,148 @@
+// ScanDirectory: the source-tree walk of `cryptex build`.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <deque>
+#include <map>
+#include <memory>
+
+#include "builder.h"
+#include "format.h"
+
+namespace cryptex {
+
+namespace {
+
+struct DirCloser {
+  void operator()(DIR* d) const { closedir(d); }
+};
+
+Status ReadXattrs(const std::string& path, SourceNode* node) {
+  std::vector<char> names(4096);
+  ssize_t n;
+  for (;;) {
+    n = llistxattr(path.c_str(), names.data(), names.size());
+    if (n >= 0) break;
+    if (errno == ENOTSUP) return Status::Ok();
+    if (errno != ERANGE) return Status::FromErrno(errno, path + ": listxattr");
+    names.resize(names.size() * 4);
+    if (names.size() > (1u << 24)) return Status::IOError(path + ": xattr list too large");
+  }
+  std::vector<char> value(4096);
+  for (ssize_t off = 0; off < n;) {
+    std::string name(names.data() + off);
+    off += static_cast<ssize_t>(name.size()) + 1;
+    if (name.empty()) continue;
+    ssize_t vn;
+    for (;;) {
+      vn = lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+      if (vn >= 0) break;
+      if (errno == ENODATA) break;
+      if (errno != ERANGE) return Status::FromErrno(errno, path + ": getxattr " + name);
+      value.resize(value.size() * 4);
+      if (value.size() > 4 * format::kMaxXattrValueLen) {
+        return Status::IOError(path + ": xattr " + name + " too large");
+      }
+    }
+    if (vn < 0) continue;
+    if (name.size() > format::kMaxXattrNameLen || vn > format::kMaxXattrValueLen) {
+      return Status::InvalidArgument(path + ": xattr " + name + " exceeds format limits");
+    }
+    node->xattrs.emplace_back(name, std::string(value.data(), static_cast<size_t>(vn)));
+  }
+  std::sort(node->xattrs.begin(), node->xattrs.end());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<SourceTree> ScanDirectory(const std::string& dir) {
+  SourceTree tree;
+  struct stat st;
+  if (lstat(dir.c_str(), &st) != 0) return Status::FromErrno(errno, dir);
+  if (!S_ISDIR(st.st_mode)) return Status::NotDirectory(dir + ": not a directory");
+
+  std::map<std::pair<dev_t, ino_t>, uint32_t> links;  // (dev, ino) -> first node
+  auto fill = [&](SourceNode& n, const std::string& path, const struct stat& s) -> Status {
+    n.mode = s.st_mode;
+    n.uid = s.st_uid;
+    n.gid = s.st_gid;
+    n.mtime_sec = s.st_mtim.tv_sec;
+    n.mtime_nsec = static_cast<uint32_t>(s.st_mtim.tv_nsec);
+    if (S_ISCHR(s.st_mode) || S_ISBLK(s.st_mode)) n.rdev = s.st_rdev;
+    if (S_ISREG(s.st_mode)) {
+      n.size = static_cast<uint64_t>(s.st_size);
+      n.source_path = path;
+    } else if (S_ISLNK(s.st_mode)) {
+      std::vector<char> buf(format::kMaxSymlinkLen + 2);
+      ssize_t len = readlink(path.c_str(), buf.data(), buf.size());
+      if (len < 0) return Status::FromErrno(errno, path + ": readlink");
+      if (len == 0 || static_cast<size_t>(len) > format::kMaxSymlinkLen) {
+        return Status::InvalidArgument(path + ": symlink target length out of range");
+      }
+      n.symlink_target.assign(buf.data(), static_cast<size_t>(len));
+      n.size = n.symlink_target.size();
+    }
+    return ReadXattrs(path, &n);
+  };
+
+  tree.nodes.emplace_back();
+  CX_RETURN_IF_ERROR(fill(tree.nodes[0], dir, st));
+  std::vector<std::string> paths{dir};
+  std::deque<uint32_t> queue{0};
+  while (!queue.empty()) {
+    uint32_t di = queue.front();
+    queue.pop_front();
+    const std::string dpath = paths[di];
+    std::unique_ptr<DIR, DirCloser> d(opendir(dpath.c_str()));
+    if (!d) return Status::FromErrno(errno, dpath + ": cannot open directory");
+    std::vector<std::string> names;
+    errno = 0;
+    while (struct dirent* e = readdir(d.get())) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      names.push_back(std::move(name));
+    }
+    if (errno != 0) return Status::FromErrno(errno, dpath + ": readdir");
+    std::sort(names.begin(), names.end());
+    for (auto& name : names) {
+      std::string path = dpath + "/" + name;
+      struct stat cst;
+      if (lstat(path.c_str(), &cst) != 0) return Status::FromErrno(errno, path);
+      uint32_t idx = static_cast<uint32_t>(tree.nodes.size());
+      if (idx >= 0xFFFFFFF0u) return Status::InvalidArgument(dir + ": too many entries");
+      tree.nodes.emplace_back();
+      SourceNode& n = tree.nodes.back();
+      n.name = name;
+      n.parent = di;
+      if (!S_ISDIR(cst.st_mode) && cst.st_nlink > 1) {
+        auto [it, inserted] = links.try_emplace({cst.st_dev, cst.st_ino}, idx);
+        if (!inserted) n.hardlink_of = it->second;
+      }
+      if (n.hardlink_of < 0) {
+        CX_RETURN_IF_ERROR(fill(n, path, cst));
+        if (S_ISREG(cst.st_mode)) {
+          // Fail early (with the path) on files we cannot read.
+          if (access(path.c_str(), R_OK) != 0) {
+            return Status::FromErrno(errno, path + ": cannot read");
+          }
+          tree.total_file_bytes += n.size;
+          ++tree.regular_files;
+        }
+      } else {
+        n.mode = cst.st_mode;
+      }
+      tree.nodes[di].children.push_back(idx);
+      paths.push_back(S_ISDIR(cst.st_mode) ? path : std::string());
+      if (S_ISDIR(cst.st_mode)) queue.push_back(idx);
+    }
+  }
+  return tree;
+}
+
+}  // namespace cryptex

@@ -1,0 +1,61 @@
+// Decoded, validated superblock and signature block.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "format.h"
+#include "keys.h"
+#include "merkle.h"
+#include "status.h"
+
+namespace cryptex {
+
+struct RegionInfo {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct SuperblockInfo {
+  uint32_t format_version = 0;
+  uint64_t compat = 0;
+  uint64_t incompat = 0;
+  uint32_t kind = 0;
+  uint32_t chunk_log2 = 0;
+  uint64_t image_size = 0;
+  uint64_t data_blocks = 0;
+  uint64_t hash_offset = 0;
+  uint64_t hash_blocks = 0;
+  uint32_t tree_levels = 0;
+  std::array<uint8_t, 32> salt{};
+  Digest root_hash{};
+  RegionInfo regions[format::kRegionCount];
+  uint64_t created_at = 0;
+  // Signature block.
+  KeyId key_id{};
+  Ed25519Sig sig{};
+
+  TreeGeometry geometry() const { return TreeGeometry::For(data_blocks); }
+  uint64_t chunk_size() const { return 1ull << chunk_log2; }
+  const char* kind_name() const;
+  // The exact veritysetup command line that checks this image's tree.
+  std::string VeritysetupCommand(const std::string& image_path) const;
+};
+
+// Decodes and validates the last block of an image (4096 bytes) against the
+// actual file size. Does not check the signature (see VerifySuperblockSignature).
+// `what` names the file in errors.
+Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t file_size,
+                                        const std::string& what);
+
+// Checks the signature block in `block` over its first 512 bytes against the
+// trust store. kSignature with the key id when unknown or wrong.
+Status VerifySuperblockSignature(std::span<const uint8_t> block, const TrustStore& trust,
+                                 const std::string& what);
+
+// Encodes a superblock (the signed 512 bytes) from info.
+std::array<uint8_t, sizeof(format::DiskSuperblock)> EncodeSuperblock(const SuperblockInfo& info);
+
+}  // namespace cryptex
