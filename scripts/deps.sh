@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything cryptex needs to build, test and run on Debian 12.
+set -euo pipefail
+pkgs=(
+  build-essential cmake pkg-config git python3
+  libfuse3-dev fuse3 libzstd-dev zstd libssl-dev libinih-dev
+  libgtest-dev googletest
+  cryptsetup-bin fsverity squashfs-tools squashfuse   # oracles and peers
+  clang-14 libclang-rt-14-dev                        # fuzzing, sanitizers
+  clang-format
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
