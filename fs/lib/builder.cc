@@ -13,6 +13,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -32,7 +35,7 @@ using namespace format;
 namespace {
 
 constexpr uint32_t kHoleJob = 0xFFFFFFFFu;
-constexpr size_t kBatchBytes = 32u << 20;
+constexpr size_t kInflightBytes = 64u << 20;
 
 struct DigestHash {
   size_t operator()(const Digest& d) const {
@@ -59,6 +62,7 @@ struct Job {
   std::vector<Digest> leaves;  // chunk jobs: leaf hashes of the chunk
   Digest key{};
   bool zero = false;
+  bool done = false;  // GUARDED_BY(Pipeline::mu)
 };
 
 struct PendingExtent {
@@ -125,7 +129,11 @@ class ImageWriter {
     CX_ASSIGN_OR_RETURN(out_, OutputFile::Create(opts_.output_path));
     CX_RETURN_IF_ERROR(WriteHeader());
     AssignInodes();
-    CX_RETURN_IF_ERROR(WriteContent());
+    StartWorkers();
+    Status content = WriteContent();
+    StopWorkers();
+    CX_RETURN_IF_ERROR(content);
+    if (opts_.progress) ReportProgress();
     CX_RETURN_IF_ERROR(WriteMetadata());
     CX_RETURN_IF_ERROR(WriteTreeAndSeal());
     CX_RETURN_IF_ERROR(out_->Commit());
@@ -179,7 +187,8 @@ class ImageWriter {
       ++progress_.files_done;
     }
     CX_RETURN_IF_ERROR(ClosePack());
-    return FlushBatch();
+    while (!inflight_.empty()) CX_RETURN_IF_ERROR(CommitOldest());
+    return Status::Ok();
   }
 
   Status AddFile(uint32_t idx) {
@@ -214,9 +223,7 @@ class ImageWriter {
       extents_.push_back({job->id, 0});
       ++file_extents_[idx].second;
       progress_.bytes_done += len;
-      batch_bytes_ += len;
-      batch_.push_back(std::move(job));
-      if (batch_bytes_ >= kBatchBytes) CX_RETURN_IF_ERROR(FlushBatch());
+      CX_RETURN_IF_ERROR(Submit(std::move(job)));
     }
     return Status::Ok();
   }
@@ -260,59 +267,112 @@ class ImageWriter {
 
   Status ClosePack() {
     if (!pack_) return Status::Ok();
-    batch_bytes_ += pack_->raw.size();
-    batch_.push_back(std::move(pack_));
-    pack_.reset();
-    if (batch_bytes_ >= kBatchBytes) return FlushBatch();
+    return Submit(std::move(pack_));
+  }
+
+  // ---- pipeline: the main thread reads and commits, workers compress -------
+
+  void StartWorkers() {
+    for (int t = 0; t < threads_; ++t) {
+      workers_.emplace_back([this] {
+        for (;;) {
+          Job* j;
+          {
+            std::unique_lock<std::mutex> lock(mu_);
+            work_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+            if (queue_.empty()) return;
+            j = queue_.front();
+            queue_.pop_front();
+          }
+          ProcessJob(*j, opts_.zstd_level);
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            j->done = true;
+          }
+          done_cv_.notify_all();
+        }
+      });
+    }
+  }
+
+  void StopWorkers() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      queue_.clear();
+    }
+    work_cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  // Hands a job to the workers; commits finished jobs in order, waiting for
+  // the oldest while more than kInflightBytes are outstanding.
+  Status Submit(std::unique_ptr<Job> job) {
+    inflight_bytes_ += job->raw.size();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(job.get());
+    }
+    work_cv_.notify_one();
+    inflight_.push_back(std::move(job));
+    while (!inflight_.empty()) {
+      bool front_done;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        front_done = inflight_.front()->done;
+      }
+      if (!front_done && inflight_bytes_ < kInflightBytes) break;
+      CX_RETURN_IF_ERROR(CommitOldest());
+    }
     return Status::Ok();
   }
 
-  Status FlushBatch() {
-    if (batch_.empty()) return Status::Ok();
-    std::atomic<size_t> next{0};
-    auto worker = [&] {
-      for (size_t i; (i = next.fetch_add(1)) < batch_.size();) ProcessJob(*batch_[i], opts_.zstd_level);
-    };
-    std::vector<std::thread> pool;
-    for (int t = 1; t < threads_; ++t) pool.emplace_back(worker);
-    worker();
-    for (auto& t : pool) t.join();
-
-    for (auto& jp : batch_) {
-      Job& j = *jp;
-      if (job_frame_.size() <= j.id) job_frame_.resize(j.id + 1, kHoleFrame);
-      if (!j.pack) {
-        const uint32_t file = j.pieces[0].file;
-        auto& hasher = hashers_[file];
-        hasher->AddLeafHashes(j.leaves, j.raw.size());
-        if (j.zero) {
-          job_frame_[j.id] = kHoleFrame;
-          ++stats_.hole_chunks;
-        } else {
-          auto [it, inserted] = chunk_dedup_.try_emplace(j.key, 0);
-          if (inserted) {
-            CX_ASSIGN_OR_RETURN(it->second, WriteFrame(j));
-          } else {
-            ++stats_.dedup_hits;
-          }
-          job_frame_[j.id] = it->second;
-        }
-        if (IsLastChunk(j)) {
-          digests_[file] = hasher->Final();
-          hashers_.erase(file);
-        }
-      } else {
-        CX_ASSIGN_OR_RETURN(job_frame_[j.id], WriteFrame(j));
-      }
+  Status CommitOldest() {
+    std::unique_ptr<Job> jp = std::move(inflight_.front());
+    inflight_.pop_front();
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_cv_.wait(lock, [&] { return jp->done; });
     }
-    batch_.clear();
-    batch_bytes_ = 0;
-    if (opts_.progress) {
-      progress_.files_total = tree_.regular_files;
-      progress_.bytes_total = tree_.total_file_bytes;
-      opts_.progress(progress_);
+    inflight_bytes_ -= jp->raw.size();
+    Job& j = *jp;
+    if (job_frame_.size() <= j.id) job_frame_.resize(j.id + 1, kHoleFrame);
+    if (!j.pack) {
+      const uint32_t file = j.pieces[0].file;
+      auto& hasher = hashers_[file];
+      hasher->AddLeafHashes(j.leaves, j.raw.size());
+      if (j.zero) {
+        job_frame_[j.id] = kHoleFrame;
+        ++stats_.hole_chunks;
+      } else {
+        auto [it, inserted] = chunk_dedup_.try_emplace(j.key, 0);
+        if (inserted) {
+          CX_ASSIGN_OR_RETURN(it->second, WriteFrame(j));
+        } else {
+          ++stats_.dedup_hits;
+        }
+        job_frame_[j.id] = it->second;
+      }
+      if (IsLastChunk(j)) {
+        digests_[file] = hasher->Final();
+        hashers_.erase(file);
+      }
+    } else {
+      CX_ASSIGN_OR_RETURN(job_frame_[j.id], WriteFrame(j));
+    }
+    committed_bytes_ += j.raw.size();
+    if (opts_.progress && committed_bytes_ - last_progress_ >= (16u << 20)) {
+      last_progress_ = committed_bytes_;
+      ReportProgress();
     }
     return Status::Ok();
+  }
+
+  void ReportProgress() {
+    progress_.files_total = tree_.regular_files;
+    progress_.bytes_total = tree_.total_file_bytes;
+    opts_.progress(progress_);
   }
 
   bool IsLastChunk(const Job& j) const {
@@ -529,8 +589,14 @@ class ImageWriter {
   std::vector<PendingExtent> extents_;
 
   uint32_t next_job_ = 0;
-  std::vector<std::unique_ptr<Job>> batch_;
-  size_t batch_bytes_ = 0;
+  std::deque<std::unique_ptr<Job>> inflight_;  // submitted, not committed; in job order
+  size_t inflight_bytes_ = 0;
+  uint64_t committed_bytes_ = 0, last_progress_ = 0;
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<Job*> queue_;  // GUARDED_BY(mu_): jobs waiting for a worker
+  bool stop_ = false;       // GUARDED_BY(mu_)
+  std::vector<std::thread> workers_;
   std::unique_ptr<Job> pack_;
   std::map<uint32_t, std::unique_ptr<FsVerityHasher>> hashers_;  // big files in flight
   std::unordered_map<Digest, PendingExtent, DigestHash> small_dedup_;
