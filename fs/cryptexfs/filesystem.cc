@@ -195,8 +195,8 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
   uint8_t* buf = ThreadReadBuffer(size);
   size_t done = 0;
   while (done < size) {
-    CX_ASSIGN_OR_RETURN(size_t n,
-                        image_->Read(ino, offset + done, std::span<uint8_t>(buf + done, size - done)));
+    CX_ASSIGN_OR_RETURN(
+        size_t n, image_->Read(ino, offset + done, std::span<uint8_t>(buf + done, size - done)));
     if (n == 0) break;  // EOF
     done += n;
   }
@@ -294,8 +294,8 @@ Result<std::string> Filesystem::DoListxattr(uint64_t ino) {
   }
   if (ino == image_->root_ino()) {
     for (const char* v : kVirtualXattrs) {
-      bool shadowed = std::any_of(xattrs.begin(), xattrs.end(),
-                                  [v](const Xattr& x) { return x.name == v; });
+      bool shadowed =
+          std::any_of(xattrs.begin(), xattrs.end(), [v](const Xattr& x) { return x.name == v; });
       if (shadowed) continue;
       out += v;
       out.push_back('\0');

@@ -69,8 +69,8 @@ struct ErrorSite {
 class Filesystem final {
  public:
   struct Options {
-    std::string display_name;     // IMAGE as the user named it (log lines)
-    bool log_to_syslog = false;   // else stderr
+    std::string display_name;    // IMAGE as the user named it (log lines)
+    bool log_to_syslog = false;  // else stderr
   };
 
   // REQUIRES: image != nullptr.

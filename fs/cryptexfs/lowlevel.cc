@@ -146,8 +146,7 @@ void OpAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
     Caller caller{ctx->uid, ctx->gid, {}};
     if (caller.uid != 0) {
       caller.groups.resize(64);
-      int n = fuse_req_getgroups(req, static_cast<int>(caller.groups.size()),
-                                 caller.groups.data());
+      int n = fuse_req_getgroups(req, static_cast<int>(caller.groups.size()), caller.groups.data());
       if (n > static_cast<int>(caller.groups.size())) {
         caller.groups.resize(static_cast<size_t>(n));
         n = fuse_req_getgroups(req, n, caller.groups.data());
@@ -243,8 +242,8 @@ void ReaddirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
         need = fuse_add_direntry_plus(req, buf + used, room, name.c_str(), &e,
                                       static_cast<off_t>(next));
       } else {
-        need = fuse_add_direntry(req, buf + used, room, name.c_str(), &st,
-                                 static_cast<off_t>(next));
+        need =
+            fuse_add_direntry(req, buf + used, room, name.c_str(), &st, static_cast<off_t>(next));
       }
       if (need > room) return false;
       used += need;
@@ -262,8 +261,7 @@ void ReaddirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* /*fi*/) {
   ReaddirCommon(req, ino, size, off, /*plus=*/false);
 }
-void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                   fuse_file_info* /*fi*/) {
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* /*fi*/) {
   ReaddirCommon(req, ino, size, off, /*plus=*/true);
 }
 void OpReleasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {

@@ -100,10 +100,10 @@ int Run(int argc, char** argv) {
   }
 
   Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground});
-  if (Status st = AddImpliedOptions(&args, resolved); !st.ok()) return Fail(cfg.image, st.message());
+  if (Status st = AddImpliedOptions(&args, resolved); !st.ok())
+    return Fail(cfg.image, st.message());
   const fuse_lowlevel_ops& ops = LowLevelOps();
-  std::unique_ptr<fuse_session, SessionDeleter> se(
-      fuse_session_new(&args, &ops, sizeof(ops), &fs));
+  std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof(ops), &fs));
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
   if (fuse_set_signal_handlers(se.get()) != 0) return 1;
   if (fuse_session_mount(se.get(), mountpoint.get()) != 0) {
@@ -120,7 +120,9 @@ int Run(int argc, char** argv) {
   } else {
     std::unique_ptr<fuse_loop_config, LoopConfigDeleter> loop(fuse_loop_cfg_create());
     fuse_loop_cfg_set_clone_fd(loop.get(), static_cast<unsigned>(opts.clone_fd));
-    fuse_loop_cfg_set_idle_threads(loop.get(), opts.max_idle_threads);
+    if (opts.max_idle_threads != UINT_MAX) {  // UINT_MAX: not given
+      fuse_loop_cfg_set_idle_threads(loop.get(), opts.max_idle_threads);
+    }
     fuse_loop_cfg_set_max_threads(loop.get(), opts.max_threads);
     ret = fuse_session_loop_mt(se.get(), loop.get());
   }

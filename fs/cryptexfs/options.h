@@ -20,10 +20,10 @@ namespace cryptex::cxfs {
 inline constexpr uint64_t kDefaultCacheBytes = 64ull << 20;
 
 struct DriverConfig {
-  std::string image;                     // IMAGE as given on the command line
+  std::string image;                         // IMAGE as given on the command line
   std::string trust_dir = kDefaultTrustDir;  // trust=DIR
   bool trust_given = false;
-  std::string pubkey;  // pubkey=FILE; replaces the trust directory
+  std::string pubkey;                         // pubkey=FILE; replaces the trust directory
   uint64_t cache_bytes = kDefaultCacheBytes;  // cache_size=BYTES
 };
 

@@ -18,9 +18,10 @@ class FsVerityHasher final {
  public:
   FsVerityHasher();
   void Update(const void* data, size_t len);
+  // `leaves` are SHA-256 of zero-padded 4 KiB blocks (see LeafHashes);
+  // `bytes` the content length they cover.
   // REQUIRES: total bytes fed so far is a multiple of 4096; if `bytes` is
-  // not, this is the last input before Final(). Violations abort. `leaves` are SHA-256 of
-  // zero-padded 4 KiB blocks; `bytes` the content length they cover.
+  // not, this is the last input before Final(). Violations abort.
   void AddLeafHashes(std::span<const Digest> leaves, uint64_t bytes);
   // The fs-verity file digest (SHA-256 of the fsverity_descriptor). Resets
   // the hasher to the empty state, so it can be reused for the next file.

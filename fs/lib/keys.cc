@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -60,7 +61,8 @@ struct SecretString {
 };
 
 Status ReadKeyFile(const std::string& path, std::string* out) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  const int fd =
+      open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);  // FIFOs must not block
   if (fd < 0) return Status::FromErrno(errno, "key file " + path);
   struct FdCloser {
     int fd;
@@ -68,8 +70,9 @@ Status ReadKeyFile(const std::string& path, std::string* out) {
   } closer{fd};
   struct stat st;
   if (fstat(fd, &st) != 0) return Status::FromErrno(errno, "key file " + path);
-  if (!S_ISREG(st.st_mode))
+  if (!S_ISREG(st.st_mode)) {
     return Status::InvalidArgument("key file " + path + ": not a regular file");
+  }
   if (st.st_size > static_cast<off_t>(kMaxKeyFileSize)) {
     return Status::InvalidArgument("key file " + path + ": too large for a key (" +
                                    std::to_string(st.st_size) + " bytes)");
@@ -83,8 +86,9 @@ Status ReadKeyFile(const std::string& path, std::string* out) {
     if (n == 0) break;
     got += static_cast<size_t>(n);
   }
-  if (got > kMaxKeyFileSize)
+  if (got > kMaxKeyFileSize) {
     return Status::InvalidArgument("key file " + path + ": too large for a key");
+  }
   out->resize(got);
   return Status::Ok();
 }
@@ -200,12 +204,14 @@ PrivateKey::PrivateKey(PrivateKey&&) noexcept = default;
 PrivateKey& PrivateKey::operator=(PrivateKey&&) noexcept = default;
 
 Result<PrivateKey> PrivateKey::Generate() {
+  ERR_clear_error();  // messages must not carry stale errors
   PkeyPtr pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
   if (!pkey) return Status::Internal("generating an Ed25519 key: " + OpensslErrors());
   return PrivateKey(std::make_unique<Impl>(Impl{std::move(pkey)}));
 }
 
 Result<PrivateKey> PrivateKey::LoadPem(const std::string& path) {
+  ERR_clear_error();  // messages must not carry stale errors
   SecretString pem;
   CX_RETURN_IF_ERROR(ReadKeyFile(path, &pem.s));
   BioPtr bio(BIO_new_mem_buf(pem.s.data(), static_cast<int>(pem.s.size())));
@@ -224,10 +230,12 @@ Status PrivateKey::SavePair(const std::string& path) const {
   // Early, friendly refusal; PlaceNoReplace is what makes it race free.
   for (const std::string& p : {path, pub_path}) {
     struct stat st;
-    if (lstat(p.c_str(), &st) == 0)
+    if (lstat(p.c_str(), &st) == 0) {
       return Status::Exists(p + ": already exists; refusing to overwrite");
+    }
   }
 
+  ERR_clear_error();  // messages must not carry stale errors
   SecretString priv_pem;
   std::string pub_pem;
   {
@@ -271,6 +279,7 @@ KeyId PrivateKey::id() const { return IdOf(impl_->pkey.get()); }
 std::array<uint8_t, 32> PrivateKey::raw_public() const { return RawPublic(impl_->pkey.get()); }
 
 Result<Ed25519Sig> PrivateKey::Sign(std::span<const uint8_t> message) const {
+  ERR_clear_error();  // messages must not carry stale errors
   MdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestSignInit_ex(ctx.get(), nullptr, nullptr, nullptr, nullptr,
                                     impl_->pkey.get(), nullptr) != 1) {
@@ -298,6 +307,7 @@ PublicKey::PublicKey(PublicKey&&) noexcept = default;
 PublicKey& PublicKey::operator=(PublicKey&&) noexcept = default;
 
 Result<PublicKey> PublicKey::LoadPem(const std::string& path) {
+  ERR_clear_error();  // messages must not carry stale errors
   std::string pem;
   CX_RETURN_IF_ERROR(ReadKeyFile(path, &pem));
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
@@ -315,6 +325,7 @@ Result<PublicKey> PublicKey::LoadPem(const std::string& path) {
 }
 
 Result<PublicKey> PublicKey::FromRaw(std::span<const uint8_t> raw32) {
+  ERR_clear_error();  // messages must not carry stale errors
   if (raw32.size() != 32) {
     return Status::InvalidArgument("raw Ed25519 public key must be 32 bytes, got " +
                                    std::to_string(raw32.size()));
@@ -344,18 +355,21 @@ bool PublicKey::Verify(std::span<const uint8_t> message, std::span<const uint8_t
 // ---- TrustStore ---------------------------------------------------------------
 
 Result<TrustStore> TrustStore::LoadDir(const std::string& dir) {
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return Status::FromErrno(errno, "trusted key directory " + dir);
+  struct DirCloser {
+    void operator()(DIR* d) const { closedir(d); }
+  };
+  std::unique_ptr<DIR, DirCloser> d(opendir(dir.c_str()));
+  if (!d) return Status::FromErrno(errno, "trusted key directory " + dir);
   std::vector<std::string> names;
   errno = 0;
-  while (const dirent* e = readdir(d)) {
+  while (const dirent* e = readdir(d.get())) {
     const std::string name = e->d_name;
     // Hidden files (and ".pub" itself) are skipped like a shell glob would.
     if (name[0] != '.' && EndsWith(name, ".pub")) names.push_back(name);
     errno = 0;
   }
   const int read_err = errno;
-  closedir(d);
+  d.reset();
   if (read_err != 0) return Status::FromErrno(read_err, "reading trusted key directory " + dir);
   std::sort(names.begin(), names.end());  // deterministic order and messages
 
