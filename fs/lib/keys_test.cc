@@ -217,8 +217,10 @@ TEST(KeysTest, LoadPemErrorsNameTheFile) {
   const std::string missing = dir.Join("missing.pem");
   const std::string empty = dir.Join("empty.pem");
   WriteFile(empty, "");
+  const std::string fifo = dir.Join("fifo.pem");  // must not block
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
 
-  for (const std::string& p : {garbage, missing, empty, dir.path()}) {
+  for (const std::string& p : {garbage, missing, empty, fifo, dir.path()}) {
     Result<PrivateKey> k = PrivateKey::LoadPem(p);
     ASSERT_FALSE(k.ok()) << p;
     EXPECT_TRUE(Contains(k.status().message(), p)) << k.status().ToString();
@@ -261,7 +263,8 @@ TEST(TrustStoreTest, FindsKeysById) {
   ASSERT_TRUE(a.SavePair(dir.Join("a")).ok());
   ASSERT_TRUE(b.SavePair(dir.Join("b")).ok());
   WriteFile(dir.Join("README"), "not a key, not *.pub");
-  ASSERT_EQ(mkdir(dir.Join("sub.pub").c_str(), 0755), 0);  // not a regular file: skipped
+  ASSERT_EQ(mkdir(dir.Join("sub.pub").c_str(), 0755), 0);  // not regular files: skipped
+  ASSERT_EQ(mkfifo(dir.Join("fifo.pub").c_str(), 0644), 0);
 
   Result<TrustStore> store = TrustStore::LoadDir(dir.path());
   ASSERT_TRUE(store.ok()) << store.status().ToString();

@@ -22,6 +22,19 @@ Result<std::unique_ptr<OutputFile>> OutputFile::Create(const std::string& dest, 
   }
   auto f = std::make_unique<OutputFile>();
   f->dest_ = dest;
+  // Preferred: an unnamed O_TMPFILE in the destination directory, linked in
+  // at Commit(). Even a kill -9 mid-build then leaves nothing behind.
+  const size_t slash = dest.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : dest.substr(0, slash + 1);
+  f->fd_ = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+  if (f->fd_ >= 0) {
+    f->dir_ = dir;
+    return f;
+  }
+  if (errno == ENOENT || errno == ENOTDIR || errno == EACCES) {
+    return Status::FromErrno(errno, dest + ": cannot create output in " + dir);
+  }
+  // Fallback for file systems without O_TMPFILE: a named temporary.
   f->tmp_ = dest + ".tmp-XXXXXX";
   f->fd_ = mkstemp(f->tmp_.data());
   if (f->fd_ < 0) {
@@ -52,15 +65,19 @@ Status OutputFile::PWrite(const void* buf, size_t len, uint64_t offset) {
 Status OutputFile::Append(const void* buf, size_t len) { return PWrite(buf, len, size_); }
 
 Status OutputFile::Commit() {
-  if (fsync(fd_) != 0) return Status::FromErrno(errno, tmp_ + ": fsync");
-  if (renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, dest_.c_str(), RENAME_NOREPLACE) != 0) {
+  if (fsync(fd_) != 0) return Status::FromErrno(errno, dest_ + ": fsync");
+  if (tmp_.empty()) {
+    // Link the O_TMPFILE in; linkat never replaces an existing file.
+    const std::string self = "/proc/self/fd/" + std::to_string(fd_);
+    if (linkat(AT_FDCWD, self.c_str(), AT_FDCWD, dest_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+      return Status::FromErrno(errno, dest_ + ": cannot link into place");
+    }
+  } else if (renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, dest_.c_str(), RENAME_NOREPLACE) != 0) {
     return Status::FromErrno(errno, dest_ + ": cannot rename into place");
   }
   committed_ = true;
-  std::string dir = dest_.substr(0, dest_.find_last_of('/') == std::string::npos
-                                        ? 0
-                                        : dest_.find_last_of('/') + 1);
-  if (dir.empty()) dir = ".";
+  const size_t slash = dest_.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : dest_.substr(0, slash + 1);
   int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd);

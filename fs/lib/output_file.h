@@ -1,6 +1,7 @@
-// A file written under a temporary name next to its destination and renamed
-// into place by Commit() without ever replacing an existing file. If Commit()
-// is not reached the temporary is removed: no partial output is left behind.
+// A file written unnamed (O_TMPFILE, or a temporary name where the file
+// system lacks it) in its destination's directory and linked into place by
+// Commit() without ever replacing an existing file. If Commit() is not
+// reached nothing is left behind.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +34,8 @@ class OutputFile final {
  private:
   int fd_ = -1;
   std::string dest_;
-  std::string tmp_;
+  std::string tmp_;  // named temporary (fallback); empty when using O_TMPFILE
+  std::string dir_;
   uint64_t size_ = 0;
   bool committed_ = false;
 };
