@@ -99,9 +99,9 @@ Result<uint64_t> Filesystem::ParentOf(uint64_t ino) {
     auto it = parents_.find(ino);
     if (it != parents_.end()) return it->second;
   }
-  // Not seen through lookup/readdirplus (the kernel had it from an earlier
-  // mount generation, or a tool walked with plain readdir): walk the
-  // directory tree breadth first, recording every directory's parent.
+  // Every directory inode the kernel holds came from lookup or readdirplus,
+  // which record its parent, so this is a fallback: walk the tree breadth
+  // first (bounded, cycle-safe), recording every directory's parent.
   std::deque<uint64_t> queue{image_->root_ino()};
   std::unordered_set<uint64_t> seen{image_->root_ino()};
   uint64_t visited = 0;
@@ -191,6 +191,9 @@ Status Filesystem::DoOpen(uint64_t ino) {
 }
 
 Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offset, size_t size) {
+  // All or nothing: a failure anywhere fails the whole request. A short
+  // reply would tell the kernel the file ends there (it caches the smaller
+  // size and zero-fills), i.e. wrong data instead of EIO.
   size = std::min(size, kMaxReadBytes);
   uint8_t* buf = ThreadReadBuffer(size);
   size_t done = 0;
@@ -336,6 +339,14 @@ void Filesystem::Log(const std::string& line) {
   }
 }
 
+// The library prefixes messages with the image path; the log line names the
+// image once, up front.
+std::string Filesystem::WithoutImagePath(const std::string& message) const {
+  const std::string prefix = image_->path() + ": ";
+  if (message.rfind(prefix, 0) == 0) return message.substr(prefix.size());
+  return message;
+}
+
 int Filesystem::ErrnoForFailure(const Status& status, const ErrorSite& site, bool xattr) {
   switch (status.code()) {
     case Code::kOk:
@@ -349,12 +360,13 @@ int Filesystem::ErrnoForFailure(const Status& status, const ErrorSite& site, boo
       std::string where = DescribeInode(site.ino);
       where += site.offset ? " offset " + std::to_string(*site.offset)
                            : std::string(" (") + site.op + ")";
-      Log(options_.display_name + ": integrity failure: " + where + ": " + status.message());
+      Log(options_.display_name + ": integrity failure: " + where + ": " +
+          WithoutImagePath(status.message()));
       break;
     }
     default:
       Log(options_.display_name + ": " + site.op + " " + DescribeInode(site.ino) + ": " +
-          status.ToString());
+          CodeName(status.code()) + ": " + WithoutImagePath(status.message()));
       break;
   }
   return xattr ? XattrErrnoFromStatus(status) : ErrnoFromStatus(status);

@@ -132,6 +132,7 @@ class Filesystem final {
   void RecordParent(uint64_t dir, uint64_t parent);
   std::optional<std::string> VirtualXattr(std::string_view name) const;
   void Log(const std::string& line);
+  std::string WithoutImagePath(const std::string& message) const;
 
   const std::unique_ptr<Image> image_;
   const Options options_;

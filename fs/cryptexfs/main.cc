@@ -1,6 +1,7 @@
 // cryptexfs IMAGE MOUNTPOINT [-o OPTIONS]: mounts a sealed cryptex image
 // read-only, verifying every block it serves (README.md).
 #include <fuse_lowlevel.h>
+#include <malloc.h>
 #include <syslog.h>
 
 #include <climits>
@@ -45,13 +46,28 @@ struct LoopConfigDeleter {
   void operator()(fuse_loop_config* c) const { fuse_loop_cfg_destroy(c); }
 };
 
-// Prints "cryptexfs: IMAGE: message" and returns the exit code.
-int Fail(const std::string& image, const std::string& message) {
+// Prints "cryptexfs: IMAGE: message" and returns the exit code. The library
+// names the file it failed on; `resolved` (the absolute path it was given)
+// is dropped from the front of the message so the image is named once.
+int Fail(const std::string& image, std::string message, const std::string& resolved = "") {
+  if (!resolved.empty() && message.rfind(resolved + ": ", 0) == 0) {
+    message.erase(0, resolved.size() + 2);
+  }
   std::fprintf(stderr, "cryptexfs: %s: %s\n", image.c_str(), message.c_str());
   return 1;
 }
 
+// Decompressed frames (one chunk, 4 KiB..1 MiB) are allocated and freed at
+// the rate the kernel reads. Keep such blocks in the heap instead of a fresh
+// mmap (page faults + zeroing) and munmap (TLB shootdown) each time, and do
+// not hand freed heap back to the kernel at every free.
+void TuneAllocator() {
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
 int Run(int argc, char** argv) {
+  TuneAllocator();
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
   std::unique_ptr<fuse_args, ArgsDeleter> args_guard(&args);
 
@@ -93,7 +109,7 @@ int Run(int argc, char** argv) {
   image_opts.trust = &*trust;
   image_opts.frame_cache_bytes = static_cast<size_t>(cfg.cache_bytes);
   Result<std::unique_ptr<Image>> image = Image::Open(resolved, image_opts);
-  if (!image.ok()) return Fail(cfg.image, image.status().message());
+  if (!image.ok()) return Fail(cfg.image, image.status().message(), resolved);
   if ((*image)->superblock().kind != format::kKindBase) {
     return Fail(cfg.image, std::string("is a ") + (*image)->superblock().kind_name() +
                                " image; cryptexfs mounts base images");
