@@ -71,6 +71,7 @@ class Filesystem final {
   struct Options {
     std::string display_name;    // IMAGE as the user named it (log lines)
     bool log_to_syslog = false;  // else stderr
+    bool open_handles = false;   // reply to OPEN (else ENOSYS: kernel no_open mode)
   };
 
   // REQUIRES: image != nullptr.
@@ -79,6 +80,7 @@ class Filesystem final {
   Filesystem& operator=(const Filesystem&) = delete;
 
   const Image& image() const { return *image_; }
+  const Options& options() const { return options_; }
 
   // kNotFound if `name` is not in `parent` (a negative entry). "." and ".."
   // resolve to the directory and its parent.

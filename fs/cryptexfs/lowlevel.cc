@@ -170,6 +170,13 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
 
 // ---- files ---------------------------------------------------------------------
 
+// Open is answered ENOSYS ("no_open", kernel >= 5.1): the kernel then stops
+// sending OPEN/FLUSH/RELEASE for files and opens them with FOPEN_KEEP_CACHE,
+// which saves two round trips per open(2). Nothing is lost: the mount is
+// read-only (the VFS refuses write opens with EROFS before we would see
+// them), there is no per-open state, and every read is verified anyway. A
+// kernel that does not know no_open treats ENOSYS as a failed open, so
+// `-o open_handles` keeps the classic behaviour.
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_CREAT)) != 0) {
     fuse_reply_err(req, EROFS);
@@ -177,6 +184,10 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   Serve(req, {"open", ino}, [&](Filesystem& fs) -> Status {
     CX_RETURN_IF_ERROR(fs.DoOpen(ino));
+    if (!fs.options().open_handles) {
+      fuse_reply_err(req, ENOSYS);
+      return Status::Ok();
+    }
     fi->keep_cache = 1;  // immutable: page cache stays valid across opens
     fi->noflush = 1;
     fuse_reply_open(req, fi);
@@ -197,7 +208,11 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   });
 }
 
-void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) { fuse_reply_err(req, 0); }
+// ENOSYS makes the kernel stop sending FLUSH on every close(2) (no_flush):
+// nothing is ever dirty.
+void OpFlush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {
+  fuse_reply_err(req, ENOSYS);
+}
 void OpRelease(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {
   fuse_reply_err(req, 0);
 }
@@ -210,6 +225,12 @@ void OpFsync(fuse_req_t req, fuse_ino_t /*ino*/, int /*datasync*/, fuse_file_inf
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Serve(req, {"opendir", ino}, [&](Filesystem& fs) -> Status {
     CX_RETURN_IF_ERROR(fs.DoOpendir(ino));
+    if (!fs.options().open_handles) {
+      // no_opendir: the kernel opens directories itself with FOPEN_CACHE_DIR
+      // and FOPEN_KEEP_CACHE and sends no OPENDIR/RELEASEDIR (see OpOpen).
+      fuse_reply_err(req, ENOSYS);
+      return Status::Ok();
+    }
     fi->cache_readdir = 1;  // the kernel may serve later readdirs itself
     fi->keep_cache = 1;
     fuse_reply_open(req, fi);

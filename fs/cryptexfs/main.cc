@@ -115,7 +115,8 @@ int Run(int argc, char** argv) {
                                " image; cryptexfs mounts base images");
   }
 
-  Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground});
+  Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground,
+                                    /*open_handles=*/cfg.open_handles});
   if (Status st = AddImpliedOptions(&args, resolved); !st.ok())
     return Fail(cfg.image, st.message());
   const fuse_lowlevel_ops& ops = LowLevelOps();

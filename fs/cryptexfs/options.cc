@@ -12,12 +12,14 @@ enum Key : int {
   kKeyPubkey,
   kKeyCacheSize,
   kKeyDrop,
+  kKeyOpenHandles,
 };
 
 const fuse_opt kDriverOpts[] = {
     FUSE_OPT_KEY("trust=", kKeyTrust),
     FUSE_OPT_KEY("pubkey=", kKeyPubkey),
     FUSE_OPT_KEY("cache_size=", kKeyCacheSize),
+    FUSE_OPT_KEY("open_handles", kKeyOpenHandles),
     FUSE_OPT_KEY("ro", kKeyDrop),
     FUSE_OPT_KEY("rw", kKeyDrop),
     FUSE_OPT_KEY("nofail", kKeyDrop),
@@ -64,6 +66,9 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
         return fail(std::string("bad cache_size '") + ValueOf(arg) +
                     "' (expected BYTES with an optional K, M or G suffix)");
       }
+      return 0;
+    case kKeyOpenHandles:
+      st->cfg->open_handles = true;
       return 0;
     case kKeyDrop:
       return 0;

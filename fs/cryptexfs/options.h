@@ -25,6 +25,7 @@ struct DriverConfig {
   bool trust_given = false;
   std::string pubkey;                         // pubkey=FILE; replaces the trust directory
   uint64_t cache_bytes = kDefaultCacheBytes;  // cache_size=BYTES
+  bool open_handles = false;  // open_handles: answer OPEN instead of no_open (old kernels)
 };
 
 // Parses "123", "64K", "64M", "1G", "2T" (powers of 1024; the suffix may be
