@@ -67,6 +67,7 @@ int CmdCat(int argc, char** argv);
 int CmdExtract(int argc, char** argv);
 int CmdMount(int argc, char** argv);
 int CmdUmount(int argc, char** argv);
+int CmdStatus(int argc, char** argv);
 
 }  // namespace cryptex::cli
 

@@ -26,6 +26,7 @@ constexpr Command kCommands[] = {
     {"extract", CmdExtract, "extract an image into a new directory"},
     {"mount", CmdMount, "mount an image with cryptexfs"},
     {"umount", CmdUmount, "unmount a cryptexfs mount"},
+    {"status", CmdStatus, "show a mount's image and integrity counters"},
 };
 
 void PrintUsage(FILE* out) {

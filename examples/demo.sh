@@ -57,8 +57,7 @@ if [ -x "$fsbin" ] && [ -e /dev/fuse ] && [ "$(id -u)" -eq 0 ]; then
   run diff -r --no-dereference "$here/sample-tree" "$mnt" && echo "mounted tree identical to source"
   if touch "$mnt/new-file" 2>/dev/null; then echo "unexpected: write succeeded"; exit 1; fi
   echo "writes are refused: read-only file system"
-  printf 'blocks verified so far: '; getfattr --only-values -n user.cryptex.blocks_verified "$mnt" 2>/dev/null || python3 -c "import os;print(os.getxattr('$mnt','user.cryptex.blocks_verified').decode())"
-  echo
+  run "$bin" status "$mnt"
   run "$bin" umount "$mnt"
 fi
 
