@@ -90,7 +90,13 @@ Result<TrustStore> LoadTrust(const Args& args) {
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args) {
   // The trust store must outlive the image only during Open (keys are used
   // for the signature check only), so a local is enough.
-  CX_ASSIGN_OR_RETURN(TrustStore trust, LoadTrust(args));
+  auto trust_or = LoadTrust(args);
+  if (!trust_or.ok()) {
+    // Without a trusted key the image cannot be authenticated: it is refused
+    // like a badly signed one (exit 3), naming what is missing.
+    return Status::Signature(path + ": cannot check the signature: " + trust_or.status().message());
+  }
+  const TrustStore& trust = *trust_or;
   ImageOptions opts;
   opts.trust = &trust;
   return Image::Open(path, opts);
@@ -129,15 +135,68 @@ std::string HumanBytes(uint64_t n) {
 
 namespace cryptex::cli {
 
+namespace {
+
+// Length (2..4) of the well-formed UTF-8 sequence at s[i], or 0 if there is
+// none (stray continuation byte, truncated, overlong, surrogate, > U+10FFFF).
+size_t Utf8SequenceLength(const std::string& s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  size_t n;
+  uint32_t cp;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+    cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (n > s.size() - i) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    const auto cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+      (cp >= 0xd800 && cp <= 0xdfff)) {
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
 std::string JsonString(const std::string& s) {
   std::string o = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
     switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\t': o += "\\t"; break;
+      case '"':
+        o += "\\\"";
+        break;
+      case '\\':
+        o += "\\\\";
+        break;
+      case '\n':
+        o += "\\n";
+        break;
+      case '\t':
+        o += "\\t";
+        break;
       default:
+        if (c >= 0x80) {
+          // Well-formed UTF-8 is copied as is; any other byte >= 0x80 is
+          // escaped as the code point of the same value (lossy, but valid JSON).
+          if (const size_t n = Utf8SequenceLength(s, i)) {
+            o.append(s, i, n);
+            i += n - 1;
+            break;
+          }
+        }
         if (c < 0x20 || c >= 0x7f) {
           char buf[8];
           std::snprintf(buf, sizeof buf, "\\u%04x", c);

@@ -6,8 +6,8 @@
 // (symlinks, odd names) can make us write outside it. Names were validated by
 // the image reader (no '/', not '.' or '..'). The temporary directory is
 // renamed to DIR only when the extraction is complete.
+#include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -34,6 +34,13 @@ class Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
+  // Closes the current descriptor (keeping errno) and owns `fd` instead.
+  void reset(int fd) {
+    const int err = errno;
+    if (fd_ >= 0) close(fd_);
+    fd_ = fd;
+    errno = err;
+  }
 
  private:
   int fd_;
@@ -58,18 +65,20 @@ class Extractor {
     return Status::Ok();
   }
 
+  // Ownership, mode, xattrs and times of the extraction root itself (the
+  // image's "/"), applied last like every directory's.
+  Status RootAttributes(int fd, const std::string& dest) {
+    CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetInode(1));
+    return ApplyFd(fd, in, dest);
+  }
+
   const std::vector<std::string>& warnings() const { return warnings_; }
 
  private:
   Status Entry(int dir_fd, const std::string& name, const InodeInfo& in, const std::string& path) {
     if (!in.is_dir() && in.nlink > 1) {
       auto it = links_.find(in.ino);
-      if (it != links_.end()) {
-        if (linkat(root_fd_, it->second.c_str(), dir_fd, name.c_str(), 0) != 0) {
-          return Status::FromErrno(errno, path + ": cannot create hard link");
-        }
-        return Status::Ok();
-      }
+      if (it != links_.end()) return HardLink(it->second, dir_fd, name, path);
       links_[in.ino] = path;
     }
     switch (in.mode & S_IFMT) {
@@ -107,6 +116,25 @@ class Extractor {
         return ApplyAt(dir_fd, name, in, path);
       }
     }
+  }
+
+  // Links `name` in dir_fd to `first` (relative to the root), opening its
+  // directory one component at a time so that no path exceeds PATH_MAX.
+  Status HardLink(const std::string& first, int dir_fd, const std::string& name,
+                  const std::string& path) {
+    Fd parent(dup(root_fd_));
+    size_t pos = 0;
+    for (size_t slash; parent.get() >= 0 && (slash = first.find('/', pos)) != std::string::npos;
+         pos = slash + 1) {
+      const std::string dir = first.substr(pos, slash - pos);
+      parent.reset(
+          openat(parent.get(), dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    }
+    if (parent.get() < 0 ||
+        linkat(parent.get(), first.c_str() + pos, dir_fd, name.c_str(), 0) != 0) {
+      return Status::FromErrno(errno, path + ": cannot create hard link");
+    }
+    return Status::Ok();
   }
 
   Status Content(int fd, const InodeInfo& in, const std::string& path) {
@@ -197,8 +225,23 @@ class Extractor {
   uint64_t owner_failures_ = 0;
 };
 
-int RemoveEntry(const char* p, const struct stat*, int type, struct FTW*) {
-  return type == FTW_DP ? rmdir(p) : unlink(p);
+// Removes `name` in `dir_fd` and everything below it, never following a
+// symlink and with no path length limit. Best effort.
+void RemoveTree(int dir_fd, const std::string& name) {
+  if (unlinkat(dir_fd, name.c_str(), 0) == 0 || errno != EISDIR) return;
+  Fd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() >= 0) {
+    std::vector<std::string> names;
+    if (DIR* d = fdopendir(dup(fd.get()))) {
+      while (const struct dirent* e = readdir(d)) {
+        const std::string n = e->d_name;
+        if (n != "." && n != "..") names.push_back(n);
+      }
+      closedir(d);
+    }
+    for (const auto& n : names) RemoveTree(fd.get(), n);
+  }
+  unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR);
 }
 
 }  // namespace
@@ -240,18 +283,7 @@ int CmdExtract(int argc, char** argv) {
     } else {
       Extractor x(**img, root.get());
       st2 = x.Dir(root.get(), 1, "");
-      if (st2.ok()) {
-        auto rin = (*img)->GetInode(1);
-        if (rin.ok()) {
-          struct timespec ts[2] = {{rin->mtime_sec, rin->mtime_nsec},
-                                   {rin->mtime_sec, rin->mtime_nsec}};
-          if (fchown(root.get(), rin->uid, rin->gid) != 0 && geteuid() == 0) {
-            st2 = Status::FromErrno(errno, dest + ": chown");
-          }
-          fchmod(root.get(), rin->mode & 07777);
-          futimens(root.get(), ts);
-        }
-      }
+      if (st2.ok()) st2 = x.RootAttributes(root.get(), dest);
       warnings = x.warnings();
     }
   }
@@ -259,7 +291,7 @@ int CmdExtract(int argc, char** argv) {
     st2 = Status::FromErrno(errno, dest + ": cannot rename into place");
   }
   if (!st2.ok()) {
-    nftw(tmp.c_str(), RemoveEntry, 64, FTW_DEPTH | FTW_PHYS);
+    RemoveTree(AT_FDCWD, tmp);
     return Fail("extract", st2);
   }
   for (const auto& w : warnings) std::fprintf(stderr, "cryptex extract: warning: %s\n", w.c_str());

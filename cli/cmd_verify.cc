@@ -16,7 +16,8 @@ int CmdVerify(int argc, char** argv) {
         "every block against the hash tree, that every chunk decompresses to its\n"
         "recorded size, every file's content against its fs-verity digest, and the\n"
         "consistency of the metadata. Names the first bad region, file or block.\n"
-        "Exit status: 0 good, 3 corrupt or badly signed, 4 unsupported, 1 other errors.\n");
+        "Exit status: 0 good, 3 corrupt, badly signed or no trusted key, 4 unsupported,\n"
+        "5 no such image, 1 other errors.\n");
     return kExitOk;
   }
   if (!args.ok()) return Usage("verify", args.error());

@@ -193,7 +193,7 @@ class ImageWriter {
 
   Status AddFile(uint32_t idx) {
     const SourceNode& n = tree_.nodes[idx];
-    int fd = open(n.source_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = OpenSourcePath(n.source_path, O_RDONLY);
     if (fd < 0) return Status::FromErrno(errno, n.source_path + ": cannot open");
     struct FdCloser {
       int fd;

@@ -49,7 +49,12 @@ struct SourceTree {
 };
 
 // Walks `dir` without following symlinks. Errors name the offending path.
+// Paths may be longer than PATH_MAX.
 Result<SourceTree> ScanDirectory(const std::string& dir);
+
+// open(path, flags | O_NOFOLLOW | O_CLOEXEC) without the PATH_MAX limit: a
+// longer path is opened one directory at a time. -1 with errno on failure.
+int OpenSourcePath(const std::string& path, int flags);
 
 struct BuildProgress {
   uint64_t files_done = 0;

@@ -52,7 +52,7 @@ Status OutputFile::PWrite(const void* buf, size_t len, uint64_t offset) {
     ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Status::FromErrno(errno, tmp_ + ": write at offset " + std::to_string(offset));
+      return Status::FromErrno(errno, dest_ + ": write at offset " + std::to_string(offset));
     }
     p += n;
     len -= static_cast<size_t>(n);

@@ -1,6 +1,7 @@
 // ScanDirectory: the source-tree walk of `cryptex build`.
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -22,11 +23,12 @@ struct DirCloser {
   void operator()(DIR* d) const { closedir(d); }
 };
 
-Status ReadXattrs(const std::string& path, SourceNode* node) {
+// `io` is passed to the system calls, `path` names the file in messages.
+Status ReadXattrs(const std::string& io, const std::string& path, SourceNode* node) {
   std::vector<char> names(4096);
   ssize_t n;
   for (;;) {
-    n = llistxattr(path.c_str(), names.data(), names.size());
+    n = llistxattr(io.c_str(), names.data(), names.size());
     if (n >= 0) break;
     if (errno == ENOTSUP) return Status::Ok();
     if (errno != ERANGE) return Status::FromErrno(errno, path + ": listxattr");
@@ -40,7 +42,7 @@ Status ReadXattrs(const std::string& path, SourceNode* node) {
     if (name.empty()) continue;
     ssize_t vn;
     for (;;) {
-      vn = lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+      vn = lgetxattr(io.c_str(), name.c_str(), value.data(), value.size());
       if (vn >= 0) break;
       if (errno == ENODATA) break;
       if (errno != ERANGE) return Status::FromErrno(errno, path + ": getxattr " + name);
@@ -59,7 +61,41 @@ Status ReadXattrs(const std::string& path, SourceNode* node) {
   return Status::Ok();
 }
 
+// A path naming `name` in the open directory `dfd` that system calls accept
+// (for those without an *at() form), also when `path` is too long.
+std::string IoPath(int dfd, const std::string& name, const std::string& path) {
+  if (path.size() < PATH_MAX) return path;
+  return "/proc/self/fd/" + std::to_string(dfd) + "/" + name;
+}
+
 }  // namespace
+
+int OpenSourcePath(const std::string& path, int flags) {
+  flags |= O_NOFOLLOW | O_CLOEXEC;
+  const int fd = open(path.c_str(), flags);
+  if (fd >= 0 || errno != ENAMETOOLONG) return fd;
+  int dfd = open(path[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  size_t pos = 0;
+  while (dfd >= 0) {
+    const size_t slash = path.find('/', pos);
+    int next;
+    if (slash == std::string::npos) {
+      next = openat(dfd, path.c_str() + pos, flags);
+    } else if (slash == pos) {
+      next = dup(dfd);  // "//" or the leading "/"
+    } else {
+      const std::string dir = path.substr(pos, slash - pos);
+      next = openat(dfd, dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    const int err = errno;
+    close(dfd);
+    errno = err;
+    if (slash == std::string::npos) return next;
+    dfd = next;
+    pos = slash + 1;
+  }
+  return -1;
+}
 
 Result<SourceTree> ScanDirectory(const std::string& dir) {
   SourceTree tree;
@@ -68,7 +104,10 @@ Result<SourceTree> ScanDirectory(const std::string& dir) {
   if (!S_ISDIR(st.st_mode)) return Status::NotDirectory(dir + ": not a directory");
 
   std::map<std::pair<dev_t, ino_t>, uint32_t> links;  // (dev, ino) -> first node
-  auto fill = [&](SourceNode& n, const std::string& path, const struct stat& s) -> Status {
+  // `path` names the entry in messages and for later reads; `io` is what
+  // readlink and the xattr calls get (see IoPath).
+  auto fill = [&](SourceNode& n, const std::string& path, const std::string& io,
+                  const struct stat& s) -> Status {
     n.mode = s.st_mode;
     n.uid = s.st_uid;
     n.gid = s.st_gid;
@@ -80,7 +119,7 @@ Result<SourceTree> ScanDirectory(const std::string& dir) {
       n.source_path = path;
     } else if (S_ISLNK(s.st_mode)) {
       std::vector<char> buf(format::kMaxSymlinkLen + 2);
-      ssize_t len = readlink(path.c_str(), buf.data(), buf.size());
+      ssize_t len = readlink(io.c_str(), buf.data(), buf.size());
       if (len < 0) return Status::FromErrno(errno, path + ": readlink");
       if (len == 0 || static_cast<size_t>(len) > format::kMaxSymlinkLen) {
         return Status::InvalidArgument(path + ": symlink target length out of range");
@@ -88,19 +127,24 @@ Result<SourceTree> ScanDirectory(const std::string& dir) {
       n.symlink_target.assign(buf.data(), static_cast<size_t>(len));
       n.size = n.symlink_target.size();
     }
-    return ReadXattrs(path, &n);
+    return ReadXattrs(io, path, &n);
   };
 
   tree.nodes.emplace_back();
-  CX_RETURN_IF_ERROR(fill(tree.nodes[0], dir, st));
+  CX_RETURN_IF_ERROR(fill(tree.nodes[0], dir, dir, st));
   std::vector<std::string> paths{dir};
   std::deque<uint32_t> queue{0};
   while (!queue.empty()) {
     uint32_t di = queue.front();
     queue.pop_front();
     const std::string dpath = paths[di];
-    std::unique_ptr<DIR, DirCloser> d(opendir(dpath.c_str()));
-    if (!d) return Status::FromErrno(errno, dpath + ": cannot open directory");
+    const int dfd = OpenSourcePath(dpath, O_RDONLY | O_DIRECTORY);
+    std::unique_ptr<DIR, DirCloser> d(dfd < 0 ? nullptr : fdopendir(dfd));
+    if (!d) {
+      const int err = errno;
+      if (dfd >= 0) close(dfd);
+      return Status::FromErrno(err, dpath + ": cannot open directory");
+    }
     std::vector<std::string> names;
     errno = 0;
     while (struct dirent* e = readdir(d.get())) {
@@ -112,8 +156,11 @@ Result<SourceTree> ScanDirectory(const std::string& dir) {
     std::sort(names.begin(), names.end());
     for (auto& name : names) {
       std::string path = dpath + "/" + name;
+      const std::string io = IoPath(dfd, name, path);
       struct stat cst;
-      if (lstat(path.c_str(), &cst) != 0) return Status::FromErrno(errno, path);
+      if (fstatat(dfd, name.c_str(), &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+        return Status::FromErrno(errno, path);
+      }
       uint32_t idx = static_cast<uint32_t>(tree.nodes.size());
       if (idx >= 0xFFFFFFF0u) return Status::InvalidArgument(dir + ": too many entries");
       tree.nodes.emplace_back();
@@ -125,10 +172,10 @@ Result<SourceTree> ScanDirectory(const std::string& dir) {
         if (!inserted) n.hardlink_of = it->second;
       }
       if (n.hardlink_of < 0) {
-        CX_RETURN_IF_ERROR(fill(n, path, cst));
+        CX_RETURN_IF_ERROR(fill(n, path, io, cst));
         if (S_ISREG(cst.st_mode)) {
           // Fail early (with the path) on files we cannot read.
-          if (access(path.c_str(), R_OK) != 0) {
+          if (faccessat(dfd, name.c_str(), R_OK, 0) != 0) {
             return Status::FromErrno(errno, path + ": cannot read");
           }
           tree.total_file_bytes += n.size;
