@@ -62,6 +62,7 @@ struct Job {
   std::vector<Digest> leaves;  // chunk jobs: leaf hashes of the chunk
   Digest key{};
   bool zero = false;
+  bool known_zero = false;  // chunk lies in a hole of the source file
   bool done = false;  // GUARDED_BY(Pipeline::mu)
 };
 
@@ -83,7 +84,7 @@ bool AllZero(const uint8_t* p, size_t n) {
 void ProcessJob(Job& j, int level) {
   thread_local std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
   if (!j.pack) {
-    j.zero = AllZero(j.raw.data(), j.raw.size());
+    j.zero = j.known_zero || AllZero(j.raw.data(), j.raw.size());
     if (j.zero) {  // a hole: every leaf is the hash of a zero block
       static const Digest kZeroLeaf = [] {
         std::vector<uint8_t> z(kBlockSize, 0);
@@ -211,6 +212,7 @@ class ImageWriter {
     }
     if (n.size < chunk_) return AddSmallFile(idx, fd);
     hashers_[idx] = std::make_unique<FsVerityHasher>();
+    bool probe_holes = true;
     const uint64_t nchunks = (n.size + chunk_ - 1) / chunk_;
     for (uint64_t c = 0; c < nchunks; ++c) {
       auto job = std::make_unique<Job>();
@@ -218,7 +220,24 @@ class ImageWriter {
       const uint64_t off = c * chunk_;
       const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(chunk_, n.size - off));
       job->raw.resize(len);
-      CX_RETURN_IF_ERROR(PReadFull(fd, job->raw.data(), len, off, n.source_path));
+      // Skip reading holes of sparse files: SEEK_DATA tells whether any data
+      // lies in [off, off + len); where none does, the chunk is zeros.
+      bool hole = false;
+      if (probe_holes) {
+        const off_t d = lseek(fd, static_cast<off_t>(off), SEEK_DATA);
+        if (d < 0 && errno == ENXIO) {
+          hole = true;  // no data from off to the end of the file
+        } else if (d < 0) {
+          probe_holes = false;  // not supported here: read everything
+        } else {
+          hole = static_cast<uint64_t>(d) >= off + len;
+        }
+      }
+      if (hole) {
+        job->known_zero = true;  // raw is already zero-filled
+      } else {
+        CX_RETURN_IF_ERROR(PReadFull(fd, job->raw.data(), len, off, n.source_path));
+      }
       job->pieces.push_back({idx, 0, len, false});
       extents_.push_back({job->id, 0});
       ++file_extents_[idx].second;
