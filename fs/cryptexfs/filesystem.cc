@@ -288,21 +288,15 @@ Result<std::string> Filesystem::DoGetxattr(uint64_t ino, std::string_view name) 
   return real;
 }
 
+// The virtual user.cryptex.* names are answered by getxattr but never listed:
+// listing them would make the mounted root differ from the sealed tree, and
+// `cp -a`, `rsync -X` or `getfattr -d` of the mount would copy them.
 Result<std::string> Filesystem::DoListxattr(uint64_t ino) {
   CX_ASSIGN_OR_RETURN(std::vector<Xattr> xattrs, image_->ListXattrs(ino));
   std::string out;
   for (const Xattr& x : xattrs) {
     out += x.name;
     out.push_back('\0');
-  }
-  if (ino == image_->root_ino()) {
-    for (const char* v : kVirtualXattrs) {
-      bool shadowed =
-          std::any_of(xattrs.begin(), xattrs.end(), [v](const Xattr& x) { return x.name == v; });
-      if (shadowed) continue;
-      out += v;
-      out.push_back('\0');
-    }
   }
   return out;
 }

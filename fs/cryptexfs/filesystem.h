@@ -43,10 +43,6 @@ inline constexpr const char* kXattrCacheHits = "user.cryptex.cache_hits";
 inline constexpr const char* kXattrCacheMisses = "user.cryptex.cache_misses";
 inline constexpr const char* kXattrImage = "user.cryptex.image";
 inline constexpr const char* kXattrRootHash = "user.cryptex.root_hash";
-inline constexpr const char* kVirtualXattrs[] = {
-    kXattrVerifyFailures, kXattrBlocksVerified, kXattrCacheHits,
-    kXattrCacheMisses,    kXattrImage,          kXattrRootHash,
-};
 
 // Who asks (fuse_req_ctx + fuse_req_getgroups), for access(2).
 struct Caller {

@@ -6,6 +6,7 @@
 //   * `veritysetup verify` with the parameters `cryptex inspect` prints;
 //   * `fsverity digest` of extracted files against the digest the image
 //     records (read through the library).
+//   * the same diff -r and metadata walk on a cryptexfs mount of the image.
 // /usr/lib/x86_64-linux-gnu is about 1 GB and is built with --level 1.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -194,6 +196,35 @@ TEST_P(OracleRoundTrip, BuildExtractCompare) {
               static_cast<unsigned long long>(sample.back().second),
               static_cast<unsigned long long>(test::FileSize(image)));
   lap("fsverity digests");
+
+  // 5. The same checks on a cryptexfs mount of the image (issue: mounted
+  //    tree equals the source tree).
+  const std::string mnt = work.Join("mnt");
+  ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
+  const std::string fs_bin = CryptexBin().substr(0, CryptexBin().size() - strlen("cli/cryptex")) +
+                             "fs/cryptexfs/cryptexfs";
+  r = RunCommandCapture(Q(fs_bin) + " " + Q(image) + " " + Q(mnt) + " -o trust=" + Q(trust));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { RunCommand("fusermount3 -u -z " + ShellQuote(dir) + " 2>/dev/null"); }
+  } unmount{mnt};
+  lap("mount");
+  const CommandResult mdiff =
+      RunCommandCapture("diff -r --no-dereference " + Q(src) + " " + Q(mnt));
+  EXPECT_EQ(mdiff.exit_code, 0) << mdiff.err;
+  EXPECT_EQ(mdiff.out, "");
+  lap("diff -r on the mount");
+  for (const auto& d : test::CompareTrees(src, mnt, /*content=*/false)) ADD_FAILURE() << d;
+  const Walk mounted = WalkTree(mnt);
+  EXPECT_TRUE(mounted.nlink_mismatches.empty())
+      << mounted.nlink_mismatches.size() << " mounted inodes, e.g. "
+      << mounted.nlink_mismatches.front();
+  EXPECT_EQ(mounted.files.size(), extracted.files.size());
+  lap("metadata walk on the mount");
+  r = RunCommandCapture(Q(CryptexBin()) + " status " + Q(mnt));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("verify failures:  0"), std::string::npos) << r.out;
 }
 
 INSTANTIATE_TEST_SUITE_P(
