@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -62,7 +63,7 @@ uint8_t* ThreadReadBuffer(size_t n) {
 }  // namespace
 
 Filesystem::Filesystem(std::unique_ptr<Image> image, Options options)
-    : image_(std::move(image)), options_(std::move(options)) {
+    : image_(std::move(image)), options_(std::move(options)), pool_(options_.read_helpers) {
   parents_[image_->root_ino()] = image_->root_ino();
 }
 
@@ -194,16 +195,61 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
   // All or nothing: a failure anywhere fails the whole request. A short
   // reply would tell the kernel the file ends there (it caches the smaller
   // size and zero-fills), i.e. wrong data instead of EIO.
-  size = std::min(size, kMaxReadBytes);
+  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  if (!in.is_reg()) return Status::IsDirectory("inode " + std::to_string(ino));
+  if (offset >= in.size) return std::span<const uint8_t>();
+  size = static_cast<size_t>(std::min<uint64_t>({size, kMaxReadBytes, in.size - offset}));
   uint8_t* buf = ThreadReadBuffer(size);
-  size_t done = 0;
-  while (done < size) {
-    CX_ASSIGN_OR_RETURN(
-        size_t n, image_->Read(ino, offset + done, std::span<uint8_t>(buf + done, size - done)));
-    if (n == 0) break;  // EOF
-    done += n;
+
+  // A request spanning several chunks is cut at chunk boundaries into up to
+  // kMaxPieces pieces that the pool decodes in parallel (decompression and
+  // hashing dominate a cold read; one kernel request would otherwise keep
+  // one core busy while the others idle).
+  constexpr size_t kMaxPieces = 8;
+  const uint64_t chunk = image_->superblock().chunk_size();
+  const uint64_t first_chunk = offset / chunk;
+  const uint64_t last_chunk = (offset + size - 1) / chunk;
+  const uint64_t chunks = last_chunk - first_chunk + 1;
+  const uint64_t per_piece = (chunks + kMaxPieces - 1) / kMaxPieces;
+  struct Piece {
+    uint64_t begin, end;  // file offsets
+    Status st;
+  };
+  std::array<Piece, kMaxPieces> pieces;
+  size_t n = 0;
+  for (uint64_t c = first_chunk; c <= last_chunk; c += per_piece) {
+    pieces[n].begin = std::max(offset, c * chunk);
+    pieces[n].end = std::min<uint64_t>(offset + size, (c + per_piece) * chunk);
+    ++n;
   }
-  return std::span<const uint8_t>(buf, done);
+  struct Ctx {
+    const Image* image;
+    uint64_t ino, offset;
+    uint8_t* buf;
+    Piece* pieces;
+  } ctx{image_.get(), ino, offset, buf, pieces.data()};
+  pool_.ParallelFor(
+      n,
+      [](void* vctx, size_t i) {
+        auto& c = *static_cast<Ctx*>(vctx);
+        Piece& p = c.pieces[i];
+        for (uint64_t pos = p.begin; pos < p.end;) {
+          auto got = c.image->Read(
+              c.ino, pos, std::span<uint8_t>(c.buf + (pos - c.offset), p.end - pos));
+          if (!got.ok()) {
+            p.st = got.status();
+            return;
+          }
+          if (*got == 0) {
+            p.st = Status::Corruption("inode " + std::to_string(c.ino) + " ends early");
+            return;
+          }
+          pos += *got;
+        }
+      },
+      &ctx);
+  for (size_t i = 0; i < n; ++i) CX_RETURN_IF_ERROR(pieces[i].st);
+  return std::span<const uint8_t>(buf, size);
 }
 
 Status Filesystem::DoOpendir(uint64_t ino) {

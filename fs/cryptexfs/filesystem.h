@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "image.h"
+#include "parallel.h"
 #include "status.h"
 
 namespace cryptex::cxfs {
@@ -68,6 +69,7 @@ class Filesystem final {
     std::string display_name;    // IMAGE as the user named it (log lines)
     bool log_to_syslog = false;  // else stderr
     bool open_handles = false;   // reply to OPEN (else ENOSYS: kernel no_open mode)
+    unsigned read_helpers = 1;   // extra threads decoding one large read
   };
 
   // REQUIRES: image != nullptr.
@@ -134,6 +136,7 @@ class Filesystem final {
 
   const std::unique_ptr<Image> image_;
   const Options options_;
+  ParallelPool pool_;  // decodes the chunks of one large read in parallel
   std::atomic<uint64_t> integrity_failures_{0};
 
   std::shared_mutex parents_mu_;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "filesystem.h"
 #include "format.h"
@@ -115,8 +116,10 @@ int Run(int argc, char** argv) {
                                " image; cryptexfs mounts base images");
   }
 
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground,
-                                    /*open_handles=*/cfg.open_handles});
+                                    /*open_handles=*/cfg.open_handles,
+                                    /*read_helpers=*/std::max(1u, cores - 1)});
   if (Status st = AddImpliedOptions(&args, resolved); !st.ok())
     return Fail(cfg.image, st.message());
   const fuse_lowlevel_ops& ops = LowLevelOps();

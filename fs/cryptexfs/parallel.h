@@ -1,0 +1,56 @@
+// A small pool that lets one request use more than one core: ParallelFor(n,
+// fn) runs fn(0..n-1) on the calling thread and on idle helper threads, and
+// returns when all are done. Used to decode the chunks of one large read in
+// parallel. No allocation per call.
+//
+// Thread safe; any number of callers may use it at once (helpers pick up
+// work of whichever call is oldest). Helpers start lazily on first use, i.e.
+// after fuse_daemonize() has forked.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace cryptex::cxfs {
+
+class ParallelPool final {
+ public:
+  explicit ParallelPool(unsigned helpers) : helpers_(helpers) {}
+  ~ParallelPool();
+  ParallelPool(const ParallelPool&) = delete;
+  ParallelPool& operator=(const ParallelPool&) = delete;
+
+  // Calls fn(ctx, i) for every i in [0, n). Returns when all calls returned.
+  void ParallelFor(size_t n, void (*fn)(void* ctx, size_t i), void* ctx);
+
+ private:
+  struct Task {
+    size_t n;
+    void (*fn)(void*, size_t);
+    void* ctx;
+    std::atomic<size_t> next{0};
+    std::atomic<size_t> done{0};
+    int active = 0;  // GUARDED_BY(mu_): helpers inside Drain(); the caller
+                     // keeps the task alive until this is 0
+  };
+  // Runs items of t until none is left.
+  static void Drain(Task& t);
+  void Start();
+  void HelperLoop();
+
+  const unsigned helpers_;
+  std::once_flag started_;
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // helpers wait for tasks
+  std::condition_variable done_cv_;  // callers wait for their task
+  std::deque<Task*> tasks_;          // GUARDED_BY(mu_): tasks with items left
+  bool stop_ = false;                // GUARDED_BY(mu_)
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace cryptex::cxfs
