@@ -17,7 +17,7 @@ using namespace format;
 bool InodeInfo::is_dir() const { return S_ISDIR(mode); }
 bool InodeInfo::is_reg() const { return S_ISREG(mode); }
 bool InodeInfo::is_symlink() const { return S_ISLNK(mode); }
-uint64_t InodeInfo::blocks512() const { return (size + 511) / 512; }
+uint64_t InodeInfo::blocks512() const { return size / 512 + (size % 512 != 0); }
 
 Image::Image(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Image::~Image() = default;
@@ -54,12 +54,13 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageO
   m.frame_count = m.sb.regions[kRegionFrames].length / sizeof(DiskFrame);
   if (m.inode_count >= 0xFFFFFFFFull) return Status::Corruption(path + ": too many inodes");
   m.blocks = std::make_unique<VerifiedBlocks>(m.fd, path, m.sb, opts.block_cache_bytes / 2,
-                                              &m.stats.verify_failures,
-                                              &m.stats.blocks_verified);
+                                              &m.stats.verify_failures, &m.stats.blocks_verified);
   m.meta_cache = std::make_unique<LruCache<std::vector<uint8_t>>>(
       std::max<size_t>(opts.block_cache_bytes / 2, 64 * kBlockSize));
-  m.frame_cache = std::make_unique<LruCache<std::vector<uint8_t>>>(
-      std::max<size_t>(opts.frame_cache_bytes, 2ull << 20));
+  // Honour small caches (down to 64 KiB): the cache keeps at least one value
+  // per shard anyway, so frame reads always make progress.
+  m.frame_cache = std::make_unique<LruCache<FrameBytes>>(
+      std::max<size_t>(opts.frame_cache_bytes, 64u << 10));
   CX_RETURN_IF_ERROR(m.blocks->CheckRoot());
   const auto& mr = m.sb.regions[kRegionManifest];
   if (mr.length > (1u << 20)) return Status::Corruption(path + ": manifest larger than 1 MiB");
@@ -83,14 +84,20 @@ Result<InodeInfo> Image::GetInode(uint64_t ino) const { return impl_->GetInode(i
 
 Result<DirEntry> Image::Lookup(uint64_t dir, std::string_view name) const {
   CX_ASSIGN_OR_RETURN(InodeInfo d, impl_->GetInode(dir));
-  if (!d.is_dir()) return Status::NotDirectory(impl_->path + ": inode " + std::to_string(dir) +
-                                               " is not a directory");
+  if (!d.is_dir()) {
+    return Status::NotDirectory(impl_->path + ": inode " + std::to_string(dir) +
+                                " is not a directory");
+  }
+  CX_RETURN_IF_ERROR(impl_->CheckDir(d));
   uint64_t lo = 0, hi = d.payload_count;
   while (lo < hi) {
     const uint64_t mid = lo + (hi - lo) / 2;
     CX_ASSIGN_OR_RETURN(DirEntry e, impl_->ReadDirent(d.payload + mid));
     const int c = std::string_view(e.name).compare(name);
-    if (c == 0) return e;
+    if (c == 0) {
+      CX_RETURN_IF_ERROR(impl_->CheckEntryType(e));
+      return e;
+    }
     if (c < 0) {
       lo = mid + 1;
     } else {
@@ -103,10 +110,14 @@ Result<DirEntry> Image::Lookup(uint64_t dir, std::string_view name) const {
 Status Image::ReadDir(uint64_t dir, uint64_t start,
                       const std::function<bool(const DirEntry&, uint64_t)>& fn) const {
   CX_ASSIGN_OR_RETURN(InodeInfo d, impl_->GetInode(dir));
-  if (!d.is_dir()) return Status::NotDirectory(impl_->path + ": inode " + std::to_string(dir) +
-                                               " is not a directory");
+  if (!d.is_dir()) {
+    return Status::NotDirectory(impl_->path + ": inode " + std::to_string(dir) +
+                                " is not a directory");
+  }
+  CX_RETURN_IF_ERROR(impl_->CheckDir(d));
   for (uint64_t i = start; i < d.payload_count; ++i) {
     CX_ASSIGN_OR_RETURN(DirEntry e, impl_->ReadDirent(d.payload + i));
+    CX_RETURN_IF_ERROR(impl_->CheckEntryType(e));
     if (!fn(e, i)) break;
   }
   return Status::Ok();
@@ -134,32 +145,27 @@ Result<std::string> Image::ReadLink(uint64_t ino) const {
 
 Result<std::vector<Xattr>> Image::ListXattrs(uint64_t ino) const {
   CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  CX_ASSIGN_OR_RETURN(auto names, impl_->ReadXattrNames(in));
   std::vector<Xattr> out;
-  out.reserve(in.xattr_count);
-  for (uint64_t k = 0; k < in.xattr_count; ++k) {
-    DiskXattr x;
-    CX_RETURN_IF_ERROR(impl_->ReadRecord(kRegionXattrs, in.xattr_index + k, &x));
-    const uint32_t nl = x.name_len.get(), vl = x.value_len.get();
-    if (nl == 0 || nl > kMaxXattrNameLen || vl > kMaxXattrValueLen) {
-      return Status::Corruption(impl_->path + ": inode " + std::to_string(ino) +
-                                ": xattr lengths out of range");
-    }
+  out.reserve(names.size());
+  for (auto& n : names) {
     Xattr xa;
-    CX_RETURN_IF_ERROR(impl_->ReadString(x.name_offset.get(), nl, &xa.name));
-    CX_RETURN_IF_ERROR(impl_->ReadString(x.value_offset.get(), vl, &xa.value));
-    if (xa.name.find('\0') != std::string::npos) {
-      return Status::Corruption(impl_->path + ": inode " + std::to_string(ino) +
-                                ": NUL in xattr name");
-    }
+    xa.name = std::move(n.name);
+    CX_RETURN_IF_ERROR(impl_->ReadString(n.value_offset, n.value_len, &xa.value));
     out.push_back(std::move(xa));
   }
   return out;
 }
 
 Result<std::string> Image::GetXattr(uint64_t ino, std::string_view name) const {
-  CX_ASSIGN_OR_RETURN(auto all, ListXattrs(ino));
-  for (auto& x : all)
-    if (x.name == name) return std::move(x.value);
+  CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  CX_ASSIGN_OR_RETURN(auto names, impl_->ReadXattrNames(in));
+  for (const auto& n : names) {
+    if (n.name != name) continue;
+    std::string value;
+    CX_RETURN_IF_ERROR(impl_->ReadString(n.value_offset, n.value_len, &value));
+    return value;
+  }
   return Status::NotFound(std::string(name));
 }
 

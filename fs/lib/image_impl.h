@@ -7,9 +7,15 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
+#include <atomic>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "image.h"
@@ -32,7 +38,108 @@ inline bool ValidName(std::string_view n) {
   return n.find('/') == std::string_view::npos && n.find('\0') == std::string_view::npos;
 }
 
+// Reader limits on what one inode may carry in xattrs, so that a hostile
+// (but signed) image cannot make ListXattrs allocate without bound: the
+// names list is what listxattr(2) can return at most (XATTR_LIST_MAX), and
+// the values of one inode are capped in total.
+inline constexpr uint64_t kMaxXattrListBytes = 65536;      // sum of (name length + 1)
+inline constexpr uint64_t kMaxXattrValueBytes = 8u << 20;  // sum of value lengths
+
+// The EntryType a directory entry must carry for an inode.
+inline uint8_t EntryTypeFor(const InodeInfo& in) {
+  if (in.flags & kInodeWhiteout) return kTypeWhiteout;
+  switch (in.mode & S_IFMT) {
+    case S_IFREG:
+      return kTypeRegular;
+    case S_IFDIR:
+      return kTypeDirectory;
+    case S_IFLNK:
+      return kTypeSymlink;
+    case S_IFCHR:
+      return kTypeCharDev;
+    case S_IFBLK:
+      return kTypeBlockDev;
+    case S_IFIFO:
+      return kTypeFifo;
+    case S_IFSOCK:
+      return kTypeSocket;
+  }
+  return 0;
+}
+
+// For each directory inode, the one directory that lists it, and whether its
+// entry list passed Image::Impl::CheckDir. The root has a parent no directory
+// can be (kRootParent), so no entry may list it. A directory reachable from
+// two places (a cycle or a hard-linked directory) fails its second Claim.
+// Thread safe (sharded mutexes).
+class DirClaims final {
+ public:
+  static constexpr uint32_t kRootParent = 0xFFFFFFFFu;
+  DirClaims() { shard(1).parent[1] = kRootParent; }
+  DirClaims(const DirClaims&) = delete;
+  DirClaims& operator=(const DirClaims&) = delete;
+
+  // 0 if no directory has claimed `dir` yet.
+  uint32_t ParentOf(uint64_t dir) {
+    Shard& s = shard(dir);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.parent.find(dir);
+    return it == s.parent.end() ? 0 : it->second;
+  }
+  // Records that `parent` lists `dir`; false if another directory does.
+  bool Claim(uint64_t dir, uint32_t parent) {
+    Shard& s = shard(dir);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto [it, inserted] = s.parent.emplace(dir, parent);
+    return inserted || it->second == parent;
+  }
+  bool Checked(uint64_t dir) {
+    Shard& s = shard(dir);
+    std::lock_guard<std::mutex> lock(s.mu);
+    return s.checked.count(dir) != 0;
+  }
+  void SetChecked(uint64_t dir) {
+    Shard& s = shard(dir);
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.checked.insert(dir);
+  }
+
+ private:
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<uint64_t, uint32_t> parent;  // GUARDED_BY(mu)
+    std::unordered_set<uint64_t> checked;           // GUARDED_BY(mu)
+  };
+  Shard& shard(uint64_t dir) { return shards_[(dir * 0x9E3779B97F4A7C15ull >> 40) % kShards]; }
+  static constexpr size_t kShards = 16;
+  Shard shards_[kShards];
+};
+
+// Allocator whose value-initialisation is default-initialisation, so that
+// resizing a byte vector does not zero memory about to be overwritten.
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <typename U>
+  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}  // NOLINT
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
 }  // namespace image_internal
+
+// Decompressed bytes of one frame (not zero-filled before decompression).
+using FrameBytes = std::vector<uint8_t, image_internal::DefaultInitAllocator<uint8_t>>;
 
 struct Image::Impl {
   std::string path;
@@ -42,9 +149,11 @@ struct Image::Impl {
   mutable ImageStats stats;
   std::unique_ptr<VerifiedBlocks> blocks;
   mutable std::unique_ptr<LruCache<std::vector<uint8_t>>> meta_cache;   // data block -> bytes
-  mutable std::unique_ptr<LruCache<std::vector<uint8_t>>> frame_cache;  // frame -> raw bytes
-  uint64_t inode_count = 0, dirent_count = 0, extent_count = 0, xattr_count = 0,
-           frame_count = 0;
+  mutable std::unique_ptr<LruCache<FrameBytes>> frame_cache;  // frame -> raw bytes
+  uint64_t inode_count = 0, dirent_count = 0, extent_count = 0, xattr_count = 0, frame_count = 0;
+  // What CheckDir learnt about directories. Memory grows with the
+  // directories actually checked, never with the size the image claims.
+  mutable image_internal::DirClaims dirs;
 
   ~Impl() {
     if (fd >= 0) close(fd);
@@ -119,6 +228,9 @@ struct Image::Impl {
     };
     if (i.mtime_nsec >= 1000000000u) return bad("nanoseconds out of range");
     if (i.flags & ~kInodeFlagsKnown) return bad("unknown flags");
+    if ((i.flags & (kInodeWhiteout | kInodeOpaque)) && !(sb.incompat & kIncompatWhiteouts)) {
+      return bad("whiteout/opaque flag in an image without the whiteouts feature");
+    }
     if (i.xattr_index > xattr_count || i.xattr_count > xattr_count - i.xattr_index) {
       return bad("xattr range out of bounds");
     }
@@ -130,7 +242,8 @@ struct Image::Impl {
         }
         break;
       case S_IFREG: {
-        const uint64_t want = (i.size + sb.chunk_size() - 1) >> sb.chunk_log2;
+        // Written so that a size near 2^64 cannot wrap to a small count.
+        const uint64_t want = i.size == 0 ? 0 : ((i.size - 1) >> sb.chunk_log2) + 1;
         if (want != i.payload_count || i.payload > extent_count ||
             i.payload_count > extent_count - i.payload) {
           return bad("extent range does not match the file size");
@@ -140,7 +253,10 @@ struct Image::Impl {
       case S_IFLNK:
         if (i.size == 0 || i.size > kMaxSymlinkLen) return bad("symlink length out of range");
         break;
-      case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
+      case S_IFCHR:
+      case S_IFBLK:
+      case S_IFIFO:
+      case S_IFSOCK:
         break;
       default:
         return bad("unknown file type");
@@ -156,10 +272,19 @@ struct Image::Impl {
     e.ino = d.inode.get();
     e.type = d.type;
     const uint16_t len = d.name_len.get();
+    if (len == 0 || len > kMaxNameLen) {
+      return Status::Corruption(path + ": directory entry " + std::to_string(index) +
+                                " has an invalid name (length " + std::to_string(len) + ")");
+    }
     CX_RETURN_IF_ERROR(ReadString(d.name_offset.get(), len, &e.name));
     if (!image_internal::ValidName(e.name)) {
       return Status::Corruption(path + ": directory entry " + std::to_string(index) +
                                 " has an invalid name");
+    }
+    if (e.type == kTypeWhiteout && !(sb.incompat & kIncompatWhiteouts)) {
+      return Status::Corruption(path + ": directory entry " + std::to_string(index) + " (" +
+                                e.name +
+                                ") is a whiteout in an image without the whiteouts feature");
     }
     if (e.ino < 1 || e.ino > inode_count || e.type < kTypeRegular || e.type > kTypeWhiteout) {
       return Status::Corruption(path + ": directory entry " + std::to_string(index) + " (" +
@@ -168,8 +293,120 @@ struct Image::Impl {
     return e;
   }
 
+  // Checks directory `dir`'s entry list once per image lifetime: names valid
+  // and strictly increasing (sorted, no duplicates), inode numbers and types
+  // in range, and each subdirectory listed by exactly one directory (see
+  // DirClaims). Lookup and ReadDir call it first, so no caller ever sees a
+  // duplicate name, a cycle or a directory reachable twice; they check each
+  // entry they serve against its inode (CheckEntryType), so a mistyped entry
+  // cannot smuggle a directory past the claims.
+  // Cost: one pass over the entries and their names (not their inodes, so a
+  // corrupt inode block fails only the entries whose inodes it holds), the
+  // first time. A directory not yet reached through its parent is first
+  // reached from the root (ReachFromRoot), so the claims always form a tree
+  // rooted at "/".
+  Status CheckDir(const InodeInfo& dir) const {
+    if (dirs.Checked(dir.ino)) return Status::Ok();
+    if (dir.ino != 1 && dirs.ParentOf(dir.ino) == 0) {
+      CX_RETURN_IF_ERROR(ReachFromRoot(dir.ino));
+    }
+    return CheckEntries(dir, nullptr);
+  }
+
+  // One pass of CheckDir over `dir`'s entries; appends subdirectories to
+  // *subdirs when given. Idempotent.
+  Status CheckEntries(const InodeInfo& dir, std::vector<uint64_t>* subdirs) const {
+    auto bad = [&](uint64_t k, const std::string& name, const std::string& m) {
+      return Status::Corruption(path + ": directory inode " + std::to_string(dir.ino) + ", entry " +
+                                std::to_string(k) + " (\"" + name + "\"): " + m);
+    };
+    const uint32_t me = static_cast<uint32_t>(dir.ino);
+    std::unordered_set<uint32_t> mine;  // subdirectories claimed in this pass
+    std::string prev;
+    for (uint64_t k = 0; k < dir.payload_count; ++k) {
+      CX_ASSIGN_OR_RETURN(DirEntry e, ReadDirent(dir.payload + k));
+      if (k > 0 && !(prev < e.name)) return bad(k, e.name, "entries not sorted or duplicated");
+      if (e.type == kTypeDirectory) {
+        const auto c = static_cast<uint32_t>(e.ino);
+        if (!dirs.Claim(c, me) || !mine.insert(c).second) {
+          return bad(k, e.name,
+                     "directory inode " + std::to_string(c) +
+                         " is reachable from two places (cycle or hard-linked directory)");
+        }
+        if (subdirs != nullptr) subdirs->push_back(c);
+      }
+      prev = std::move(e.name);
+    }
+    dirs.SetChecked(dir.ino);
+    return Status::Ok();
+  }
+
+  // An entry about to be served must carry its inode's type: a directory
+  // inode is only ever reached through a directory entry (hence a claim).
+  Status CheckEntryType(const DirEntry& e) const {
+    CX_ASSIGN_OR_RETURN(InodeInfo child, GetInode(e.ino));
+    if (e.type != image_internal::EntryTypeFor(child)) {
+      return Status::Corruption(path + ": directory entry \"" + e.name +
+                                "\": entry type disagrees with inode " + std::to_string(e.ino));
+    }
+    return Status::Ok();
+  }
+
+  // Checks directories breadth first from the root until `target` has been
+  // claimed by its parent. kCorruption if it is not reachable at all.
+  Status ReachFromRoot(uint64_t target) const {
+    std::vector<uint64_t> queue{1};
+    for (size_t i = 0; i < queue.size(); ++i) {
+      CX_ASSIGN_OR_RETURN(InodeInfo d, GetInode(queue[i]));
+      if (!d.is_dir()) continue;  // a mistyped entry; refused when served
+      CX_RETURN_IF_ERROR(CheckEntries(d, &queue));
+      if (dirs.ParentOf(target) != 0) return Status::Ok();
+    }
+    return Status::Corruption(path + ": directory inode " + std::to_string(target) +
+                              " is not reachable from the root");
+  }
+
+  // The xattr records of inode `in` with their names, checked: lengths in
+  // range, names NUL-free, sorted and unique, totals within the reader limits.
+  struct XattrName {
+    std::string name;
+    uint64_t value_offset;
+    uint32_t value_len;
+  };
+  Result<std::vector<XattrName>> ReadXattrNames(const InodeInfo& in) const {
+    auto bad = [&](const std::string& msg) {
+      return Status::Corruption(path + ": inode " + std::to_string(in.ino) + ": " + msg);
+    };
+    std::vector<XattrName> out;
+    uint64_t list_bytes = 0, value_bytes = 0;
+    for (uint64_t k = 0; k < in.xattr_count; ++k) {
+      DiskXattr x;
+      CX_RETURN_IF_ERROR(ReadRecord(kRegionXattrs, in.xattr_index + k, &x));
+      const uint32_t nl = x.name_len.get(), vl = x.value_len.get();
+      if (nl == 0 || nl > kMaxXattrNameLen || vl > kMaxXattrValueLen) {
+        return bad("xattr lengths out of range");
+      }
+      list_bytes += nl + 1;
+      value_bytes += vl;
+      if (list_bytes > image_internal::kMaxXattrListBytes ||
+          value_bytes > image_internal::kMaxXattrValueBytes) {
+        return bad("xattrs exceed the reader limits (" +
+                   std::to_string(image_internal::kMaxXattrListBytes) + " bytes of names, " +
+                   std::to_string(image_internal::kMaxXattrValueBytes) + " bytes of values)");
+      }
+      XattrName xn{std::string(), x.value_offset.get(), vl};
+      CX_RETURN_IF_ERROR(ReadString(x.name_offset.get(), nl, &xn.name));
+      if (xn.name.find('\0') != std::string::npos) return bad("NUL in xattr name");
+      if (!out.empty() && !(out.back().name < xn.name)) {
+        return bad("xattrs not sorted by name or duplicated (" + xn.name + ")");
+      }
+      out.push_back(std::move(xn));
+    }
+    return out;
+  }
+
   // Decompressed bytes of frame `index`, verified on the way in.
-  Result<std::shared_ptr<const std::vector<uint8_t>>> GetFrame(uint32_t index) const {
+  Result<std::shared_ptr<const FrameBytes>> GetFrame(uint32_t index) const {
     if (auto hit = frame_cache->Get(index)) {
       stats.frame_cache_hits.fetch_add(1, std::memory_order_relaxed);
       return hit;
@@ -180,11 +417,28 @@ struct Image::Impl {
     const uint64_t off = f.offset.get();
     const uint32_t stored = f.stored_size.get(), raw = f.raw_size.get();
     const auto& data = sb.regions[kRegionData];
-    if (raw == 0 || raw > sb.chunk_size() || stored == 0 || stored > raw ||
-        off < data.offset || off > data.offset + data.length ||
-        stored > data.offset + data.length - off) {
+    if (raw == 0 || raw > sb.chunk_size() || stored == 0 || stored > raw || off < data.offset ||
+        off > data.offset + data.length || stored > data.offset + data.length - off) {
       return Status::Corruption(path + ": frame " + std::to_string(index) +
-                                " descriptor is out of bounds");
+                                " descriptor is out of bounds (offset " + std::to_string(off) +
+                                ", stored " + std::to_string(stored) + ", raw " +
+                                std::to_string(raw) + ")");
+    }
+    if (stored != raw && !(sb.incompat & kIncompatZstd)) {
+      return Status::Corruption(path + ": frame " + std::to_string(index) +
+                                " is compressed but the image lacks the zstd feature");
+    }
+    // Frames are laid out in index order without overlap: a frame's bytes
+    // belong to it alone (no aliasing of one stored range as many frames).
+    if (index > 0) {
+      DiskFrame prev;
+      CX_RETURN_IF_ERROR(ReadRecord(kRegionFrames, index - 1, &prev));
+      const uint64_t prev_off = prev.offset.get();
+      if (prev_off > off || prev.stored_size.get() > off - prev_off) {
+        return Status::Corruption(path + ": frame " + std::to_string(index) + " at offset " +
+                                  std::to_string(off) + " overlaps frame " +
+                                  std::to_string(index - 1) + " or is out of order");
+      }
     }
     // Read and verify every block the frame overlaps.
     const uint64_t first = off / kBlockSize;
@@ -193,7 +447,7 @@ struct Image::Impl {
     buf.resize((last - first + 1) * kBlockSize);
     CX_RETURN_IF_ERROR(blocks->Read(first, last - first + 1, buf.data()));
     const uint8_t* src = buf.data() + (off - first * kBlockSize);
-    auto out = std::make_shared<std::vector<uint8_t>>(raw);
+    auto out = std::make_shared<FrameBytes>(raw);
     if (stored == raw) {
       std::memcpy(out->data(), src, raw);
     } else {
@@ -201,20 +455,20 @@ struct Image::Impl {
       size_t n = ZSTD_decompressDCtx(dctx.get(), out->data(), raw, src, stored);
       if (ZSTD_isError(n) || n != raw) {
         stats.decompress_failures.fetch_add(1, std::memory_order_relaxed);
-        return Status::Corruption(path + ": frame " + std::to_string(index) + " at offset " +
-                                  std::to_string(off) + " does not decompress to " +
-                                  std::to_string(raw) + " bytes" +
-                                  (ZSTD_isError(n) ? std::string(": ") + ZSTD_getErrorName(n)
-                                                   : std::string()));
+        return Status::Corruption(
+            path + ": frame " + std::to_string(index) + " at offset " + std::to_string(off) +
+            " does not decompress to " + std::to_string(raw) + " bytes" +
+            (ZSTD_isError(n) ? std::string(": ") + ZSTD_getErrorName(n) : std::string()));
       }
     }
     frame_cache->Put(index, out, raw + 64);
-    return std::shared_ptr<const std::vector<uint8_t>>(std::move(out));
+    return std::shared_ptr<const FrameBytes>(std::move(out));
   }
 
   Result<size_t> Read(const InodeInfo& in, uint64_t offset, std::span<uint8_t> buf) const {
-    if (!in.is_reg()) return Status::IsDirectory(path + ": inode " + std::to_string(in.ino) +
-                                                 " is not a regular file");
+    if (!in.is_reg())
+      return Status::IsDirectory(path + ": inode " + std::to_string(in.ino) +
+                                 " is not a regular file");
     if (offset >= in.size) return size_t{0};
     size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), in.size - offset));
     size_t done = 0;
@@ -225,6 +479,10 @@ struct Image::Impl {
       const uint64_t in_chunk = pos - ci * chunk;
       const uint64_t chunk_len = std::min<uint64_t>(chunk, in.size - ci * chunk);
       const size_t n = static_cast<size_t>(std::min<uint64_t>(want - done, chunk_len - in_chunk));
+      if (ci >= in.payload_count) {
+        return Status::Corruption(path + ": inode " + std::to_string(in.ino) + ": chunk " +
+                                  std::to_string(ci) + " has no extent");
+      }
       DiskExtent e;
       CX_RETURN_IF_ERROR(ReadRecord(kRegionExtents, in.payload + ci, &e));
       if (e.frame.get() == kHoleFrame) {
