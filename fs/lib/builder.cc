@@ -116,7 +116,6 @@ class ImageWriter {
   ImageWriter(const SourceTree& tree, const BuildOptions& opts) : tree_(tree), opts_(opts) {
     threads_ = opts.threads > 0 ? opts.threads
                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-    chunk_ = 1u << opts.chunk_log2;
   }
 
   Result<BuildStats> Run() {
@@ -124,6 +123,7 @@ class ImageWriter {
     if (opts_.chunk_log2 < kMinChunkLog2 || opts_.chunk_log2 > kMaxChunkLog2) {
       return Status::InvalidArgument("chunk size must be 2^12..2^20");
     }
+    chunk_ = 1u << opts_.chunk_log2;
     if (opts_.zstd_level < 1 || opts_.zstd_level > ZSTD_maxCLevel()) {
       return Status::InvalidArgument("zstd level must be 1.." + std::to_string(ZSTD_maxCLevel()));
     }

@@ -12,7 +12,6 @@ namespace {
 
 constexpr size_t kBlock = 4096;
 constexpr uint8_t kLogBlock = 12;
-constexpr size_t kHashesPerBlock = kBlock / sizeof(Digest);  // 128
 
 // The struct whose SHA-256 is the fs-verity file digest (Linux
 // include/uapi/linux/fsverity.h, struct fsverity_descriptor; the kernel's

@@ -1,5 +1,7 @@
 // Image::VerifyAll: the full offline check behind `cryptex verify`.
+#include <cstddef>
 #include <deque>
+#include <unordered_set>
 
 #include "fsverity.h"
 #include "image_impl.h"
@@ -23,6 +25,23 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
     }
   }
 
+  // 1b. The header block: magic, version, and zeros everywhere else.
+  {
+    std::vector<uint8_t> hb(kBlockSize);
+    CX_RETURN_IF_ERROR(m.blocks->Read(0, 1, hb.data()));
+    DiskHeader h;
+    std::memcpy(&h, hb.data(), sizeof h);
+    bool zero = h.reserved0.get() == 0;
+    for (size_t i = offsetof(DiskHeader, reserved); i < kBlockSize && zero; ++i) {
+      zero = hb[i] == 0;
+    }
+    if (std::memcmp(h.magic, kHeaderMagic, 8) != 0 || h.format_version.get() != kFormatVersion ||
+        !zero) {
+      return Status::Corruption(m.path + ": header block at offset 0 is malformed (magic, " +
+                                "version or non-zero reserved bytes)");
+    }
+  }
+
   // 2. Every frame decompresses to its recorded size.
   for (uint64_t f = 0; f < m.frame_count; ++f) {
     auto fr = m.GetFrame(static_cast<uint32_t>(f));
@@ -31,14 +50,17 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
 
   // 3. The tree: reachable once, sorted, well-typed; file contents match
   //    their fs-verity digests.
-  std::vector<uint8_t> seen(m.inode_count + 1, 0);
+  // Memory grows with the inodes actually reached, not the table size.
+  std::unordered_set<uint64_t> seen;
   std::deque<std::pair<uint64_t, std::string>> queue{{1, "/"}};
-  seen[1] = 1;
+  seen.insert(1);
   std::vector<uint8_t> buf(1u << 20);
+  if (auto xs = ListXattrs(1); !xs.ok()) return xs.status().Prefixed("/");
   while (!queue.empty()) {
     auto [dir_ino, dir_path] = queue.front();
     queue.pop_front();
     CX_ASSIGN_OR_RETURN(InodeInfo dir, m.GetInode(dir_ino));
+    if (Status st = m.CheckDir(dir); !st.ok()) return st.Prefixed(dir_path);
     std::string prev;
     for (uint64_t k = 0; k < dir.payload_count; ++k) {
       CX_ASSIGN_OR_RETURN(DirEntry e, m.ReadDirent(dir.payload + k));
@@ -51,17 +73,20 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
       auto in = m.GetInode(e.ino);
       if (!in.ok()) return in.status().Prefixed(m.path + ": " + path);
       const bool whiteout = (in->flags & kInodeWhiteout) != 0;
-      if ((e.type == kTypeWhiteout) != whiteout) return bad("entry type disagrees with inode");
+      if (e.type != image_internal::EntryTypeFor(*in)) {
+        return bad("entry type disagrees with inode " + std::to_string(e.ino));
+      }
       if (whiteout && sb.kind != kKindPatch) return bad("whiteout in a base image");
       if (in->is_dir()) {
-        if (seen[e.ino]) return bad("directory reachable twice (cycle or hard-linked directory)");
-        seen[e.ino] = 1;
+        if (!seen.insert(e.ino).second) {
+          return bad("directory reachable twice (cycle or hard-linked directory)");
+        }
         if (e.type != kTypeDirectory) return bad("entry type disagrees with inode");
+        if (auto xs = ListXattrs(e.ino); !xs.ok()) return xs.status().Prefixed(path);
         queue.emplace_back(e.ino, path);
         continue;
       }
-      if (seen[e.ino]) continue;  // another name of a hard-linked file
-      seen[e.ino] = 1;
+      if (!seen.insert(e.ino).second) continue;  // another name of a hard-linked file
       if (in->is_symlink()) {
         auto t = ReadLink(e.ino);
         if (!t.ok()) return t.status().Prefixed(path);

@@ -4,6 +4,7 @@
 // capacity (plus one value per shard).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <list>
@@ -58,9 +59,11 @@ class LruCache final {
     std::mutex mu;
     std::list<Entry> lru;  // GUARDED_BY(mu), most recent first
     std::unordered_map<uint64_t, typename std::list<Entry>::iterator> map;  // GUARDED_BY(mu)
-    size_t used = 0;                                                          // GUARDED_BY(mu)
+    size_t used = 0;                                                        // GUARDED_BY(mu)
   };
-  Shard& shard(uint64_t key) { return shards_[(key * 0x9E3779B97F4A7C15ull >> 32) % shards_.size()]; }
+  Shard& shard(uint64_t key) {
+    return shards_[(key * 0x9E3779B97F4A7C15ull >> 32) % shards_.size()];
+  }
 
   std::vector<Shard> shards_;
   size_t per_shard_;

@@ -107,12 +107,25 @@ Result<Manifest> Manifest::Decode(std::span<const uint8_t> bytes, const std::str
     };
     std::string s;
     switch (t.tag.get()) {
-      case kTagName: CX_RETURN_IF_ERROR(str(&m.name)); have_name = true; break;
-      case kTagVersion: CX_RETURN_IF_ERROR(str(&m.version)); break;
-      case kTagDescription: CX_RETURN_IF_ERROR(str(&m.description)); break;
-      case kTagReleaseCounter: CX_RETURN_IF_ERROR(u64(&m.release_counter)); break;
-      case kTagCreatedAt: CX_RETURN_IF_ERROR(u64(&m.created_at)); break;
-      case kTagPatchId: CX_RETURN_IF_ERROR(str(&m.patch_id)); break;
+      case kTagName:
+        CX_RETURN_IF_ERROR(str(&m.name));
+        have_name = true;
+        break;
+      case kTagVersion:
+        CX_RETURN_IF_ERROR(str(&m.version));
+        break;
+      case kTagDescription:
+        CX_RETURN_IF_ERROR(str(&m.description));
+        break;
+      case kTagReleaseCounter:
+        CX_RETURN_IF_ERROR(u64(&m.release_counter));
+        break;
+      case kTagCreatedAt:
+        CX_RETURN_IF_ERROR(u64(&m.created_at));
+        break;
+      case kTagPatchId:
+        CX_RETURN_IF_ERROR(str(&m.patch_id));
+        break;
       case kTagBaseRootDigest: {
         if (len != 32) return bad(off, "base root digest must be 32 bytes");
         Digest d;
@@ -120,11 +133,23 @@ Result<Manifest> Manifest::Decode(std::span<const uint8_t> bytes, const std::str
         m.base_root_digest = d;
         break;
       }
-      case kTagRequires: CX_RETURN_IF_ERROR(str(&s)); m.requires_patches.push_back(s); break;
-      case kTagSeverity: CX_RETURN_IF_ERROR(str(&m.severity)); break;
-      case kTagCve: CX_RETURN_IF_ERROR(str(&s)); m.cves.push_back(s); break;
-      case kTagReleasedAt: CX_RETURN_IF_ERROR(u64(&m.released_at)); break;
-      case kTagActivation: CX_RETURN_IF_ERROR(str(&m.activation)); break;
+      case kTagRequires:
+        CX_RETURN_IF_ERROR(str(&s));
+        m.requires_patches.push_back(s);
+        break;
+      case kTagSeverity:
+        CX_RETURN_IF_ERROR(str(&m.severity));
+        break;
+      case kTagCve:
+        CX_RETURN_IF_ERROR(str(&s));
+        m.cves.push_back(s);
+        break;
+      case kTagReleasedAt:
+        CX_RETURN_IF_ERROR(u64(&m.released_at));
+        break;
+      case kTagActivation:
+        CX_RETURN_IF_ERROR(str(&m.activation));
+        break;
       default:
         if (t.flags.get() & kTlvCritical) {
           return Status::Unsupported(what + " +" + std::to_string(off) +

@@ -8,14 +8,22 @@ using namespace format;
 
 const char* format::RegionName(uint32_t r) {
   switch (r) {
-    case kRegionManifest: return "manifest";
-    case kRegionInodes: return "inodes";
-    case kRegionDirents: return "dirents";
-    case kRegionExtents: return "extents";
-    case kRegionXattrs: return "xattrs";
-    case kRegionStrings: return "strings";
-    case kRegionFrames: return "frames";
-    case kRegionData: return "data";
+    case kRegionManifest:
+      return "manifest";
+    case kRegionInodes:
+      return "inodes";
+    case kRegionDirents:
+      return "dirents";
+    case kRegionExtents:
+      return "extents";
+    case kRegionXattrs:
+      return "xattrs";
+    case kRegionStrings:
+      return "strings";
+    case kRegionFrames:
+      return "frames";
+    case kRegionData:
+      return "data";
   }
   return "?";
 }
@@ -42,8 +50,7 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
                                         const std::string& what) {
   const uint64_t sb_off = file_size >= kBlockSize ? file_size - kBlockSize : 0;
   auto bad = [&](const std::string& m) {
-    return Status::Corruption(what + ": superblock at offset " + std::to_string(sb_off) + ": " +
-                              m);
+    return Status::Corruption(what + ": superblock at offset " + std::to_string(sb_off) + ": " + m);
   };
   if (file_size < 3 * kBlockSize || file_size % kBlockSize != 0) {
     return Status::Corruption(what + ": not a cryptex image (size " + std::to_string(file_size) +
@@ -83,19 +90,22 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
   s.image_size = d.image_size.get();
   if (s.image_size != file_size) {
     return Status::Corruption(what + ": file is " + std::to_string(file_size) +
-                              " bytes but the superblock records " +
-                              std::to_string(s.image_size) + " (truncated or appended to)");
+                              " bytes but the superblock records " + std::to_string(s.image_size) +
+                              " (truncated or appended to)");
   }
   s.data_blocks = d.data_blocks.get();
   s.hash_offset = d.hash_offset.get();
   s.hash_blocks = d.hash_blocks.get();
   s.tree_levels = d.tree_levels.get();
-  if (s.data_blocks == 0 || s.data_blocks > (file_size / kBlockSize)) return bad("data_blocks");
+  // At least the header block and one block of metadata.
+  if (s.data_blocks < 2 || s.data_blocks > (file_size / kBlockSize)) return bad("data_blocks");
   if (s.hash_offset != s.data_blocks * kBlockSize) return bad("hash_offset != data_blocks*4096");
   TreeGeometry g = TreeGeometry::For(s.data_blocks);
   if (s.hash_blocks != g.total_hash_blocks || s.tree_levels != g.levels.size()) {
     return bad("tree geometry disagrees with data size (" + std::to_string(s.hash_blocks) +
-               " hash blocks recorded, " + std::to_string(g.total_hash_blocks) + " expected)");
+               " hash blocks in " + std::to_string(s.tree_levels) + " levels recorded, " +
+               std::to_string(g.total_hash_blocks) + " in " + std::to_string(g.levels.size()) +
+               " expected for " + std::to_string(s.data_blocks) + " data blocks)");
   }
   if (s.hash_offset + s.hash_blocks * kBlockSize + kBlockSize != file_size) {
     return bad("regions do not add up to the file size");
@@ -113,6 +123,16 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
                  ", +" + std::to_string(reg.length) + ") lies outside the verified area");
     }
   }
+  // Regions never share bytes: a byte is an inode or a dirent, not both.
+  for (uint32_t a = 0; a < kRegionCount; ++a) {
+    for (uint32_t b = a + 1; b < kRegionCount; ++b) {
+      const auto &ra = s.regions[a], &rb = s.regions[b];
+      if (ra.length == 0 || rb.length == 0) continue;
+      if (ra.offset < rb.offset + rb.length && rb.offset < ra.offset + ra.length) {
+        return bad(std::string("regions ") + RegionName(a) + " and " + RegionName(b) + " overlap");
+      }
+    }
+  }
   auto rec = [&](uint32_t r, size_t size) { return s.regions[r].length % size == 0; };
   if (!rec(kRegionInodes, sizeof(DiskInode)) || !rec(kRegionDirents, sizeof(DiskDirent)) ||
       !rec(kRegionExtents, sizeof(DiskExtent)) || !rec(kRegionXattrs, sizeof(DiskXattr)) ||
@@ -122,9 +142,24 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
   if (s.regions[kRegionInodes].length == 0) return bad("no inodes");
   if (d.root_inode.get() != 1) return bad("root inode must be 1");
   s.created_at = d.created_at.get();
+  // Every byte of the last block is either signed or must be zero, so the
+  // image has exactly one valid encoding (no room to smuggle bytes).
+  auto all_zero = [](const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+      if (p[i] != 0) return false;
+    return true;
+  };
+  if (!all_zero(d.reserved, sizeof d.reserved)) return bad("reserved bytes are not zero");
 
   DiskSignature sig;
   std::memcpy(&sig, block.data() + kSignatureOffsetInBlock, sizeof sig);
+  if (!all_zero(sig.reserved, sizeof sig.reserved)) {
+    return bad("reserved bytes of the signature block are not zero");
+  }
+  constexpr size_t kSigEnd = kSignatureOffsetInBlock + sizeof(DiskSignature);
+  if (!all_zero(block.data() + kSigEnd, kBlockSize - kSigEnd)) {
+    return bad("bytes after the signature block are not zero");
+  }
   std::memcpy(s.key_id.data(), sig.key_id, 32);
   std::memcpy(s.sig.data(), sig.sig, 64);
   return s;

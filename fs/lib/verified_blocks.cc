@@ -50,8 +50,7 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> VerifiedBlocks::HashBlock(
     expected = sb_.root_hash;
   } else {
     CX_ASSIGN_OR_RETURN(auto parent, HashBlock(level + 1, index / kHashesPerBlock));
-    std::memcpy(expected.data(), parent->data() + (index % kHashesPerBlock) * kHashSize,
-                kHashSize);
+    std::memcpy(expected.data(), parent->data() + (index % kHashesPerBlock) * kHashSize, kHashSize);
   }
   if (SaltedBlockHash(sb_.salt, block->data()) != expected) {
     failures_->fetch_add(1, std::memory_order_relaxed);
@@ -64,6 +63,10 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> VerifiedBlocks::HashBlock(
 }
 
 Status VerifiedBlocks::CheckRoot() const {
+  if (geo_.levels.empty()) {  // one data block: its hash is the root hash
+    std::vector<uint8_t> block(kBlockSize);
+    return Read(0, 1, block.data());
+  }
   auto top = HashBlock(geo_.levels.size() - 1, 0);
   return top.ok() ? Status::Ok() : top.status();
 }
@@ -79,13 +82,18 @@ Status VerifiedBlocks::Read(uint64_t first, uint64_t count, uint8_t* out) const 
   uint64_t leaf_index = UINT64_MAX;
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t b = first + i;
-    if (b / kHashesPerBlock != leaf_index) {
-      leaf_index = b / kHashesPerBlock;
-      CX_ASSIGN_OR_RETURN(leaf, HashBlock(0, leaf_index));
-    }
     Digest got = SaltedBlockHash(sb_.salt, out + i * kBlockSize);
-    if (std::memcmp(got.data(), leaf->data() + (b % kHashesPerBlock) * kHashSize, kHashSize) !=
-        0) {
+    const uint8_t* want;
+    if (geo_.levels.empty()) {  // one data block: its hash is the root hash
+      want = sb_.root_hash.data();
+    } else {
+      if (b / kHashesPerBlock != leaf_index) {
+        leaf_index = b / kHashesPerBlock;
+        CX_ASSIGN_OR_RETURN(leaf, HashBlock(0, leaf_index));
+      }
+      want = leaf->data() + (b % kHashesPerBlock) * kHashSize;
+    }
+    if (std::memcmp(got.data(), want, kHashSize) != 0) {
       failures_->fetch_add(1, std::memory_order_relaxed);
       return Status::Corruption(what_ + ": block " + std::to_string(b) + " at " +
                                 DescribeOffset(b * kBlockSize) + " does not match the hash tree");

@@ -1,0 +1,213 @@
+// Hostile-but-signed images (gen.h): each must be refused with its specific
+// error at the stage it names, within bounded time and memory, and no read
+// may ever return bytes that differ from what the legit image returns.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+
+#include "gen.h"
+#include "image.h"
+#include "test_util.h"
+#include "walk.h"
+
+namespace cryptex::adversarial {
+namespace {
+
+// Peak resident set size of this process, in KiB (VmHWM).
+uint64_t PeakRssKiB() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6));
+  }
+  return 0;
+}
+
+class AdversarialTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir();
+    auto b = BuildBase(dir_->Join("base"));
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    base_ = new Base(std::move(*b));
+    auto trust = TrustStore::LoadDir(base_->key.trust_dir);
+    ASSERT_TRUE(trust.ok()) << trust.status().ToString();
+    trust_ = new TrustStore(std::move(*trust));
+    legit_ = new walk::Report(walk::Run(base_->image, *trust_));
+  }
+  static void TearDownTestSuite() {
+    delete legit_;
+    delete trust_;
+    delete base_;
+    delete dir_;
+  }
+
+  static test::TempDir* dir_;
+  static Base* base_;
+  static TrustStore* trust_;
+  static walk::Report* legit_;
+};
+test::TempDir* AdversarialTest::dir_ = nullptr;
+Base* AdversarialTest::base_ = nullptr;
+TrustStore* AdversarialTest::trust_ = nullptr;
+walk::Report* AdversarialTest::legit_ = nullptr;
+
+TEST_F(AdversarialTest, LegitBaseIsClean) {
+  ASSERT_TRUE(legit_->open.ok()) << legit_->Summary();
+  EXPECT_TRUE(legit_->errors.empty()) << legit_->Summary();
+  EXPECT_TRUE(legit_->walker_errors.empty()) << legit_->Summary();
+  EXPECT_TRUE(legit_->verify.ok()) << legit_->Summary();
+  // The walk saw every kind of entry the cases attack.
+  for (const char* p : {"/a.txt", "/b.txt", "/big.bin", "/rand.bin", "/sparse.bin", "/empty",
+                        "/hard1", "/sub/hard2", "/sub/c.txt", "/sub/deeper/file.txt"}) {
+    EXPECT_TRUE(legit_->files.count(p)) << p;
+  }
+  EXPECT_EQ(legit_->links.at("/link"), "a.txt");
+  EXPECT_EQ(legit_->links.at("/abs"), "/nonexistent/outside");
+  EXPECT_EQ(legit_->files.at("/hard1"), legit_->files.at("/sub/hard2"));
+  EXPECT_EQ(legit_->files.at("/sub/c.txt"), "in sub\n");
+}
+
+TEST_F(AdversarialTest, EveryCase) {
+  const auto cases = AllCases();
+  ASSERT_GE(cases.size(), 40u);
+  std::set<std::string> names;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name + ": " + c.what);
+    ASSERT_TRUE(names.insert(c.name).second) << "duplicate case name";
+    auto bytes = c.make(*base_);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+    const std::string path = dir_->Join(c.name + ".cryptex");
+    ASSERT_TRUE(surgery::WriteAll(path, *bytes).ok());
+
+    const auto start = std::chrono::steady_clock::now();
+    const walk::Report r = walk::Run(path, *trust_);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_LT(secs, 20.0) << "not bounded in time";
+
+    EXPECT_TRUE(r.walker_errors.empty()) << r.Summary();
+    const auto diffs = walk::Differences(*legit_, r);
+    EXPECT_TRUE(diffs.empty()) << diffs.front();
+
+    switch (c.stage) {
+      case Stage::kOpen:
+        EXPECT_FALSE(r.open.ok()) << r.Summary();
+        EXPECT_NE(r.open.message().find(c.expect), std::string::npos)
+            << "expected \"" << c.expect << "\"\n"
+            << r.Summary();
+        break;
+      case Stage::kAccess: {
+        ASSERT_TRUE(r.open.ok()) << r.Summary();
+        bool found = false;
+        for (const auto& e : r.errors) found = found || e.find(c.expect) != std::string::npos;
+        EXPECT_TRUE(found) << "expected an access error with \"" << c.expect << "\"\n"
+                           << r.Summary();
+        EXPECT_FALSE(r.verify.ok()) << "VerifyAll missed it\n" << r.Summary();
+        break;
+      }
+      case Stage::kVerify:
+        ASSERT_TRUE(r.open.ok()) << r.Summary();
+        EXPECT_FALSE(r.verify.ok()) << r.Summary();
+        EXPECT_NE(r.verify.message().find(c.expect), std::string::npos)
+            << "expected \"" << c.expect << "\"\n"
+            << r.Summary();
+        break;
+    }
+    // Every failure is an integrity failure, reported as such.
+    if (!r.open.ok()) {
+      EXPECT_TRUE(r.open.code() == Code::kCorruption || r.open.code() == Code::kUnsupported)
+          << r.open.ToString();
+    }
+    if (!r.verify.ok() && r.open.ok()) {
+      EXPECT_EQ(r.verify.code(), Code::kCorruption) << r.verify.ToString();
+    }
+    std::printf("[case] %-32s %-6s %s\n", c.name.c_str(), StageName(c.stage),
+                (r.open.ok() ? (r.errors.empty() ? r.verify.message() : r.errors.front())
+                             : r.open.message())
+                    .c_str());
+  }
+  // Bounded memory: the whole run (base, every case, caches) stays small.
+  EXPECT_LT(PeakRssKiB(), 1024u * 1024u);
+}
+
+// The same cases through a second Image per case with default (large) caches
+// and direct calls in odd orders: ReadDir of a deep directory before its
+// parent, Lookup before ReadDir. The checks must not depend on walk order.
+TEST_F(AdversarialTest, CyclesRefusedWhateverTheAccessOrder) {
+  for (const Case& c : AllCases()) {
+    if (c.expect != "is reachable from two places") continue;
+    SCOPED_TRACE(c.name);
+    auto bytes = c.make(*base_);
+    ASSERT_TRUE(bytes.ok());
+    const std::string path = dir_->Join(c.name + "-order.cryptex");
+    ASSERT_TRUE(surgery::WriteAll(path, *bytes).ok());
+    auto t = surgery::ReadTables(*bytes);
+    ASSERT_TRUE(t.ok());
+    for (const char* start : {"sub/deeper", "sub", "z"}) {
+      ImageOptions opts;
+      opts.trust = trust_;
+      auto img = Image::Open(path, opts);
+      ASSERT_TRUE(img.ok()) << img.status().ToString();
+      auto ino = t->FindInode(start);
+      ASSERT_TRUE(ino.has_value());
+      // Walk from `start` without ever listing the root first.
+      std::vector<uint64_t> queue{*ino};
+      std::set<uint64_t> seen{*ino};
+      bool failed = false;
+      for (size_t i = 0; i < queue.size() && i < 1000; ++i) {
+        Status st = (*img)->ReadDir(queue[i], 0, [&](const DirEntry& e, uint64_t) {
+          if (e.type == format::kTypeDirectory) {
+            EXPECT_TRUE(seen.insert(e.ino).second) << "directory served twice: " << e.name;
+            queue.push_back(e.ino);
+          }
+          return true;
+        });
+        if (!st.ok()) {
+          failed = true;
+          EXPECT_NE(st.message().find(c.expect), std::string::npos) << st.ToString();
+        }
+      }
+      EXPECT_LT(queue.size(), 1000u);
+      (void)failed;
+    }
+  }
+}
+
+// Symlink loops are legal content: they read back as symlinks, nothing
+// follows them.
+TEST(AdversarialSymlinks, LoopsReadBackAsSymlinks) {
+  test::TempDir dir;
+  const std::string src = dir.Join("src");
+  ASSERT_EQ(mkdir(src.c_str(), 0755), 0);
+  ASSERT_EQ(symlink("b", (src + "/a").c_str()), 0);
+  ASSERT_EQ(symlink("a", (src + "/b").c_str()), 0);
+  ASSERT_EQ(symlink("self", (src + "/self").c_str()), 0);
+  ASSERT_EQ(symlink("../../../../../../../../etc/passwd", (src + "/up").c_str()), 0);
+  auto base = BuildBase(dir.Join("w"), 12, src);
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  auto trust = TrustStore::LoadDir(base->key.trust_dir);
+  ASSERT_TRUE(trust.ok());
+  const walk::Report r = walk::Run(base->image, *trust);
+  ASSERT_TRUE(r.open.ok()) << r.Summary();
+  EXPECT_TRUE(r.errors.empty()) << r.Summary();
+  EXPECT_TRUE(r.verify.ok()) << r.Summary();
+  EXPECT_EQ(r.links.at("/a"), "b");
+  EXPECT_EQ(r.links.at("/b"), "a");
+  EXPECT_EQ(r.links.at("/self"), "self");
+  EXPECT_EQ(r.links.at("/up"), "../../../../../../../../etc/passwd");
+  ImageOptions opts;
+  opts.trust = &*trust;
+  auto img = Image::Open(base->image, opts);
+  ASSERT_TRUE(img.ok());
+  auto a = (*img)->Resolve("/a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->is_symlink());
+  EXPECT_EQ((*img)->Resolve("/a/x").status().code(), Code::kNotDirectory);
+}
+
+}  // namespace
+}  // namespace cryptex::adversarial

@@ -1,0 +1,131 @@
+// cryptex_fuzz_make_corpus OUTDIR: writes the seed corpora of the fuzz
+// targets (OUTDIR/<target>/<seed>), derived from a small image built by the
+// library's builder and from the adversarial cases (gen.h) applied to it.
+// Deterministic apart from the signing key, which the fuzz harnesses replace
+// with their fixed key anyway. Run by tests/fuzz/make_corpus.sh.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "format.h"
+#include "gen.h"
+#include "manifest.h"
+#include "surgery.h"
+
+using namespace cryptex;
+using surgery::Bytes;
+
+namespace {
+
+int Die(const Status& st) {
+  std::fprintf(stderr, "make_corpus: %s\n", st.ToString().c_str());
+  return 1;
+}
+
+Status Put(const std::string& dir, const std::string& name, std::span<const uint8_t> bytes) {
+  mkdir(dir.c_str(), 0755);
+  return surgery::WriteAll(dir + "/" + name, bytes);
+}
+
+// The resealed target's compact input: the superblock's 512 signed bytes,
+// then the image from offset 4096 to the end of its last region.
+Result<Bytes> Compact(const Bytes& image) {
+  CX_ASSIGN_OR_RETURN(SuperblockInfo sb, surgery::Peek(image));
+  uint64_t end = format::kBlockSize;
+  for (const auto& r : sb.regions) end = std::max(end, r.offset + r.length);
+  const auto super = surgery::SuperblockOf(image);
+  Bytes out(super.begin(), super.end());
+  out.insert(out.end(), image.begin() + format::kBlockSize,
+             image.begin() + static_cast<ptrdiff_t>(end));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
+    return 2;
+  }
+  const std::string out = argv[1];
+  mkdir(out.c_str(), 0755);
+  char tmpl[] = "/tmp/cryptex-corpus-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return Die(Status::FromErrno(errno, "mkdtemp"));
+  const std::string work = tmpl;
+  if (Status st = adversarial::MakeSourceTree(work + "/src", 7, /*small=*/true); !st.ok()) {
+    return Die(st);
+  }
+  auto base = adversarial::BuildBase(work + "/w", 12, work + "/src");
+  if (!base.ok()) return Die(base.status());
+
+  const std::string sb_dir = out + "/superblock", man_dir = out + "/manifest",
+                    img_dir = out + "/image", res_dir = out + "/image_resealed";
+  auto last_block = [](const Bytes& img) {
+    return Bytes(img.end() - format::kBlockSize, img.end());
+  };
+  Status st;
+  auto check = [&](Status s) {
+    if (!s.ok() && st.ok()) st = s;
+  };
+  check(Put(sb_dir, "base", last_block(base->bytes)));
+  check(Put(img_dir, "base", base->bytes));
+  auto compact = Compact(base->bytes);
+  if (!compact.ok()) return Die(compact.status());
+  check(Put(res_dir, "base", *compact));
+
+  auto tables = surgery::ReadTables(base->bytes);
+  if (!tables.ok()) return Die(tables.status());
+  check(Put(man_dir, "base", tables->manifest));
+  Manifest patch;
+  patch.name = "org.example.engine";
+  patch.version = "2.0.1";
+  patch.description = "security fix";
+  patch.release_counter = 42;
+  patch.created_at = 1700000000;
+  patch.patch_id = "engine-2.0.1-p1";
+  patch.base_root_digest = Digest{};
+  patch.base_root_digest->fill(0xab);
+  patch.requires_patches = {"engine-2.0.0-p3", "engine-2.0.0-p4"};
+  patch.severity = "critical";
+  patch.cves = {"CVE-2024-0001", "CVE-2024-0002"};
+  patch.released_at = 1700000100;
+  patch.activation = "relaunch";
+  check(Put(man_dir, "patch", patch.Encode()));
+
+  // Some adversarial cases as seeds: they sit right next to the checks. Kept
+  // to a few per area so that the committed corpus stays small.
+  const std::set<std::string> resealed = {
+      "dir_cycle_to_ancestor",  "dir_hard_linked_same_parent",
+      "dirents_duplicate",      "name_slash",
+      "file_size_2_64_minus_1", "extent_outside_frame",
+      "frames_overlap",         "frame_raw_size_lie",
+      "xattr_unsorted",         "symlink_target_outside_strings",
+      "whiteout_in_base_image", "content_digest_mismatch"};
+  const std::set<std::string> whole = {"sb_regions_overlap", "sb_tree_levels_disagree"};
+  int n = 0;
+  for (const auto& c : adversarial::AllCases()) {
+    auto bytes = c.make(*base);
+    if (!bytes.ok()) continue;
+    if (c.name.rfind("sb_", 0) == 0 || c.name == "sig_tail_nonzero") {
+      check(Put(sb_dir, c.name, last_block(*bytes)));
+      if (whole.count(c.name)) check(Put(img_dir, c.name, *bytes));
+    } else if (c.name == "manifest_record_overrun") {
+      auto t = surgery::ReadTables(*bytes);
+      if (t.ok()) check(Put(man_dir, c.name, t->manifest));
+    } else if (resealed.count(c.name)) {
+      auto cb = Compact(*bytes);
+      if (cb.ok()) check(Put(res_dir, c.name, *cb));
+    } else {
+      continue;
+    }
+    ++n;
+  }
+  if (!st.ok()) return Die(st);
+  std::printf("wrote seeds for %d cases into %s\n", n, out.c_str());
+  std::string rm = "rm -rf '" + work + "'";
+  return std::system(rm.c_str()) == 0 ? 0 : 1;
+}
