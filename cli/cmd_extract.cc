@@ -16,10 +16,12 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "cli.h"
 #include "format.h"
+#include "fsverity.h"
 
 namespace cryptex::cli {
 
@@ -50,7 +52,23 @@ class Extractor {
  public:
   Extractor(const Image& img, int root_fd) : img_(img), root_fd_(root_fd), root_(geteuid() == 0) {}
 
+  // Extracts directory dir_ino's entries into dir_fd. Does not rely on the
+  // reader alone against hostile trees: a directory seen twice (a cycle) and
+  // nesting deeper than kMaxDepth (stack exhaustion) are refused here too.
   Status Dir(int dir_fd, uint64_t dir_ino, const std::string& rel) {
+    static constexpr int kMaxDepth = 4096;
+    if (!dirs_seen_.insert(dir_ino).second) {
+      return Status::Corruption((rel.empty() ? "/" : rel) + ": directory reached twice (cycle)");
+    }
+    if (depth_ >= kMaxDepth) {
+      return Status::Corruption(rel + ": directories nested deeper than " +
+                                std::to_string(kMaxDepth) + " levels");
+    }
+    ++depth_;
+    struct Leave {
+      int& d;
+      ~Leave() { --d; }
+    } leave{depth_};
     std::vector<DirEntry> entries;
     CX_RETURN_IF_ERROR(img_.ReadDir(dir_ino, 0, [&](const DirEntry& e, uint64_t) {
       entries.push_back(e);
@@ -137,30 +155,43 @@ class Extractor {
     return Status::Ok();
   }
 
+  // Writes the content, keeping holes (all-zero 4 KiB blocks are skipped and
+  // ftruncate sets the size), and checks it against the file's fs-verity
+  // digest as it goes: what lands on disk is what the vendor signed.
   Status Content(int fd, const InodeInfo& in, const std::string& path) {
     buf_.resize(1u << 20);
+    FsVerityHasher hasher;
     for (uint64_t off = 0; off < in.size;) {
       auto n = img_.Read(in.ino, off, buf_);
       if (!n.ok()) return n.status().Prefixed(path);
       if (*n == 0) return Status::Corruption(path + ": short read");
-      // Keep holes: skip all-zero 4 KiB blocks (ftruncate sets the size).
+      hasher.Update(buf_.data(), *n);
       size_t w = 0;
       while (w < *n) {
-        size_t len = std::min<size_t>(4096, *n - w);
-        bool zero = true;
-        for (size_t i = 0; i < len && zero; ++i) zero = buf_[w + i] == 0;
-        if (!zero) {
-          size_t end = w + len;
+        // Skip a run of zero blocks, then write the following run of data
+        // blocks with one pwrite.
+        auto zero_block = [&](size_t at) {
+          const size_t len = std::min<size_t>(4096, *n - at);
+          for (size_t i = 0; i < len; ++i)
+            if (buf_[at + i] != 0) return false;
+          return true;
+        };
+        while (w < *n && zero_block(w)) w += std::min<size_t>(4096, *n - w);
+        size_t end = w;
+        while (end < *n && !zero_block(end)) end += std::min<size_t>(4096, *n - end);
+        while (w < end) {
           ssize_t k = pwrite(fd, buf_.data() + w, end - w, static_cast<off_t>(off + w));
           if (k < 0) return Status::FromErrno(errno, path + ": write");
-          len = static_cast<size_t>(k);
+          w += static_cast<size_t>(k);
         }
-        w += len;
       }
       off += *n;
     }
     if (ftruncate(fd, static_cast<off_t>(in.size)) != 0) {
       return Status::FromErrno(errno, path + ": truncate");
+    }
+    if (hasher.Final() != in.digest) {
+      return Status::Corruption(path + ": content does not match its signed fs-verity digest");
     }
     return Status::Ok();
   }
@@ -186,7 +217,7 @@ class Extractor {
     if (fchownat(dir_fd, name.c_str(), in.uid, in.gid, AT_SYMLINK_NOFOLLOW) != 0) {
       CX_RETURN_IF_ERROR(OwnerFailed(path));
     }
-    if (!in.is_symlink() && fchmodat(dir_fd, name.c_str(), in.mode & 07777, 0) != 0) {
+    if (!in.is_symlink() && fchmodat(dir_fd, name.c_str(), in.mode & 07777, AT_SYMLINK_NOFOLLOW) != 0) {
       return Status::FromErrno(errno, path + ": chmod");
     }
     CX_ASSIGN_OR_RETURN(auto xs, img_.ListXattrs(in.ino));
@@ -220,6 +251,8 @@ class Extractor {
   int root_fd_;
   bool root_;
   std::map<uint64_t, std::string> links_;  // inode -> first extracted path
+  std::set<uint64_t> dirs_seen_;
+  int depth_ = 0;
   std::vector<std::string> warnings_;
   std::vector<uint8_t> buf_;
   uint64_t owner_failures_ = 0;

@@ -59,6 +59,10 @@ inline constexpr uint32_t kMaxNameLen = 255;
 inline constexpr uint32_t kMaxSymlinkLen = 4095;
 inline constexpr uint32_t kMaxXattrNameLen = 255;
 inline constexpr uint32_t kMaxXattrValueLen = 65536;
+// Per inode: sum of (name length + 1) -- the kernel's XATTR_LIST_MAX -- and
+// sum of value lengths. Readers refuse more; builders never write more.
+inline constexpr uint64_t kMaxXattrListBytes = 65536;
+inline constexpr uint64_t kMaxXattrValuesBytes = 8u << 20;
 
 // Image kinds.
 inline constexpr uint32_t kKindBase = 1;

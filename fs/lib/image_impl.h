@@ -42,8 +42,8 @@ inline bool ValidName(std::string_view n) {
 // (but signed) image cannot make ListXattrs allocate without bound: the
 // names list is what listxattr(2) can return at most (XATTR_LIST_MAX), and
 // the values of one inode are capped in total.
-inline constexpr uint64_t kMaxXattrListBytes = 65536;      // sum of (name length + 1)
-inline constexpr uint64_t kMaxXattrValueBytes = 8u << 20;  // sum of value lengths
+inline constexpr uint64_t kMaxXattrListBytes = format::kMaxXattrListBytes;
+inline constexpr uint64_t kMaxXattrValueBytes = format::kMaxXattrValuesBytes;
 
 // The EntryType a directory entry must carry for an inode.
 inline uint8_t EntryTypeFor(const InodeInfo& in) {

@@ -58,6 +58,17 @@ Status ReadXattrs(const std::string& io, const std::string& path, SourceNode* no
     node->xattrs.emplace_back(name, std::string(value.data(), static_cast<size_t>(vn)));
   }
   std::sort(node->xattrs.begin(), node->xattrs.end());
+  // The reader's per-inode limits (docs/FORMAT.md section 9).
+  uint64_t name_bytes = 0, value_bytes = 0;
+  for (const auto& [xname, xvalue] : node->xattrs) {
+    name_bytes += xname.size() + 1;
+    value_bytes += xvalue.size();
+  }
+  if (name_bytes > format::kMaxXattrListBytes || value_bytes > format::kMaxXattrValuesBytes) {
+    return Status::InvalidArgument(path + ": xattrs exceed the format limits (" +
+                                   std::to_string(name_bytes) + " bytes of names, " +
+                                   std::to_string(value_bytes) + " bytes of values)");
+  }
   return Status::Ok();
 }
 

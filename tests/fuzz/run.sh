@@ -23,7 +23,7 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
     -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 \
     -DCRYPTEX_WERROR="${CRYPTEX_FUZZ_WERROR:-ON}" >/dev/null
 fi
-cmake --build "$build" --target $(for t in $targets; do printf 'fuzz_%s ' "$t"; done)
+cmake --build "$build" -j"$(nproc)" --target $(for t in $targets; do printf 'fuzz_%s ' "$t"; done)
 
 status=0
 mkdir -p "$build/fuzz-artifacts"

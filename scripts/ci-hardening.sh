@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Hardening jobs CI runs after the README's test command (docs/TESTING.md):
+#   1. the whole suite (but the two big oracle trees) under ASan + UBSan,
+#      real FUSE mounts included;
+#   2. ThreadSanitizer on the concurrent readers (library and driver pool);
+#   3. every libFuzzer target for FUZZ_SECONDS (default 60) each.
+# Any sanitizer report, test failure or fuzz finding fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+jobs="$(nproc)"
+t0=$(date +%s)
+lap() { echo "ci-hardening: $1 after $(( $(date +%s) - t0 )) s"; }
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ctest --output-on-failure -j2 -LE slow --timeout 900)
+lap "ASan+UBSan suite"
+
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_TSAN=ON >/dev/null
+cmake --build build-tsan -j"$jobs" --target image_concurrency_test parallel_test
+build-tsan/fs/lib/image_concurrency_test
+build-tsan/fs/cryptexfs/parallel_test
+lap "ThreadSanitizer"
+
+tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" "$PWD/build-fuzz"
+lap "fuzzing"
