@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <span>
@@ -70,6 +71,9 @@ class Filesystem final {
     bool log_to_syslog = false;  // else stderr
     bool open_handles = false;   // reply to OPEN (else ENOSYS: kernel no_open mode)
     unsigned read_helpers = 1;   // extra threads decoding one large read
+    // Runs once, before the first request after INIT is served (the kernel
+    // has applied the INIT reply by then). Used to tune the mount's bdi.
+    std::function<void()> after_init;
   };
 
   // REQUIRES: image != nullptr.
@@ -79,6 +83,10 @@ class Filesystem final {
 
   const Image& image() const { return *image_; }
   const Options& options() const { return options_; }
+  // Called by the FUSE edge on every request; runs options().after_init once.
+  void OnRequest() {
+    if (options_.after_init) std::call_once(after_init_once_, options_.after_init);
+  }
 
   // kNotFound if `name` is not in `parent` (a negative entry). "." and ".."
   // resolve to the directory and its parent.
@@ -136,7 +144,8 @@ class Filesystem final {
 
   const std::unique_ptr<Image> image_;
   const Options options_;
-  ParallelPool pool_;  // decodes the chunks of one large read in parallel
+  ParallelPool pool_;
+  std::once_flag after_init_once_;  // decodes the chunks of one large read in parallel
   std::atomic<uint64_t> integrity_failures_{0};
 
   std::shared_mutex parents_mu_;

@@ -29,6 +29,7 @@ template <typename Body>
 void Serve(fuse_req_t req, const ErrorSite& site, Body&& body, bool xattr = false) noexcept {
   int err = EIO;
   try {
+    Fs(req).OnRequest();
     Status st = body(Fs(req));
     if (st.ok()) return;
     err = Fs(req).ErrnoForFailure(st, site, xattr);

@@ -8,6 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <fstream>
+#include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -67,6 +70,36 @@ void TuneAllocator() {
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }
 
+// Raises the new mount's readahead through its backing device info
+// (/sys/class/bdi/MAJ:MIN/read_ahead_kb): FUSE caps the INIT reply's
+// max_readahead at the kernel's 128 KiB default. Best effort (needs root);
+// the device number comes from /proc/self/mountinfo, not stat(2), because
+// the session loop is not serving requests yet.
+// REQUIRES: `real` is the absolute, resolved mountpoint.
+void SetReadahead(const char* real, uint64_t bytes) {
+  std::ifstream info("/proc/self/mountinfo");
+  std::string line, dev;
+  while (std::getline(info, line)) {
+    std::istringstream in(line);
+    std::string id, parent, majmin, root, mnt;
+    if (!(in >> id >> parent >> majmin >> root >> mnt)) continue;
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    std::string unescaped;
+    for (size_t i = 0; i < mnt.size(); ++i) {
+      if (mnt[i] == '\\' && i + 3 < mnt.size()) {
+        unescaped += static_cast<char>(std::stoi(mnt.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        unescaped += mnt[i];
+      }
+    }
+    if (unescaped == std::string_view(real)) dev = majmin;  // the last match is the newest mount
+  }
+  if (dev.empty()) return;
+  std::ofstream ra("/sys/class/bdi/" + dev + "/read_ahead_kb");
+  ra << (bytes / 1024) << "\n";
+}
+
 int Run(int argc, char** argv) {
   TuneAllocator();
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -117,9 +150,20 @@ int Run(int argc, char** argv) {
   }
 
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::function<void()> after_init;
+  if (cfg.readahead_bytes > 0) {
+    // Resolved now: fuse_daemonize() changes directory to "/".
+    char mp[PATH_MAX];
+    if (::realpath(mountpoint.get(), mp) != nullptr) {
+      after_init = [mp = std::string(mp), bytes = cfg.readahead_bytes] {
+        SetReadahead(mp.c_str(), bytes);
+      };
+    }
+  }
   Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground,
                                     /*open_handles=*/cfg.open_handles,
-                                    /*read_helpers=*/std::max(1u, cores - 1)});
+                                    /*read_helpers=*/std::max(1u, cores - 1),
+                                    /*after_init=*/std::move(after_init)});
   if (Status st = AddImpliedOptions(&args, resolved); !st.ok())
     return Fail(cfg.image, st.message());
   const fuse_lowlevel_ops& ops = LowLevelOps();

@@ -13,6 +13,7 @@ enum Key : int {
   kKeyCacheSize,
   kKeyDrop,
   kKeyOpenHandles,
+  kKeyReadahead,
 };
 
 const fuse_opt kDriverOpts[] = {
@@ -20,6 +21,7 @@ const fuse_opt kDriverOpts[] = {
     FUSE_OPT_KEY("pubkey=", kKeyPubkey),
     FUSE_OPT_KEY("cache_size=", kKeyCacheSize),
     FUSE_OPT_KEY("open_handles", kKeyOpenHandles),
+    FUSE_OPT_KEY("readahead=", kKeyReadahead),
     FUSE_OPT_KEY("ro", kKeyDrop),
     FUSE_OPT_KEY("rw", kKeyDrop),
     FUSE_OPT_KEY("nofail", kKeyDrop),
@@ -67,6 +69,15 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
                     "' (expected BYTES with an optional K, M or G suffix)");
       }
       return 0;
+    case kKeyReadahead: {
+      uint64_t bytes = 0;
+      if (!ParseSize(ValueOf(arg), &bytes) || bytes > (64ull << 20)) {
+        return fail(std::string("bad readahead '") + ValueOf(arg) +
+                    "' (expected BYTES up to 64M, K/M suffixes; 0 keeps the kernel's)");
+      }
+      st->cfg->readahead_bytes = bytes;
+      return 0;
+    }
     case kKeyOpenHandles:
       st->cfg->open_handles = true;
       return 0;

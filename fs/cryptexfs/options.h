@@ -25,6 +25,9 @@ struct DriverConfig {
   bool trust_given = false;
   std::string pubkey;                         // pubkey=FILE; replaces the trust directory
   uint64_t cache_bytes = kDefaultCacheBytes;  // cache_size=BYTES
+  // readahead=BYTES: the mount's read_ahead_kb (sysfs bdi); 0 keeps the
+  // kernel's 128K. Larger readahead gives larger READs, decoded in parallel.
+  uint64_t readahead_bytes = 1ull << 20;
   bool open_handles = false;  // open_handles: answer OPEN instead of no_open (old kernels)
 };
 
