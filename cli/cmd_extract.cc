@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -47,6 +48,11 @@ class Fd {
  private:
   int fd_;
 };
+
+// Set by SIGINT/SIGTERM/SIGHUP during an extraction: the walk stops at the
+// next entry and the temporary directory is removed as on any failure.
+volatile sig_atomic_t g_interrupted = 0;
+void OnSignal(int) { g_interrupted = 1; }
 
 class Extractor {
  public:
@@ -94,6 +100,7 @@ class Extractor {
 
  private:
   Status Entry(int dir_fd, const std::string& name, const InodeInfo& in, const std::string& path) {
+    if (g_interrupted) return Status::Internal("interrupted by signal");
     if (!in.is_dir() && in.nlink > 1) {
       auto it = links_.find(in.ino);
       if (it != links_.end()) return HardLink(it->second, dir_fd, name, path);
@@ -307,6 +314,10 @@ int CmdExtract(int argc, char** argv) {
   if (mkdtemp(tmp.data()) == nullptr) {
     return Fail("extract", Status::FromErrno(errno, dest + ": cannot create temporary directory"));
   }
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
   Status st2;
   std::vector<std::string> warnings;
   {
@@ -325,6 +336,10 @@ int CmdExtract(int argc, char** argv) {
   }
   if (!st2.ok()) {
     RemoveTree(AT_FDCWD, tmp);
+    if (g_interrupted) {
+      std::fprintf(stderr, "cryptex extract: interrupted; the partial extraction was removed\n");
+      return 128 + SIGINT;
+    }
     return Fail("extract", st2);
   }
   for (const auto& w : warnings) std::fprintf(stderr, "cryptex extract: warning: %s\n", w.c_str());
