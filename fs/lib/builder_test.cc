@@ -26,6 +26,8 @@
 namespace cryptex {
 namespace {
 
+using test::Contains;
+
 using test::FileSize;
 using test::ListDirNames;
 using test::ReadFile;
@@ -33,10 +35,6 @@ using test::RunCommand;
 using test::ShellQuote;
 using test::TempDir;
 using test::WriteFile;
-
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 class BuilderTest : public ::testing::Test {
  protected:

@@ -33,6 +33,8 @@
 namespace cryptex {
 namespace {
 
+using test::Contains;
+
 using test::FileSize;
 using test::FlipByte;
 using test::ReadFile;
@@ -40,10 +42,6 @@ using test::RunCommand;
 using test::ShellQuote;
 using test::TempDir;
 using test::WriteFile;
-
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 // A signing key and a trust store holding exactly its public half.
 struct Signer {

@@ -13,6 +13,8 @@
 namespace cryptex {
 namespace {
 
+using test::Contains;
+
 using test::ReadFile;
 using test::RunCommand;
 using test::ShellQuote;
@@ -41,10 +43,6 @@ mode_t Mode(const std::string& path) {
   struct stat st;
   EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
   return st.st_mode & 07777;
-}
-
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
 }
 
 TEST(KeysTest, SignVerifyRoundTrip) {

@@ -574,4 +574,16 @@ std::vector<std::string> CompareTrees(const std::string& a, const std::string& b
   return diffs;
 }
 
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::string CryptexBin() {
+  const char* dir = std::getenv("CRYPTEX_BUILD_DIR");
+#ifdef CRYPTEX_DEFAULT_BUILD_DIR
+  if (dir == nullptr || *dir == '\0') dir = CRYPTEX_DEFAULT_BUILD_DIR;
+#endif
+  return std::string(dir != nullptr ? dir : ".") + "/cli/cryptex";
+}
+
 }  // namespace cryptex::test

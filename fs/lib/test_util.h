@@ -95,4 +95,11 @@ void MakeEveryKindTree(const std::string& dir);
 std::vector<std::string> CompareTrees(const std::string& a, const std::string& b,
                                       bool content = true);
 
+// haystack contains needle.
+bool Contains(const std::string& haystack, const std::string& needle);
+
+// The `cryptex` binary of this build: $CRYPTEX_BUILD_DIR/cli/cryptex (set by
+// ctest), else the build directory compiled in as CRYPTEX_DEFAULT_BUILD_DIR.
+std::string CryptexBin();
+
 }  // namespace cryptex::test

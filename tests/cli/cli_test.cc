@@ -27,6 +27,10 @@
 namespace cryptex {
 namespace {
 
+using test::CryptexBin;
+
+using test::Contains;
+
 using test::CommandResult;
 using test::FileSize;
 using test::FlipByte;
@@ -43,18 +47,6 @@ constexpr int kExitUsage = 2;
 constexpr int kExitIntegrity = 3;
 constexpr int kExitNotFound = 5;
 constexpr int kExitExists = 6;
-
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-std::string CryptexBin() {
-  const char* dir = std::getenv("CRYPTEX_BUILD_DIR");
-#ifdef CRYPTEX_DEFAULT_BUILD_DIR
-  if (dir == nullptr || *dir == '\0') dir = CRYPTEX_DEFAULT_BUILD_DIR;
-#endif
-  return std::string(dir != nullptr ? dir : ".") + "/cli/cryptex";
-}
 
 // Runs `cryptex ARGS` (ARGS already shell-quoted), capturing stdout and stderr.
 CommandResult Cx(const std::string& args) {

@@ -14,8 +14,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -29,20 +29,14 @@
 namespace cryptex {
 namespace {
 
+using test::CryptexBin;
+
 using test::CommandResult;
 using test::ListDirNames;
 using test::RunCommand;
 using test::RunCommandCapture;
 using test::ShellQuote;
 using test::TempDir;
-
-std::string CryptexBin() {
-  const char* dir = std::getenv("CRYPTEX_BUILD_DIR");
-#ifdef CRYPTEX_DEFAULT_BUILD_DIR
-  if (dir == nullptr || *dir == '\0') dir = CRYPTEX_DEFAULT_BUILD_DIR;
-#endif
-  return std::string(dir != nullptr ? dir : ".") + "/cli/cryptex";
-}
 
 CommandResult Cx(const std::string& args) {
   return RunCommandCapture(ShellQuote(CryptexBin()) + " " + args);
