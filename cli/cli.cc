@@ -1,21 +1,29 @@
 #include "cli.h"
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <cstdlib>
-#include <sys/stat.h>
 
 namespace cryptex::cli {
 
 int ExitCodeFor(const Status& st) {
   switch (st.code()) {
-    case Code::kOk: return kExitOk;
+    case Code::kOk:
+      return kExitOk;
     case Code::kCorruption:
-    case Code::kSignature: return kExitIntegrity;
-    case Code::kUnsupported: return kExitUnsupported;
-    case Code::kNotFound: return kExitNotFound;
-    case Code::kExists: return kExitExists;
-    case Code::kInvalidArgument: return kExitUsage;
-    default: return kExitError;
+    case Code::kSignature:
+      return kExitIntegrity;
+    case Code::kUnsupported:
+      return kExitUnsupported;
+    case Code::kNotFound:
+      return kExitNotFound;
+    case Code::kExists:
+      return kExitExists;
+    case Code::kInvalidArgument:
+      return kExitUsage;
+    default:
+      return kExitError;
   }
 }
 
@@ -110,10 +118,14 @@ std::optional<uint64_t> ParseSize(const std::string& s) {
   if (errno != 0 || end == s.c_str()) return std::nullopt;
   std::string suffix(end);
   uint64_t mul = 1;
-  if (suffix == "K" || suffix == "k") mul = 1ull << 10;
-  else if (suffix == "M" || suffix == "m") mul = 1ull << 20;
-  else if (suffix == "G" || suffix == "g") mul = 1ull << 30;
-  else if (!suffix.empty()) return std::nullopt;
+  if (suffix == "K" || suffix == "k")
+    mul = 1ull << 10;
+  else if (suffix == "M" || suffix == "m")
+    mul = 1ull << 20;
+  else if (suffix == "G" || suffix == "g")
+    mul = 1ull << 30;
+  else if (!suffix.empty())
+    return std::nullopt;
   if (v > UINT64_MAX / mul) return std::nullopt;
   return v * mul;
 }
@@ -212,13 +224,27 @@ std::string JsonString(const std::string& s) {
 std::string ModeString(uint32_t mode) {
   std::string s = "?---------";
   switch (mode & S_IFMT) {
-    case S_IFREG: s[0] = '-'; break;
-    case S_IFDIR: s[0] = 'd'; break;
-    case S_IFLNK: s[0] = 'l'; break;
-    case S_IFCHR: s[0] = 'c'; break;
-    case S_IFBLK: s[0] = 'b'; break;
-    case S_IFIFO: s[0] = 'p'; break;
-    case S_IFSOCK: s[0] = 's'; break;
+    case S_IFREG:
+      s[0] = '-';
+      break;
+    case S_IFDIR:
+      s[0] = 'd';
+      break;
+    case S_IFLNK:
+      s[0] = 'l';
+      break;
+    case S_IFCHR:
+      s[0] = 'c';
+      break;
+    case S_IFBLK:
+      s[0] = 'b';
+      break;
+    case S_IFIFO:
+      s[0] = 'p';
+      break;
+    case S_IFSOCK:
+      s[0] = 's';
+      break;
   }
   const char* rwx = "rwxrwxrwx";
   for (int i = 0; i < 9; ++i)

@@ -17,10 +17,10 @@ namespace cryptex::cli {
 // Exit codes (documented in docs/CLI.md). Mapped from Status codes in one place.
 enum Exit : int {
   kExitOk = 0,
-  kExitError = 1,       // I/O and other failures
-  kExitUsage = 2,       // bad command line
-  kExitIntegrity = 3,   // corruption, bad/unknown signature
-  kExitUnsupported = 4, // format version / feature this build does not know
+  kExitError = 1,        // I/O and other failures
+  kExitUsage = 2,        // bad command line
+  kExitIntegrity = 3,    // corruption, bad/unknown signature
+  kExitUnsupported = 4,  // format version / feature this build does not know
   kExitNotFound = 5,
   kExitExists = 6,
 };

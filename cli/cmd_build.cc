@@ -40,7 +40,8 @@ class ProgressBar {
     const double rate = secs > 0 ? static_cast<double>(p.bytes_done) / secs : 0;
     const double frac =
         p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1;
-    const int eta = rate > 0 ? static_cast<int>(static_cast<double>(p.bytes_total - p.bytes_done) / rate) : 0;
+    const int eta =
+        rate > 0 ? static_cast<int>(static_cast<double>(p.bytes_total - p.bytes_done) / rate) : 0;
     char bar[31];
     const int filled = static_cast<int>(frac * 30);
     for (int i = 0; i < 30; ++i) bar[i] = i < filled ? '#' : '.';
@@ -147,8 +148,7 @@ int CmdBuild(int argc, char** argv) {
   auto stats = WriteImage(*tree, opts);
   bar.Finish();
   if (!stats.ok()) return Fail("build", stats.status());
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!args.Has("--quiet") && !args.Has("-q")) {
     const auto& s = *stats;
     std::printf(
@@ -158,15 +158,17 @@ int CmdBuild(int argc, char** argv) {
         "  image %s, root hash %s\n"
         "  %.2f s, %s/s\n",
         src.c_str(), out->c_str(), static_cast<unsigned long long>(s.files),
-        static_cast<unsigned long long>(s.directories),
-        static_cast<unsigned long long>(s.symlinks), static_cast<unsigned long long>(s.other),
-        HumanBytes(s.content_bytes).c_str(), HumanBytes(s.stored_bytes).c_str(),
-        static_cast<unsigned long long>(s.frames),
-        s.stored_bytes ? static_cast<double>(s.content_bytes) / static_cast<double>(s.stored_bytes) : 1.0,
+        static_cast<unsigned long long>(s.directories), static_cast<unsigned long long>(s.symlinks),
+        static_cast<unsigned long long>(s.other), HumanBytes(s.content_bytes).c_str(),
+        HumanBytes(s.stored_bytes).c_str(), static_cast<unsigned long long>(s.frames),
+        s.stored_bytes ? static_cast<double>(s.content_bytes) / static_cast<double>(s.stored_bytes)
+                       : 1.0,
         static_cast<unsigned long long>(s.dedup_hits),
         static_cast<unsigned long long>(s.hole_chunks), HumanBytes(s.image_size).c_str(),
         HexEncode(s.root_hash).c_str(), secs,
-        HumanBytes(static_cast<uint64_t>(static_cast<double>(s.content_bytes) / (secs > 0 ? secs : 1))).c_str());
+        HumanBytes(
+            static_cast<uint64_t>(static_cast<double>(s.content_bytes) / (secs > 0 ? secs : 1)))
+            .c_str());
   }
   return kExitOk;
 }

@@ -224,7 +224,8 @@ class Extractor {
     if (fchownat(dir_fd, name.c_str(), in.uid, in.gid, AT_SYMLINK_NOFOLLOW) != 0) {
       CX_RETURN_IF_ERROR(OwnerFailed(path));
     }
-    if (!in.is_symlink() && fchmodat(dir_fd, name.c_str(), in.mode & 07777, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (!in.is_symlink() &&
+        fchmodat(dir_fd, name.c_str(), in.mode & 07777, AT_SYMLINK_NOFOLLOW) != 0) {
       return Status::FromErrno(errno, path + ": chmod");
     }
     CX_ASSIGN_OR_RETURN(auto xs, img_.ListXattrs(in.ino));
@@ -244,7 +245,8 @@ class Extractor {
   Status OwnerFailed(const std::string& path) {
     if (root_) return Status::FromErrno(errno, path + ": chown");
     ++owner_failures_;
-    if (owner_failures_ == 1) warnings_.push_back("ownership not restored (needs root), e.g. " + path);
+    if (owner_failures_ == 1)
+      warnings_.push_back("ownership not restored (needs root), e.g. " + path);
     return Status::Ok();
   }
 

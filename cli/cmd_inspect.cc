@@ -80,29 +80,32 @@ int CmdInspect(int argc, char** argv) {
                   JsonString(m.patch_id).c_str(),
                   m.base_root_digest ? HexEncode(*m.base_root_digest).c_str() : "",
                   list(m.requires_patches).c_str());
-      std::printf("  \"severity\": %s,\n  \"cves\": %s,\n  \"released_at\": %llu,\n"
-                  "  \"activation\": %s,\n",
-                  JsonString(m.severity).c_str(), list(m.cves).c_str(),
-                  static_cast<unsigned long long>(m.released_at),
-                  JsonString(m.activation).c_str());
+      std::printf(
+          "  \"severity\": %s,\n  \"cves\": %s,\n  \"released_at\": %llu,\n"
+          "  \"activation\": %s,\n",
+          JsonString(m.severity).c_str(), list(m.cves).c_str(),
+          static_cast<unsigned long long>(m.released_at), JsonString(m.activation).c_str());
     }
     std::printf("  \"signer_key_id\": \"%s\",\n", HexEncode(sb.key_id).c_str());
-    std::printf("  \"files\": %llu,\n  \"directories\": %llu,\n  \"symlinks\": %llu,\n"
-                "  \"other\": %llu,\n",
-                static_cast<unsigned long long>(files), static_cast<unsigned long long>(dirs),
-                static_cast<unsigned long long>(links), static_cast<unsigned long long>(other));
-    std::printf("  \"content_bytes\": %llu,\n  \"stored_bytes\": %llu,\n  \"image_bytes\": %llu,\n"
-                "  \"compression_ratio\": %.4f,\n  \"chunk_size\": %llu,\n",
-                static_cast<unsigned long long>(content), static_cast<unsigned long long>(stored),
-                static_cast<unsigned long long>(sb.image_size), ratio,
-                static_cast<unsigned long long>(sb.chunk_size()));
+    std::printf(
+        "  \"files\": %llu,\n  \"directories\": %llu,\n  \"symlinks\": %llu,\n"
+        "  \"other\": %llu,\n",
+        static_cast<unsigned long long>(files), static_cast<unsigned long long>(dirs),
+        static_cast<unsigned long long>(links), static_cast<unsigned long long>(other));
+    std::printf(
+        "  \"content_bytes\": %llu,\n  \"stored_bytes\": %llu,\n  \"image_bytes\": %llu,\n"
+        "  \"compression_ratio\": %.4f,\n  \"chunk_size\": %llu,\n",
+        static_cast<unsigned long long>(content), static_cast<unsigned long long>(stored),
+        static_cast<unsigned long long>(sb.image_size), ratio,
+        static_cast<unsigned long long>(sb.chunk_size()));
     std::printf("  \"root_hash\": \"%s\",\n", HexEncode(sb.root_hash).c_str());
-    std::printf("  \"verity\": {\"hash\": \"sha256\", \"format\": 1, \"data_block_size\": 4096, "
-                "\"hash_block_size\": 4096, \"data_blocks\": %llu, \"hash_offset\": %llu, "
-                "\"salt\": \"%s\", \"levels\": %u},\n",
-                static_cast<unsigned long long>(sb.data_blocks),
-                static_cast<unsigned long long>(sb.hash_offset), HexEncode(sb.salt).c_str(),
-                sb.tree_levels);
+    std::printf(
+        "  \"verity\": {\"hash\": \"sha256\", \"format\": 1, \"data_block_size\": 4096, "
+        "\"hash_block_size\": 4096, \"data_blocks\": %llu, \"hash_offset\": %llu, "
+        "\"salt\": \"%s\", \"levels\": %u},\n",
+        static_cast<unsigned long long>(sb.data_blocks),
+        static_cast<unsigned long long>(sb.hash_offset), HexEncode(sb.salt).c_str(),
+        sb.tree_levels);
     std::printf("  \"veritysetup_command\": %s\n}\n", JsonString(verity).c_str());
     return kExitOk;
   }
@@ -134,10 +137,11 @@ int CmdInspect(int argc, char** argv) {
   std::printf("image size:      %s (%llu bytes)\n", HumanBytes(sb.image_size).c_str(),
               static_cast<unsigned long long>(sb.image_size));
   std::printf("root hash:       %s\n", HexEncode(sb.root_hash).c_str());
-  std::printf("verity:          sha256, format 1, 4096-byte blocks, %llu data blocks, hash "
-              "offset %llu, %u levels\n",
-              static_cast<unsigned long long>(sb.data_blocks),
-              static_cast<unsigned long long>(sb.hash_offset), sb.tree_levels);
+  std::printf(
+      "verity:          sha256, format 1, 4096-byte blocks, %llu data blocks, hash "
+      "offset %llu, %u levels\n",
+      static_cast<unsigned long long>(sb.data_blocks),
+      static_cast<unsigned long long>(sb.hash_offset), sb.tree_levels);
   std::printf("salt:            %s\n", HexEncode(sb.salt).c_str());
   std::printf("check the tree independently with:\n  %s\n", verity.c_str());
   return kExitOk;

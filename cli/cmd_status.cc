@@ -5,9 +5,9 @@
 #include <sys/xattr.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <optional>
-#include <cstdio>
 #include <string>
 
 #include "cli.h"
@@ -57,19 +57,21 @@ int CmdStatus(int argc, char** argv) {
     const std::string misses = Attr(mnt, "user.cryptex.cache_misses").value_or("?");
     if (failures != "0" && rc == kExitOk) rc = kExitIntegrity;
     if (json) {
-      std::printf("%s\n  {\"mountpoint\": %s, \"image\": %s, \"root_hash\": %s, "
-                  "\"verify_failures\": %s, \"blocks_verified\": %s, \"cache_hits\": %s, "
-                  "\"cache_misses\": %s}",
-                  first ? "" : ",", JsonString(mnt).c_str(), JsonString(*image).c_str(),
-                  JsonString(root).c_str(), failures.c_str(), verified.c_str(), hits.c_str(),
-                  misses.c_str());
+      std::printf(
+          "%s\n  {\"mountpoint\": %s, \"image\": %s, \"root_hash\": %s, "
+          "\"verify_failures\": %s, \"blocks_verified\": %s, \"cache_hits\": %s, "
+          "\"cache_misses\": %s}",
+          first ? "" : ",", JsonString(mnt).c_str(), JsonString(*image).c_str(),
+          JsonString(root).c_str(), failures.c_str(), verified.c_str(), hits.c_str(),
+          misses.c_str());
     } else {
-      std::printf("%s\n  image:            %s\n  root hash:        %s\n"
-                  "  blocks verified:  %s\n  verify failures:  %s%s\n"
-                  "  chunk cache:      %s hits, %s misses\n",
-                  mnt.c_str(), image->c_str(), root.c_str(), verified.c_str(), failures.c_str(),
-                  failures == "0" ? "" : "   <-- corrupt blocks were refused (EIO); see the log",
-                  hits.c_str(), misses.c_str());
+      std::printf(
+          "%s\n  image:            %s\n  root hash:        %s\n"
+          "  blocks verified:  %s\n  verify failures:  %s%s\n"
+          "  chunk cache:      %s hits, %s misses\n",
+          mnt.c_str(), image->c_str(), root.c_str(), verified.c_str(), failures.c_str(),
+          failures == "0" ? "" : "   <-- corrupt blocks were refused (EIO); see the log",
+          hits.c_str(), misses.c_str());
     }
     first = false;
   }

@@ -27,7 +27,8 @@ int CmdVerify(int argc, char** argv) {
   if (!img.ok()) return Fail("verify", img.status());
   const bool tty = isatty(STDERR_FILENO) && !args.Has("-q") && !args.Has("--quiet");
   Status st = (*img)->VerifyAll([tty](uint64_t done, uint64_t total) {
-    if (tty) std::fprintf(stderr, "\rverifying blocks: %3d%%", static_cast<int>(done * 100 / total));
+    if (tty)
+      std::fprintf(stderr, "\rverifying blocks: %3d%%", static_cast<int>(done * 100 / total));
   });
   if (tty) std::fprintf(stderr, "\r                        \r");
   if (!st.ok()) return Fail("verify", st);

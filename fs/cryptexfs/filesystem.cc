@@ -234,8 +234,8 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
         auto& c = *static_cast<Ctx*>(vctx);
         Piece& p = c.pieces[i];
         for (uint64_t pos = p.begin; pos < p.end;) {
-          auto got = c.image->Read(
-              c.ino, pos, std::span<uint8_t>(c.buf + (pos - c.offset), p.end - pos));
+          auto got =
+              c.image->Read(c.ino, pos, std::span<uint8_t>(c.buf + (pos - c.offset), p.end - pos));
           if (!got.ok()) {
             p.st = got.status();
             return;

@@ -66,7 +66,8 @@ void ParallelPool::ParallelFor(size_t n, void (*fn)(void*, size_t), void* ctx) {
       break;
     }
   }
-  done_cv_.wait(lock, [&] { return t.done.load(std::memory_order_acquire) == t.n && t.active == 0; });
+  done_cv_.wait(lock,
+                [&] { return t.done.load(std::memory_order_acquire) == t.n && t.active == 0; });
 }
 
 }  // namespace cryptex::cxfs

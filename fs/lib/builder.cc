@@ -14,11 +14,11 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <deque>
-#include <mutex>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 
@@ -46,10 +46,10 @@ struct DigestHash {
 };
 
 struct Piece {
-  uint32_t file;         // node index
-  uint32_t offset;       // in job raw bytes
+  uint32_t file;    // node index
+  uint32_t offset;  // in job raw bytes
   uint32_t len;
-  bool small = false;    // a whole small file (hashed on the main thread)
+  bool small = false;  // a whole small file (hashed on the main thread)
 };
 
 struct Job {
@@ -63,7 +63,7 @@ struct Job {
   Digest key{};
   bool zero = false;
   bool known_zero = false;  // chunk lies in a hole of the source file
-  bool done = false;  // GUARDED_BY(Pipeline::mu)
+  bool done = false;        // GUARDED_BY(Pipeline::mu)
 };
 
 struct PendingExtent {
@@ -114,8 +114,9 @@ void ProcessJob(Job& j, int level) {
 class ImageWriter {
  public:
   ImageWriter(const SourceTree& tree, const BuildOptions& opts) : tree_(tree), opts_(opts) {
-    threads_ = opts.threads > 0 ? opts.threads
-                                : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    threads_ = opts.threads > 0
+                   ? opts.threads
+                   : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   }
 
   Result<BuildStats> Run() {
@@ -427,13 +428,20 @@ class ImageWriter {
 
   static uint8_t EntryTypeOf(uint32_t mode) {
     switch (mode & S_IFMT) {
-      case S_IFREG: return kTypeRegular;
-      case S_IFDIR: return kTypeDirectory;
-      case S_IFLNK: return kTypeSymlink;
-      case S_IFCHR: return kTypeCharDev;
-      case S_IFBLK: return kTypeBlockDev;
-      case S_IFIFO: return kTypeFifo;
-      case S_IFSOCK: return kTypeSocket;
+      case S_IFREG:
+        return kTypeRegular;
+      case S_IFDIR:
+        return kTypeDirectory;
+      case S_IFLNK:
+        return kTypeSymlink;
+      case S_IFCHR:
+        return kTypeCharDev;
+      case S_IFBLK:
+        return kTypeBlockDev;
+      case S_IFIFO:
+        return kTypeFifo;
+      case S_IFSOCK:
+        return kTypeSocket;
     }
     return 0;
   }
@@ -600,9 +608,9 @@ class ImageWriter {
   BuildStats stats_;
   BuildProgress progress_;
 
-  std::vector<uint32_t> ino_;      // node -> inode number
-  std::vector<uint32_t> primary_;  // inode number - 1 -> node
-  std::vector<uint32_t> nlink_;    // inode number -> link count
+  std::vector<uint32_t> ino_;                                // node -> inode number
+  std::vector<uint32_t> primary_;                            // inode number - 1 -> node
+  std::vector<uint32_t> nlink_;                              // inode number -> link count
   std::vector<std::pair<uint32_t, uint32_t>> file_extents_;  // node -> (first, count)
   std::vector<Digest> digests_;                              // node -> fs-verity digest
   std::vector<PendingExtent> extents_;

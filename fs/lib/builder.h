@@ -34,12 +34,12 @@ struct SourceNode {
   int64_t mtime_sec = 0;
   uint32_t mtime_nsec = 0;
   uint64_t rdev = 0;
-  uint32_t flags = 0;           // format::kInode* (whiteout/opaque, for patches)
-  std::string symlink_target;   // symlinks
-  std::string source_path;      // regular files: where to read content
+  uint32_t flags = 0;          // format::kInode* (whiteout/opaque, for patches)
+  std::string symlink_target;  // symlinks
+  std::string source_path;     // regular files: where to read content
   std::vector<std::pair<std::string, std::string>> xattrs;  // sorted by name
-  std::vector<uint32_t> children;  // sorted by name (bytes)
-  int64_t hardlink_of = -1;        // index of the first node of a hard-link group
+  std::vector<uint32_t> children;                           // sorted by name (bytes)
+  int64_t hardlink_of = -1;  // index of the first node of a hard-link group
 };
 
 struct SourceTree {
@@ -79,10 +79,10 @@ struct BuildStats {
   uint64_t directories = 0;
   uint64_t symlinks = 0;
   uint64_t other = 0;
-  uint64_t content_bytes = 0;   // regular file bytes in
-  uint64_t stored_bytes = 0;    // data region bytes out
+  uint64_t content_bytes = 0;  // regular file bytes in
+  uint64_t stored_bytes = 0;   // data region bytes out
   uint64_t frames = 0;
-  uint64_t dedup_hits = 0;      // chunks or small files stored once for several uses
+  uint64_t dedup_hits = 0;  // chunks or small files stored once for several uses
   uint64_t hole_chunks = 0;
   uint64_t image_size = 0;
   Digest root_hash{};

@@ -52,8 +52,8 @@ inline constexpr uint32_t kBlockSizeLog2 = 12;
 inline constexpr uint32_t kBlockSize = 1u << kBlockSizeLog2;  // data and hash blocks
 inline constexpr uint32_t kHashSize = 32;                     // SHA-256
 inline constexpr uint32_t kSaltSize = 32;
-inline constexpr uint32_t kMinChunkLog2 = 12;  // 4 KiB
-inline constexpr uint32_t kMaxChunkLog2 = 20;  // 1 MiB
+inline constexpr uint32_t kMinChunkLog2 = 12;      // 4 KiB
+inline constexpr uint32_t kMaxChunkLog2 = 20;      // 1 MiB
 inline constexpr uint32_t kDefaultChunkLog2 = 17;  // 128 KiB
 inline constexpr uint32_t kMaxNameLen = 255;
 inline constexpr uint32_t kMaxSymlinkLen = 4095;
@@ -121,27 +121,27 @@ inline constexpr uint8_t kSuperMagic[8] = {'C', 'X', 'S', 'U', 'P', 'E', 'R', '1
 // The signed part of the superblock. Its 512 bytes are the exact message of
 // the signature that follows it.
 struct DiskSuperblock {
-  uint8_t magic[8];          // kSuperMagic
-  Le32 format_version;       // kFormatVersion
-  Le32 superblock_size;      // sizeof(DiskSuperblock) == 512
-  Le64 compat_features;      // kCompat*
-  Le64 incompat_features;    // kIncompat*; unknown bits => refuse
-  Le32 kind;                 // kKindBase | kKindPatch
-  Le32 block_size_log2;      // 12
-  Le32 chunk_size_log2;      // file chunking granularity, [12, 20]
-  Le32 hash_algorithm;       // kHashSha256
-  Le64 image_size;           // whole file, bytes (== hash_offset + hash_size + 4096)
-  Le64 data_blocks;          // blocks covered by the tree: [0, data_blocks * 4096)
-  Le64 hash_offset;          // == data_blocks * 4096; dm-verity hash area, top level first
-  Le64 hash_blocks;          // hash area length in blocks
-  Le32 salt_size;            // kSaltSize
-  Le32 tree_levels;          // number of levels in the hash area
-  uint8_t salt[32];          // dm-verity salt (prepended to every hashed block)
-  uint8_t root_hash[32];     // SHA-256(salt || top hash block)
+  uint8_t magic[8];                  // kSuperMagic
+  Le32 format_version;               // kFormatVersion
+  Le32 superblock_size;              // sizeof(DiskSuperblock) == 512
+  Le64 compat_features;              // kCompat*
+  Le64 incompat_features;            // kIncompat*; unknown bits => refuse
+  Le32 kind;                         // kKindBase | kKindPatch
+  Le32 block_size_log2;              // 12
+  Le32 chunk_size_log2;              // file chunking granularity, [12, 20]
+  Le32 hash_algorithm;               // kHashSha256
+  Le64 image_size;                   // whole file, bytes (== hash_offset + hash_size + 4096)
+  Le64 data_blocks;                  // blocks covered by the tree: [0, data_blocks * 4096)
+  Le64 hash_offset;                  // == data_blocks * 4096; dm-verity hash area, top level first
+  Le64 hash_blocks;                  // hash area length in blocks
+  Le32 salt_size;                    // kSaltSize
+  Le32 tree_levels;                  // number of levels in the hash area
+  uint8_t salt[32];                  // dm-verity salt (prepended to every hashed block)
+  uint8_t root_hash[32];             // SHA-256(salt || top hash block)
   DiskRegion regions[kRegionCount];  // 8 * 16 = 128 bytes
-  Le64 root_inode;           // inode number of "/" (== 1)
-  Le64 created_at;           // seconds since the epoch (build --epoch)
-  uint8_t reserved[216];     // zero
+  Le64 root_inode;                   // inode number of "/" (== 1)
+  Le64 created_at;                   // seconds since the epoch (build --epoch)
+  uint8_t reserved[216];             // zero
 };
 static_assert(sizeof(DiskSuperblock) == 512);
 
@@ -149,11 +149,11 @@ inline constexpr uint8_t kSigMagic[8] = {'C', 'X', 'S', 'I', 'G', 'N', '0', '1'}
 
 // Follows the superblock inside the last block (at offset 512 of it).
 struct DiskSignature {
-  uint8_t magic[8];     // kSigMagic
-  Le32 algorithm;       // kSigEd25519
-  Le32 sig_size;        // 64
-  uint8_t key_id[32];   // SHA-256 of the raw 32-byte Ed25519 public key
-  uint8_t sig[64];      // Ed25519 over the 512 superblock bytes
+  uint8_t magic[8];    // kSigMagic
+  Le32 algorithm;      // kSigEd25519
+  Le32 sig_size;       // 64
+  uint8_t key_id[32];  // SHA-256 of the raw 32-byte Ed25519 public key
+  uint8_t sig[64];     // Ed25519 over the 512 superblock bytes
   uint8_t reserved[16];
 };
 static_assert(sizeof(DiskSignature) == 128);
@@ -203,20 +203,20 @@ inline constexpr uint32_t kInodeFlagsKnown = kInodeWhiteout | kInodeOpaque;
 
 // Inode number n (n >= 1) is record n-1 of the inode region.
 struct DiskInode {
-  Le32 mode;         // st_mode: type and permission bits (incl. setuid/setgid/sticky)
+  Le32 mode;  // st_mode: type and permission bits (incl. setuid/setgid/sticky)
   Le32 uid;
   Le32 gid;
-  Le32 nlink;        // directories: 2 + subdirectories; others: hard-link count
-  Le64 size;         // regular: bytes; symlink: target length; dir: entry count
-  Le64 mtime_sec;    // two's complement signed
-  Le32 mtime_nsec;   // < 1e9
-  Le32 flags;        // kInode*
-  Le64 rdev;         // character/block devices
-  Le64 payload;      // dir: first dirent index; regular: first extent index;
-                     // symlink: strings-region offset of the target
+  Le32 nlink;          // directories: 2 + subdirectories; others: hard-link count
+  Le64 size;           // regular: bytes; symlink: target length; dir: entry count
+  Le64 mtime_sec;      // two's complement signed
+  Le32 mtime_nsec;     // < 1e9
+  Le32 flags;          // kInode*
+  Le64 rdev;           // character/block devices
+  Le64 payload;        // dir: first dirent index; regular: first extent index;
+                       // symlink: strings-region offset of the target
   Le32 payload_count;  // dir: dirent count; regular: extent count; symlink: 0
   Le32 xattr_count;
-  Le64 xattr_index;  // first DiskXattr index
+  Le64 xattr_index;    // first DiskXattr index
   uint8_t digest[32];  // regular: fs-verity (SHA-256, 4 KiB blocks) file digest
   uint8_t reserved[24];
 };

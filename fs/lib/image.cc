@@ -59,8 +59,8 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageO
       std::max<size_t>(opts.block_cache_bytes / 2, 64 * kBlockSize));
   // Honour small caches (down to 64 KiB): the cache keeps at least one value
   // per shard anyway, so frame reads always make progress.
-  m.frame_cache = std::make_unique<LruCache<FrameBytes>>(
-      std::max<size_t>(opts.frame_cache_bytes, 64u << 10));
+  m.frame_cache =
+      std::make_unique<LruCache<FrameBytes>>(std::max<size_t>(opts.frame_cache_bytes, 64u << 10));
   CX_RETURN_IF_ERROR(m.blocks->CheckRoot());
   const auto& mr = m.sb.regions[kRegionManifest];
   if (mr.length > (1u << 20)) return Status::Corruption(path + ": manifest larger than 1 MiB");

@@ -63,8 +63,8 @@ struct Xattr {
 
 // Counters, readable at any time (e.g. exported by cryptexfs as xattrs).
 struct ImageStats {
-  std::atomic<uint64_t> verify_failures{0};   // blocks that failed the tree check
-  std::atomic<uint64_t> blocks_verified{0};   // data+metadata blocks hashed
+  std::atomic<uint64_t> verify_failures{0};  // blocks that failed the tree check
+  std::atomic<uint64_t> blocks_verified{0};  // data+metadata blocks hashed
   std::atomic<uint64_t> frame_cache_hits{0};
   std::atomic<uint64_t> frame_cache_misses{0};
   std::atomic<uint64_t> decompress_failures{0};

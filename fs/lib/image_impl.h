@@ -7,15 +7,15 @@
 #include <zstd.h>
 
 #include <algorithm>
-#include <type_traits>
-#include <utility>
 #include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "image.h"
@@ -148,8 +148,8 @@ struct Image::Impl {
   Manifest manifest;
   mutable ImageStats stats;
   std::unique_ptr<VerifiedBlocks> blocks;
-  mutable std::unique_ptr<LruCache<std::vector<uint8_t>>> meta_cache;   // data block -> bytes
-  mutable std::unique_ptr<LruCache<FrameBytes>> frame_cache;  // frame -> raw bytes
+  mutable std::unique_ptr<LruCache<std::vector<uint8_t>>> meta_cache;  // data block -> bytes
+  mutable std::unique_ptr<LruCache<FrameBytes>> frame_cache;           // frame -> raw bytes
   uint64_t inode_count = 0, dirent_count = 0, extent_count = 0, xattr_count = 0, frame_count = 0;
   // What CheckDir learnt about directories. Memory grows with the
   // directories actually checked, never with the size the image claims.

@@ -6,18 +6,30 @@ namespace cryptex {
 
 const char* CodeName(Code c) {
   switch (c) {
-    case Code::kOk: return "ok";
-    case Code::kNotFound: return "not found";
-    case Code::kCorruption: return "corruption";
-    case Code::kIOError: return "I/O error";
-    case Code::kInvalidArgument: return "invalid argument";
-    case Code::kSignature: return "signature";
-    case Code::kUnsupported: return "unsupported";
-    case Code::kExists: return "exists";
-    case Code::kPermission: return "permission denied";
-    case Code::kNotDirectory: return "not a directory";
-    case Code::kIsDirectory: return "is a directory";
-    case Code::kInternal: return "internal error";
+    case Code::kOk:
+      return "ok";
+    case Code::kNotFound:
+      return "not found";
+    case Code::kCorruption:
+      return "corruption";
+    case Code::kIOError:
+      return "I/O error";
+    case Code::kInvalidArgument:
+      return "invalid argument";
+    case Code::kSignature:
+      return "signature";
+    case Code::kUnsupported:
+      return "unsupported";
+    case Code::kExists:
+      return "exists";
+    case Code::kPermission:
+      return "permission denied";
+    case Code::kNotDirectory:
+      return "not a directory";
+    case Code::kIsDirectory:
+      return "is a directory";
+    case Code::kInternal:
+      return "internal error";
   }
   return "unknown";
 }

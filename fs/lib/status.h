@@ -57,9 +57,7 @@ class [[nodiscard]] Status {
   // "corruption: <message>"
   std::string ToString() const;
   // Returns a copy with "prefix: " prepended to the message.
-  Status Prefixed(const std::string& prefix) const {
-    return Status(code_, prefix + ": " + msg_);
-  }
+  Status Prefixed(const std::string& prefix) const { return Status(code_, prefix + ": " + msg_); }
 
  private:
   Code code_ = Code::kOk;
@@ -70,7 +68,7 @@ template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(Status st) : v_(std::move(st)) {     // NOLINT: implicit by design
+  Result(Status st) : v_(std::move(st)) {    // NOLINT: implicit by design
     assert(!std::get<Status>(v_).ok());
   }
 
@@ -97,10 +95,10 @@ class [[nodiscard]] Result {
 #define CX_CONCAT(a, b) CX_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not ok.
-#define CX_RETURN_IF_ERROR(expr)            \
-  do {                                      \
-    ::cryptex::Status _cx_st = (expr);      \
-    if (!_cx_st.ok()) return _cx_st;        \
+#define CX_RETURN_IF_ERROR(expr)       \
+  do {                                 \
+    ::cryptex::Status _cx_st = (expr); \
+    if (!_cx_st.ok()) return _cx_st;   \
   } while (0)
 
 // `lhs` = value of `rexpr` (a Result<T>), or returns its Status.
