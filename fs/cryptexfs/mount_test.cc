@@ -788,6 +788,10 @@ TEST_F(MountTest, CorruptDataByteGivesEioOnThatFileOnly) {
   std::string failures = VirtualXattr(mnt, "user.cryptex.verify_failures");
   EXPECT_NE(failures, "0");
   EXPECT_GE(std::atoi(failures.c_str()), 1) << failures;
+  // `cryptex status` reports it and exits 3 (integrity failure).
+  RunResult status = RunCommand({cli_, "status", mnt});
+  EXPECT_EQ(status.exit_code, 3) << status;
+  EXPECT_NE(status.output.find("verify failures:  " + failures), std::string::npos) << status;
   std::string log = d->log();
   EXPECT_NE(log.find("cryptexfs: " + bad + ": integrity failure: /victim.bin offset "),
             std::string::npos)
