@@ -197,7 +197,7 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
   // size and zero-fills), i.e. wrong data instead of EIO.
   CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
   if (!in.is_reg()) return Status::IsDirectory("inode " + std::to_string(ino));
-  if (offset >= in.size) return std::span<const uint8_t>();
+  if (offset >= in.size || size == 0) return std::span<const uint8_t>();
   size = static_cast<size_t>(std::min<uint64_t>({size, kMaxReadBytes, in.size - offset}));
   uint8_t* buf = ThreadReadBuffer(size);
 
