@@ -426,26 +426,6 @@ class ImageWriter {
     return off;
   }
 
-  static uint8_t EntryTypeOf(uint32_t mode) {
-    switch (mode & S_IFMT) {
-      case S_IFREG:
-        return kTypeRegular;
-      case S_IFDIR:
-        return kTypeDirectory;
-      case S_IFLNK:
-        return kTypeSymlink;
-      case S_IFCHR:
-        return kTypeCharDev;
-      case S_IFBLK:
-        return kTypeBlockDev;
-      case S_IFIFO:
-        return kTypeFifo;
-      case S_IFSOCK:
-        return kTypeSocket;
-    }
-    return 0;
-  }
-
   template <typename T>
   static void AppendRecord(std::vector<uint8_t>& v, const T& rec) {
     const auto* p = reinterpret_cast<const uint8_t*>(&rec);
@@ -490,7 +470,7 @@ class ImageWriter {
             e.name_offset.set(AddString(cn.name));
             e.name_len.set(static_cast<uint16_t>(cn.name.size()));
             e.inode.set(ino_[c]);
-            e.type = (cn.flags & kInodeWhiteout) ? uint8_t{kTypeWhiteout} : EntryTypeOf(cn.mode);
+            e.type = EntryTypeFor(cn.mode, cn.flags);
             AppendRecord(dirents, e);
             ++dirent_index;
           }

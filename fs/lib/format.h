@@ -8,6 +8,8 @@
 // (see DecodeRecord below).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -233,6 +235,29 @@ enum EntryType : uint8_t {
   kTypeSocket = 7,
   kTypeWhiteout = 8,
 };
+
+// The entry type a directory entry must carry for an inode of this st_mode
+// and these inode flags; 0 for a mode no entry type describes.
+inline uint8_t EntryTypeFor(uint32_t mode, uint32_t inode_flags) {
+  if (inode_flags & kInodeWhiteout) return kTypeWhiteout;
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return kTypeRegular;
+    case S_IFDIR:
+      return kTypeDirectory;
+    case S_IFLNK:
+      return kTypeSymlink;
+    case S_IFCHR:
+      return kTypeCharDev;
+    case S_IFBLK:
+      return kTypeBlockDev;
+    case S_IFIFO:
+      return kTypeFifo;
+    case S_IFSOCK:
+      return kTypeSocket;
+  }
+  return 0;
+}
 
 struct DiskDirent {
   Le64 name_offset;  // strings-region offset

@@ -46,26 +46,7 @@ inline constexpr uint64_t kMaxXattrListBytes = format::kMaxXattrListBytes;
 inline constexpr uint64_t kMaxXattrValueBytes = format::kMaxXattrValuesBytes;
 
 // The EntryType a directory entry must carry for an inode.
-inline uint8_t EntryTypeFor(const InodeInfo& in) {
-  if (in.flags & kInodeWhiteout) return kTypeWhiteout;
-  switch (in.mode & S_IFMT) {
-    case S_IFREG:
-      return kTypeRegular;
-    case S_IFDIR:
-      return kTypeDirectory;
-    case S_IFLNK:
-      return kTypeSymlink;
-    case S_IFCHR:
-      return kTypeCharDev;
-    case S_IFBLK:
-      return kTypeBlockDev;
-    case S_IFIFO:
-      return kTypeFifo;
-    case S_IFSOCK:
-      return kTypeSocket;
-  }
-  return 0;
-}
+inline uint8_t EntryTypeFor(const InodeInfo& in) { return format::EntryTypeFor(in.mode, in.flags); }
 
 // For each directory inode, the one directory that lists it, and whether its
 // entry list passed Image::Impl::CheckDir. The root has a parent no directory
