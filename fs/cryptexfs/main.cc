@@ -64,10 +64,15 @@ int Fail(const std::string& image, std::string message, const std::string& resol
 // Decompressed frames (one chunk, 4 KiB..1 MiB) are allocated and freed at
 // the rate the kernel reads. Keep such blocks in the heap instead of a fresh
 // mmap (page faults + zeroing) and munmap (TLB shootdown) each time, and do
-// not hand freed heap back to the kernel at every free.
+// not hand freed heap back to the kernel at every free. Two arenas: frames
+// are freed by whichever thread evicts them, and one arena per request
+// thread kept ~40 MiB of freed frames stranded (peak RSS of a cold read of
+// /usr/lib/x86_64-linux-gnu with the default cache: ~150 -> ~110 MiB, same
+// speed).
 void TuneAllocator() {
   mallopt(M_MMAP_THRESHOLD, 8 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_ARENA_MAX, 2);
 }
 
 // Raises the new mount's readahead through its backing device info
