@@ -414,19 +414,8 @@ TEST_F(BuilderTest, TreeDeeperThanPathMax) {
   TempDir src, out;
   const std::string comp(200, 'd');
   const int depth = 30;  // about 6 KB of path
-  int fd = open(src.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int fd = test::MakeDeepChain(src.path(), depth, comp);
   ASSERT_GE(fd, 0);
-  for (int i = 0; i < depth; ++i) {
-    ASSERT_EQ(mkdirat(fd, comp.c_str(), 0755), 0);
-    const int next = openat(fd, comp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    close(fd);
-    ASSERT_GE(next, 0);
-    fd = next;
-  }
-  const int f = openat(fd, "leaf", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-  ASSERT_GE(f, 0);
-  ASSERT_EQ(write(f, "deep", 4), 4);
-  close(f);
   ASSERT_EQ(symlinkat("leaf", fd, "leaflink"), 0);
   close(fd);
   const std::string dest = out.Join("img");

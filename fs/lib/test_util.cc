@@ -586,4 +586,24 @@ std::string CryptexBin() {
   return std::string(dir != nullptr ? dir : ".") + "/cli/cryptex";
 }
 
+int MakeDeepChain(const std::string& root, int depth, const std::string& comp) {
+  int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  for (int i = 0; i < depth && fd >= 0; ++i) {
+    const int next = mkdirat(fd, comp.c_str(), 0755) == 0
+                         ? openat(fd, comp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                         : -1;
+    close(fd);
+    fd = next;
+  }
+  if (fd < 0) return -1;
+  const int f = openat(fd, "leaf", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  const bool ok = f >= 0 && write(f, "deep", 4) == 4;
+  if (f >= 0) close(f);
+  if (!ok) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 }  // namespace cryptex::test

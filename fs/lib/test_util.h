@@ -95,6 +95,12 @@ void MakeEveryKindTree(const std::string& dir);
 std::vector<std::string> CompareTrees(const std::string& a, const std::string& b,
                                       bool content = true);
 
+// Creates `depth` nested directories named `comp` under `root` (working
+// through directory descriptors, so the chain may exceed PATH_MAX) and a file
+// "leaf" holding "deep" in the innermost. Returns an O_DIRECTORY descriptor of
+// the innermost directory (the caller closes it), or -1 on failure.
+int MakeDeepChain(const std::string& root, int depth, const std::string& comp);
+
 // haystack contains needle.
 bool Contains(const std::string& haystack, const std::string& needle);
 

@@ -132,6 +132,12 @@ struct ChildReport {
   uint32_t verify_detected = 0;  // VerifyAll failed (or open refused)
   uint32_t verify_ran = 0;
   char first_wrong[512] = {0};
+
+  void Count(Outcome o) {
+    if (o == kCorrect) ++correct;
+    if (o == kClean) ++clean;
+    if (o == kWrong) ++wrong;
+  }
 };
 
 void NoteWrong(ChildReport* r, const std::string& what) {
@@ -219,17 +225,7 @@ void RunLibraryChild(const std::string& image, const TrustStore& trust,
     return;
   }
   for (const auto& e : src) {
-    switch (CheckEntry(**img, e, r, verbose)) {
-      case kCorrect:
-        ++r->correct;
-        break;
-      case kClean:
-        ++r->clean;
-        break;
-      case kWrong:
-        ++r->wrong;
-        break;
-    }
+    r->Count(CheckEntry(**img, e, r, verbose));
   }
   if (verify) {
     r->verify_ran = 1;
@@ -438,17 +434,7 @@ MountRun ReadThroughMount(const std::string& cryptexfs, const std::string& image
   m.reader = RunInChild(
       [&](ChildReport* r) {
         for (const auto& e : src) {
-          switch (CheckMounted(mnt, e, r, verbose)) {
-            case kCorrect:
-              ++r->correct;
-              break;
-            case kClean:
-              ++r->clean;
-              break;
-            case kWrong:
-              ++r->wrong;
-              break;
-          }
+          r->Count(CheckMounted(mnt, e, r, verbose));
         }
       },
       timeout_ms, &m.report, &crash);
