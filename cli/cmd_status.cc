@@ -55,23 +55,25 @@ int CmdStatus(int argc, char** argv) {
     const std::string verified = Attr(mnt, "user.cryptex.blocks_verified").value_or("?");
     const std::string hits = Attr(mnt, "user.cryptex.cache_hits").value_or("?");
     const std::string misses = Attr(mnt, "user.cryptex.cache_misses").value_or("?");
+    const std::string pushed = Attr(mnt, "user.cryptex.files_pushed").value_or("?");
     if (failures != "0" && rc == kExitOk) rc = kExitIntegrity;
     if (json) {
       std::printf(
           "%s\n  {\"mountpoint\": %s, \"image\": %s, \"root_hash\": %s, "
           "\"verify_failures\": %s, \"blocks_verified\": %s, \"cache_hits\": %s, "
-          "\"cache_misses\": %s}",
+          "\"cache_misses\": %s, \"files_pushed\": %s}",
           first ? "" : ",", JsonString(mnt).c_str(), JsonString(*image).c_str(),
           JsonString(root).c_str(), failures.c_str(), verified.c_str(), hits.c_str(),
-          misses.c_str());
+          misses.c_str(), pushed.c_str());
     } else {
       std::printf(
           "%s\n  image:            %s\n  root hash:        %s\n"
           "  blocks verified:  %s\n  verify failures:  %s%s\n"
-          "  chunk cache:      %s hits, %s misses\n",
+          "  chunk cache:      %s hits, %s misses\n"
+          "  files pushed:     %s (packed small files stored ahead of their reads)\n",
           mnt.c_str(), image->c_str(), root.c_str(), verified.c_str(), failures.c_str(),
           failures == "0" ? "" : "   <-- corrupt blocks were refused (EIO); see the log",
-          hits.c_str(), misses.c_str());
+          hits.c_str(), misses.c_str(), pushed.c_str());
     }
     first = false;
   }

@@ -249,7 +249,16 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
       },
       &ctx);
   for (size_t i = 0; i < n; ++i) CX_RETURN_IF_ERROR(pieces[i].st);
+  if (pusher_ && offset == 0 && in.size <= chunk) pusher_->FileRead(ino);
   return std::span<const uint8_t>(buf, size);
+}
+
+void Filesystem::EnablePackPush(PackPusher::StoreFn store) {
+  pusher_ = std::make_unique<PackPusher>(*image_, std::move(store));
+}
+
+bool Filesystem::StopPackPush(std::chrono::milliseconds timeout) {
+  return pusher_ ? pusher_->Stop(timeout) : true;
 }
 
 Status Filesystem::DoOpendir(uint64_t ino) {
@@ -320,6 +329,7 @@ std::optional<std::string> Filesystem::VirtualXattr(std::string_view name) const
   if (name == kXattrBlocksVerified) return std::to_string(s.blocks_verified.load());
   if (name == kXattrCacheHits) return std::to_string(s.frame_cache_hits.load());
   if (name == kXattrCacheMisses) return std::to_string(s.frame_cache_misses.load());
+  if (name == kXattrFilesPushed) return std::to_string(files_pushed());
   if (name == kXattrImage) return image_->path();
   if (name == kXattrRootHash) return HexEncode(image_->superblock().root_hash);
   return std::nullopt;

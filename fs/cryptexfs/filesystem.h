@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "image.h"
+#include "pack_push.h"
 #include "parallel.h"
 #include "status.h"
 
@@ -43,6 +45,7 @@ inline constexpr const char* kXattrVerifyFailures = "user.cryptex.verify_failure
 inline constexpr const char* kXattrBlocksVerified = "user.cryptex.blocks_verified";
 inline constexpr const char* kXattrCacheHits = "user.cryptex.cache_hits";
 inline constexpr const char* kXattrCacheMisses = "user.cryptex.cache_misses";
+inline constexpr const char* kXattrFilesPushed = "user.cryptex.files_pushed";
 inline constexpr const char* kXattrImage = "user.cryptex.image";
 inline constexpr const char* kXattrRootHash = "user.cryptex.root_hash";
 
@@ -70,7 +73,7 @@ class Filesystem final {
     std::string display_name;    // IMAGE as the user named it (log lines)
     bool log_to_syslog = false;  // else stderr
     bool open_handles = false;   // reply to OPEN (else ENOSYS: kernel no_open mode)
-    unsigned read_helpers = 1;   // extra threads decoding one large read
+    unsigned read_helpers = 1;   // threads decoding the chunks of large reads
     // Runs once, before the first request after INIT is served (the kernel
     // has applied the INIT reply by then). Used to tune the mount's bdi.
     std::function<void()> after_init;
@@ -101,6 +104,13 @@ class Filesystem final {
   // until that thread's next DoRead. No allocation once the buffer has grown.
   Result<std::span<const uint8_t>> DoRead(uint64_t ino, uint64_t offset, size_t size);
   Status DoOpendir(uint64_t ino);
+
+  // Pack push (pack_push.h): after a read of a small packed file, its
+  // frame-mates go to the page cache through `store`. Call before serving;
+  // StopPackPush() before the session behind `store` is destroyed.
+  void EnablePackPush(PackPusher::StoreFn store);
+  bool StopPackPush(std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
+  uint64_t files_pushed() const { return pusher_ ? pusher_->pushed() : 0; }
 
   // Emits directory entries from stream position `offset`: 0 is ".", 1 is
   // "..", 2 + i is the image's entry i. emit(name, attr, next_offset) returns
@@ -144,8 +154,9 @@ class Filesystem final {
 
   const std::unique_ptr<Image> image_;
   const Options options_;
-  ParallelPool pool_;
-  std::once_flag after_init_once_;  // decodes the chunks of one large read in parallel
+  ParallelPool pool_;  // decodes the chunks of one large read in parallel
+  std::unique_ptr<PackPusher> pusher_;
+  std::once_flag after_init_once_;
   std::atomic<uint64_t> integrity_failures_{0};
 
   std::shared_mutex parents_mu_;

@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <syslog.h>
 
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -75,13 +76,10 @@ void TuneAllocator() {
   mallopt(M_ARENA_MAX, 2);
 }
 
-// Raises the new mount's readahead through its backing device info
-// (/sys/class/bdi/MAJ:MIN/read_ahead_kb): FUSE caps the INIT reply's
-// max_readahead at the kernel's 128 KiB default. Best effort (needs root);
-// the device number comes from /proc/self/mountinfo, not stat(2), because
-// the session loop is not serving requests yet.
-// REQUIRES: `real` is the absolute, resolved mountpoint.
-void SetReadahead(const char* real, uint64_t bytes) {
+// "MAJ:MIN" of the newest mount at `real` (the absolute, resolved
+// mountpoint), "" if none. From /proc/self/mountinfo, not stat(2): the
+// session loop may not be serving requests yet.
+std::string MountDevice(const char* real) {
   std::ifstream info("/proc/self/mountinfo");
   std::string line, dev;
   while (std::getline(info, line)) {
@@ -100,9 +98,23 @@ void SetReadahead(const char* real, uint64_t bytes) {
     }
     if (unescaped == std::string_view(real)) dev = majmin;  // the last match is the newest mount
   }
-  if (dev.empty()) return;
+  return dev;
+}
+
+// Raises the mount's readahead through its backing device info
+// (/sys/class/bdi/MAJ:MIN/read_ahead_kb): FUSE caps the INIT reply's
+// max_readahead at the kernel's 128 KiB default. Best effort (needs root).
+void SetReadahead(const std::string& dev, uint64_t bytes) {
   std::ofstream ra("/sys/class/bdi/" + dev + "/read_ahead_kb");
   ra << (bytes / 1024) << "\n";
+}
+
+// Ends every request still pending on the connection (fusectl "abort").
+void AbortConnection(const std::string& dev) {
+  const size_t colon = dev.find(':');
+  if (colon == std::string::npos) return;
+  std::ofstream abort("/sys/fs/fuse/connections/" + dev.substr(colon + 1) + "/abort");
+  abort << "1\n";
 }
 
 int Run(int argc, char** argv) {
@@ -155,25 +167,36 @@ int Run(int argc, char** argv) {
   }
 
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  // Learned after INIT (the mount exists then): the readahead and, at exit,
+  // the connection to abort if the pack-push thread is stuck.
+  auto device = std::make_shared<std::string>();
   std::function<void()> after_init;
-  if (cfg.readahead_bytes > 0) {
+  {
     // Resolved now: fuse_daemonize() changes directory to "/".
     char mp[PATH_MAX];
     if (::realpath(mountpoint.get(), mp) != nullptr) {
-      after_init = [mp = std::string(mp), bytes = cfg.readahead_bytes] {
-        SetReadahead(mp.c_str(), bytes);
+      after_init = [mp = std::string(mp), bytes = cfg.readahead_bytes, device] {
+        *device = MountDevice(mp.c_str());
+        if (bytes > 0 && !device->empty()) SetReadahead(*device, bytes);
       };
     }
   }
   Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground,
                                     /*open_handles=*/cfg.open_handles,
-                                    /*read_helpers=*/std::max(1u, cores - 1),
+                                    /*read_helpers=*/cores,
                                     /*after_init=*/std::move(after_init)});
   if (Status st = AddImpliedOptions(&args, resolved); !st.ok())
     return Fail(cfg.image, st.message());
   const fuse_lowlevel_ops& ops = LowLevelOps();
   std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof(ops), &fs));
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
+  if (cfg.pack_push) {
+    fs.EnablePackPush([s = se.get()](uint64_t ino, std::span<const uint8_t> bytes) {
+      fuse_bufvec bv = FUSE_BUFVEC_INIT(bytes.size());
+      bv.buf[0].mem = const_cast<uint8_t*>(bytes.data());
+      return fuse_lowlevel_notify_store(s, ino, 0, &bv, fuse_buf_copy_flags{});
+    });
+  }
   if (fuse_set_signal_handlers(se.get()) != 0) return 1;
   if (fuse_session_mount(se.get(), mountpoint.get()) != 0) {
     fuse_remove_signal_handlers(se.get());
@@ -194,6 +217,12 @@ int Run(int argc, char** argv) {
     }
     fuse_loop_cfg_set_max_threads(loop.get(), opts.max_threads);
     ret = fuse_session_loop_mt(se.get(), loop.get());
+  }
+  if (!fs.StopPackPush(std::chrono::seconds(2))) {
+    // Only after a signal ended the loop with a READ still pending on a page
+    // the push thread is storing: end that READ, then the store returns.
+    if (!device->empty()) AbortConnection(*device);
+    fs.StopPackPush();
   }
   SdNotify("STOPPING=1");
   fuse_session_unmount(se.get());

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -677,7 +678,8 @@ TEST_F(MountTest, XattrProbeRangeAndVirtualCounters) {
   std::map<std::string, std::string> root = Xattrs(mnt, false);
   for (const char* v :
        {"user.cryptex.verify_failures", "user.cryptex.blocks_verified", "user.cryptex.cache_hits",
-        "user.cryptex.cache_misses", "user.cryptex.image", "user.cryptex.root_hash"}) {
+        "user.cryptex.cache_misses", "user.cryptex.files_pushed", "user.cryptex.image",
+        "user.cryptex.root_hash"}) {
     EXPECT_EQ(root.count(v), 0u) << v;
     EXPECT_GT(getxattr(mnt.c_str(), v, nullptr, 0), 0) << v;
   }
@@ -691,6 +693,64 @@ TEST_F(MountTest, XattrProbeRangeAndVirtualCounters) {
   EXPECT_EQ(getxattr((mnt + "/dir").c_str(), "user.cryptex.image", nullptr, 0), -1);
   ReadFileOrEmpty(mnt + "/big.bin");
   EXPECT_NE(VirtualXattr(mnt, "user.cryptex.blocks_verified"), "0");
+}
+
+// Pages of `path` in the page cache, without reading it (mmap + mincore).
+size_t ResidentPages(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct stat st;
+  size_t resident = 0;
+  if (fstat(fd, &st) == 0 && st.st_size > 0) {
+    const size_t len = static_cast<size_t>(st.st_size);
+    void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) {
+      std::vector<unsigned char> vec((len + 4095) / 4096);
+      if (mincore(p, len, vec.data()) == 0)
+        for (unsigned char v : vec) resident += v & 1;
+      munmap(p, len);
+    }
+  }
+  close(fd);
+  return resident;
+}
+
+// Reading one small packed file puts its frame-mates in the page cache
+// (FUSE_NOTIFY_STORE) with the right bytes, before anything reads them;
+// -o no_pack_push turns that off.
+TEST_F(MountTest, PackPushStoresFrameMatesAheadOfTheirReads) {
+  for (bool push : {true, false}) {
+    SCOPED_TRACE(push ? "default" : "no_pack_push");
+    std::string mnt = NewMountpoint();
+    std::vector<std::string> extra;
+    if (!push) extra = {"-o", "no_pack_push"};
+    ASSERT_NE(MountImage(image_, mnt, extra), nullptr);
+    const std::string dir = mnt + "/many/entry_with_a_longish_name_";
+    // The kernel stores only into inodes it has: look the files up first.
+    struct stat st;
+    for (int i = 0; i < 1500; ++i) ASSERT_EQ(stat((dir + std::to_string(i)).c_str(), &st), 0);
+    EXPECT_EQ(ResidentPages(dir + "700"), 0u);
+    EXPECT_EQ(ReadFileOrEmpty(dir + "0"), "0");
+    std::string pushed = "0";
+    for (int i = 0; i < 200 && push && pushed == "0"; ++i) {
+      std::this_thread::sleep_for(milliseconds(10));
+      pushed = VirtualXattr(mnt, "user.cryptex.files_pushed");
+    }
+    if (!push) {
+      std::this_thread::sleep_for(milliseconds(200));
+      EXPECT_EQ(VirtualXattr(mnt, "user.cryptex.files_pushed"), "0");
+      continue;
+    }
+    ASSERT_NE(pushed, "0");
+    // Neighbours in the same frame: resident without a read, and right.
+    size_t resident = 0;
+    for (int i = 1; i <= 40; ++i) {
+      const std::string f = dir + std::to_string(i);
+      if (ResidentPages(f) == 1) ++resident;
+      EXPECT_EQ(ReadFileOrEmpty(f), std::to_string(i)) << f;
+    }
+    EXPECT_GT(resident, 0u) << "no frame-mate of entry 0 was stored ahead";
+  }
 }
 
 TEST_F(MountTest, UntrustedOrBadSignatureIsRefusedWithoutMount) {

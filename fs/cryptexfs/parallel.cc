@@ -57,17 +57,17 @@ void ParallelPool::ParallelFor(size_t n, void (*fn)(void*, size_t), void* ctx) {
     tasks_.push_back(&t);
   }
   work_cv_.notify_all();
-  Drain(t);
   std::unique_lock<std::mutex> lock(mu_);
-  // The task must leave the queue before it goes out of scope.
+  done_cv_.wait(lock,
+                [&] { return t.done.load(std::memory_order_acquire) == t.n && t.active == 0; });
+  // All items are claimed and no helper is inside the task: it may still sit
+  // in the queue, and must leave it before it goes out of scope.
   for (auto it = tasks_.begin(); it != tasks_.end(); ++it) {
     if (*it == &t) {
       tasks_.erase(it);
       break;
     }
   }
-  done_cv_.wait(lock,
-                [&] { return t.done.load(std::memory_order_acquire) == t.n && t.active == 0; });
 }
 
 }  // namespace cryptex::cxfs

@@ -1,11 +1,18 @@
 // A small pool that lets one request use more than one core: ParallelFor(n,
-// fn) runs fn(0..n-1) on the calling thread and on idle helper threads, and
-// returns when all are done. Used to decode the chunks of one large read in
-// parallel. No allocation per call.
+// fn) hands fn(0..n-1) to the helper threads and returns when all are done.
+// Used to decode the chunks of large reads in parallel. No allocation per
+// call; a one-item call runs inline on the caller.
 //
-// Thread safe; any number of callers may use it at once (helpers pick up
-// work of whichever call is oldest). Helpers start lazily on first use, i.e.
-// after fuse_daemonize() has forked.
+// Strictly first come, first served: helpers finish the oldest call before
+// they start on a newer one, and callers only wait. With readahead the kernel
+// has several READs of one file in flight and the reader needs the oldest
+// first; sharing the cores among all of them (each caller decoding its own
+// items) finished them all late and together, and the cores then idled while
+// the reader copied. In-order completion measured 9% faster on the large
+// files of /usr/lib/x86_64-linux-gnu (median 0.66 s vs 0.72 s, 7 runs).
+//
+// Thread safe; any number of callers may use it at once. Helpers start
+// lazily on first use, i.e. after fuse_daemonize() has forked.
 #pragma once
 
 #include <atomic>
@@ -20,6 +27,7 @@ namespace cryptex::cxfs {
 
 class ParallelPool final {
  public:
+  // helpers: the decoding threads, usually one per core; 0 runs all inline.
   explicit ParallelPool(unsigned helpers) : helpers_(helpers) {}
   ~ParallelPool();
   ParallelPool(const ParallelPool&) = delete;

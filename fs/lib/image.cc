@@ -128,6 +128,15 @@ Result<size_t> Image::Read(uint64_t ino, uint64_t offset, std::span<uint8_t> buf
   return impl_->Read(in, offset, buf);
 }
 
+Result<uint64_t> Image::SingleFrameOf(uint64_t ino) const {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  if (!in.is_reg() || in.size == 0 || in.size > impl_->sb.chunk_size() || in.payload_count != 1)
+    return kNoFrame;
+  format::DiskExtent e;
+  CX_RETURN_IF_ERROR(impl_->ReadRecord(format::kRegionExtents, in.payload, &e));
+  return e.frame.get() == format::kHoleFrame ? kNoFrame : uint64_t{e.frame.get()};
+}
+
 Result<std::string> Image::ReadLink(uint64_t ino) const {
   CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
   if (!in.is_symlink()) {

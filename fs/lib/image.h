@@ -108,6 +108,13 @@ class Image final {
                  const std::function<bool(const DirEntry&, uint64_t index)>& fn) const;
   // Reads up to buf.size() bytes at offset; returns bytes read (0 at EOF).
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<uint8_t> buf) const;
+  // The frame holding all of a regular file's bytes when they sit in one
+  // stored frame (a file of at most one chunk, not a hole), else kNoFrame.
+  // Small files are packed into shared frames in inode order, so the files
+  // around `ino` with the same frame are the ones decoded together with it.
+  static constexpr uint64_t kNoFrame = UINT64_MAX;
+  Result<uint64_t> SingleFrameOf(uint64_t ino) const;
+
   Result<std::string> ReadLink(uint64_t ino) const;
   Result<std::vector<Xattr>> ListXattrs(uint64_t ino) const;
   // kNotFound if absent.
