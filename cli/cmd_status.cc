@@ -70,7 +70,7 @@ int CmdStatus(int argc, char** argv) {
           "%s\n  image:            %s\n  root hash:        %s\n"
           "  blocks verified:  %s\n  verify failures:  %s%s\n"
           "  chunk cache:      %s hits, %s misses\n"
-          "  files pushed:     %s (packed small files stored ahead of their reads)\n",
+          "  files pushed:     %s (stored into the page cache ahead of their reads)\n",
           mnt.c_str(), image->c_str(), root.c_str(), verified.c_str(), failures.c_str(),
           failures == "0" ? "" : "   <-- corrupt blocks were refused (EIO); see the log",
           hits.c_str(), misses.c_str(), pushed.c_str());

@@ -21,9 +21,10 @@ lap "ASan+UBSan suite"
 
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_TSAN=ON >/dev/null
-cmake --build build-tsan -j"$jobs" --target image_concurrency_test parallel_test
+cmake --build build-tsan -j"$jobs" --target image_concurrency_test parallel_test push_test
 build-tsan/fs/lib/image_concurrency_test
 build-tsan/fs/cryptexfs/parallel_test
+build-tsan/fs/cryptexfs/push_test
 lap "ThreadSanitizer"
 
 tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" "$PWD/build-fuzz"

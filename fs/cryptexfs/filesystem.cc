@@ -249,15 +249,18 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
       },
       &ctx);
   for (size_t i = 0; i < n; ++i) CX_RETURN_IF_ERROR(pieces[i].st);
-  if (pusher_ && offset == 0 && in.size <= chunk) pusher_->FileRead(ino);
+  if (pusher_) {
+    if (offset == 0 && in.size <= chunk) pusher_->FileRead(ino);
+    if (offset + size >= in.size) pusher_->ReachedEnd(ino);
+  }
   return std::span<const uint8_t>(buf, size);
 }
 
-void Filesystem::EnablePackPush(PackPusher::StoreFn store) {
-  pusher_ = std::make_unique<PackPusher>(*image_, std::move(store));
+void Filesystem::EnablePush(Pusher::StoreFn store) {
+  pusher_ = std::make_unique<Pusher>(*image_, std::move(store));
 }
 
-bool Filesystem::StopPackPush(std::chrono::milliseconds timeout) {
+bool Filesystem::StopPush(std::chrono::milliseconds timeout) {
   return pusher_ ? pusher_->Stop(timeout) : true;
 }
 

@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "image.h"
-#include "pack_push.h"
 #include "parallel.h"
+#include "push.h"
 #include "status.h"
 
 namespace cryptex::cxfs {
@@ -105,11 +105,11 @@ class Filesystem final {
   Result<std::span<const uint8_t>> DoRead(uint64_t ino, uint64_t offset, size_t size);
   Status DoOpendir(uint64_t ino);
 
-  // Pack push (pack_push.h): after a read of a small packed file, its
-  // frame-mates go to the page cache through `store`. Call before serving;
-  // StopPackPush() before the session behind `store` is destroyed.
-  void EnablePackPush(PackPusher::StoreFn store);
-  bool StopPackPush(std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
+  // Push (push.h): reads feed a background thread that stores frame-mates
+  // and the next files of a directory walk through `store`. Call before
+  // serving; StopPush() before the session behind `store` is destroyed.
+  void EnablePush(Pusher::StoreFn store);
+  bool StopPush(std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
   uint64_t files_pushed() const { return pusher_ ? pusher_->pushed() : 0; }
 
   // Emits directory entries from stream position `offset`: 0 is ".", 1 is
@@ -155,7 +155,7 @@ class Filesystem final {
   const std::unique_ptr<Image> image_;
   const Options options_;
   ParallelPool pool_;  // decodes the chunks of one large read in parallel
-  std::unique_ptr<PackPusher> pusher_;
+  std::unique_ptr<Pusher> pusher_;
   std::once_flag after_init_once_;
   std::atomic<uint64_t> integrity_failures_{0};
 

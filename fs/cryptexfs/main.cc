@@ -190,11 +190,12 @@ int Run(int argc, char** argv) {
   const fuse_lowlevel_ops& ops = LowLevelOps();
   std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof(ops), &fs));
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)
-  if (cfg.pack_push) {
-    fs.EnablePackPush([s = se.get()](uint64_t ino, std::span<const uint8_t> bytes) {
+  if (cfg.push) {
+    fs.EnablePush([s = se.get()](uint64_t ino, uint64_t offset, std::span<const uint8_t> bytes) {
       fuse_bufvec bv = FUSE_BUFVEC_INIT(bytes.size());
       bv.buf[0].mem = const_cast<uint8_t*>(bytes.data());
-      return fuse_lowlevel_notify_store(s, ino, 0, &bv, fuse_buf_copy_flags{});
+      return fuse_lowlevel_notify_store(s, ino, static_cast<off_t>(offset), &bv,
+                                        fuse_buf_copy_flags{});
     });
   }
   if (fuse_set_signal_handlers(se.get()) != 0) return 1;
@@ -218,11 +219,11 @@ int Run(int argc, char** argv) {
     fuse_loop_cfg_set_max_threads(loop.get(), opts.max_threads);
     ret = fuse_session_loop_mt(se.get(), loop.get());
   }
-  if (!fs.StopPackPush(std::chrono::seconds(2))) {
+  if (!fs.StopPush(std::chrono::seconds(2))) {
     // Only after a signal ended the loop with a READ still pending on a page
     // the push thread is storing: end that READ, then the store returns.
     if (!device->empty()) AbortConnection(*device);
-    fs.StopPackPush();
+    fs.StopPush();
   }
   SdNotify("STOPPING=1");
   fuse_session_unmount(se.get());

@@ -432,6 +432,10 @@ class MountTest : public ::testing::Test {
     WriteFile(s + "/dir/sub/deeper/leaf", "leaf\n");
     must(mkdir((s + "/sticky").c_str(), 01777) == 0, "mkdir sticky");
     must(chmod((s + "/sticky").c_str(), 01777) == 0, "chmod sticky");
+    // Larger than a chunk (not packed), for the run-ahead test.
+    must(mkdir((s + "/walk").c_str(), 0755) == 0, "mkdir walk");
+    for (int i = 0; i < 6; ++i)
+      WriteFile(s + "/walk/f" + std::to_string(i), RandomBytes(200 * 1024, 100 + i));
     must(mkdir((s + "/many").c_str(), 0755) == 0, "mkdir many");
     for (int i = 0; i < 1500; ++i) {
       WriteFile(s + "/many/entry_with_a_longish_name_" + std::to_string(i), std::to_string(i));
@@ -717,13 +721,13 @@ size_t ResidentPages(const std::string& path) {
 
 // Reading one small packed file puts its frame-mates in the page cache
 // (FUSE_NOTIFY_STORE) with the right bytes, before anything reads them;
-// -o no_pack_push turns that off.
-TEST_F(MountTest, PackPushStoresFrameMatesAheadOfTheirReads) {
+// -o no_push turns that off.
+TEST_F(MountTest, PushStoresFrameMatesAheadOfTheirReads) {
   for (bool push : {true, false}) {
-    SCOPED_TRACE(push ? "default" : "no_pack_push");
+    SCOPED_TRACE(push ? "default" : "no_push");
     std::string mnt = NewMountpoint();
     std::vector<std::string> extra;
-    if (!push) extra = {"-o", "no_pack_push"};
+    if (!push) extra = {"-o", "no_push"};
     ASSERT_NE(MountImage(image_, mnt, extra), nullptr);
     const std::string dir = mnt + "/many/entry_with_a_longish_name_";
     // The kernel stores only into inodes it has: look the files up first.
@@ -750,6 +754,40 @@ TEST_F(MountTest, PackPushStoresFrameMatesAheadOfTheirReads) {
       EXPECT_EQ(ReadFileOrEmpty(f), std::to_string(i)) << f;
     }
     EXPECT_GT(resident, 0u) << "no frame-mate of entry 0 was stored ahead";
+  }
+}
+
+// Two files of a directory read to their end in inode order: the next ones
+// are in the page cache before anything reads them, with the right bytes.
+TEST_F(MountTest, PushRunsAheadOfADirectoryWalk) {
+  for (bool push : {true, false}) {
+    SCOPED_TRACE(push ? "default" : "no_push");
+    std::string mnt = NewMountpoint();
+    std::vector<std::string> extra;
+    if (!push) extra = {"-o", "no_push"};
+    ASSERT_NE(MountImage(image_, mnt, extra), nullptr);
+    const std::string dir = mnt + "/walk/f";
+    struct stat st;
+    for (int i = 0; i < 6; ++i) ASSERT_EQ(stat((dir + std::to_string(i)).c_str(), &st), 0);
+    EXPECT_EQ(ResidentPages(dir + "2"), 0u);
+    EXPECT_EQ(ReadFileOrEmpty(dir + "0"), ReadFileOrEmpty(src_ + "/walk/f0"));
+    EXPECT_EQ(ReadFileOrEmpty(dir + "1"), ReadFileOrEmpty(src_ + "/walk/f1"));
+    const size_t pages = (200 * 1024) / 4096;
+    size_t resident = 0;
+    for (int i = 0; i < 200 && resident < pages; ++i) {
+      std::this_thread::sleep_for(milliseconds(push ? 10 : 1));
+      resident = ResidentPages(dir + "2");
+    }
+    if (push) {
+      EXPECT_EQ(resident, pages) << "f2 was not stored ahead of the walk";
+      EXPECT_NE(VirtualXattr(mnt, "user.cryptex.files_pushed"), "0");
+    } else {
+      EXPECT_EQ(resident, 0u);
+    }
+    for (int i = 2; i < 6; ++i) {
+      const std::string f = "/walk/f" + std::to_string(i);
+      EXPECT_EQ(ReadFileOrEmpty(mnt + f), ReadFileOrEmpty(src_ + f)) << f;
+    }
   }
 }
 

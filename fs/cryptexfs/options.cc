@@ -13,7 +13,7 @@ enum Key : int {
   kKeyCacheSize,
   kKeyDrop,
   kKeyOpenHandles,
-  kKeyNoPackPush,
+  kKeyNoPush,
   kKeyReadahead,
 };
 
@@ -22,7 +22,7 @@ const fuse_opt kDriverOpts[] = {
     FUSE_OPT_KEY("pubkey=", kKeyPubkey),
     FUSE_OPT_KEY("cache_size=", kKeyCacheSize),
     FUSE_OPT_KEY("open_handles", kKeyOpenHandles),
-    FUSE_OPT_KEY("no_pack_push", kKeyNoPackPush),
+    FUSE_OPT_KEY("no_push", kKeyNoPush),
     FUSE_OPT_KEY("readahead=", kKeyReadahead),
     FUSE_OPT_KEY("ro", kKeyDrop),
     FUSE_OPT_KEY("rw", kKeyDrop),
@@ -83,8 +83,8 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
     case kKeyOpenHandles:
       st->cfg->open_handles = true;
       return 0;
-    case kKeyNoPackPush:
-      st->cfg->pack_push = false;
+    case kKeyNoPush:
+      st->cfg->push = false;
       return 0;
     case kKeyDrop:
       return 0;

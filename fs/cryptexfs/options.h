@@ -29,7 +29,7 @@ struct DriverConfig {
   // kernel's 128K. Larger readahead gives larger READs, decoded in parallel.
   uint64_t readahead_bytes = 1ull << 20;
   bool open_handles = false;  // open_handles: answer OPEN instead of no_open (old kernels)
-  bool pack_push = true;      // no_pack_push: do not store frame-mates (pack_push.h)
+  bool push = true;           // no_push: store nothing ahead of reads (push.h)
 };
 
 // Parses "123", "64K", "64M", "1G", "2T" (powers of 1024; the suffix may be

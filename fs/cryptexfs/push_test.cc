@@ -1,8 +1,8 @@
-// PackPusher against a real sealed image with a recording store: after a read
+// Pusher against a real sealed image with a recording store: after a read
 // of one small file it stores exactly the other files decoded in the same
 // frame, byte for byte, each frame once, and nothing for files that are not
 // packed. The kernel side (FUSE_NOTIFY_STORE) is covered by mount_test.
-#include "pack_push.h"
+#include "push.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -21,7 +21,7 @@
 namespace cryptex::cxfs {
 namespace {
 
-class PackPushTest : public ::testing::Test {
+class PushTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string src = dir_.Join("src");
@@ -78,9 +78,9 @@ class PackPushTest : public ::testing::Test {
   std::unique_ptr<Image> image_;
 };
 
-TEST_F(PackPushTest, StoresExactlyTheFrameMatesWithTheirBytes) {
+TEST_F(PushTest, StoresExactlyTheFrameMatesWithTheirBytes) {
   std::map<uint64_t, std::string> stored;
-  PackPusher pusher(*image_, [&](uint64_t ino, std::span<const uint8_t> bytes) {
+  Pusher pusher(*image_, [&](uint64_t ino, uint64_t, std::span<const uint8_t> bytes) {
     stored[ino].assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     return 0;
   });
@@ -116,9 +116,9 @@ TEST_F(PackPushTest, StoresExactlyTheFrameMatesWithTheirBytes) {
   EXPECT_TRUE(stored.empty());
 }
 
-TEST_F(PackPushTest, NothingForFilesThatAreNotPacked) {
+TEST_F(PushTest, NothingForFilesThatAreNotPacked) {
   size_t calls = 0;
-  PackPusher pusher(*image_, [&](uint64_t, std::span<const uint8_t>) {
+  Pusher pusher(*image_, [&](uint64_t, uint64_t, std::span<const uint8_t>) {
     ++calls;
     return 0;
   });
@@ -130,10 +130,10 @@ TEST_F(PackPushTest, NothingForFilesThatAreNotPacked) {
   EXPECT_EQ(calls, 0u);
 }
 
-TEST_F(PackPushTest, RefusedStoresAreNotCounted) {
+TEST_F(PushTest, RefusedStoresAreNotCounted) {
   // The kernel answers ENOENT for inodes it does not have.
   size_t calls = 0;
-  PackPusher pusher(*image_, [&](uint64_t, std::span<const uint8_t>) {
+  Pusher pusher(*image_, [&](uint64_t, uint64_t, std::span<const uint8_t>) {
     ++calls;
     return -ENOENT;
   });
@@ -142,10 +142,10 @@ TEST_F(PackPushTest, RefusedStoresAreNotCounted) {
   EXPECT_EQ(pusher.pushed(), 0u);
 }
 
-TEST_F(PackPushTest, BackgroundThreadStoresAfterFileReadAndStopsCleanly) {
+TEST_F(PushTest, BackgroundThreadStoresAfterFileReadAndStopsCleanly) {
   std::mutex mu;
   std::map<uint64_t, std::string> stored;
-  PackPusher pusher(*image_, [&](uint64_t ino, std::span<const uint8_t> bytes) {
+  Pusher pusher(*image_, [&](uint64_t ino, uint64_t, std::span<const uint8_t> bytes) {
     std::lock_guard<std::mutex> lock(mu);
     stored[ino].assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     return 0;
@@ -158,6 +158,115 @@ TEST_F(PackPushTest, BackgroundThreadStoresAfterFileReadAndStopsCleanly) {
   std::lock_guard<std::mutex> lock(mu);
   ASSERT_FALSE(stored.empty());
   for (const auto& [ino, content] : stored) EXPECT_EQ(content, files_[NameOf(ino)]);
+}
+
+// Run-ahead: records (ino, offset, bytes) pieces and rebuilds each file.
+struct Recorder {
+  std::map<uint64_t, std::string> files;
+  int Store(uint64_t ino, uint64_t offset, std::span<const uint8_t> bytes) {
+    std::string& f = files[ino];
+    if (f.size() != offset) return -EINVAL;  // pieces arrive in order
+    f.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    return 0;
+  }
+};
+
+TEST_F(PushTest, RunAheadStoresTheNextFilesUpToItsBudget) {
+  Recorder rec;
+  Pusher pusher(*image_, [&](uint64_t ino, uint64_t off, std::span<const uint8_t> b) {
+    return rec.Store(ino, off, b);
+  });
+  // s00..s39 are consecutive inodes (one directory, name order).
+  const uint64_t from = Ino("s10");
+  // s11..s39, t_copy, t_large: ~145 KB, all under the budget and in range.
+  EXPECT_EQ(pusher.RunAhead(from), 31u);
+  ASSERT_EQ(rec.files.size(), 31u);
+  for (const auto& [name, content] : files_) {
+    const uint64_t ino = Ino(name);
+    if (ino <= from) {
+      EXPECT_EQ(rec.files.count(ino), 0u) << name << " is behind the walk";
+    } else {
+      EXPECT_EQ(rec.files[ino], content) << name;
+    }
+  }
+  rec.files.clear();
+  EXPECT_EQ(pusher.RunAhead(Ino("s20")), 0u) << "files already visited are not stored again";
+  EXPECT_TRUE(rec.files.empty());
+}
+
+TEST_F(PushTest, RunAheadStoresWholePagesOfAFileLargerThanItsBudget) {
+  // A tree of one 3 MiB file after a small one: the budget (1 MiB) covers
+  // its first 256 pages exactly.
+  const std::string src = dir_.Join("src2");
+  ASSERT_EQ(mkdir(src.c_str(), 0755), 0);
+  const std::string big = test::RandomBytes(3u << 20, 7);
+  test::WriteFile(src + "/a", "first");
+  test::WriteFile(src + "/b", big);
+  auto key = PrivateKey::Generate();
+  ASSERT_TRUE(key.ok());
+  ASSERT_TRUE(key->SavePair(dir_.Join("k2")).ok());
+  auto tree = ScanDirectory(src);
+  ASSERT_TRUE(tree.ok());
+  BuildOptions opts;
+  opts.output_path = dir_.Join("img2.cryptex");
+  opts.key = &*key;
+  opts.manifest.name = "push2";
+  ASSERT_TRUE(WriteImage(*tree, opts).ok());
+  auto trust = TrustStore::LoadFile(dir_.Join("k2.pub"));
+  ASSERT_TRUE(trust.ok());
+  ImageOptions io;
+  io.trust = &*trust;
+  auto img = Image::Open(opts.output_path, io);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+
+  Recorder rec;
+  Pusher pusher(**img, [&](uint64_t ino, uint64_t off, std::span<const uint8_t> b) {
+    return rec.Store(ino, off, b);
+  });
+  const uint64_t a = (*img)->Resolve("a")->ino, b = (*img)->Resolve("b")->ino;
+  EXPECT_EQ(pusher.RunAhead(a), 1u);
+  ASSERT_EQ(rec.files.count(b), 1u);
+  EXPECT_EQ(rec.files[b].size(), Pusher::kAheadBytes);
+  EXPECT_EQ(rec.files[b], big.substr(0, Pusher::kAheadBytes));
+}
+
+TEST_F(PushTest, RunAheadStopsWhereTheKernelHasNoInode) {
+  size_t calls = 0;
+  Pusher pusher(*image_, [&](uint64_t, uint64_t, std::span<const uint8_t>) {
+    ++calls;
+    return -ENOENT;
+  });
+  EXPECT_EQ(pusher.RunAhead(Ino("s00")), 0u);
+  EXPECT_EQ(calls, 1u);
+}
+
+TEST_F(PushTest, OnlyAWalkTriggersRunAhead) {
+  std::mutex mu;
+  std::map<uint64_t, int> stores;
+  Pusher pusher(*image_, [&](uint64_t ino, uint64_t, std::span<const uint8_t>) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++stores[ino];
+    return 0;
+  });
+  auto wait_idle = [&] {
+    uint64_t last = ~uint64_t{0};
+    for (int i = 0; i < 100 && pusher.pushed() != last; ++i) {
+      last = pusher.pushed();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  };
+  // One file read to its end, then one far away and backwards: no walk.
+  pusher.ReachedEnd(Ino("t_large"));
+  pusher.ReachedEnd(Ino("s03"));
+  wait_idle();
+  EXPECT_EQ(pusher.pushed(), 0u);
+  // Two in a row: the files after the second are stored.
+  pusher.ReachedEnd(Ino("s04"));
+  wait_idle();
+  pusher.Stop();
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(stores.count(Ino("s05")), 1u);
+  EXPECT_EQ(stores.count(Ino("s03")), 0u);
 }
 
 }  // namespace

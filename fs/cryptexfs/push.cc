@@ -1,25 +1,34 @@
-#include "pack_push.h"
+#include "push.h"
 
 #include <algorithm>
 
 namespace cryptex::cxfs {
 
-void PackPusher::FileRead(uint64_t ino) {
+void Pusher::FileRead(uint64_t ino) { Enqueue({ino, false}); }
+
+void Pusher::ReachedEnd(uint64_t ino) {
+  // Two ends close together and in order: a walk, not a program reading a
+  // file it needs.
+  const uint64_t prev = last_end_.exchange(ino, std::memory_order_relaxed);
+  if (ino > prev && ino - prev <= kScanInodes) Enqueue({ino, true});
+}
+
+void Pusher::Enqueue(Job job) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_ || queue_.size() >= kQueueMax) return;
-    if (!queue_.empty() && queue_.back() == ino) return;
-    queue_.push_back(ino);
+    if (!queue_.empty() && queue_.back().ino == job.ino && queue_.back().ahead == job.ahead) return;
+    queue_.push_back(job);
     // Started on first use, i.e. after fuse_daemonize() has forked.
     if (!started_) {
       started_ = running_ = true;
       thread_ = std::thread([this] { Loop(); });
     }
   }
-  cv_.notify_one();
+  cv_.notify_all();
 }
 
-bool PackPusher::Stop(std::chrono::milliseconds timeout) {
+bool Pusher::Stop(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   stop_ = true;
   queue_.clear();
@@ -35,7 +44,7 @@ bool PackPusher::Stop(std::chrono::milliseconds timeout) {
   return true;
 }
 
-void PackPusher::Loop() {
+void Pusher::Loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
@@ -44,15 +53,32 @@ void PackPusher::Loop() {
       cv_.notify_all();
       return;
     }
-    const uint64_t ino = queue_.front();
+    const Job job = queue_.front();
     queue_.pop_front();
     lock.unlock();
-    PushMates(ino);
+    if (job.ahead) {
+      RunAhead(job.ino);
+    } else {
+      PushMates(job.ino);
+    }
     lock.lock();
   }
 }
 
-size_t PackPusher::PushMates(uint64_t ino) {
+bool Pusher::StoreFile(uint64_t ino, uint64_t length) {
+  for (uint64_t off = 0; off < length;) {
+    const uint64_t n = std::min(kStorePiece, length - off);
+    buf_.resize(static_cast<size_t>(n));
+    Result<size_t> got = image_.Read(ino, off, buf_);
+    // A bad block: the reader's own read reports it.
+    if (!got.ok() || *got != n) return false;
+    if (store_(ino, off, buf_) != 0) return false;
+    off += n;
+  }
+  return true;
+}
+
+size_t Pusher::PushMates(uint64_t ino) {
   Result<uint64_t> frame = image_.SingleFrameOf(ino);
   if (!frame.ok() || *frame == Image::kNoFrame) return 0;
   const uint64_t f = *frame;
@@ -79,12 +105,33 @@ size_t PackPusher::PushMates(uint64_t ino) {
         continue;
       }
       Result<InodeInfo> in = image_.GetInode(mate);
-      if (!in.ok()) break;
-      buf_.resize(static_cast<size_t>(in->size));
-      Result<size_t> got = image_.Read(mate, 0, buf_);
-      if (!got.ok() || *got != in->size) break;  // the reader's own read will fail
-      if (store_(mate, buf_) == 0) ++stored;
+      if (!in.ok() || !StoreFile(mate, in->size)) continue;
+      ++stored;
     }
+  }
+  pushed_.fetch_add(stored, std::memory_order_relaxed);
+  return stored;
+}
+
+size_t Pusher::RunAhead(uint64_t ino) {
+  uint64_t budget = kAheadBytes;
+  size_t stored = 0;
+  const uint64_t count = image_.inode_count();
+  // Files an earlier trigger already visited are skipped.
+  for (uint64_t y = std::max(ino + 1, ahead_next_); y <= ino + kScanInodes && y <= count; ++y) {
+    Result<InodeInfo> in = image_.GetInode(y);
+    if (!in.ok()) break;
+    if (!in->is_reg() || in->size == 0) {
+      ahead_next_ = y + 1;
+      continue;
+    }
+    const uint64_t length = std::min(in->size, budget & ~uint64_t{4095});
+    if (length == 0) break;
+    ahead_next_ = y + 1;
+    // ENOENT: the walk has not reached it (the kernel has no inode yet).
+    if (!StoreFile(y, length)) break;
+    ++stored;
+    budget -= length;
   }
   pushed_.fetch_add(stored, std::memory_order_relaxed);
   return stored;
