@@ -65,6 +65,10 @@ void Pusher::Loop() {
   }
 }
 
+bool Pusher::RecentlyStored(uint64_t ino) const {
+  return std::find(recent_files_.begin(), recent_files_.end(), ino) != recent_files_.end();
+}
+
 bool Pusher::StoreFile(uint64_t ino, uint64_t length) {
   for (uint64_t off = 0; off < length;) {
     const uint64_t n = std::min(kStorePiece, length - off);
@@ -75,6 +79,8 @@ bool Pusher::StoreFile(uint64_t ino, uint64_t length) {
     if (store_(ino, off, buf_) != 0) return false;
     off += n;
   }
+  recent_files_[recent_files_next_] = ino;
+  recent_files_next_ = (recent_files_next_ + 1) % kRecentFiles;
   return true;
 }
 
@@ -104,6 +110,7 @@ size_t Pusher::PushMates(uint64_t ino) {
         if (dir > 0 ? *mf > f : *mf < f) break;
         continue;
       }
+      if (RecentlyStored(mate)) continue;
       Result<InodeInfo> in = image_.GetInode(mate);
       if (!in.ok() || !StoreFile(mate, in->size)) continue;
       ++stored;
@@ -125,11 +132,16 @@ size_t Pusher::RunAhead(uint64_t ino) {
       ahead_next_ = y + 1;
       continue;
     }
+    if (RecentlyStored(y)) {  // e.g. a frame-mate of a file read just before
+      ahead_next_ = y + 1;
+      continue;
+    }
     const uint64_t length = std::min(in->size, budget & ~uint64_t{4095});
     if (length == 0) break;
-    ahead_next_ = y + 1;
-    // ENOENT: the walk has not reached it (the kernel has no inode yet).
+    // ENOENT: the walk has not reached it (the kernel has no inode yet); a
+    // later trigger tries it again.
     if (!StoreFile(y, length)) break;
+    ahead_next_ = y + 1;
     ++stored;
     budget -= length;
   }

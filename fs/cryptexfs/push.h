@@ -86,10 +86,13 @@ class Pusher final {
   void Loop();
   // Reads [0, length) of `ino` and stores it; false if any part failed.
   bool StoreFile(uint64_t ino, uint64_t length);
+  // Whether `ino` was stored lately (by either job): not stored again.
+  bool RecentlyStored(uint64_t ino) const;
 
   static constexpr size_t kQueueMax = 64;
   static constexpr size_t kRecentFrames = 16;
   static constexpr uint64_t kStorePiece = 1u << 20;
+  static constexpr size_t kRecentFiles = 256;
 
   const Image& image_;
   const StoreFn store_;
@@ -107,7 +110,9 @@ class Pusher final {
   // Used by the pushing thread only (or a test calling the jobs directly).
   std::array<uint64_t, kRecentFrames> recent_{};  // frame + 1 of frames done; 0: empty
   size_t recent_next_ = 0;
-  uint64_t ahead_next_ = 0;  // first inode run-ahead has not visited
+  uint64_t ahead_next_ = 0;                            // first inode run-ahead has not visited
+  std::array<uint64_t, kRecentFiles> recent_files_{};  // inodes stored lately; 0: empty
+  size_t recent_files_next_ = 0;
   std::vector<uint8_t> buf_;
 };
 

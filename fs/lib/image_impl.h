@@ -393,6 +393,20 @@ struct Image::Impl {
       return hit;
     }
     stats.frame_cache_misses.fetch_add(1, std::memory_order_relaxed);
+    std::shared_ptr<FrameBytes> out;
+    CX_RETURN_IF_ERROR(DecodeFrame(index, [&](uint32_t raw) {
+      out = std::make_shared<FrameBytes>(raw);
+      return out->data();
+    }));
+    frame_cache->Put(index, out, out->size() + 64);
+    return std::shared_ptr<const FrameBytes>(std::move(out));
+  }
+
+  // Checks frame `index`'s descriptor, reads and verifies the blocks it
+  // covers, and decodes it into dst(raw_size), which must return room for
+  // raw_size bytes. The bytes written are the frame's, or the call fails.
+  template <typename Dst>
+  Status DecodeFrame(uint32_t index, Dst&& dst) const {
     DiskFrame f;
     CX_RETURN_IF_ERROR(ReadRecord(kRegionFrames, index, &f));
     const uint64_t off = f.offset.get();
@@ -428,12 +442,12 @@ struct Image::Impl {
     buf.resize((last - first + 1) * kBlockSize);
     CX_RETURN_IF_ERROR(blocks->Read(first, last - first + 1, buf.data()));
     const uint8_t* src = buf.data() + (off - first * kBlockSize);
-    auto out = std::make_shared<FrameBytes>(raw);
+    uint8_t* const out = dst(raw);
     if (stored == raw) {
-      std::memcpy(out->data(), src, raw);
+      std::memcpy(out, src, raw);
     } else {
       thread_local std::unique_ptr<ZSTD_DCtx, image_internal::DCtxDeleter> dctx(ZSTD_createDCtx());
-      size_t n = ZSTD_decompressDCtx(dctx.get(), out->data(), raw, src, stored);
+      size_t n = ZSTD_decompressDCtx(dctx.get(), out, raw, src, stored);
       if (ZSTD_isError(n) || n != raw) {
         stats.decompress_failures.fetch_add(1, std::memory_order_relaxed);
         return Status::Corruption(
@@ -442,8 +456,7 @@ struct Image::Impl {
             (ZSTD_isError(n) ? std::string(": ") + ZSTD_getErrorName(n) : std::string()));
       }
     }
-    frame_cache->Put(index, out, raw + 64);
-    return std::shared_ptr<const FrameBytes>(std::move(out));
+    return Status::Ok();
   }
 
   Result<size_t> Read(const InodeInfo& in, uint64_t offset, std::span<uint8_t> buf) const {
@@ -454,6 +467,7 @@ struct Image::Impl {
     size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), in.size - offset));
     size_t done = 0;
     const uint64_t chunk = sb.chunk_size();
+    thread_local std::vector<uint8_t> scratch;
     while (done < want) {
       const uint64_t pos = offset + done;
       const uint64_t ci = pos >> sb.chunk_log2;
@@ -468,6 +482,27 @@ struct Image::Impl {
       CX_RETURN_IF_ERROR(ReadRecord(kRegionExtents, in.payload + ci, &e));
       if (e.frame.get() == kHoleFrame) {
         std::memset(buf.data() + done, 0, n);
+      } else if (in.size > chunk && in_chunk == 0 && n == chunk_len && e.offset.get() == 0 &&
+                 !frame_cache->Contains(e.frame.get())) {
+        // A whole chunk of a multi-chunk file (never packed: its frame holds
+        // exactly this chunk) is wanted: decode straight into the caller's
+        // buffer, skipping the frame cache and a copy; the caller keeps what
+        // it reads (cryptexfs: the kernel page cache).
+        uint32_t raw = 0;
+        CX_RETURN_IF_ERROR(DecodeFrame(e.frame.get(), [&](uint32_t r) {
+          raw = r;
+          if (r == chunk_len) return buf.data() + done;
+          scratch.resize(r);
+          return scratch.data();
+        }));
+        if (raw != chunk_len) {  // a frame that is not what the builder writes
+          if (raw < chunk_len) {
+            return Status::Corruption(path + ": inode " + std::to_string(in.ino) + " extent " +
+                                      std::to_string(ci) + " overruns frame " +
+                                      std::to_string(e.frame.get()));
+          }
+          std::memcpy(buf.data() + done, scratch.data(), n);
+        }
       } else {
         CX_ASSIGN_OR_RETURN(auto frame, GetFrame(e.frame.get()));
         const uint64_t fo = e.offset.get();

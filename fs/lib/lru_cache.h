@@ -23,6 +23,13 @@ class LruCache final {
   LruCache(const LruCache&) = delete;
   LruCache& operator=(const LruCache&) = delete;
 
+  // True if `key` is cached; does not count as a use.
+  bool Contains(uint64_t key) {
+    Shard& s = shard(key);
+    std::lock_guard<std::mutex> lock(s.mu);
+    return s.map.count(key) != 0;
+  }
+
   std::shared_ptr<const V> Get(uint64_t key) {
     Shard& s = shard(key);
     std::lock_guard<std::mutex> lock(s.mu);
