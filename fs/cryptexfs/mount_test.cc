@@ -506,6 +506,25 @@ class MountTest : public ::testing::Test {
     return ok ? d : nullptr;
   }
 
+  // A fresh mount (with -o no_push unless `push`) on which MNT/PREFIXi for
+  // i < count have been looked up: the kernel stores pushed bytes only into
+  // inodes it has. "" on failure.
+  std::string MountForPush(bool push, const std::string& prefix, int count) {
+    const std::string mnt = NewMountpoint();
+    std::vector<std::string> extra;
+    if (!push) extra = {"-o", "no_push"};
+    if (MountImage(image_, mnt, extra) == nullptr) return "";
+    struct stat st;
+    for (int i = 0; i < count; ++i) {
+      const std::string f = mnt + prefix + std::to_string(i);
+      if (stat(f.c_str(), &st) != 0) {
+        ADD_FAILURE() << f << ": " << strerror(errno);
+        return "";
+      }
+    }
+    return mnt;
+  }
+
   static std::string VirtualXattr(const std::string& mnt, const char* name) {
     char buf[256];
     ssize_t n = getxattr(mnt.c_str(), name, buf, sizeof(buf));
@@ -725,14 +744,9 @@ size_t ResidentPages(const std::string& path) {
 TEST_F(MountTest, PushStoresFrameMatesAheadOfTheirReads) {
   for (bool push : {true, false}) {
     SCOPED_TRACE(push ? "default" : "no_push");
-    std::string mnt = NewMountpoint();
-    std::vector<std::string> extra;
-    if (!push) extra = {"-o", "no_push"};
-    ASSERT_NE(MountImage(image_, mnt, extra), nullptr);
+    const std::string mnt = MountForPush(push, "/many/entry_with_a_longish_name_", 1500);
+    ASSERT_FALSE(mnt.empty());
     const std::string dir = mnt + "/many/entry_with_a_longish_name_";
-    // The kernel stores only into inodes it has: look the files up first.
-    struct stat st;
-    for (int i = 0; i < 1500; ++i) ASSERT_EQ(stat((dir + std::to_string(i)).c_str(), &st), 0);
     EXPECT_EQ(ResidentPages(dir + "700"), 0u);
     EXPECT_EQ(ReadFileOrEmpty(dir + "0"), "0");
     std::string pushed = "0";
@@ -762,13 +776,9 @@ TEST_F(MountTest, PushStoresFrameMatesAheadOfTheirReads) {
 TEST_F(MountTest, PushRunsAheadOfADirectoryWalk) {
   for (bool push : {true, false}) {
     SCOPED_TRACE(push ? "default" : "no_push");
-    std::string mnt = NewMountpoint();
-    std::vector<std::string> extra;
-    if (!push) extra = {"-o", "no_push"};
-    ASSERT_NE(MountImage(image_, mnt, extra), nullptr);
+    const std::string mnt = MountForPush(push, "/walk/f", 6);
+    ASSERT_FALSE(mnt.empty());
     const std::string dir = mnt + "/walk/f";
-    struct stat st;
-    for (int i = 0; i < 6; ++i) ASSERT_EQ(stat((dir + std::to_string(i)).c_str(), &st), 0);
     EXPECT_EQ(ResidentPages(dir + "2"), 0u);
     EXPECT_EQ(ReadFileOrEmpty(dir + "0"), ReadFileOrEmpty(src_ + "/walk/f0"));
     EXPECT_EQ(ReadFileOrEmpty(dir + "1"), ReadFileOrEmpty(src_ + "/walk/f1"));
