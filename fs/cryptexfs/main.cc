@@ -37,6 +37,9 @@ void PrintUsage(const char* prog) {
       "    -o trust=DIR           trusted public keys (*.pub), default %s\n"
       "    -o pubkey=FILE         trust exactly this public key instead\n"
       "    -o cache_size=BYTES    decompressed-frame cache, K/M/G suffixes (default 64M)\n"
+      "    -o readahead=BYTES     the mount's readahead, K/M suffixes (default 1M; 0: kernel's)\n"
+      "    -o no_push             store nothing in the page cache ahead of reads\n"
+      "    -o open_handles        answer OPEN (kernels without no_open support)\n"
       "\n",
       prog, kDefaultTrustDir);
 }

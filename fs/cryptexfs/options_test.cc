@@ -79,6 +79,20 @@ TEST(ParseDriverArgsTest, Defaults) {
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(cfg.trust_dir, kDefaultTrustDir);
   EXPECT_EQ(cfg.cache_bytes, kDefaultCacheBytes);
+  EXPECT_TRUE(cfg.push);
+  EXPECT_FALSE(cfg.open_handles);
+}
+
+TEST(ParseDriverArgsTest, SwitchesAreTakenOut) {
+  DriverConfig cfg;
+  Status st;
+  auto rest = Parse({"cryptexfs", "a.cryptex", "/mnt", "-o", "no_push,open_handles,allow_other"},
+                    &cfg, &st);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_FALSE(cfg.push);
+  EXPECT_TRUE(cfg.open_handles);
+  std::vector<std::string> want = {"cryptexfs", "-o", "allow_other", "/mnt"};
+  EXPECT_EQ(rest, want);
 }
 
 TEST(ParseDriverArgsTest, Pubkey) {
