@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <syslog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -169,9 +170,11 @@ int Run(int argc, char** argv) {
                                " image; cryptexfs mounts base images");
   }
 
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  // Decoding threads: one per core, at most 8 (a read is cut into at most 8
+  // pieces; each thread keeps a zstd context and a chunk-sized buffer).
+  const unsigned decoders = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
   // Learned after INIT (the mount exists then): the readahead and, at exit,
-  // the connection to abort if the pack-push thread is stuck.
+  // the connection to abort if the push thread is stuck.
   auto device = std::make_shared<std::string>();
   std::function<void()> after_init;
   {
@@ -186,7 +189,7 @@ int Run(int argc, char** argv) {
   }
   Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground,
                                     /*open_handles=*/cfg.open_handles,
-                                    /*read_helpers=*/cores,
+                                    /*read_helpers=*/decoders,
                                     /*after_init=*/std::move(after_init)});
   if (Status st = AddImpliedOptions(&args, resolved); !st.ok())
     return Fail(cfg.image, st.message());
