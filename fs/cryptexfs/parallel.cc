@@ -1,5 +1,7 @@
 #include "parallel.h"
 
+#include <system_error>
+
 namespace cryptex::cxfs {
 
 ParallelPool::~ParallelPool() {
@@ -12,7 +14,12 @@ ParallelPool::~ParallelPool() {
 }
 
 void ParallelPool::Start() {
-  for (unsigned i = 0; i < helpers_; ++i) threads_.emplace_back([this] { HelperLoop(); });
+  // Fewer helpers than asked (resource limits) still work; none means inline.
+  try {
+    for (unsigned i = 0; i < helpers_; ++i) threads_.emplace_back([this] { HelperLoop(); });
+  } catch (const std::system_error&) {
+  }
+  inline_only_ = threads_.empty();
 }
 
 void ParallelPool::Drain(Task& t) {
@@ -48,6 +55,10 @@ void ParallelPool::ParallelFor(size_t n, void (*fn)(void*, size_t), void* ctx) {
     return;
   }
   std::call_once(started_, [this] { Start(); });
+  if (inline_only_) {
+    for (size_t i = 0; i < n; ++i) fn(ctx, i);
+    return;
+  }
   Task t;
   t.n = n;
   t.fn = fn;

@@ -53,6 +53,7 @@ class ParallelPool final {
 
   const unsigned helpers_;
   std::once_flag started_;
+  bool inline_only_ = false;  // written once in Start(), under started_
   std::mutex mu_;
   std::condition_variable work_cv_;  // helpers wait for tasks
   std::condition_variable done_cv_;  // callers wait for their task

@@ -1,6 +1,7 @@
 #include "push.h"
 
 #include <algorithm>
+#include <system_error>
 
 namespace cryptex::cxfs {
 
@@ -22,7 +23,15 @@ void Pusher::Enqueue(Job job) {
     // Started on first use, i.e. after fuse_daemonize() has forked.
     if (!started_) {
       started_ = running_ = true;
-      thread_ = std::thread([this] { Loop(); });
+      try {
+        thread_ = std::thread([this] { Loop(); });
+      } catch (const std::system_error&) {
+        // No thread (resource limits): push is an optimisation, go without.
+        running_ = false;
+        stop_ = true;
+        queue_.clear();
+        return;
+      }
     }
   }
   cv_.notify_all();
