@@ -40,23 +40,12 @@ class PushTest : public ::testing::Test {
     files_["t_copy"] = files_["s00"];
     test::WriteFile(src + "/t_copy", files_["t_copy"]);
 
-    auto key = PrivateKey::Generate();
-    ASSERT_TRUE(key.ok());
-    ASSERT_TRUE(key->SavePair(dir_.Join("k")).ok());
-    auto tree = ScanDirectory(src);
-    ASSERT_TRUE(tree.ok()) << tree.status().ToString();
-    BuildOptions opts;
-    opts.output_path = dir_.Join("img.cryptex");
-    opts.key = &*key;
-    opts.manifest.name = "push";
-    opts.chunk_log2 = 14;
-    ASSERT_TRUE(WriteImage(*tree, opts).ok());
-    auto trust = TrustStore::LoadFile(dir_.Join("k.pub"));
+    auto trust = test::SealForTest(src, dir_.Join("img.cryptex"), 14, "push");
     ASSERT_TRUE(trust.ok()) << trust.status().ToString();
-    trust_ = std::make_unique<TrustStore>(std::move(*trust));
+    trust_ = std::move(*trust);
     ImageOptions io;
     io.trust = trust_.get();
-    auto img = Image::Open(opts.output_path, io);
+    auto img = Image::Open(dir_.Join("img.cryptex"), io);
     ASSERT_TRUE(img.ok()) << img.status().ToString();
     image_ = std::move(*img);
   }
@@ -202,21 +191,11 @@ TEST_F(PushTest, RunAheadStoresWholePagesOfAFileLargerThanItsBudget) {
   const std::string big = test::RandomBytes(3u << 20, 7);
   test::WriteFile(src + "/a", "first");
   test::WriteFile(src + "/b", big);
-  auto key = PrivateKey::Generate();
-  ASSERT_TRUE(key.ok());
-  ASSERT_TRUE(key->SavePair(dir_.Join("k2")).ok());
-  auto tree = ScanDirectory(src);
-  ASSERT_TRUE(tree.ok());
-  BuildOptions opts;
-  opts.output_path = dir_.Join("img2.cryptex");
-  opts.key = &*key;
-  opts.manifest.name = "push2";
-  ASSERT_TRUE(WriteImage(*tree, opts).ok());
-  auto trust = TrustStore::LoadFile(dir_.Join("k2.pub"));
-  ASSERT_TRUE(trust.ok());
+  auto trust = test::SealForTest(src, dir_.Join("img2.cryptex"), 17, "push2");
+  ASSERT_TRUE(trust.ok()) << trust.status().ToString();
   ImageOptions io;
-  io.trust = &*trust;
-  auto img = Image::Open(opts.output_path, io);
+  io.trust = trust->get();
+  auto img = Image::Open(dir_.Join("img2.cryptex"), io);
   ASSERT_TRUE(img.ok()) << img.status().ToString();
 
   Recorder rec;

@@ -42,23 +42,9 @@ class ImageConcurrencyTest : public ::testing::Test {
       }
     }
     ASSERT_EQ(symlink("d0/f1", (src + "/link").c_str()), 0);
-    auto key = PrivateKey::Generate();
-    ASSERT_TRUE(key.ok());
-    const std::string keys = dir_.Join("keys");
-    ASSERT_EQ(mkdir(keys.c_str(), 0700), 0);
-    ASSERT_TRUE(key->SavePair(keys + "/k").ok());
-    auto tree = ScanDirectory(src);
-    ASSERT_TRUE(tree.ok()) << tree.status().ToString();
-    BuildOptions opts;
-    opts.output_path = dir_.Join("img.cryptex");
-    opts.key = &*key;
-    opts.manifest.name = "concurrency";
-    opts.chunk_log2 = 14;  // 16 KiB chunks: many frames per file
-    auto st = WriteImage(*tree, opts);
-    ASSERT_TRUE(st.ok()) << st.status().ToString();
-    auto trust = TrustStore::LoadDir(keys);
-    ASSERT_TRUE(trust.ok());
-    trust_ = std::make_unique<TrustStore>(std::move(*trust));
+    auto trust = test::SealForTest(src, dir_.Join("img.cryptex"), 14, "concurrency");
+    ASSERT_TRUE(trust.ok()) << trust.status().ToString();
+    trust_ = std::move(*trust);
   }
 
   test::TempDir dir_;

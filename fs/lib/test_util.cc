@@ -22,6 +22,8 @@
 #include <map>
 #include <random>
 
+#include "builder.h"
+
 namespace cryptex::test {
 
 namespace {
@@ -604,6 +606,21 @@ int MakeDeepChain(const std::string& root, int depth, const std::string& comp) {
     return -1;
   }
   return fd;
+}
+
+Result<std::unique_ptr<TrustStore>> SealForTest(const std::string& src, const std::string& out,
+                                                uint32_t chunk_log2, const std::string& name) {
+  CX_ASSIGN_OR_RETURN(PrivateKey key, PrivateKey::Generate());
+  CX_RETURN_IF_ERROR(key.SavePair(out + ".key"));
+  CX_ASSIGN_OR_RETURN(SourceTree tree, ScanDirectory(src));
+  BuildOptions opts;
+  opts.output_path = out;
+  opts.key = &key;
+  opts.manifest.name = name;
+  opts.chunk_log2 = chunk_log2;
+  CX_RETURN_IF_ERROR(WriteImage(tree, opts).status());
+  CX_ASSIGN_OR_RETURN(TrustStore trust, TrustStore::LoadFile(out + ".key.pub"));
+  return std::make_unique<TrustStore>(std::move(trust));
 }
 
 }  // namespace cryptex::test

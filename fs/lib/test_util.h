@@ -4,10 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "keys.h"
+#include "status.h"
 
 namespace cryptex::test {
 
@@ -103,6 +107,13 @@ int MakeDeepChain(const std::string& root, int depth, const std::string& comp);
 
 // haystack contains needle.
 bool Contains(const std::string& haystack, const std::string& needle);
+
+// Seals directory `src` into image `out` (chunks of 2^chunk_log2 bytes,
+// manifest name `name`) with a fresh key saved as out + ".key"/".key.pub",
+// and returns a trust store holding that key, to open `out` with.
+Result<std::unique_ptr<TrustStore>> SealForTest(const std::string& src, const std::string& out,
+                                                uint32_t chunk_log2 = 17,
+                                                const std::string& name = "test");
 
 // The `cryptex` binary of this build: $CRYPTEX_BUILD_DIR/cli/cryptex (set by
 // ctest), else the build directory compiled in as CRYPTEX_DEFAULT_BUILD_DIR.
