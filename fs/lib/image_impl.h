@@ -402,6 +402,13 @@ struct Image::Impl {
     return std::shared_ptr<const FrameBytes>(std::move(out));
   }
 
+  // raw_size of frame `index`, 0 if its descriptor cannot be read (the decode
+  // then reports why).
+  uint64_t FrameRawSize(uint32_t index) const {
+    DiskFrame f;
+    return ReadRecord(kRegionFrames, index, &f).ok() ? f.raw_size.get() : 0;
+  }
+
   // Checks frame `index`'s descriptor, reads and verifies the blocks it
   // covers, and decodes it into dst(raw_size), which must return room for
   // raw_size bytes. The bytes written are the frame's, or the call fails.
@@ -467,7 +474,6 @@ struct Image::Impl {
     size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), in.size - offset));
     size_t done = 0;
     const uint64_t chunk = sb.chunk_size();
-    thread_local std::vector<uint8_t> scratch;
     while (done < want) {
       const uint64_t pos = offset + done;
       const uint64_t ci = pos >> sb.chunk_log2;
@@ -482,27 +488,14 @@ struct Image::Impl {
       CX_RETURN_IF_ERROR(ReadRecord(kRegionExtents, in.payload + ci, &e));
       if (e.frame.get() == kHoleFrame) {
         std::memset(buf.data() + done, 0, n);
-      } else if (in.size > chunk && in_chunk == 0 && n == chunk_len && e.offset.get() == 0 &&
-                 !frame_cache->Contains(e.frame.get())) {
-        // A whole chunk of a multi-chunk file (never packed: its frame holds
-        // exactly this chunk) is wanted: decode straight into the caller's
+      } else if (in_chunk == 0 && n == chunk_len && e.offset.get() == 0 &&
+                 !frame_cache->Contains(e.frame.get()) &&
+                 FrameRawSize(e.frame.get()) == chunk_len) {
+        // The whole chunk is wanted and its frame holds exactly that chunk
+        // (every chunk of a large file): decode straight into the caller's
         // buffer, skipping the frame cache and a copy; the caller keeps what
         // it reads (cryptexfs: the kernel page cache).
-        uint32_t raw = 0;
-        CX_RETURN_IF_ERROR(DecodeFrame(e.frame.get(), [&](uint32_t r) {
-          raw = r;
-          if (r == chunk_len) return buf.data() + done;
-          scratch.resize(r);
-          return scratch.data();
-        }));
-        if (raw != chunk_len) {  // a frame that is not what the builder writes
-          if (raw < chunk_len) {
-            return Status::Corruption(path + ": inode " + std::to_string(in.ino) + " extent " +
-                                      std::to_string(ci) + " overruns frame " +
-                                      std::to_string(e.frame.get()));
-          }
-          std::memcpy(buf.data() + done, scratch.data(), n);
-        }
+        CX_RETURN_IF_ERROR(DecodeFrame(e.frame.get(), [&](uint32_t) { return buf.data() + done; }));
       } else {
         CX_ASSIGN_OR_RETURN(auto frame, GetFrame(e.frame.get()));
         const uint64_t fo = e.offset.get();

@@ -11,15 +11,7 @@ usage: build_bench.py [--tree DIR] [--level N] [--repeat N] [--cryptex PATH]
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
-def tree_bytes(root):
-    seen, total = set(), 0
-    for d, _, files in os.walk(root):
-        for f in files:
-            st = os.lstat(os.path.join(d, f))
-            if (st.st_mode & 0o170000) == 0o100000 and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
+from benchlib import tree_bytes
 
 def timed(cmd):
     t0 = time.monotonic()
@@ -39,7 +31,7 @@ def main():
     try:
         subprocess.run([a.cryptex, "keygen", "-o", os.path.join(work, "k")], check=True,
                        stdout=subprocess.DEVNULL)
-        content = tree_bytes(a.tree)
+        content = tree_bytes(a.tree, count_links_once=True)
         subprocess.run(["tar", "cf", "/dev/null", a.tree], stderr=subprocess.DEVNULL)  # warm cache
         cx_img, sq_img = os.path.join(work, "t.cryptex"), os.path.join(work, "t.sqfs")
         cx_t, sq_t, cx_size, sq_size = [], [], 0, 0

@@ -24,6 +24,8 @@ usage: mount_bench.py [--tree DIR] [--level N] [--repeat N] [--build DIR]
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
+from benchlib import tree_bytes
+
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, **kw)
 
@@ -66,14 +68,6 @@ def is_mounted(mnt):
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == mnt for line in f)
 
-def tree_bytes(root):
-    seen, total = set(), 0
-    for d, _, files in os.walk(root):
-        for f in files:
-            st = os.lstat(os.path.join(d, f))
-            if (st.st_mode & 0o170000) == 0o100000:
-                total += st.st_size
-    return total
 
 class Mount:
     """Mounts with a driver command (daemonizing), finds the driver pid."""
@@ -134,7 +128,7 @@ def main():
                f"-noappend -quiet -no-progress >/dev/null")
             images[tag] = (f"{work}/{tag}.cryptex", f"{work}/{tag}.sqfs")
         sh(f"cat {work}/*.cryptex {work}/*.sqfs > /dev/null")
-        content = tree_bytes(a.tree) / 2**20
+        content = tree_bytes(a.tree, count_links_once=False) / 2**20
         os.makedirs(f"{work}/mnt", exist_ok=True)
         mnt = f"{work}/mnt"
 
