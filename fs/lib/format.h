@@ -65,6 +65,10 @@ inline constexpr uint32_t kMaxXattrValueLen = 65536;
 // sum of value lengths. Readers refuse more; builders never write more.
 inline constexpr uint64_t kMaxXattrListBytes = 65536;
 inline constexpr uint64_t kMaxXattrValuesBytes = 8u << 20;
+// Deepest directory nesting (the root is depth 0). The builder refuses deeper
+// source trees, and every reader and walker (verify, extract, the mount)
+// refuses or fails cleanly on deeper images. One number for all of them.
+inline constexpr uint32_t kMaxDirDepth = 4096;
 
 // Image kinds.
 inline constexpr uint32_t kKindBase = 1;
