@@ -10,8 +10,9 @@ void Pusher::FileRead(uint64_t ino) { Enqueue({ino, false}); }
 void Pusher::ReachedEnd(uint64_t ino) {
   // Two ends close together and in order: a walk, not a program reading a
   // file it needs.
+  // The first end of all (prev == 0) is not a walk.
   const uint64_t prev = last_end_.exchange(ino, std::memory_order_relaxed);
-  if (ino > prev && ino - prev <= kScanInodes) Enqueue({ino, true});
+  if (prev != 0 && ino > prev && ino - prev <= kScanInodes) Enqueue({ino, true});
 }
 
 void Pusher::Enqueue(Job job) {
@@ -64,6 +65,7 @@ void Pusher::Loop() {
     }
     const Job job = queue_.front();
     queue_.pop_front();
+    busy_ = true;
     lock.unlock();
     if (job.ahead) {
       RunAhead(job.ino);
@@ -71,7 +73,24 @@ void Pusher::Loop() {
       PushMates(job.ino);
     }
     lock.lock();
+    busy_ = false;
+    cv_.notify_all();
   }
+}
+
+void Pusher::WaitIdle() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return !running_ || (queue_.empty() && !busy_); });
+}
+
+size_t Pusher::queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size();
+}
+
+bool Pusher::running() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return running_;
 }
 
 bool Pusher::RecentlyStored(uint64_t ino) const {

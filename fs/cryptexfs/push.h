@@ -72,6 +72,13 @@ class Pusher final {
   // Files (or first parts of files) stored into the page cache so far.
   uint64_t pushed() const { return pushed_.load(std::memory_order_relaxed); }
 
+  // For tests: waits until no job is queued or running (or the thread is
+  // gone). Deterministic, unlike waiting for a quiet interval.
+  void WaitIdle();
+  // For tests: jobs queued and not yet started; whether the thread runs.
+  size_t queued() const;
+  bool running() const;
+
   // The thread's two jobs, synchronous, for tests. Each returns how many
   // files the store accepted.
   size_t PushMates(uint64_t ino);
@@ -97,14 +104,17 @@ class Pusher final {
   const Image& image_;
   const StoreFn store_;
   std::atomic<uint64_t> pushed_{0};
-  std::atomic<uint64_t> last_end_{0};  // inode of the latest read that reached its end
+  // Inode of the latest read that reached its end; 0 (no inode has it): none
+  // yet, so the first end is never taken for a walk.
+  std::atomic<uint64_t> last_end_{0};
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;  // GUARDED_BY(mu_)
   bool stop_ = false;      // GUARDED_BY(mu_)
   bool started_ = false;   // GUARDED_BY(mu_)
   bool running_ = false;   // GUARDED_BY(mu_): the thread is inside Loop()
+  bool busy_ = false;      // GUARDED_BY(mu_): a job taken from queue_ is running
   std::thread thread_;
 
   // Used by the pushing thread only (or a test calling the jobs directly).

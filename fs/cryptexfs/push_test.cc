@@ -140,10 +140,17 @@ TEST_F(PushTest, BackgroundThreadStoresAfterFileReadAndStopsCleanly) {
     return 0;
   });
   pusher.FileRead(Ino("s30"));
-  for (int i = 0; i < 500 && pusher.pushed() == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  pusher.WaitIdle();
+  EXPECT_GT(pusher.pushed(), 0u);
   pusher.Stop();
+  EXPECT_FALSE(pusher.running());
+  const uint64_t pushed = pusher.pushed();
   pusher.FileRead(Ino("s00"));  // after Stop: ignored, no thread restarts
+  pusher.ReachedEnd(Ino("s01"));
+  pusher.ReachedEnd(Ino("s02"));
+  EXPECT_EQ(pusher.queued(), 0u);
+  EXPECT_FALSE(pusher.running());
+  EXPECT_EQ(pusher.pushed(), pushed);
   std::lock_guard<std::mutex> lock(mu);
   ASSERT_FALSE(stored.empty());
   for (const auto& [ino, content] : stored) EXPECT_EQ(content, files_[NameOf(ino)]);
@@ -227,25 +234,26 @@ TEST_F(PushTest, OnlyAWalkTriggersRunAhead) {
     ++stores[ino];
     return 0;
   });
-  auto wait_idle = [&] {
-    uint64_t last = ~uint64_t{0};
-    for (int i = 0; i < 100 && pusher.pushed() != last; ++i) {
-      last = pusher.pushed();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  };
-  // One file read to its end, then one far away and backwards: no walk.
-  pusher.ReachedEnd(Ino("t_large"));
+  // The first file read to its end, with files after it: no walk yet (the
+  // first end of all must not count as the second of a pair).
+  ASSERT_LT(Ino("s03"), Pusher::kScanInodes);
   pusher.ReachedEnd(Ino("s03"));
-  wait_idle();
+  // Then one backwards: still no walk.
+  pusher.ReachedEnd(Ino("s01"));
+  pusher.WaitIdle();
   EXPECT_EQ(pusher.pushed(), 0u);
-  // Two in a row: the files after the second are stored.
-  pusher.ReachedEnd(Ino("s04"));
-  wait_idle();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(stores.empty());
+  }
+  // Two in order and close together: the files after the second are stored.
+  pusher.ReachedEnd(Ino("s02"));
+  pusher.WaitIdle();
   pusher.Stop();
   std::lock_guard<std::mutex> lock(mu);
-  EXPECT_EQ(stores.count(Ino("s05")), 1u);
-  EXPECT_EQ(stores.count(Ino("s03")), 0u);
+  EXPECT_EQ(stores.count(Ino("s03")), 1u);
+  EXPECT_EQ(stores.count(Ino("s04")), 1u);
+  EXPECT_EQ(stores.count(Ino("s01")), 0u);
 }
 
 }  // namespace
