@@ -6,6 +6,7 @@ pkgs=(
   libfuse3-dev fuse3 libzstd-dev zstd libssl-dev libinih-dev
   libgtest-dev googletest
   cryptsetup-bin fsverity squashfs-tools squashfuse   # oracles and peers
+  openssl                                            # the openssl tool: key interop oracle
   clang-14 libclang-rt-14-dev                        # fuzzing, sanitizers
   clang-format
 )

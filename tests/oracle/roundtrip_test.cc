@@ -7,7 +7,10 @@
 //   * `fsverity digest` of extracted files against the digest the image
 //     records (read through the library).
 //   * the same diff -r and metadata walk on a cryptexfs mount of the image.
-// /usr/lib/x86_64-linux-gnu is about 1 GB and is built with --level 1.
+// The system's multiarch library directory (/usr/lib/x86_64-linux-gnu on
+// amd64, /usr/lib/aarch64-linux-gnu on arm64: where libc lives) is about
+// 1 GB and is built with --level 1.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -221,11 +224,27 @@ TEST_P(OracleRoundTrip, BuildExtractCompare) {
   EXPECT_NE(r.out.find("verify failures:  0"), std::string::npos) << r.out;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    SystemTrees, OracleRoundTrip,
-    ::testing::Values(Tree{"UsrShareDoc", "/usr/share/doc", ""},
-                      Tree{"UsrLibX86_64", "/usr/lib/x86_64-linux-gnu", "--level 1"}),
-    [](const ::testing::TestParamInfo<Tree>& p) { return std::string(p.param.test_name); });
+// The directory that holds this process's libc, under /usr (merged /usr):
+// the multiarch library directory of whatever architecture runs the test.
+const char* SystemLibDir() {
+  static const std::string dir = [] {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&std::strlen), &info) == 0 || info.dli_fname == nullptr) {
+      return std::string("/usr/lib");
+    }
+    std::error_code ec;
+    const std::filesystem::path lib = std::filesystem::canonical(info.dli_fname, ec);
+    return ec ? std::string("/usr/lib") : lib.parent_path().string();
+  }();
+  return dir.c_str();
+}
+
+INSTANTIATE_TEST_SUITE_P(SystemTrees, OracleRoundTrip,
+                         ::testing::Values(Tree{"UsrShareDoc", "/usr/share/doc", ""},
+                                           Tree{"UsrLibMultiarch", SystemLibDir(), "--level 1"}),
+                         [](const ::testing::TestParamInfo<Tree>& p) {
+                           return std::string(p.param.test_name);
+                         });
 
 }  // namespace
 }  // namespace cryptex
