@@ -14,7 +14,7 @@
 
 namespace cryptex::cli {
 
-// Exit codes (documented in docs/CLI.md). Mapped from Status codes in one place.
+// Exit codes (documented in README.md, "What you get"). Mapped from Status codes in one place.
 enum Exit : int {
   kExitOk = 0,
   kExitError = 1,        // I/O and other failures

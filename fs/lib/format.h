@@ -5,7 +5,7 @@
 // arrays with get()/set(), so structs have alignment 1, no padding, and never
 // depend on host byte order. Image bytes are never cast to these structs:
 // readers memcpy verified bytes into a struct and then validate every field
-// (see DecodeRecord below).
+// (Impl::ReadRecord in image_impl.h; the superblock in superblock.cc).
 #pragma once
 
 #include <sys/stat.h>
