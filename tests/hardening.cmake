@@ -41,6 +41,11 @@ endif()
 cx_add_test(adversarial_test ${CX_HARD}/adversarial/adversarial_test.cc
             ${CX_HARD}/../fs/lib/test_util.cc)
 target_link_libraries(adversarial_test PRIVATE cryptex_hardening)
+# Runs `cryptex verify` and mounts with cryptexfs on the hostile cases.
+add_dependencies(adversarial_test cryptex)
+if(TARGET cryptexfs)
+  add_dependencies(adversarial_test cryptexfs)
+endif()
 
 cx_add_test(extract_safety_test ${CX_HARD}/adversarial/extract_safety_test.cc
             ${CX_HARD}/../fs/lib/test_util.cc)
