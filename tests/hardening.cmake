@@ -70,6 +70,13 @@ if(TARGET cryptexfs)
                    --mount-with $<TARGET_FILE:cryptexfs>)
   set_tests_properties(campaign_mount_smoke PROPERTIES TIMEOUT 300 LABELS hardening
                        SKIP_RETURN_CODE 77)
+  # A driver that dies (sanitizer exit, silent exit, false refusal, non-zero
+  # exit after unmount) is a crash that fails the campaign, never a refusal.
+  add_test(NAME campaign_daemon_death
+           COMMAND sh ${CX_HARD}/campaign/daemon_death_test.sh $<TARGET_FILE:cryptex_campaign>
+                   $<TARGET_FILE:cryptexfs>)
+  set_tests_properties(campaign_daemon_death PROPERTIES TIMEOUT 600 LABELS hardening
+                       SKIP_RETURN_CODE 77)
 endif()
 
 # ---- fuzz targets ------------------------------------------------------------
