@@ -68,6 +68,8 @@ TEST_F(AdversarialTest, LegitBaseIsClean) {
   ASSERT_TRUE(legit_->open.ok()) << legit_->Summary();
   EXPECT_TRUE(legit_->errors.empty()) << legit_->Summary();
   EXPECT_TRUE(legit_->walker_errors.empty()) << legit_->Summary();
+  // verify is only meaningful if VerifyAll ran (a truncated walk skips it).
+  EXPECT_TRUE(legit_->verified) << legit_->Summary();
   EXPECT_TRUE(legit_->verify.ok()) << legit_->Summary();
   // The walk saw every kind of entry the cases attack.
   for (const char* p : {"/a.txt", "/b.txt", "/big.bin", "/rand.bin", "/sparse.bin", "/empty",
@@ -322,6 +324,7 @@ TEST(AdversarialSymlinks, LoopsReadBackAsSymlinks) {
   const walk::Report r = walk::Run(base->image, *trust);
   ASSERT_TRUE(r.open.ok()) << r.Summary();
   EXPECT_TRUE(r.errors.empty()) << r.Summary();
+  EXPECT_TRUE(r.verified) << r.Summary();
   EXPECT_TRUE(r.verify.ok()) << r.Summary();
   EXPECT_EQ(r.links.at("/a"), "b");
   EXPECT_EQ(r.links.at("/b"), "a");
