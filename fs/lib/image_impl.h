@@ -333,10 +333,10 @@ struct Image::Impl {
   // directory past the claims.
   // Cost: one pass over the entries and their names (not their inodes, so a
   // corrupt inode block fails only the entries whose inodes it holds), the
-  // first time. Since ranges are disjoint, all such passes together read
-  // each entry of the table at most once. A directory not yet reached
-  // through its parent is first reached from the root (ReachFromRoot), so
-  // the claims always form a tree rooted at "/".
+  // first time. Since ranges are disjoint, the directories a reader accepts
+  // hold together at most the entries the table stores. A directory not yet
+  // reached through its parent is first reached from the root
+  // (ReachFromRoot), so the claims always form a tree rooted at "/".
   Status CheckDir(const InodeInfo& dir) const {
     if (dirs.Checked(dir.ino)) return Status::Ok();
     if (dir.ino != 1 && dirs.ParentOf(dir.ino) == 0) {
