@@ -431,7 +431,8 @@ void JudgeExitBeforeMount(int status, const std::string& image, const std::strin
     why = "exited with status " + std::to_string(code) + " after a sanitizer report";
   } else if (code != 1) {
     why = "exited with status " + std::to_string(code) + " without mounting";
-  } else if (err.rfind("cryptexfs: " + image + ": ", 0) != 0) {
+  } else if (err.rfind("cryptexfs: " + image + ": ", 0) != 0 &&
+             err.find("\ncryptexfs: " + image + ": ") == std::string::npos) {
     why = "exited with status 1 without its error line";
   } else if (library_refused.has_value() && !*library_refused) {
     why = "refused an image the library opens";
