@@ -41,6 +41,11 @@ endif()
 cx_add_test(adversarial_test ${CX_HARD}/adversarial/adversarial_test.cc
             ${CX_HARD}/../fs/lib/test_util.cc)
 target_link_libraries(adversarial_test PRIVATE cryptex_hardening)
+# Runs `cryptex verify` and mounts with cryptexfs on the hostile cases.
+add_dependencies(adversarial_test cryptex)
+if(TARGET cryptexfs)
+  add_dependencies(adversarial_test cryptexfs)
+endif()
 
 cx_add_test(extract_safety_test ${CX_HARD}/adversarial/extract_safety_test.cc
             ${CX_HARD}/../fs/lib/test_util.cc)
@@ -64,6 +69,13 @@ if(TARGET cryptexfs)
            COMMAND cryptex_campaign --generate --seed 2 --flips 39 --timeout-ms 20000
                    --mount-with $<TARGET_FILE:cryptexfs>)
   set_tests_properties(campaign_mount_smoke PROPERTIES TIMEOUT 300 LABELS hardening
+                       SKIP_RETURN_CODE 77)
+  # A driver that dies (sanitizer exit, silent exit, false refusal, non-zero
+  # exit after unmount) is a crash that fails the campaign, never a refusal.
+  add_test(NAME campaign_daemon_death
+           COMMAND sh ${CX_HARD}/campaign/daemon_death_test.sh $<TARGET_FILE:cryptex_campaign>
+                   $<TARGET_FILE:cryptexfs>)
+  set_tests_properties(campaign_daemon_death PROPERTIES TIMEOUT 600 LABELS hardening
                        SKIP_RETURN_CODE 77)
 endif()
 

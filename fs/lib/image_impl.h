@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <iterator>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -48,11 +50,19 @@ inline constexpr uint64_t kMaxXattrValueBytes = format::kMaxXattrValuesBytes;
 // The EntryType a directory entry must carry for an inode.
 inline uint8_t EntryTypeFor(const InodeInfo& in) { return format::EntryTypeFor(in.mode, in.flags); }
 
-// For each directory inode, the one directory that lists it, and whether its
-// entry list passed Image::Impl::CheckDir. The root has a parent no directory
-// can be (kRootParent), so no entry may list it. A directory reachable from
-// two places (a cycle or a hard-linked directory) fails its second Claim.
-// Thread safe (sharded mutexes).
+// What the reader has learnt about directories, for the reference rules of
+// docs/FORMAT.md section 9 that it can check lazily:
+//  * for each directory inode, the one directory that lists it, and whether
+//    its entry list passed Image::Impl::CheckDir. The root has a parent no
+//    directory can be (kRootParent), so no entry may list it. A directory
+//    reachable from two places (a cycle or a hard-linked directory) fails its
+//    second Claim;
+//  * for each directory checked, its entry range [first, first + count) of
+//    the dirent table. Ranges of different directories never overlap, so no
+//    two directories can share (or partly share) entries, and all the
+//    directories served hold at most as many entries as the table.
+// Memory grows with the directories checked, never with sizes the image
+// claims. Thread safe (sharded mutexes for claims, one for ranges).
 class DirClaims final {
  public:
   static constexpr uint32_t kRootParent = 0xFFFFFFFFu;
@@ -85,15 +95,52 @@ class DirClaims final {
     s.checked.insert(dir);
   }
 
+  // Records that directory `dir` owns entries [first, first + count).
+  // Returns 0 on success (also when `dir` already owns exactly this range:
+  // idempotent), else the inode of a directory whose range overlaps it.
+  // An empty range owns nothing and always succeeds.
+  // REQUIRES: first + count does not overflow (the range lies in the table).
+  uint64_t ClaimRange(uint64_t dir, uint64_t first, uint64_t count) {
+    if (count == 0) return 0;
+    const uint64_t end = first + count;
+    std::lock_guard<std::mutex> lock(ranges_mu_);
+    auto next = ranges_.upper_bound(first);  // first range starting after `first`
+    if (next != ranges_.begin()) {
+      const auto prev = std::prev(next);  // starts at or before `first`
+      if (prev->first == first && prev->second.end == end && prev->second.dir == dir) return 0;
+      if (prev->second.end > first) return prev->second.dir;
+    }
+    if (next != ranges_.end() && next->first < end) return next->second.dir;
+    ranges_.emplace_hint(next, first, Owned{end, dir});
+    return 0;
+  }
+  // The lowest entry index below `total` that no claimed range holds;
+  // `total` if the claimed ranges cover [0, total).
+  uint64_t FirstUnclaimedEntry(uint64_t total) {
+    std::lock_guard<std::mutex> lock(ranges_mu_);
+    uint64_t at = 0;
+    for (const auto& [first, owned] : ranges_) {
+      if (first > at) break;
+      at = owned.end;
+    }
+    return std::min(at, total);
+  }
+
  private:
   struct Shard {
     std::mutex mu;
     std::unordered_map<uint64_t, uint32_t> parent;  // GUARDED_BY(mu)
     std::unordered_set<uint64_t> checked;           // GUARDED_BY(mu)
   };
+  struct Owned {
+    uint64_t end;  // one past the range's last entry
+    uint64_t dir;  // the directory inode that lists it
+  };
   Shard& shard(uint64_t dir) { return shards_[(dir * 0x9E3779B97F4A7C15ull >> 40) % kShards]; }
   static constexpr size_t kShards = 16;
   Shard shards_[kShards];
+  std::mutex ranges_mu_;
+  std::map<uint64_t, Owned> ranges_;  // first entry -> range; disjoint. GUARDED_BY(ranges_mu_)
 };
 
 // Allocator whose value-initialisation is default-initialisation, so that
@@ -274,18 +321,22 @@ struct Image::Impl {
     return e;
   }
 
-  // Checks directory `dir`'s entry list once per image lifetime: names valid
-  // and strictly increasing (sorted, no duplicates), inode numbers and types
-  // in range, and each subdirectory listed by exactly one directory (see
-  // DirClaims). Lookup and ReadDir call it first, so no caller ever sees a
-  // duplicate name, a cycle or a directory reachable twice; they check each
-  // entry they serve against its inode (CheckEntryType), so a mistyped entry
-  // cannot smuggle a directory past the claims.
+  // Checks directory `dir`'s entry list once per image lifetime: its entry
+  // range shares no entry with any other directory checked so far (see
+  // DirClaims::ClaimRange), names valid and strictly increasing (sorted, no
+  // duplicates), inode numbers and types in range, each subdirectory listed
+  // by exactly one directory (see DirClaims), and the directory's link count
+  // is 2 + its subdirectories. Lookup and ReadDir call it first, so no caller
+  // ever sees a duplicate name, a cycle, a directory reachable twice or one
+  // entry served in two directories; they check each entry they serve
+  // against its inode (CheckEntryType), so a mistyped entry cannot smuggle a
+  // directory past the claims.
   // Cost: one pass over the entries and their names (not their inodes, so a
   // corrupt inode block fails only the entries whose inodes it holds), the
-  // first time. A directory not yet reached through its parent is first
-  // reached from the root (ReachFromRoot), so the claims always form a tree
-  // rooted at "/".
+  // first time. Since ranges are disjoint, the directories a reader accepts
+  // hold together at most the entries the table stores. A directory not yet
+  // reached through its parent is first reached from the root
+  // (ReachFromRoot), so the claims always form a tree rooted at "/".
   Status CheckDir(const InodeInfo& dir) const {
     if (dirs.Checked(dir.ino)) return Status::Ok();
     if (dir.ino != 1 && dirs.ParentOf(dir.ino) == 0) {
@@ -294,13 +345,24 @@ struct Image::Impl {
     return CheckEntries(dir, nullptr);
   }
 
+  // "[first, first + count) at offset N": entries of the dirent table.
+  std::string DirentSpan(uint64_t first, uint64_t count) const {
+    return "[" + std::to_string(first) + ", " + std::to_string(first + count) + ") at offset " +
+           std::to_string(sb.regions[kRegionDirents].offset + first * sizeof(DiskDirent));
+  }
+
   // One pass of CheckDir over `dir`'s entries; appends subdirectories to
   // *subdirs when given. Idempotent.
   Status CheckEntries(const InodeInfo& dir, std::vector<uint64_t>* subdirs) const {
+    const std::string where = path + ": directory inode " + std::to_string(dir.ino);
     auto bad = [&](uint64_t k, const std::string& name, const std::string& m) {
-      return Status::Corruption(path + ": directory inode " + std::to_string(dir.ino) + ", entry " +
-                                std::to_string(k) + " (\"" + name + "\"): " + m);
+      return Status::Corruption(where + ", entry " + std::to_string(k) + " (\"" + name +
+                                "\"): " + m);
     };
+    if (const uint64_t other = dirs.ClaimRange(dir.ino, dir.payload, dir.payload_count)) {
+      return Status::Corruption(where + ": entries " + DirentSpan(dir.payload, dir.payload_count) +
+                                " overlap the entries of directory inode " + std::to_string(other));
+    }
     const uint32_t me = static_cast<uint32_t>(dir.ino);
     std::unordered_set<uint32_t> mine;  // subdirectories claimed in this pass
     std::string prev;
@@ -318,17 +380,27 @@ struct Image::Impl {
       }
       prev = std::move(e.name);
     }
+    if (dir.nlink != 2 + uint64_t{mine.size()}) {
+      return Status::Corruption(where + ": link count " + std::to_string(dir.nlink) +
+                                ", expected " + std::to_string(2 + uint64_t{mine.size()}) +
+                                " (2 + its " + std::to_string(mine.size()) + " subdirectories)");
+    }
     dirs.SetChecked(dir.ino);
     return Status::Ok();
   }
 
   // An entry about to be served must carry its inode's type: a directory
   // inode is only ever reached through a directory entry (hence a claim).
+  // A non-directory it names has a link count of at least 1 (this entry).
   Status CheckEntryType(const DirEntry& e) const {
     CX_ASSIGN_OR_RETURN(InodeInfo child, GetInode(e.ino));
     if (e.type != image_internal::EntryTypeFor(child)) {
       return Status::Corruption(path + ": directory entry \"" + e.name +
                                 "\": entry type disagrees with inode " + std::to_string(e.ino));
+    }
+    if (!child.is_dir() && child.nlink == 0) {
+      return Status::Corruption(path + ": directory entry \"" + e.name + "\" names inode " +
+                                std::to_string(e.ino) + ", whose link count is 0");
     }
     return Status::Ok();
   }
@@ -346,6 +418,12 @@ struct Image::Impl {
     return Status::Corruption(path + ": directory inode " + std::to_string(target) +
                               " is not reachable from the root");
   }
+
+  // Image::VerifyAll's last step (image_verify.cc): given, per inode number,
+  // how many entries of the walk from the root name it and the first such
+  // entry, checks the counting rules of FORMAT.md section 9.
+  Status CheckReferences(const std::vector<uint32_t>& names,
+                         const std::vector<uint64_t>& first_entry) const;
 
   // The xattr records of inode `in` with their names, checked: lengths in
   // range, names NUL-free, sorted and unique, totals within the reader limits.

@@ -26,6 +26,7 @@
 
 #include "builder.h"
 #include "format.h"
+#include "image_impl.h"
 #include "keys.h"
 #include "superblock.h"
 #include "test_util.h"
@@ -703,6 +704,34 @@ TEST(ImageLookupTest, BinarySearchInTenThousandEntries) {
                            })
                   .ok());
   EXPECT_EQ(none, 0);
+}
+
+// ---- directory entry ranges: one owner per entry ------------------------------
+
+// The reader's record of which directory lists which entries (image_impl.h):
+// a range is refused, naming the owner, if it shares any entry with another
+// directory's, whether it starts before, inside or at the same place.
+TEST(DirClaimsTest, EntryRangesNeverOverlap) {
+  image_internal::DirClaims c;
+  EXPECT_EQ(c.ClaimRange(2, 10, 5), 0u);  // dir 2: [10, 15)
+  EXPECT_EQ(c.ClaimRange(2, 10, 5), 0u) << "the owner again: idempotent";
+  EXPECT_EQ(c.ClaimRange(3, 10, 5), 2u) << "the same range";
+  EXPECT_EQ(c.ClaimRange(3, 14, 1), 2u) << "the owner's last entry";
+  EXPECT_EQ(c.ClaimRange(3, 11, 2), 2u) << "inside";
+  EXPECT_EQ(c.ClaimRange(3, 8, 3), 2u) << "straddles the owner's first entry";
+  EXPECT_EQ(c.ClaimRange(3, 0, 100), 2u) << "contains the owner's range";
+  EXPECT_EQ(c.ClaimRange(2, 10, 4), 2u) << "the owner with another range";
+  EXPECT_EQ(c.ClaimRange(3, 15, 0), 0u) << "empty ranges own nothing";
+  EXPECT_EQ(c.ClaimRange(4, 12, 0), 0u);
+  EXPECT_EQ(c.FirstUnclaimedEntry(20), 0u);
+  EXPECT_EQ(c.ClaimRange(3, 0, 10), 0u);  // [0, 10): adjacent below
+  EXPECT_EQ(c.FirstUnclaimedEntry(20), 15u);
+  EXPECT_EQ(c.FirstUnclaimedEntry(12), 12u);
+  EXPECT_EQ(c.ClaimRange(4, 15, 5), 0u);  // [15, 20): adjacent above
+  EXPECT_EQ(c.FirstUnclaimedEntry(20), 20u);
+  EXPECT_EQ(c.ClaimRange(5, 19, 3), 4u) << "straddles the last entry of the highest range";
+  EXPECT_EQ(c.ClaimRange(5, 25, 1), 0u);
+  EXPECT_EQ(c.FirstUnclaimedEntry(30), 20u) << "the gap before entry 25";
 }
 
 // ---- files that are not (whole) images ----------------------------------------

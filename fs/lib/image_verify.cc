@@ -1,7 +1,8 @@
 // Image::VerifyAll: the full offline check behind `cryptex verify`.
 #include <cstddef>
 #include <deque>
-#include <unordered_set>
+#include <string>
+#include <vector>
 
 #include "fsverity.h"
 #include "image_impl.h"
@@ -49,11 +50,13 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
   }
 
   // 3. The tree: reachable once, sorted, well-typed; file contents match
-  //    their fs-verity digests.
-  // Memory grows with the inodes actually reached, not the table size.
-  std::unordered_set<uint64_t> seen;
+  //    their fs-verity digests; the reference rules of FORMAT.md section 9.
+  //    Time and memory linear in the metadata (one counter per inode of the
+  //    table, which lies inside the file just read), plus O(d log d) for the
+  //    d directory ranges CheckDir records.
+  std::vector<uint32_t> names(m.inode_count + 1, 0);  // entries naming each inode
+  std::vector<uint64_t> first_entry(m.inode_count + 1, 0);
   std::deque<std::pair<uint64_t, std::string>> queue{{1, "/"}};
-  seen.insert(1);
   std::vector<uint8_t> buf(1u << 20);
   if (auto xs = ListXattrs(1); !xs.ok()) return xs.status().Prefixed("/");
   while (!queue.empty()) {
@@ -63,7 +66,8 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
     if (Status st = m.CheckDir(dir); !st.ok()) return st.Prefixed(dir_path);
     std::string prev;
     for (uint64_t k = 0; k < dir.payload_count; ++k) {
-      CX_ASSIGN_OR_RETURN(DirEntry e, m.ReadDirent(dir.payload + k));
+      const uint64_t index = dir.payload + k;
+      CX_ASSIGN_OR_RETURN(DirEntry e, m.ReadDirent(index));
       const std::string path = (dir_path == "/" ? "/" : dir_path + "/") + e.name;
       auto bad = [&](const std::string& msg) {
         return Status::Corruption(m.path + ": " + path + ": " + msg);
@@ -77,16 +81,21 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
         return bad("entry type disagrees with inode " + std::to_string(e.ino));
       }
       if (whiteout && sb.kind != kKindPatch) return bad("whiteout in a base image");
+      const uint32_t seen = names[e.ino]++;
+      if (seen == 0) first_entry[e.ino] = index;
       if (in->is_dir()) {
-        if (!seen.insert(e.ino).second) {
-          return bad("directory reachable twice (cycle or hard-linked directory)");
-        }
-        if (e.type != kTypeDirectory) return bad("entry type disagrees with inode");
+        if (seen != 0) return bad("directory reachable twice (cycle or hard-linked directory)");
         if (auto xs = ListXattrs(e.ino); !xs.ok()) return xs.status().Prefixed(path);
         queue.emplace_back(e.ino, path);
         continue;
       }
-      if (!seen.insert(e.ino).second) continue;  // another name of a hard-linked file
+      if (seen >= in->nlink) {
+        return bad("inode " + std::to_string(e.ino) + " has link count " +
+                   std::to_string(in->nlink) + ", but directory entry " + std::to_string(index) +
+                   " is name " + std::to_string(seen + 1) + " of it (first: entry " +
+                   std::to_string(first_entry[e.ino]) + ")");
+      }
+      if (seen != 0) continue;  // another name of a hard-linked file: checked once
       if (in->is_symlink()) {
         auto t = ReadLink(e.ino);
         if (!t.ok()) return t.status().Prefixed(path);
@@ -106,6 +115,39 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
         return bad("content does not match its recorded fs-verity digest");
       }
     }
+  }
+  return m.CheckReferences(names, first_entry);
+}
+
+// Section 9's counting rules, after the walk counted the entries naming each
+// inode: every inode but the root is named (no orphans), each non-directory
+// exactly nlink times (more names were refused during the walk), and every
+// directory entry belongs to a directory (the ranges CheckDir claimed, which
+// are disjoint, cover the table).
+Status Image::Impl::CheckReferences(const std::vector<uint32_t>& names,
+                                    const std::vector<uint64_t>& first_entry) const {
+  const Impl& m = *this;
+  for (uint64_t ino = 2; ino <= m.inode_count; ++ino) {
+    const std::string where = m.path + ": inode " + std::to_string(ino);
+    if (names[ino] == 0) {
+      return Status::Corruption(
+          where + " (inode table offset " +
+          std::to_string(m.sb.regions[kRegionInodes].offset + (ino - 1) * sizeof(DiskInode)) +
+          ") is named by no directory entry (orphan)");
+    }
+    CX_ASSIGN_OR_RETURN(InodeInfo in, m.GetInode(ino));
+    if (!in.is_dir() && in.nlink != names[ino]) {
+      return Status::Corruption(where + " has link count " + std::to_string(in.nlink) + ", but " +
+                                std::to_string(names[ino]) +
+                                " directory entries name it (first: entry " +
+                                std::to_string(first_entry[ino]) + ")");
+    }
+  }
+  if (const uint64_t k = m.dirs.FirstUnclaimedEntry(m.dirent_count); k < m.dirent_count) {
+    return Status::Corruption(
+        m.path + ": directory entry " + std::to_string(k) + " (offset " +
+        std::to_string(m.sb.regions[kRegionDirents].offset + k * sizeof(DiskDirent)) +
+        ") belongs to no directory");
   }
   return Status::Ok();
 }

@@ -228,6 +228,70 @@ cryptex::Result<uint64_t> FrameOffsetOf(const Base& b, const std::string& path) 
   return t.frames.at(e.frame.get()).offset.get();
 }
 
+// Points directory `path`'s entry range at [first, first + count), keeping
+// its size and link count consistent with the range (so that only the
+// sharing is wrong).
+Status SetDirRange(Tables& t, const std::string& path, uint64_t first, uint64_t count) {
+  auto ino = t.FindInode(path);
+  if (!ino) return Missing(path);
+  uint32_t subdirs = 0;
+  for (uint64_t k = first; k < first + count && k < t.dirents.size(); ++k) {
+    subdirs += t.dirents[k].type == kTypeDirectory;
+  }
+  DiskInode& in = t.Inode(*ino);
+  in.payload.set(first);
+  in.payload_count.set(static_cast<uint32_t>(count));
+  in.size.set(count);
+  in.nlink.set(2 + subdirs);
+  return Status::Ok();
+}
+
+// The metadata amplification (500 directories sharing one
+// 20,000-entry range), scaled down: `dirs` new directories listed by z, all
+// sharing one range of `entries` new entries that name a.txt's inode
+// (link count 1). Each name costs nothing: the image holds `entries`
+// entries, a reader that accepts it serves dirs * entries.
+Status ShareOneRange(Tables& t, uint32_t dirs, uint32_t entries) {
+  auto target = t.FindInode("a.txt");
+  auto z = t.FindInode("z");
+  if (!target || !z) return Missing("a.txt or z");
+  const uint64_t shared = t.dirents.size();
+  for (uint32_t i = 0; i < entries; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "f%06u", i);
+    DiskDirent d{};
+    d.name_offset.set(t.AddString(name));
+    d.name_len.set(static_cast<uint16_t>(std::strlen(name)));
+    d.inode.set(*target);
+    d.type = kTypeRegular;
+    t.dirents.push_back(d);
+  }
+  const DiskInode dir_template = t.Inode(*z);  // an empty directory
+  const uint64_t listing = t.dirents.size();
+  for (uint32_t i = 0; i < dirs; ++i) {
+    DiskInode in = dir_template;
+    in.payload.set(shared);
+    in.payload_count.set(entries);
+    in.size.set(entries);
+    in.nlink.set(2);
+    t.inodes.push_back(in);
+    char name[16];
+    std::snprintf(name, sizeof name, "d%04u", i);
+    DiskDirent d{};
+    d.name_offset.set(t.AddString(name));
+    d.name_len.set(static_cast<uint16_t>(std::strlen(name)));
+    d.inode.set(static_cast<uint32_t>(t.inodes.size()));
+    d.type = kTypeDirectory;
+    t.dirents.push_back(d);
+  }
+  DiskInode& zi = t.Inode(*z);
+  zi.payload.set(listing);
+  zi.payload_count.set(dirs);
+  zi.size.set(dirs);
+  zi.nlink.set(2 + dirs);
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::vector<Case> AllCases() {
@@ -248,6 +312,64 @@ std::vector<Case> AllCases() {
       kTwice, PointAtDir("a.txt", "z"));
   add("dir_hard_linked_other_parent", "sub/c.txt becomes a second entry for directory z",
       Stage::kAccess, kTwice, PointAtDir("sub/c.txt", "z"));
+
+  // ---- references (FORMAT.md section 9: who lists which entries, who names
+  //      which inode) ----
+  const std::string kShared = "overlap the entries of directory inode";
+  add("ref_dir_ranges_shared", "z lists exactly sub/deeper's entries (one range, two directories)",
+      Stage::kAccess, kShared, Edit([](Tables& t) -> Status {
+        auto deeper = t.FindInode("sub/deeper");
+        if (!deeper) return Missing("sub/deeper");
+        const DiskInode& d = t.Inode(*deeper);
+        return SetDirRange(t, "z", d.payload.get(), d.payload_count.get());
+      }));
+  add("ref_dir_ranges_overlap", "z lists the last entry of sub's range (ranges overlap)",
+      Stage::kAccess, kShared, Edit([](Tables& t) -> Status {
+        auto sub = t.FindInode("sub");
+        if (!sub) return Missing("sub");
+        const DiskInode& d = t.Inode(*sub);
+        if (d.payload_count.get() < 2) return Missing("two entries in sub");
+        return SetDirRange(t, "z", d.payload.get() + d.payload_count.get() - 1, 1);
+      }));
+  add("ref_dirent_range_amplification",
+      "200 directories under z share one 1,000-entry range naming a.txt (nlink 1)", Stage::kAccess,
+      kShared, Edit([](Tables& t) { return ShareOneRange(t, 200, 1000); }));
+  add("ref_dirent_in_no_directory", "an extra entry at the end of the table no directory lists",
+      Stage::kVerify, "belongs to no directory", Edit([](Tables& t) -> Status {
+        auto k = t.FindDirent("a.txt");
+        if (!k) return Missing("a.txt");
+        t.dirents.push_back(t.dirents[*k]);
+        return Status::Ok();
+      }));
+  add("ref_dir_nlink_wrong", "sub (one subdirectory) has link count 7", Stage::kAccess,
+      "link count 7, expected 3", EditInode("sub", [](Tables&, DiskInode& in) {
+        in.nlink.set(7);
+        return Status::Ok();
+      }));
+  add("ref_file_nlink_zero", "a.txt has link count 0", Stage::kAccess, "whose link count is 0",
+      EditInode("a.txt", [](Tables&, DiskInode& in) {
+        in.nlink.set(0);
+        return Status::Ok();
+      }));
+  add("ref_file_nlink_1_named_twice", "hard1 (named /hard1 and /sub/hard2) has link count 1",
+      Stage::kVerify, "has link count 1, but directory entry",
+      EditInode("hard1", [](Tables&, DiskInode& in) {
+        in.nlink.set(1);
+        return Status::Ok();
+      }));
+  add("ref_file_nlink_3_named_twice", "hard1 (named /hard1 and /sub/hard2) has link count 3",
+      Stage::kVerify, "has link count 3, but 2 directory entries name it",
+      EditInode("hard1", [](Tables&, DiskInode& in) {
+        in.nlink.set(3);
+        return Status::Ok();
+      }));
+  add("ref_orphan_inode", "an extra inode (a copy of a.txt's) that no entry names", Stage::kVerify,
+      "is named by no directory entry (orphan)", Edit([](Tables& t) -> Status {
+        auto ino = t.FindInode("a.txt");
+        if (!ino) return Missing("a.txt");
+        t.inodes.push_back(t.Inode(*ino));
+        return Status::Ok();
+      }));
 
   // ---- directory entries ----
   add("dirent_inode_out_of_range", "sub/c.txt names inode count + 7", Stage::kAccess,

@@ -21,7 +21,12 @@
 // mtime, size, xattrs), and runs VerifyAll. Per entry the outcome is
 // "correct", "failed cleanly" (an error Status), or WRONG (the read
 // succeeded with data that differs from the source). A child killed by a
-// signal is a crash, one still running at the timeout is a hang.
+// signal is a crash, one still running at the timeout is a hang. With
+// --mount-with, cryptexfs counts as refusing an image only when it exits the
+// way the driver documents (status 1 after its one error line, before
+// mounting) for an image the library refuses too; any other end (a signal,
+// another status, a sanitizer report, a non-zero status after unmount) is a
+// crash.
 //
 // Prints a table per region; exits 1 if wrong > 0, crashes > 0, hangs > 0,
 // or VerifyAll missed a flip (every flipped byte is covered by the tree or
@@ -376,30 +381,94 @@ bool IsMounted(const std::string& mnt) {
 
 struct MountRun {
   ChildEnd reader = ChildEnd::kOk;
-  bool refused = false;       // cryptexfs exited without mounting
-  bool daemon_crash = false;  // cryptexfs died by a signal
+  bool refused = false;       // cryptexfs refused the image without mounting
+  bool daemon_crash = false;  // cryptexfs died (signal, unexpected exit status, sanitizer report)
   bool daemon_hang = false;   // cryptexfs did not exit after unmount
   std::string info;
   ChildReport report;
 };
 
+// The line of a sanitizer's (or the C++ runtime's) report in a daemon's
+// stderr, "" if there is none.
+std::string ReportLine(const std::string& err) {
+  static const char* const kReports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                         "runtime error:", "WARNING: ThreadSanitizer",
+                                         "terminate called"};
+  for (const char* r : kReports) {
+    const size_t at = err.find(r);
+    if (at == std::string::npos) continue;
+    const size_t bol = err.rfind('\n', at);
+    const size_t b = bol == std::string::npos ? 0 : bol + 1;
+    return err.substr(b, err.find('\n', at) - b);
+  }
+  return "";
+}
+
+// What a daemon said, for a crash report: the report line, else its first line.
+std::string DaemonSays(const std::string& err) {
+  const std::string report = ReportLine(err);
+  return report.empty() ? err.substr(0, err.find('\n')) : report;
+}
+
+// How cryptexfs ended before mounting anything. A refusal is the driver's
+// documented way out (main.cc, fs/cryptexfs/README.md): exit status 1 after
+// one "cryptexfs: IMAGE: reason" line, no sanitizer report, and only for an
+// image the library refuses too (`library_refused`, when known; cryptexfs
+// opens with the same Image::Open). Anything else -- a signal, another exit
+// status, a silent exit, a sanitizer report, refusing an image the library
+// opens -- is a crash.
+void JudgeExitBeforeMount(int status, const std::string& image, const std::string& err,
+                          std::optional<bool> library_refused, MountRun* m) {
+  if (WIFSIGNALED(status)) {
+    m->daemon_crash = true;
+    m->info = std::string("cryptexfs killed by signal ") + strsignal(WTERMSIG(status)) +
+              " before mounting: " + DaemonSays(err);
+    return;
+  }
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::string why;
+  if (!ReportLine(err).empty()) {
+    why = "exited with status " + std::to_string(code) + " after a sanitizer report";
+  } else if (code != 1) {
+    why = "exited with status " + std::to_string(code) + " without mounting";
+  } else if (err.rfind("cryptexfs: " + image + ": ", 0) != 0 &&
+             err.find("\ncryptexfs: " + image + ": ") == std::string::npos) {
+    why = "exited with status 1 without its error line";
+  } else if (library_refused.has_value() && !*library_refused) {
+    why = "refused an image the library opens";
+  }
+  if (why.empty()) {
+    m->refused = true;
+    return;
+  }
+  m->daemon_crash = true;
+  m->info = "cryptexfs " + why + ": " + DaemonSays(err);
+}
+
 MountRun ReadThroughMount(const std::string& cryptexfs, const std::string& image,
                           const std::string& trust_dir, const std::string& mnt,
-                          const std::vector<SrcEntry>& src, int timeout_ms, bool verbose) {
+                          const std::vector<SrcEntry>& src, int timeout_ms, bool verbose,
+                          std::optional<bool> library_refused) {
   MountRun m;
+  const std::string err_path = mnt + ".stderr";
   std::fflush(nullptr);
   const pid_t daemon = fork();
   if (daemon == 0) {
     const int devnull = open("/dev/null", O_RDWR);
-    if (!verbose && devnull >= 0) {
-      dup2(devnull, 1);
-      dup2(devnull, 2);
-    }
+    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (devnull >= 0) dup2(devnull, 1);
+    if (err >= 0) dup2(err, 2);
     const std::string trust = "trust=" + trust_dir;
     execl(cryptexfs.c_str(), cryptexfs.c_str(), image.c_str(), mnt.c_str(), "-f", "-o",
           trust.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
+  auto daemon_stderr = [&] {
+    auto bytes = surgery::ReadAll(err_path);
+    std::string s = bytes.ok() ? std::string(bytes->begin(), bytes->end()) : std::string();
+    if (verbose && !s.empty()) std::printf("    cryptexfs stderr: %s", s.c_str());
+    return s;
+  };
   int status = 0;
   bool exited = false;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -413,14 +482,11 @@ MountRun ReadThroughMount(const std::string& cryptexfs, const std::string& image
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   if (exited) {
-    if (WIFSIGNALED(status)) {
-      m.daemon_crash = true;
-      m.info = std::string("cryptexfs killed by signal ") + strsignal(WTERMSIG(status));
-    } else {
-      m.refused = true;
+    JudgeExitBeforeMount(status, image, daemon_stderr(), library_refused, &m);
+    if (m.refused) {
+      m.report.open_refused = 1;
+      m.report.clean = src.size();
     }
-    m.report.open_refused = 1;
-    m.report.clean = src.size();
     return m;
   }
   if (!IsMounted(mnt)) {
@@ -469,9 +535,20 @@ MountRun ReadThroughMount(const std::string& cryptexfs, const std::string& image
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  // After a clean unmount the driver exits 0 (fs/cryptexfs/README.md).
+  const std::string err = daemon_stderr();
   if (WIFSIGNALED(status)) {
     m.daemon_crash = true;
-    m.info = std::string("cryptexfs killed by signal ") + strsignal(WTERMSIG(status));
+    m.info = std::string("cryptexfs killed by signal ") + strsignal(WTERMSIG(status)) + ": " +
+             DaemonSays(err);
+  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    m.daemon_crash = true;
+    m.info = "cryptexfs exited with status " +
+             std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) +
+             " after unmount: " + DaemonSays(err);
+  } else if (!ReportLine(err).empty()) {
+    m.daemon_crash = true;
+    m.info = "cryptexfs sanitizer report: " + DaemonSays(err);
   }
   return m;
 }
@@ -656,7 +733,8 @@ int Main(int argc, char** argv) {
       return 2;
     }
     // Sanity: the unmodified image must mount and read back entirely correct.
-    MountRun m = ReadThroughMount(mount_with, image, trust_dir, mnt, src, timeout_ms, false);
+    MountRun m = ReadThroughMount(mount_with, image, trust_dir, mnt, src, timeout_ms, false,
+                                  /*library_refused=*/false);
     if (m.refused || m.daemon_crash || m.daemon_hang || m.reader != ChildEnd::kOk ||
         m.report.clean || m.report.wrong) {
       std::fprintf(stderr,
@@ -731,9 +809,10 @@ int Main(int argc, char** argv) {
     if (!mount_with.empty()) {
       Row& mrow = mnt_rows[si];
       ++mrow.flips;
-      MountRun m =
-          ReadThroughMount(mount_with, copy, trust_dir, mnt, src, timeout_ms, only.has_value());
-      mrow.open_refused += m.report.open_refused;
+      const std::optional<bool> library_refused =
+          end == ChildEnd::kOk ? std::optional<bool>(r.open_refused != 0) : std::nullopt;
+      MountRun m = ReadThroughMount(mount_with, copy, trust_dir, mnt, src, timeout_ms,
+                                    only.has_value(), library_refused);
       if (m.daemon_crash || m.reader == ChildEnd::kCrash) {
         ++mrow.crashes;
         keep("CRASH (mount): " + m.info);
@@ -741,6 +820,7 @@ int Main(int argc, char** argv) {
         ++mrow.hangs;
         keep("HANG (mount): " + m.info);
       } else {
+        mrow.open_refused += m.report.open_refused;
         mrow.correct += m.report.correct;
         mrow.clean += m.report.clean;
         mrow.wrong += m.report.wrong;
