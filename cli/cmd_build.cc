@@ -1,4 +1,5 @@
 // cryptex build DIR -o IMAGE --key K --name N --version V [...]
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -132,6 +133,14 @@ int CmdBuild(int argc, char** argv) {
     opts.manifest.created_at = *v;
   } else {
     opts.manifest.created_at = static_cast<uint64_t>(std::time(nullptr));
+  }
+
+  // Arguments are checked before any work: the manifest against the limits
+  // every reader enforces, the destination for existence (Create checks
+  // again, atomically), the key, then the scan.
+  if (Status st = opts.manifest.Validate(); !st.ok()) return Fail("build", st);
+  if (struct stat st; lstat(out->c_str(), &st) == 0) {
+    return Fail("build", Status::Exists(*out + ": already exists"));
   }
 
   auto key = PrivateKey::LoadPem(*key_path);
