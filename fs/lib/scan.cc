@@ -298,7 +298,8 @@ Status WalkSourceDirs(const SourceTree& tree, const std::function<Status(uint32_
     }
     if (top.next < children.size()) {
       const uint32_t c = children[top.next++];
-      if (stack.size() + 1 > format::kMaxDirDepth + 1) {
+      const size_t child_depth = stack.size();  // the root is depth 0
+      if (child_depth > format::kMaxDirDepth) {
         return Status::InvalidArgument(
             Shorten(tree.PathOf(c)) + ": directories nested deeper than " +
             std::to_string(format::kMaxDirDepth) + " levels, the format limit");
