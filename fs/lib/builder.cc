@@ -305,8 +305,11 @@ class ImageWriter {
     if (!S_ISREG(before.st_mode) || before.st_dev != n.dev || before.st_ino != n.ino) {
       return Status::IOError(path() + ": replaced by another file since the scan");
     }
+    // The metadata recorded at the scan (size, mtime; ctime covers mode,
+    // owner and xattrs) must still describe the file.
     if (static_cast<uint64_t>(before.st_size) != n.size ||
-        !SameTime(before.st_mtim, n.mtime_sec, n.mtime_nsec)) {
+        !SameTime(before.st_mtim, n.mtime_sec, n.mtime_nsec) ||
+        !SameTime(before.st_ctim, n.ctime_sec, n.ctime_nsec)) {
       return Status::IOError(path() + ": changed since the scan (size " + std::to_string(n.size) +
                              " -> " + std::to_string(before.st_size) + ")");
     }

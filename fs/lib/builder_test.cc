@@ -233,6 +233,22 @@ TEST_F(BuilderTest, SourceFileVanishingMidBuildLeavesNothing) {
   EXPECT_TRUE(ListDirNames(out.path()).empty()) << "no image and no temporary file";
 }
 
+// Metadata changed between the scan and the read (here an xattr, so only
+// ctime moves) would be sealed stale: the build fails instead.
+TEST_F(BuilderTest, SourceFileMetadataChangedSinceTheScanFailsTheBuild) {
+  TempDir src(test::TmpfsDir()), out;
+  WriteFile(src.Join("f"), "same bytes");
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok());
+  ASSERT_EQ(setxattr(src.Join("f").c_str(), "user.late", "v", 1, 0), 0) << strerror(errno);
+  auto st = WriteImage(*tree, Options(out.Join("img")));
+  ASSERT_FALSE(st.ok()) << "sealed metadata that no longer describes the file";
+  EXPECT_EQ(st.status().code(), Code::kIOError);
+  EXPECT_TRUE(Contains(st.status().message(), src.Join("f") + ": changed since the scan"))
+      << st.status().message();
+  EXPECT_TRUE(ListDirNames(out.path()).empty());
+}
+
 TEST_F(BuilderTest, SourceFileChangingSizeMidBuildLeavesNothing) {
   TempDir src, out;
   WriteFile(src.Join("grows"), "before");
