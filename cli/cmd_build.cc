@@ -1,4 +1,5 @@
 // cryptex build DIR -o IMAGE --key K --name N --version V [...]
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,7 +19,9 @@ const char kHelp[] =
     "usage: cryptex build DIR -o IMAGE --key KEY --name NAME --version VERSION\n"
     "                     [--release-counter N] [--level L] [--chunk-size SIZE]\n"
     "                     [--epoch SECONDS] [--threads N] [--description TEXT]\n\n"
-    "Seals the tree DIR into a signed, compressed, read-only image.\n\n"
+    "Seals the tree DIR into a signed, compressed, read-only image. DIR may be a\n"
+    "symlink to a directory; no symlink below it is followed. A file that changes\n"
+    "while it is read fails the build.\n\n"
     "  -o IMAGE             output file; must not exist (written atomically)\n"
     "  --key KEY            Ed25519 private key from 'cryptex keygen'\n"
     "  --name NAME          component name (e.g. org.example.browser)\n"
@@ -132,6 +135,14 @@ int CmdBuild(int argc, char** argv) {
     opts.manifest.created_at = *v;
   } else {
     opts.manifest.created_at = static_cast<uint64_t>(std::time(nullptr));
+  }
+
+  // Arguments are checked before any work: the manifest against the limits
+  // every reader enforces, the destination for existence (Create checks
+  // again, atomically), the key, then the scan.
+  if (Status st = opts.manifest.Validate(); !st.ok()) return Fail("build", st);
+  if (struct stat st; lstat(out->c_str(), &st) == 0) {
+    return Fail("build", Status::Exists(*out + ": already exists"));
   }
 
   auto key = PrivateKey::LoadPem(*key_path);

@@ -14,8 +14,10 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,6 +77,39 @@ struct CCtxDeleter {
   void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
 };
 
+// Reads exactly `len` bytes at `off` of a source file stat said has `size`
+// bytes. A short read is a source problem (kIOError), never corruption.
+Status ReadSource(int fd, uint8_t* buf, size_t len, uint64_t off, uint64_t size,
+                  const std::function<std::string()>& path) {
+  while (len > 0) {
+    const ssize_t n = pread(fd, buf, len, static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, path() + ": read at offset " + std::to_string(off));
+    }
+    if (n == 0) {
+      return Status::IOError(path() + ": ends at offset " + std::to_string(off) +
+                             " but stat reported " + std::to_string(size) +
+                             " bytes: file changed while reading, or the size reported by stat "
+                             "is not the file's size (not a regular on-disk file)");
+    }
+    buf += n;
+    len -= static_cast<size_t>(n);
+    off += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+bool SameTime(const struct timespec& a, int64_t sec, uint32_t nsec) {
+  return a.tv_sec == sec && static_cast<uint32_t>(a.tv_nsec) == nsec;
+}
+
+std::string TimeString(const struct timespec& t) {
+  char ns[16];
+  std::snprintf(ns, sizeof ns, "%09ld", static_cast<long>(t.tv_nsec));
+  return std::to_string(t.tv_sec) + "." + ns;
+}
+
 bool AllZero(const uint8_t* p, size_t n) {
   for (size_t i = 0; i < n; ++i)
     if (p[i]) return false;
@@ -128,6 +163,9 @@ class ImageWriter {
     if (opts_.zstd_level < 1 || opts_.zstd_level > ZSTD_maxCLevel()) {
       return Status::InvalidArgument("zstd level must be 1.." + std::to_string(ZSTD_maxCLevel()));
     }
+    // Everything a reader would refuse is refused before anything is written.
+    CX_RETURN_IF_ERROR(opts_.manifest.Validate());
+    CX_RETURN_IF_ERROR(CheckTree());
     CX_ASSIGN_OR_RETURN(out_, OutputFile::Create(opts_.output_path));
     CX_RETURN_IF_ERROR(WriteHeader());
     AssignInodes();
@@ -144,6 +182,51 @@ class ImageWriter {
   }
 
  private:
+  // The reader's limits on the tree (GetInode, ReadDirent, ReadXattrNames,
+  // and the directory depth), for trees not made by ScanDirectory too.
+  Status CheckTree() const {
+    const auto& nodes = tree_.nodes;
+    if (nodes.empty() || !S_ISDIR(nodes[0].mode) || nodes[0].hardlink_of >= 0) {
+      return Status::InvalidArgument("source tree has no root directory");
+    }
+    if (nodes.size() >= 0xFFFFFFF0u) {
+      return Status::InvalidArgument(tree_.root_path + ": too many entries (" +
+                                     std::to_string(nodes.size()) + ")");
+    }
+    std::vector<uint32_t> depth(nodes.size(), 0);
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const SourceNode& n = nodes[i];
+      auto path = [&] { return tree_.PathOf(static_cast<uint32_t>(i)); };
+      if (i > 0 && (n.parent >= i || !S_ISDIR(nodes[n.parent].mode) ||
+                    n.hardlink_of >= static_cast<int64_t>(i))) {
+        return Status::InvalidArgument(path() + ": malformed source tree");
+      }
+      if (i > 0) depth[i] = depth[n.parent] + 1;
+      if (S_ISDIR(n.mode) && depth[i] > kMaxDirDepth) {
+        return Status::InvalidArgument(path().substr(0, 240) +
+                                       "...: directories nested deeper than " +
+                                       std::to_string(kMaxDirDepth) + " levels, the format limit");
+      }
+      if (n.hardlink_of >= 0) {
+        if (S_ISDIR(n.mode)) return Status::InvalidArgument(path() + ": hard-linked directory");
+        continue;
+      }
+      if (Status st = CheckSourceNode(n, i == 0); !st.ok()) return st.Prefixed(path());
+      if (EntryTypeFor(n.mode, n.flags) == 0 || n.mtime_nsec >= 1000000000u ||
+          (n.flags & ~kInodeFlagsKnown) != 0 || (n.flags != 0 && opts_.kind != kKindPatch)) {
+        return Status::InvalidArgument(path() + ": file type, time or flags not representable");
+      }
+      if (S_ISREG(n.mode) && ((n.size - 1) >> opts_.chunk_log2) + 1 > 0xFFFFFFFFull &&
+          n.size != 0) {
+        return Status::InvalidArgument(path() + ": " + std::to_string(n.size) +
+                                       " bytes need more than " + std::to_string(0xFFFFFFFFull) +
+                                       " extents (the format limit) at chunk size " +
+                                       std::to_string(chunk_) + "; use a larger chunk size");
+      }
+    }
+    return Status::Ok();
+  }
+
   Status WriteHeader() {
     std::vector<uint8_t> block(kBlockSize, 0);
     DiskHeader h;
@@ -181,37 +264,105 @@ class ImageWriter {
 
   // ---- content ------------------------------------------------------------
 
+  // Reads the files directory by directory (WalkSourceDirs), each opened
+  // relative to its directory: linear in the tree whatever its depth.
   Status WriteContent() {
-    for (uint32_t idx : primary_) {
-      const SourceNode& n = tree_.nodes[idx];
-      if (!S_ISREG(n.mode)) continue;
-      CX_RETURN_IF_ERROR(AddFile(idx));
-      ++progress_.files_done;
-    }
+    CX_RETURN_IF_ERROR(WalkSourceDirs(
+        tree_, [this](uint32_t dir, int dfd) { return AddFilesOf(dir, dfd); },
+        &stats_.components_resolved));
     CX_RETURN_IF_ERROR(ClosePack());
     while (!inflight_.empty()) CX_RETURN_IF_ERROR(CommitOldest());
     return Status::Ok();
   }
 
-  Status AddFile(uint32_t idx) {
+  // The regular files of directory `dir`, open as `dfd`.
+  Status AddFilesOf(uint32_t dir, int dfd) {
+    for (uint32_t idx : tree_.nodes[dir].children) {
+      const SourceNode& n = tree_.nodes[idx];
+      if (!S_ISREG(n.mode) || n.hardlink_of >= 0) continue;
+      CX_RETURN_IF_ERROR(AddFile(idx, dfd));
+      ++progress_.files_done;
+    }
+    return Status::Ok();
+  }
+
+  // Reads regular file `idx` (an entry of the directory open as `dfd`) into
+  // jobs. The file must be the one scanned (same inode, size and mtime) and
+  // must not change while it is read: its size, mtime and ctime are compared
+  // before and after, and a read past the size must find nothing.
+  Status AddFile(uint32_t idx, int dfd) {
     const SourceNode& n = tree_.nodes[idx];
-    int fd = OpenSourcePath(n.source_path, O_RDONLY);
-    if (fd < 0) return Status::FromErrno(errno, n.source_path + ": cannot open");
+    const std::function<std::string()> path = [this, idx] { return tree_.PathOf(idx); };
+    ++stats_.components_resolved;
+    const int fd = openat(dfd, n.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno(errno, path() + ": cannot open");
     struct FdCloser {
       int fd;
       ~FdCloser() { close(fd); }
     } closer{fd};
-    struct stat st;
-    if (fstat(fd, &st) != 0) return Status::FromErrno(errno, n.source_path);
-    if (static_cast<uint64_t>(st.st_size) != n.size) {
-      return Status::IOError(n.source_path + ": file changed size during the build");
+    struct stat before;
+    if (fstat(fd, &before) != 0) return Status::FromErrno(errno, path());
+    if (!S_ISREG(before.st_mode) || before.st_dev != n.dev || before.st_ino != n.ino) {
+      return Status::IOError(path() + ": replaced by another file since the scan");
+    }
+    // The metadata recorded at the scan (size, mtime; ctime covers mode,
+    // owner and xattrs) must still describe the file.
+    if (static_cast<uint64_t>(before.st_size) != n.size ||
+        !SameTime(before.st_mtim, n.mtime_sec, n.mtime_nsec) ||
+        !SameTime(before.st_ctim, n.ctime_sec, n.ctime_nsec)) {
+      return Status::IOError(path() + ": changed since the scan (size " + std::to_string(n.size) +
+                             " -> " + std::to_string(before.st_size) + ")");
     }
     file_extents_[idx].first = static_cast<uint32_t>(extents_.size());
     if (n.size == 0) {
       digests_[idx] = FsVerityDigest(nullptr, 0);
-      return Status::Ok();
+    } else if (n.size < chunk_) {
+      CX_RETURN_IF_ERROR(AddSmallFile(idx, fd, path));
+    } else {
+      CX_RETURN_IF_ERROR(AddChunks(idx, fd, before, path));
     }
-    if (n.size < chunk_) return AddSmallFile(idx, fd);
+    return CheckUnchanged(fd, before, path);
+  }
+
+  // Fails if the file open as `fd` differs from `before` or holds bytes past
+  // before.st_size (procfs and sysfs files report sizes that are not theirs).
+  Status CheckUnchanged(int fd, const struct stat& before,
+                        const std::function<std::string()>& path) {
+    uint8_t extra;
+    ssize_t r;
+    do {
+      r = pread(fd, &extra, 1, before.st_size);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return Status::FromErrno(errno, path() + ": read");
+    struct stat after;
+    if (fstat(fd, &after) != 0) return Status::FromErrno(errno, path());
+    if (after.st_size != before.st_size ||
+        !SameTime(after.st_mtim, before.st_mtim.tv_sec,
+                  static_cast<uint32_t>(before.st_mtim.tv_nsec)) ||
+        !SameTime(after.st_ctim, before.st_ctim.tv_sec,
+                  static_cast<uint32_t>(before.st_ctim.tv_nsec))) {
+      return Status::IOError(
+          path() + ": file changed while reading (size " + std::to_string(before.st_size) + " -> " +
+          std::to_string(after.st_size) + ", mtime " + TimeString(before.st_mtim) + " -> " +
+          TimeString(after.st_mtim) + ", ctime " + TimeString(before.st_ctim) + " -> " +
+          TimeString(after.st_ctim) + ")");
+    }
+    if (r > 0) {
+      return Status::IOError(path() + ": has bytes past the " + std::to_string(before.st_size) +
+                             " bytes stat reports: the size reported by stat is not the file's "
+                             "size; not a regular on-disk file (procfs, sysfs?)");
+    }
+    return Status::Ok();
+  }
+
+  void AfterRead(const std::function<std::string()>& path, uint64_t bytes) {
+    if (opts_.after_source_read) opts_.after_source_read(path(), bytes);
+  }
+
+  // The chunks of a file of at least one chunk.
+  Status AddChunks(uint32_t idx, int fd, const struct stat& before,
+                   const std::function<std::string()>& path) {
+    const SourceNode& n = tree_.nodes[idx];
     hashers_[idx] = std::make_unique<FsVerityHasher>();
     bool probe_holes = true;
     const uint64_t nchunks = (n.size + chunk_ - 1) / chunk_;
@@ -227,7 +378,17 @@ class ImageWriter {
       if (probe_holes) {
         const off_t d = lseek(fd, static_cast<off_t>(off), SEEK_DATA);
         if (d < 0 && errno == ENXIO) {
-          hole = true;  // no data from off to the end of the file
+          // No data from off to the end of the file -- or off is past the
+          // end because the file shrank: trusted only while the size is
+          // the one read at the start.
+          struct stat now;
+          if (fstat(fd, &now) != 0) return Status::FromErrno(errno, path());
+          if (now.st_size != before.st_size) {
+            return Status::IOError(path() + ": file changed while reading (size " +
+                                   std::to_string(before.st_size) + " -> " +
+                                   std::to_string(now.st_size) + ")");
+          }
+          hole = true;
         } else if (d < 0) {
           probe_holes = false;  // not supported here: read everything
         } else {
@@ -237,8 +398,9 @@ class ImageWriter {
       if (hole) {
         job->known_zero = true;  // raw is already zero-filled
       } else {
-        CX_RETURN_IF_ERROR(PReadFull(fd, job->raw.data(), len, off, n.source_path));
+        CX_RETURN_IF_ERROR(ReadSource(fd, job->raw.data(), len, off, n.size, path));
       }
+      AfterRead(path, off + len);
       job->pieces.push_back({idx, 0, len, false});
       extents_.push_back({job->id, 0});
       ++file_extents_[idx].second;
@@ -248,11 +410,12 @@ class ImageWriter {
     return Status::Ok();
   }
 
-  Status AddSmallFile(uint32_t idx, int fd) {
+  Status AddSmallFile(uint32_t idx, int fd, const std::function<std::string()>& path) {
     const SourceNode& n = tree_.nodes[idx];
     const uint32_t len = static_cast<uint32_t>(n.size);
     std::vector<uint8_t> buf(len);
-    CX_RETURN_IF_ERROR(PReadFull(fd, buf.data(), len, 0, n.source_path));
+    CX_RETURN_IF_ERROR(ReadSource(fd, buf.data(), len, 0, n.size, path));
+    AfterRead(path, len);
     std::vector<Digest> leaves = LeafHashes(buf.data(), len);
     FsVerityHasher hv;
     hv.AddLeafHashes(leaves, len);

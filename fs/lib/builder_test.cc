@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -159,8 +160,25 @@ TEST_F(BuilderTest, ScanErrorsNameThePath) {
   auto file = ScanDirectory(src.Join("file"));
   EXPECT_EQ(file.status().code(), Code::kNotDirectory);
   EXPECT_TRUE(Contains(file.status().message(), src.Join("file")));
-  ASSERT_EQ(symlink(src.path().c_str(), src.Join("link").c_str()), 0);
-  EXPECT_FALSE(ScanDirectory(src.Join("link")).ok()) << "the root must not be followed either";
+}
+
+// A source directory given through a symlink is sealed (like `ls DIR/`);
+// symlinks below it are stored as symlinks, never followed.
+TEST_F(BuilderTest, ASymlinkGivenAsTheSourceIsFollowedOnlyThere) {
+  TempDir top, out;
+  ASSERT_EQ(mkdir(top.Join("real").c_str(), 0755), 0);
+  WriteFile(top.Join("real/f"), "content");
+  ASSERT_EQ(symlink("f", top.Join("real/sl").c_str()), 0);
+  ASSERT_EQ(symlink("real", top.Join("link").c_str()), 0);
+  const std::string dest = out.Join("img");
+  auto st = Build(top.Join("link"), Options(dest));
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  auto img = Open(dest);
+  ASSERT_NE(img, nullptr);
+  EXPECT_EQ(ReadAll(*img, "/f"), "content");
+  auto sl = img->Resolve("/sl");
+  ASSERT_TRUE(sl.ok());
+  EXPECT_TRUE(S_ISLNK(sl->mode));
 }
 
 // ---- option checks and failures leave nothing behind ------------------------------
@@ -213,6 +231,22 @@ TEST_F(BuilderTest, SourceFileVanishingMidBuildLeavesNothing) {
   EXPECT_FALSE(st.ok());
   EXPECT_TRUE(Contains(st.status().message(), src.Join("b"))) << st.status().message();
   EXPECT_TRUE(ListDirNames(out.path()).empty()) << "no image and no temporary file";
+}
+
+// Metadata changed between the scan and the read (here an xattr, so only
+// ctime moves) would be sealed stale: the build fails instead.
+TEST_F(BuilderTest, SourceFileMetadataChangedSinceTheScanFailsTheBuild) {
+  TempDir src(test::TmpfsDir()), out;
+  WriteFile(src.Join("f"), "same bytes");
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok());
+  ASSERT_EQ(setxattr(src.Join("f").c_str(), "user.late", "v", 1, 0), 0) << strerror(errno);
+  auto st = WriteImage(*tree, Options(out.Join("img")));
+  ASSERT_FALSE(st.ok()) << "sealed metadata that no longer describes the file";
+  EXPECT_EQ(st.status().code(), Code::kIOError);
+  EXPECT_TRUE(Contains(st.status().message(), src.Join("f") + ": changed since the scan"))
+      << st.status().message();
+  EXPECT_TRUE(ListDirNames(out.path()).empty());
 }
 
 TEST_F(BuilderTest, SourceFileChangingSizeMidBuildLeavesNothing) {
@@ -592,6 +626,390 @@ TEST_F(BuilderTest, EmptyTree) {
   EXPECT_TRUE(img->VerifyAll().ok());
   const auto v = RunCommand(img->superblock().VeritysetupCommand(dest) + " >/dev/null");
   EXPECT_EQ(v.exit_code, 0);
+}
+
+}  // namespace
+}  // namespace cryptex
+
+namespace cryptex {
+namespace {
+
+// ---- source files changing while they are read ---------------------------------
+
+using OptionsFn = BuildOptions (*)(const std::string&, uint32_t);
+
+enum class Change { kShrink, kGrow, kRewriteSameSize };
+
+// Builds a tree holding `size` bytes in "f" with 4 KiB chunks; the builder's
+// read hook changes "f" right after the first read of it. The build must
+// fail naming the file, and leave nothing.
+void ExpectChangeWhileReadingFails(OptionsFn options, size_t size, Change change) {
+  TempDir src, out;
+  const std::string f = src.Join("f");
+  WriteFile(f, test::RandomBytes(size, 5));
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  const std::string dest = out.Join("img");
+  BuildOptions o = options(dest, 12);
+  int calls = 0;
+  o.after_source_read = [&](const std::string& path, uint64_t) {
+    if (path != f || calls++ > 0) return;
+    switch (change) {
+      case Change::kShrink:
+        ASSERT_EQ(truncate(f.c_str(), static_cast<off_t>(size / 4)), 0);
+        break;
+      case Change::kGrow: {
+        const int fd = open(f.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(write(fd, "more", 4), 4);
+        close(fd);
+        break;
+      }
+      case Change::kRewriteSameSize: {
+        const int fd = open(f.c_str(), O_WRONLY | O_CLOEXEC);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(pwrite(fd, "XXXX", 4, static_cast<off_t>(size - 4)), 4);
+        const struct timespec later[2] = {{0, UTIME_OMIT}, {2000000000, 0}};
+        ASSERT_EQ(futimens(fd, later), 0);
+        close(fd);
+        break;
+      }
+    }
+  };
+  auto st = WriteImage(*tree, o);
+  EXPECT_GE(calls, 1) << "the hook never ran";
+  ASSERT_FALSE(st.ok()) << "sealed a file that changed while being read";
+  EXPECT_EQ(st.status().code(), Code::kIOError) << st.status().ToString();
+  EXPECT_TRUE(Contains(st.status().message(), f)) << st.status().message();
+  EXPECT_TRUE(Contains(st.status().message(), "changed while reading")) << st.status().message();
+  EXPECT_TRUE(ListDirNames(out.path()).empty()) << "no image and no temporary file";
+}
+
+TEST_F(BuilderTest, LargeFileShrinkingWhileReadFailsTheBuild) {
+  ExpectChangeWhileReadingFails(&Options, 64 << 10, Change::kShrink);
+}
+TEST_F(BuilderTest, LargeFileGrowingWhileReadFailsTheBuild) {
+  ExpectChangeWhileReadingFails(&Options, 64 << 10, Change::kGrow);
+}
+TEST_F(BuilderTest, LargeFileRewrittenWhileReadFailsTheBuild) {
+  ExpectChangeWhileReadingFails(&Options, 64 << 10, Change::kRewriteSameSize);
+}
+TEST_F(BuilderTest, SmallFileShrinkingWhileReadFailsTheBuild) {
+  ExpectChangeWhileReadingFails(&Options, 3000, Change::kShrink);
+}
+TEST_F(BuilderTest, SmallFileGrowingWhileReadFailsTheBuild) {
+  ExpectChangeWhileReadingFails(&Options, 3000, Change::kGrow);
+}
+TEST_F(BuilderTest, SmallFileRewrittenWhileReadFailsTheBuild) {
+  ExpectChangeWhileReadingFails(&Options, 3000, Change::kRewriteSameSize);
+}
+
+// A sparse file that is truncated while read: SEEK_DATA's ENXIO past the new
+// end must not be taken for "hole to the end of the file".
+TEST_F(BuilderTest, SparseFileTruncatedWhileReadFailsTheBuild) {
+  TempDir src(test::TmpfsDir()), out;
+  const std::string f = src.Join("sparse");
+  WriteFile(f, test::RandomBytes(8192, 9));
+  ASSERT_EQ(truncate(f.c_str(), 1 << 20), 0);
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok());
+  BuildOptions o = Options(out.Join("img"), 12);
+  bool done = false;
+  o.after_source_read = [&](const std::string&, uint64_t) {
+    if (!done) {
+      ASSERT_EQ(truncate(f.c_str(), 4096), 0);
+    }
+    done = true;
+  };
+  auto st = WriteImage(*tree, o);
+  ASSERT_FALSE(st.ok()) << "sealed a truncated file with a zero tail";
+  EXPECT_EQ(st.status().code(), Code::kIOError);
+  EXPECT_TRUE(Contains(st.status().message(), "changed while reading")) << st.status().message();
+  EXPECT_TRUE(ListDirNames(out.path()).empty());
+}
+
+// ---- files whose stat size is not their size (procfs, sysfs) -------------------
+
+// Bind-mounts `file` over an empty regular file "f" in a new tree, builds it
+// and expects a kIOError naming "f".
+void ExpectPseudoFileRefused(OptionsFn options, const std::string& file) {
+  TempDir src, out;
+  const std::string f = src.Join("f");
+  WriteFile(f, "");
+  ASSERT_EQ(mount(file.c_str(), f.c_str(), nullptr, MS_BIND, nullptr), 0) << strerror(errno);
+  struct Unmount {
+    std::string p;
+    ~Unmount() { umount2(p.c_str(), MNT_DETACH); }
+  } unmount{f};
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  auto st = WriteImage(*tree, options(out.Join("img"), 17));
+  ASSERT_FALSE(st.ok()) << file << " sealed as if its stat size were right";
+  EXPECT_EQ(st.status().code(), Code::kIOError) << st.status().ToString();
+  EXPECT_TRUE(Contains(st.status().message(), f)) << st.status().message();
+  EXPECT_TRUE(Contains(st.status().message(), "not a regular on-disk file"))
+      << st.status().message();
+  EXPECT_TRUE(ListDirNames(out.path()).empty());
+}
+
+TEST_F(BuilderTest, ProcFileWithSizeZeroIsRefusedNotSealedEmpty) {
+  ExpectPseudoFileRefused(&Options, "/proc/version");  // st_size 0, has bytes
+}
+TEST_F(BuilderTest, SysfsFileWithAWrongSizeIsAnIOErrorNotCorruption) {
+  ExpectPseudoFileRefused(&Options, "/sys/kernel/mm/transparent_hugepage/enabled");  // st_size 4096
+}
+
+// ---- every reader limit is enforced by the writer --------------------------------
+
+// Builds `tree` with `o`; expects kInvalidArgument mentioning each of `words`
+// and no file written.
+void ExpectRefused(const SourceTree& tree, const BuildOptions& o, const TempDir& out,
+                   const std::vector<std::string>& words) {
+  auto st = WriteImage(tree, o);
+  ASSERT_FALSE(st.ok()) << "wrote an image readers refuse";
+  EXPECT_EQ(st.status().code(), Code::kInvalidArgument) << st.status().ToString();
+  for (const auto& w : words) {
+    EXPECT_TRUE(Contains(st.status().message(), w))
+        << "'" << w << "' not in: " << st.status().message().substr(0, 400);
+  }
+  EXPECT_TRUE(ListDirNames(out.path()).empty()) << "nothing may be written";
+}
+
+TEST_F(BuilderTest, ManifestStringsAtTheLimitBuildAndOneMoreIsRefused) {
+  TempDir src;
+  WriteFile(src.Join("f"), "x");
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok());
+  const size_t limit = format::kMaxManifestStringLen;
+  struct Field {
+    const char* name;
+    std::string Manifest::*member;
+  };
+  for (const Field& fld :
+       {Field{"name", &Manifest::name}, Field{"version", &Manifest::version},
+        Field{"description", &Manifest::description}, Field{"patch id", &Manifest::patch_id},
+        Field{"severity", &Manifest::severity}, Field{"activation", &Manifest::activation}}) {
+    SCOPED_TRACE(fld.name);
+    TempDir out;
+    BuildOptions o = Options(out.Join("img"));
+    if (fld.member == &Manifest::patch_id || fld.member == &Manifest::activation) {
+      o.kind = format::kKindPatch;
+    }
+    o.manifest.*fld.member = std::string(limit, 'v');
+    auto st = WriteImage(*tree, o);
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    auto img = Open(out.Join("img"));
+    ASSERT_NE(img, nullptr);
+    EXPECT_EQ(img->manifest().*fld.member, std::string(limit, 'v'));
+    EXPECT_TRUE(img->VerifyAll().ok());
+    TempDir out2;
+    o = Options(out2.Join("img"));
+    o.manifest.*fld.member = std::string(limit + 1, 'v');
+    ExpectRefused(*tree, o, out2, {fld.name, std::to_string(limit)});
+  }
+  // Repeated fields: the same per-string limit, and no empty entry (which
+  // the encoder would silently drop).
+  TempDir out;
+  BuildOptions o = Options(out.Join("img"));
+  o.manifest.cves = {"CVE-1", std::string(limit + 1, 'c')};
+  ExpectRefused(*tree, o, out, {"cve[1]", std::to_string(limit)});
+  o.manifest.cves = {"CVE-1", ""};
+  ExpectRefused(*tree, o, out, {"cve[1]", "empty"});
+  o.manifest.cves.clear();
+  o.manifest.requires_patches = {std::string(limit + 1, 'r')};
+  ExpectRefused(*tree, o, out, {"requires[0]", std::to_string(limit)});
+}
+
+TEST_F(BuilderTest, ManifestRecordCountAtTheLimitBuildsAndOneMoreIsRefused) {
+  TempDir src, out, out2;
+  WriteFile(src.Join("f"), "x");
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok());
+  BuildOptions o = Options(out.Join("img"));
+  // name, version, release counter, created_at: 4 records, then CVEs.
+  o.manifest.cves.assign(format::kMaxManifestRecords - 4, "CVE-2024-0001");
+  auto st = WriteImage(*tree, o);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  auto img = Open(out.Join("img"));
+  ASSERT_NE(img, nullptr);
+  EXPECT_EQ(img->manifest().cves.size(), format::kMaxManifestRecords - 4);
+  o.output_path = out2.Join("img");
+  o.manifest.cves.push_back("CVE-2024-0002");
+  ExpectRefused(*tree, o, out2, {"records", std::to_string(format::kMaxManifestRecords)});
+}
+
+TEST_F(BuilderTest, ManifestOfExactlyTheSizeLimitBuildsAndLargerIsRefused) {
+  TempDir src, out, out2;
+  WriteFile(src.Join("f"), "x");
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok());
+  BuildOptions o = Options(out.Join("img"));
+  const size_t limit = format::kMaxManifestBytes;
+  const size_t big = format::kMaxManifestStringLen;
+  while (o.manifest.Encode().size() + 8 + big <= limit) o.manifest.cves.emplace_back(big, 'c');
+  const size_t rest = limit - o.manifest.Encode().size() - 8;  // a multiple of 8
+  ASSERT_GT(rest, 0u);
+  o.manifest.cves.emplace_back(rest, 'c');
+  ASSERT_EQ(o.manifest.Encode().size(), limit);
+  auto st = WriteImage(*tree, o);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  auto img = Open(out.Join("img"));
+  ASSERT_NE(img, nullptr);
+  EXPECT_TRUE(img->VerifyAll().ok());
+  o.output_path = out2.Join("img");
+  o.manifest.cves.back().push_back('c');  // the next size: limit + 8
+  ExpectRefused(*tree, o, out2, {"encodes to", std::to_string(limit)});
+}
+
+// Names, symlink targets and xattrs: a file system cannot hold one over the
+// limit (NAME_MAX, PATH_MAX, XATTR_SIZE_MAX are the format's numbers), so the
+// writer's own check is exercised with a scanned tree edited past the limit.
+TEST_F(BuilderTest, EntryLimitsAtTheLimitBuildAndOverAreRefused) {
+  TempDir src(test::TmpfsDir()), out;
+  const std::string name(format::kMaxNameLen, 'n');
+  WriteFile(src.Join(name), "x");
+  const std::string target(format::kMaxSymlinkLen, 't');
+  ASSERT_EQ(symlink(target.c_str(), src.Join("sl").c_str()), 0);
+  const std::string xname = "user." + std::string(format::kMaxXattrNameLen - 5, 'x');
+  const std::string xvalue(format::kMaxXattrValueLen, 'v');
+  ASSERT_EQ(lsetxattr(src.Join(name).c_str(), xname.c_str(), xvalue.data(), xvalue.size(), 0), 0)
+      << strerror(errno);
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  ASSERT_TRUE(WriteImage(*tree, Options(out.Join("img"))).ok());
+  auto img = Open(out.Join("img"));
+  ASSERT_NE(img, nullptr);
+  EXPECT_TRUE(img->VerifyAll().ok());
+  auto sl = img->Resolve("/sl");
+  ASSERT_TRUE(sl.ok());
+  EXPECT_EQ(*img->ReadLink(sl->ino), target);
+  auto file = img->Resolve("/" + name);
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(*img->GetXattr(file->ino, xname), xvalue);
+
+  auto refused = [&](SourceTree t, const std::vector<std::string>& words) {
+    TempDir o;
+    ExpectRefused(t, Options(o.Join("img")), o, words);
+  };
+  {
+    SourceTree t = *tree;
+    for (auto& sn : t.nodes)
+      if (sn.name == name) sn.name += 'n';
+    refused(t, {"name of 256 bytes", "1..255"});
+  }
+  {
+    SourceTree t = *tree;
+    for (auto& sn : t.nodes)
+      if (sn.name == "sl") sn.symlink_target += 't', sn.size += 1;
+    refused(t, {"/sl", "symlink target of 4096 bytes", "1..4095"});
+  }
+  {
+    SourceTree t = *tree;
+    for (auto& sn : t.nodes)
+      if (sn.name == name) sn.xattrs[0].first += 'x';
+    refused(t, {name, "xattr", "name 1..255"});
+  }
+  {
+    SourceTree t = *tree;
+    for (auto& sn : t.nodes)
+      if (sn.name == name) sn.xattrs[0].second += 'v';
+    refused(t, {name, "xattr", "value 65536"});
+  }
+  {
+    // Per inode: at most 8 MiB of values (128 values of 64 KiB fit, one byte more does not).
+    SourceTree t = *tree;
+    for (auto& sn : t.nodes) {
+      if (sn.name != name) continue;
+      sn.xattrs.clear();
+      for (int i = 0; i < 128; ++i) {
+        sn.xattrs.emplace_back("user." + std::to_string(1000 + i), xvalue);
+      }
+    }
+    TempDir o;
+    ASSERT_TRUE(WriteImage(t, Options(o.Join("img"))).ok()) << "8 MiB of values is the limit";
+    auto img2 = Open(o.Join("img"));
+    ASSERT_NE(img2, nullptr);
+    auto f2 = img2->Resolve("/" + name);
+    ASSERT_TRUE(f2.ok());
+    EXPECT_TRUE(img2->GetXattr(f2->ino, "user.1127").ok());
+    for (auto& sn : t.nodes)
+      if (sn.name == name) sn.xattrs.emplace_back("user.2000", "v");
+    refused(t, {name, "values", std::to_string(format::kMaxXattrValuesBytes)});
+  }
+  {
+    // Extents per file: a file needing more than 2^32-1 chunks.
+    SourceTree t = *tree;
+    for (auto& sn : t.nodes)
+      if (sn.name == name) sn.size = (uint64_t{0xFFFFFFFF} << 17) + 1;
+    refused(t, {name, "extents", "4294967295"});
+  }
+}
+
+// The depth limit: kMaxDirDepth nested directories below the source build
+// and verify; one more is refused before anything is written, naming the
+// path (prefix) and the limit.
+TEST_F(BuilderTest, DirectoryDepthAtTheLimitBuildsAndOneMoreIsRefused) {
+  TempDir src(test::TmpfsDir()), out;  // tmpfs: removing 4096 levels is quick
+  int fd = test::MakeDeepChain(src.path(), static_cast<int>(format::kMaxDirDepth), "d");
+  ASSERT_GE(fd, 0);
+  auto tree = ScanDirectory(src.path());
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString().substr(0, 300);
+  ASSERT_TRUE(WriteImage(*tree, Options(out.Join("img"))).ok());
+  auto img = Open(out.Join("img"));
+  ASSERT_NE(img, nullptr);
+  EXPECT_TRUE(img->VerifyAll().ok());
+  std::string path;
+  for (uint32_t i = 0; i < format::kMaxDirDepth; ++i) path += "/d";
+  EXPECT_EQ(ReadAll(*img, path + "/leaf"), "deep");
+
+  ASSERT_EQ(mkdirat(fd, "d", 0755), 0);
+  close(fd);
+  auto deeper = ScanDirectory(src.path());
+  ASSERT_FALSE(deeper.ok()) << "a tree extract calls corrupt was scanned";
+  EXPECT_EQ(deeper.status().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(deeper.status().message(), src.path() + "/d/d/d"))
+      << deeper.status().message().substr(0, 400);
+  EXPECT_TRUE(Contains(deeper.status().message(), "deeper than 4096"));
+  EXPECT_LT(deeper.status().message().size(), 1000u) << "a short message, not an 8 KB path";
+  // The writer refuses the same tree made by hand.
+  SourceTree t = *tree;
+  for (auto& n : t.nodes) {
+    if (n.name == "leaf") {
+      n = SourceNode{};
+      n.name = "d";
+      n.mode = S_IFDIR | 0755;
+      n.parent = static_cast<uint32_t>(&n - t.nodes.data()) - 1;
+    }
+  }
+  TempDir out2;
+  ExpectRefused(t, Options(out2.Join("img")), out2, {"deeper than 4096"});
+}
+
+// The walks are linear in depth: the path components handed to the kernel
+// (SourceTree/BuildStats::components_resolved) grow in proportion to the
+// tree, also past PATH_MAX -- not with depth squared, as re-resolving each
+// path from the root would.
+TEST_F(BuilderTest, ScanAndReadsResolveALinearNumberOfPathComponents) {
+  auto measure = [&](int depth, uint64_t* scan, uint64_t* read) {
+    TempDir src(test::TmpfsDir()), out;
+    const int fd = test::MakeDeepChain(src.path(), depth, "d");
+    ASSERT_GE(fd, 0);
+    close(fd);
+    auto tree = ScanDirectory(src.path());
+    ASSERT_TRUE(tree.ok()) << tree.status().ToString().substr(0, 300);
+    auto st = WriteImage(*tree, Options(out.Join("img")));
+    ASSERT_TRUE(st.ok()) << st.status().ToString().substr(0, 300);
+    *scan = tree->components_resolved;
+    *read = st->components_resolved;
+  };
+  uint64_t scan1, read1, scan4, read4;
+  measure(1000, &scan1, &read1);
+  measure(4000, &scan4, &read4);
+  // Each level costs a handful of lookups (stat, open, "..", xattrs).
+  EXPECT_LT(scan4, 4000u * 16) << "scan: " << scan1 << " at depth 1000";
+  EXPECT_LT(read4, 4000u * 4) << "reads: " << read1 << " at depth 1000";
+  EXPECT_LT(static_cast<double>(scan4), 4.5 * static_cast<double>(scan1));
+  EXPECT_LT(static_cast<double>(read4), 4.5 * static_cast<double>(read1));
 }
 
 }  // namespace

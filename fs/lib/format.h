@@ -69,6 +69,12 @@ inline constexpr uint64_t kMaxXattrValuesBytes = 8u << 20;
 // source trees, and every reader and walker (verify, extract, the mount)
 // refuses or fails cleanly on deeper images. One number for all of them.
 inline constexpr uint32_t kMaxDirDepth = 4096;
+// Manifest region (docs/FORMAT.md section 3): readers refuse a larger region,
+// more records, or a string record longer than kMaxManifestStringLen bytes;
+// the builder refuses to write any of them (Manifest::Validate).
+inline constexpr uint64_t kMaxManifestBytes = 1u << 20;
+inline constexpr uint32_t kMaxManifestRecords = 4096;
+inline constexpr uint32_t kMaxManifestStringLen = 4096;
 
 // Image kinds.
 inline constexpr uint32_t kKindBase = 1;

@@ -63,7 +63,10 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageO
       std::make_unique<LruCache<FrameBytes>>(std::max<size_t>(opts.frame_cache_bytes, 64u << 10));
   CX_RETURN_IF_ERROR(m.blocks->CheckRoot());
   const auto& mr = m.sb.regions[kRegionManifest];
-  if (mr.length > (1u << 20)) return Status::Corruption(path + ": manifest larger than 1 MiB");
+  if (mr.length > kMaxManifestBytes) {
+    return Status::Corruption(path + ": manifest larger than " + std::to_string(kMaxManifestBytes) +
+                              " bytes");
+  }
   std::vector<uint8_t> mbytes(mr.length);
   CX_RETURN_IF_ERROR(m.ReadMeta(mr.offset, mr.length, mbytes.data()));
   CX_ASSIGN_OR_RETURN(m.manifest, Manifest::Decode(mbytes, path + ": manifest at offset " +

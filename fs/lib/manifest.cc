@@ -10,8 +10,29 @@ using namespace format;
 
 namespace {
 
-inline constexpr size_t kMaxRecords = 4096;
-inline constexpr size_t kMaxStringLen = 4096;
+inline constexpr size_t kMaxRecords = kMaxManifestRecords;
+inline constexpr size_t kMaxStringLen = kMaxManifestStringLen;
+
+// A string field as Decode reads it; `field` names it in the error.
+Status CheckString(const std::string& field, const std::string& s) {
+  if (s.size() > kMaxStringLen) {
+    return Status::InvalidArgument("manifest " + field + " is " + std::to_string(s.size()) +
+                                   " bytes; the limit is " + std::to_string(kMaxStringLen));
+  }
+  if (s.find('\0') != std::string::npos) {
+    return Status::InvalidArgument("manifest " + field + " contains a NUL byte");
+  }
+  return Status::Ok();
+}
+
+Status CheckList(const std::string& field, const std::vector<std::string>& list) {
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string what = field + "[" + std::to_string(i) + "]";
+    if (list[i].empty()) return Status::InvalidArgument("manifest " + what + " is empty");
+    CX_RETURN_IF_ERROR(CheckString(what, list[i]));
+  }
+  return Status::Ok();
+}
 
 class TlvWriter {
  public:
@@ -71,6 +92,29 @@ std::vector<uint8_t> Manifest::Encode() const {
   if (released_at) w.U64(kTagReleasedAt, released_at);
   w.String(kTagActivation, activation, kTlvCritical);
   return w.Finish();
+}
+
+Status Manifest::Validate() const {
+  if (name.empty()) return Status::InvalidArgument("manifest name is empty");
+  CX_RETURN_IF_ERROR(CheckString("name", name));
+  CX_RETURN_IF_ERROR(CheckString("version", version));
+  CX_RETURN_IF_ERROR(CheckString("description", description));
+  CX_RETURN_IF_ERROR(CheckString("patch id", patch_id));
+  CX_RETURN_IF_ERROR(CheckList("requires", requires_patches));
+  CX_RETURN_IF_ERROR(CheckString("severity", severity));
+  CX_RETURN_IF_ERROR(CheckList("cve", cves));
+  CX_RETURN_IF_ERROR(CheckString("activation", activation));
+  const std::vector<uint8_t> bytes = Encode();
+  const uint32_t records = LoadLE32(bytes.data() + 8);
+  if (records > kMaxRecords) {
+    return Status::InvalidArgument("manifest has " + std::to_string(records) +
+                                   " records; the limit is " + std::to_string(kMaxRecords));
+  }
+  if (bytes.size() > kMaxManifestBytes) {
+    return Status::InvalidArgument("manifest encodes to " + std::to_string(bytes.size()) +
+                                   " bytes; the limit is " + std::to_string(kMaxManifestBytes));
+  }
+  return Status::Ok();
 }
 
 Result<Manifest> Manifest::Decode(std::span<const uint8_t> bytes, const std::string& what) {

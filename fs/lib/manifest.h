@@ -30,6 +30,13 @@ struct Manifest {
   std::string activation;  // relaunch|reboot
 
   std::vector<uint8_t> Encode() const;
+  // kOk iff Decode would accept Encode()'s bytes unchanged, with the same
+  // limits (format.h): a non-empty name; every string at most
+  // format::kMaxManifestStringLen bytes and NUL-free; no empty entry in
+  // requires_patches or cves (Encode would drop it); at most
+  // format::kMaxManifestRecords records and format::kMaxManifestBytes
+  // encoded. kInvalidArgument naming the field and the limit otherwise.
+  Status Validate() const;
   // Validates everything: magic, record bounds, lengths, unknown critical tags,
   // UTF-8-free but NUL-free strings, bounded counts. `what` names the source in
   // errors (e.g. "app.cryptex: manifest region at offset 4096").
