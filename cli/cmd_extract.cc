@@ -14,12 +14,15 @@
 // link made through it later); the second applies ownership, xattrs, mode
 // and times to the directories, children before parents. Both walk with a
 // bounded number of descriptors (DirStack) and cost O(1) system calls per
-// entry at any depth, down to format::kMaxDirDepth.
+// entry at any depth, down to format::kMaxDirDepth (a hard link whose first
+// name is in none of the last few directories linked to costs one open per
+// level of that directory).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -27,6 +30,7 @@
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "cli.h"
@@ -223,26 +227,43 @@ class Extractor {
     }
   }
 
-  // Links `name` in dir_fd to the inode's first name, opening the latter's
-  // directory from the root one level at a time (no path length limit, two
-  // descriptors) and checking it is the directory pass 1 made.
+  // Links `name` in dir_fd to the inode's first name.
   Status HardLink(const LinkSource& first, int dir_fd, size_t node, const std::string& name) {
-    auto failed = [&] {
+    CX_ASSIGN_OR_RETURN(int dir, LinkDir(first.node));
+    if (linkat(dir, first.name.c_str(), dir_fd, name.c_str(), 0) != 0) {
       return Status::FromErrno(errno, PathOf(node, name) + ": cannot create hard link");
-    };
+    }
+    return Status::Ok();
+  }
+
+  // A descriptor of directory `node` for HardLink, from a cache of the
+  // kLinkDirs directories used last (names linked to one directory cost
+  // O(1) each), else opened from the root one level at a time (no path
+  // length limit, two descriptors) and checked to be the directory pass 1
+  // made.
+  static constexpr size_t kLinkDirs = 4;
+  Result<int> LinkDir(size_t node) {
+    for (size_t i = 0; i < link_dirs_.size(); ++i) {
+      if (link_dirs_[i].first == node) {
+        std::rotate(link_dirs_.begin(), link_dirs_.begin() + static_cast<ptrdiff_t>(i),
+                    link_dirs_.begin() + static_cast<ptrdiff_t>(i) + 1);
+        return link_dirs_.front().second.get();
+      }
+    }
     std::vector<size_t> down;
-    for (size_t n = first.node; n != 0; n = nodes_[n].parent) down.push_back(n);
+    for (size_t n = node; n != 0; n = nodes_[n].parent) down.push_back(n);
     Fd dir(fcntl(stack_.root_fd(), F_DUPFD_CLOEXEC, 0));
     for (auto it = down.rbegin(); dir.ok() && it != down.rend(); ++it) {
       dir = Fd(OpenDirAt(dir.get(), nodes_[*it].name));
     }
-    if (!dir.ok()) return failed();
-    CX_ASSIGN_OR_RETURN(DirId id, IdOf(dir.get(), PathOf(first.node, "")));
-    if (!(id == nodes_[first.node].id)) {
-      return Status::IOError(PathOf(first.node, "") + ": replaced during the extraction");
+    if (!dir.ok()) return Status::FromErrno(errno, PathOf(node, "") + ": cannot reopen");
+    CX_ASSIGN_OR_RETURN(DirId id, IdOf(dir.get(), PathOf(node, "")));
+    if (!(id == nodes_[node].id)) {
+      return Status::IOError(PathOf(node, "") + ": replaced during the extraction");
     }
-    if (linkat(dir.get(), first.name.c_str(), dir_fd, name.c_str(), 0) != 0) return failed();
-    return Status::Ok();
+    if (link_dirs_.size() == kLinkDirs) link_dirs_.pop_back();
+    link_dirs_.insert(link_dirs_.begin(), {node, std::move(dir)});
+    return link_dirs_.front().second.get();
   }
 
   // Writes the content, keeping holes (all-zero 4 KiB blocks are skipped and
@@ -352,6 +373,7 @@ class Extractor {
   std::vector<DirNode> nodes_;
   std::unordered_set<uint64_t> dirs_seen_;
   std::unordered_map<uint64_t, LinkSource> links_;  // by inode
+  std::vector<std::pair<size_t, Fd>> link_dirs_;    // most recently used first
   std::vector<std::string> warnings_;
   std::vector<uint8_t> buf_;
   uint64_t owner_failures_ = 0;
