@@ -89,7 +89,7 @@ class Extractor {
       if (!e) {  // directory complete
         if (frames.size() == 1) return Status::Ok();
         frames.pop_back();
-        CX_RETURN_IF_ERROR(stack_.Pop(PathOf(node, "")).status());
+        CX_RETURN_IF_ERROR(stack_.Pop([&] { return PathOf(node, ""); }).status());
         continue;
       }
       ++frames.back().next;
@@ -112,25 +112,27 @@ class Extractor {
     auto leave = [&]() -> Status {
       const size_t node = chain.back();
       chain.pop_back();
-      CX_ASSIGN_OR_RETURN(Fd fd, stack_.Pop(PathOf(node, "")));
+      auto path = [&] { return PathOf(node, ""); };
+      CX_ASSIGN_OR_RETURN(Fd fd, stack_.Pop(path));
       CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetInode(nodes_[node].ino));
-      return ApplyFd(fd.get(), in, PathOf(node, ""));
+      return ApplyFd(fd.get(), in, path);
     };
     for (size_t i = 1; i < nodes_.size(); ++i) {
       while (chain.back() != nodes_[i].parent) CX_RETURN_IF_ERROR(leave());
       if (g_signal != 0) return Interrupted();
-      const std::string path = PathOf(i, "");
       Fd fd(OpenDirAt(stack_.fd(), nodes_[i].name));
-      if (!fd.ok()) return Status::FromErrno(errno, path);
-      CX_ASSIGN_OR_RETURN(DirId id, IdOf(fd.get(), path));
-      if (!(id == nodes_[i].id)) return Status::IOError(path + ": replaced during the extraction");
+      if (!fd.ok()) return Status::FromErrno(errno, PathOf(i, ""));
+      CX_ASSIGN_OR_RETURN(DirId id, IdOf(fd.get(), nodes_[i].name));
+      if (!(id == nodes_[i].id)) {
+        return Status::IOError(PathOf(i, "") + ": replaced during the extraction");
+      }
       stack_.Push(std::move(fd), id);
       chain.push_back(i);
     }
     while (chain.size() > 1) CX_RETURN_IF_ERROR(leave());
     if (g_signal != 0) return Interrupted();
     CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetInode(img_.root_ino()));
-    return ApplyFd(stack_.fd(), in, dest);
+    return ApplyFd(stack_.fd(), in, [&] { return dest; });
   }
 
   const std::vector<std::string>& warnings() const { return warnings_; }
@@ -185,7 +187,7 @@ class Extractor {
     }
     Fd fd(OpenDirAt(stack_.fd(), name));
     if (!fd.ok()) return Status::FromErrno(errno, PathOf(parent, name));
-    CX_ASSIGN_OR_RETURN(DirId id, IdOf(fd.get(), PathOf(parent, name)));
+    CX_ASSIGN_OR_RETURN(DirId id, IdOf(fd.get(), name));
     nodes_.push_back({parent, name, in.ino, id});
     stack_.Push(std::move(fd), id);
     return Status::Ok();
@@ -205,7 +207,7 @@ class Extractor {
                      0600));
         if (!fd.ok()) return Status::FromErrno(errno, PathOf(node, name) + ": cannot create");
         CX_RETURN_IF_ERROR(Content(fd.get(), in, node, name));
-        return ApplyFd(fd.get(), in, PathOf(node, name));
+        return ApplyFd(fd.get(), in, [&] { return PathOf(node, name); });
       }
       case S_IFLNK: {
         CX_ASSIGN_OR_RETURN(std::string target, img_.ReadLink(in.ino));
@@ -316,7 +318,9 @@ class Extractor {
   // Ownership first (chown clears setuid bits and capabilities), then
   // xattrs (user.* ones need write permission, which the mode may take
   // away), then mode, then times.
-  Status ApplyFd(int fd, const InodeInfo& in, const std::string& path) {
+  // `path()` names the entry in messages (built only for one).
+  template <class PathFn>
+  Status ApplyFd(int fd, const InodeInfo& in, const PathFn& path) {
     if (fchown(fd, in.uid, in.gid) != 0) CX_RETURN_IF_ERROR(OwnerFailed(path));
     CX_ASSIGN_OR_RETURN(auto xs, img_.ListXattrs(in.ino));
     for (const auto& x : xs) {
@@ -324,22 +328,23 @@ class Extractor {
         CX_RETURN_IF_ERROR(XattrFailed(path, x.name));
       }
     }
-    if (fchmod(fd, in.mode & 07777) != 0) return Status::FromErrno(errno, path + ": chmod");
+    if (fchmod(fd, in.mode & 07777) != 0) return Status::FromErrno(errno, path() + ": chmod");
     struct timespec ts[2] = {{in.mtime_sec, in.mtime_nsec}, {in.mtime_sec, in.mtime_nsec}};
-    if (futimens(fd, ts) != 0) return Status::FromErrno(errno, path + ": set times");
+    if (futimens(fd, ts) != 0) return Status::FromErrno(errno, path() + ": set times");
     return Status::Ok();
   }
 
   // The same for `name` in dir_fd (symlinks and special files), in that order.
   Status ApplyAt(int dir_fd, const std::string& name, const InodeInfo& in, size_t node) {
+    auto path = [&] { return PathOf(node, name); };
     if (fchownat(dir_fd, name.c_str(), in.uid, in.gid, AT_SYMLINK_NOFOLLOW) != 0) {
-      CX_RETURN_IF_ERROR(OwnerFailed(PathOf(node, name)));
+      CX_RETURN_IF_ERROR(OwnerFailed(path));
     }
     CX_ASSIGN_OR_RETURN(auto xs, img_.ListXattrs(in.ino));
     const std::string proc = "/proc/self/fd/" + std::to_string(dir_fd) + "/" + name;
     for (const auto& x : xs) {
       if (lsetxattr(proc.c_str(), x.name.c_str(), x.value.data(), x.value.size(), 0) != 0) {
-        CX_RETURN_IF_ERROR(XattrFailed(PathOf(node, name), x.name));
+        CX_RETURN_IF_ERROR(XattrFailed(path, x.name));
       }
     }
     if (!in.is_symlink() &&
@@ -353,17 +358,20 @@ class Extractor {
     return Status::Ok();
   }
 
-  Status OwnerFailed(const std::string& path) {
-    if (root_) return Status::FromErrno(errno, path + ": chown");
+  template <class PathFn>
+  Status OwnerFailed(const PathFn& path) {
+    if (root_) return Status::FromErrno(errno, path() + ": chown");
     ++owner_failures_;
     if (owner_failures_ == 1)
-      warnings_.push_back("ownership not restored (needs root), e.g. " + path);
+      warnings_.push_back("ownership not restored (needs root), e.g. " + path());
     return Status::Ok();
   }
 
-  Status XattrFailed(const std::string& path, const std::string& name) {
-    if (root_ && errno != ENOTSUP) return Status::FromErrno(errno, path + ": setxattr " + name);
-    warnings_.push_back(path + ": xattr " + name + " not restored: " + std::strerror(errno));
+  template <class PathFn>
+  Status XattrFailed(const PathFn& path, const std::string& name) {
+    const int err = errno;
+    if (root_ && err != ENOTSUP) return Status::FromErrno(err, path() + ": setxattr " + name);
+    warnings_.push_back(path() + ": xattr " + name + " not restored: " + std::strerror(err));
     return Status::Ok();
   }
 

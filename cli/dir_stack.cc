@@ -47,16 +47,17 @@ void DirStack::Push(Fd child, DirId id) {
   }
 }
 
-Result<Fd> DirStack::Pop(const std::string& what) {
+Result<Fd> DirStack::Pop(const std::function<std::string()>& what) {
   Level left = std::move(levels_.back());
   levels_.pop_back();
   Level& parent = levels_.back();
   if (!parent.fd.ok()) {
     Fd up(openat(left.fd.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!up.ok()) return Status::FromErrno(errno, what + ": cannot reopen its parent directory");
-    CX_ASSIGN_OR_RETURN(DirId id, IdOf(up.get(), what + "/.."));
+    if (!up.ok()) return Status::FromErrno(errno, what() + ": cannot reopen its parent directory");
+    CX_ASSIGN_OR_RETURN(DirId id, IdOf(up.get(), ".."));
     if (!(id == parent.id)) {
-      return Status::IOError(what + ": its parent directory was moved or replaced during the walk");
+      return Status::IOError(what() +
+                             ": its parent directory was moved or replaced during the walk");
     }
     parent.fd = std::move(up);
     first_open_ = levels_.size() - 1;
@@ -169,7 +170,7 @@ Status RemoveTree(const std::string& path) {
     const std::string name = std::move(levels.back().name);
     levels.pop_back();
     const std::string what = where(name);
-    auto left = stack.Pop(what);
+    auto left = stack.Pop([&] { return what; });
     if (!left.ok()) return left.status();  // no safe way up: stop here
     left->Close();
     if (unlinkat(stack.fd(), name.c_str(), AT_REMOVEDIR) != 0) {

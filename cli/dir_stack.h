@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -76,9 +77,9 @@ class DirStack final {
 
   // Leaves the current directory for its parent and hands back the left
   // directory's descriptor (for work that must follow the climb, e.g.
-  // taking away permissions the climb needs). `what` names the current
-  // directory in errors. REQUIRES: depth() > 0.
-  Result<Fd> Pop(const std::string& what);
+  // taking away permissions the climb needs). `what()` names the current
+  // directory in errors (built only for one). REQUIRES: depth() > 0.
+  Result<Fd> Pop(const std::function<std::string()>& what);
 
  private:
   struct Level {
