@@ -192,14 +192,8 @@ Result<Bytes> Deepen(const Base& b, const std::string& dir_path, int extra,
     p.nlink.set(3);
     parent = child_ino;
   }
-  const uint64_t first = proto.payload.get();
-  const uint32_t count = proto.payload_count.get();
-  format::DiskInode& last = t.Inode(parent);
-  last.payload.set(t.dirents.size());
-  for (uint32_t k = 0; k < count; ++k) {
-    const format::DiskDirent copy = t.dirents[first + k];
-    t.dirents.push_back(copy);
-  }
+  // The innermost directory, a copy of proto, has the original entries:
+  // no entry is left belonging to no directory.
   return surgery::Rebuild(b.bytes, t, b.key.key);
 }
 
@@ -261,6 +255,10 @@ TEST_F(ExtractTest, ExactlyMaxDirDepthExtractsWithFewDescriptors) {
   const std::string parent = NobodysDir(work_, "out");
   const std::string dest = parent + "/x";
   // 32 descriptors in all: the walk keeps a bounded number open.
+  // A valid image: verify accepts it, so extract must too.
+  const CommandResult v = test::RunCommandCapture(Q(test::CryptexBin()) + " verify " + Q(img) +
+                                                  " --trust " + Q(b.key.trust_dir));
+  EXPECT_EQ(v.exit_code, 0) << v.err.substr(0, 500);
   const CommandResult r = Extract(b, img, dest, /*as_nobody=*/true, "ulimit -n 32; ");
   ASSERT_EQ(r.exit_code, 0) << r.err.substr(0, 500);
   EXPECT_EQ(r.err.find("corrupt"), std::string::npos) << r.err.substr(0, 500);
