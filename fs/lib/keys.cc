@@ -522,7 +522,7 @@ struct TrustStore::State {
   std::set<std::string> read;                     // names already read
   std::map<KeyId, TrustedKey> keys;
   size_t skipped = 0;
-  bool all_read = false;
+  bool all_read = true;  // nothing (more) to read; LoadDir starts with false
 
   State() = default;
   State(const State&) = delete;
@@ -614,6 +614,7 @@ Result<TrustStore> TrustStore::LoadDir(const std::string& dir, WarningSink warn)
   State& s = *store.s_;
   s.source = dir;
   s.warn = std::move(warn);
+  s.all_read = false;
   s.dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (s.dir_fd < 0) return Status::FromErrno(errno, "trusted key directory " + dir);
   struct stat st;
@@ -648,12 +649,12 @@ Result<TrustStore> TrustStore::LoadFile(const std::string& pub_path) {
   State& s = *store.s_;
   s.source = pub_path;
   s.read.insert(pub_path);
-  s.all_read = true;
   s.keys.try_emplace(Sha256::Hash(raw.data(), raw.size()), TrustedKey{pub_path, raw, std::nullopt});
   return store;
 }
 
 const PublicKey* TrustStore::Find(const KeyId& id) const {
+  if (!s_) return nullptr;
   State& s = *s_;
   std::lock_guard<std::mutex> lock(s.mu);
   if (const PublicKey* k = s.Lookup(id)) return k;
@@ -669,11 +670,13 @@ const PublicKey* TrustStore::Find(const KeyId& id) const {
 }
 
 size_t TrustStore::size() const {
+  if (!s_) return 0;
   std::lock_guard<std::mutex> lock(s_->mu);
   return s_->all_read ? s_->keys.size() : s_->Names().size();
 }
 
 std::string TrustStore::Describe() const {
+  if (!s_ || s_->source.empty()) return "no trusted keys";
   std::lock_guard<std::mutex> lock(s_->mu);
   State& s = *s_;
   const size_t n = s.all_read ? s.keys.size() : s.Names().size();
@@ -683,6 +686,7 @@ std::string TrustStore::Describe() const {
 }
 
 size_t TrustStore::files_read() const {
+  if (!s_) return 0;
   std::lock_guard<std::mutex> lock(s_->mu);
   return s_->read.size();
 }

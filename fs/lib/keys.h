@@ -90,6 +90,7 @@ class PublicKey final {
 
 class TrustStore final {
  public:
+  TrustStore();  // empty: trusts no key (so does a moved-from store)
   ~TrustStore();
   TrustStore(TrustStore&&) noexcept;
   TrustStore& operator=(TrustStore&&) noexcept;
@@ -123,8 +124,7 @@ class TrustStore final {
 
  private:
   struct State;
-  TrustStore();
-  std::unique_ptr<State> s_;
+  std::unique_ptr<State> s_;  // null once moved from
 };
 
 }  // namespace cryptex

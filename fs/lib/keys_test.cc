@@ -574,6 +574,21 @@ TEST(KeysTest, TrustSourceRule) {
   EXPECT_TRUE(Contains(both.message(), "trust and pubkey exclude each other")) << both.message();
 }
 
+TEST(TrustStoreTest, EmptyAndMovedFromStoresTrustNothing) {
+  TrustStore empty;
+  EXPECT_EQ(empty.Find(NewKey().id()), nullptr);
+  EXPECT_EQ(empty.size(), 0u);
+  EXPECT_EQ(empty.files_read(), 0u);
+  TempDir dir;
+  const PrivateKey k = NewKey();
+  WritePub(k, dir.Join("k.pub"));
+  Result<TrustStore> store = TrustStore::LoadDir(dir.path());
+  ASSERT_TRUE(store.ok());
+  TrustStore moved = std::move(*store);
+  EXPECT_NE(moved.Find(k.id()), nullptr);
+  EXPECT_EQ(store->Find(k.id()), nullptr);  // NOLINT(bugprone-use-after-move): defined as empty
+}
+
 TEST(TrustStoreTest, NotADirectory) {
   TempDir dir;
   WriteFile(dir.Join("file"), "x");
