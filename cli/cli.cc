@@ -91,11 +91,14 @@ std::optional<std::string> Args::Get(const std::string& name) const {
 }
 
 Result<TrustStore> LoadTrust(const Args& args) {
+  CX_RETURN_IF_ERROR(CheckTrustSource(args.Has("--trust"), args.Has("--pubkey")));
   if (auto p = args.Get("--pubkey")) return TrustStore::LoadFile(*p);
   return TrustStore::LoadDir(args.Get("--trust").value_or(kDefaultTrustDir));
 }
 
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args) {
+  // A usage error (exit 2), not a failed signature check.
+  CX_RETURN_IF_ERROR(CheckTrustSource(args.Has("--trust"), args.Has("--pubkey")));
   // The trust store must outlive the image only during Open (keys are used
   // for the signature check only), so a local is enough.
   auto trust_or = LoadTrust(args);

@@ -49,7 +49,9 @@ class Args {
   std::string error_;
 };
 
-// --trust DIR | --pubkey FILE | default /etc/cryptex/keys.
+// --trust DIR | --pubkey FILE | default /etc/cryptex/keys; both given is a
+// usage error (CheckTrustSource, the rule cryptexfs applies too). Key files
+// skipped in a directory are warned about on stderr.
 Result<TrustStore> LoadTrust(const Args& args);
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args);
 

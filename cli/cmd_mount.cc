@@ -52,7 +52,7 @@ int Run(const std::string& cmd, std::vector<std::string> argv) {
 int CmdMount(int argc, char** argv) {
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::printf(
-        "usage: cryptex mount IMAGE DIR [-o trust=DIR,pubkey=FILE,cache_size=SIZE,...]\n\n"
+        "usage: cryptex mount IMAGE DIR [-o trust=DIR|pubkey=FILE,cache_size=SIZE,...]\n\n"
         "Mounts IMAGE read-only on DIR with cryptexfs (the signature is checked\n"
         "first; every block is verified as it is read). Unmount with 'cryptex umount DIR'.\n");
     return kExitOk;

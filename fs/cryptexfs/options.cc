@@ -159,10 +159,7 @@ Status ParseDriverArgs(fuse_args* args, DriverConfig* cfg) {
   if (fuse_opt_parse(args, &st, kDriverOpts, ProcessArg) != 0) {
     return Status::InvalidArgument(st.error.empty() ? "cannot parse the command line" : st.error);
   }
-  if (!cfg->pubkey.empty() && cfg->trust_given) {
-    return Status::InvalidArgument("trust= and pubkey= exclude each other");
-  }
-  return Status::Ok();
+  return CheckTrustSource(cfg->trust_given, !cfg->pubkey.empty());
 }
 
 Status AddImpliedOptions(fuse_args* args, const std::string& fsname) {

@@ -117,6 +117,7 @@ TEST(ParseDriverArgsTest, Errors) {
   cfg = DriverConfig();
   Parse({"cryptexfs", "a", "/mnt", "-o", "trust=/d,pubkey=/k.pub"}, &cfg, &st);
   EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_EQ(st.message(), CheckTrustSource(true, true).message());  // the CLI's wording
 }
 
 TEST(AddImpliedOptionsTest, EscapesFsname) {
