@@ -845,40 +845,57 @@ size_t ResidentPages(const std::string& path) {
   return resident;
 }
 
-// The files push promises to store when `prefix`+`first` is read (push.h):
-// every regular file packed in the same frame within Pusher::kScanInodes
-// inodes of it, found with the image library. Returned as suffixes i of
-// `prefix`+i, i < count.
-std::vector<int> FrameMatesOf(const std::string& image, const std::string& trust,
-                              const std::string& prefix, int count, int first) {
+// A packed file of `prefix`+i (i < count) and the files push promises to
+// store when it is read (push.h): every regular file packed in the same frame
+// within Pusher::kScanInodes inodes of it, found with the image library. The
+// file is chosen so that its read triggers only that: its inode is above
+// kScanInodes (the first read to reach a file's end at an inode <=
+// kScanInodes looks like a walk and also runs ahead), and it has frame-mates
+// on both sides.
+struct FrameMates {
+  int file = -1;
   std::vector<int> mates;
+};
+FrameMates FindFrameMates(const std::string& image, const std::string& trust,
+                          const std::string& prefix, int count) {
   Result<TrustStore> ts = TrustStore::LoadDir(trust);
   if (!ts.ok()) {
     ADD_FAILURE() << ts.status().ToString();
-    return mates;
+    return {};
   }
   ImageOptions opts;
   opts.trust = &*ts;
   Result<std::unique_ptr<Image>> img = Image::Open(image, opts);
   if (!img.ok()) {
     ADD_FAILURE() << img.status().ToString();
-    return mates;
+    return {};
   }
-  auto ino_and_frame = [&](int i) -> std::pair<uint64_t, uint64_t> {
-    Result<InodeInfo> in = (*img)->Resolve(prefix + std::to_string(i));
-    if (!in.ok()) return {0, Image::kNoFrame};
-    Result<uint64_t> f = (*img)->SingleFrameOf(in->ino);
-    return {in->ino, f.ok() ? *f : Image::kNoFrame};
-  };
-  const auto [ino0, frame0] = ino_and_frame(first);
-  EXPECT_NE(frame0, Image::kNoFrame) << prefix << first << " is not packed";
+  std::vector<std::pair<uint64_t, uint64_t>> ino_frame(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
-    if (i == first) continue;
-    const auto [ino, frame] = ino_and_frame(i);
-    const uint64_t dist = ino > ino0 ? ino - ino0 : ino0 - ino;
-    if (frame == frame0 && dist <= Pusher::kScanInodes) mates.push_back(i);
+    Result<InodeInfo> in = (*img)->Resolve(prefix + std::to_string(i));
+    if (!in.ok()) {
+      ADD_FAILURE() << in.status().ToString();
+      return {};
+    }
+    Result<uint64_t> f = (*img)->SingleFrameOf(in->ino);
+    ino_frame[static_cast<size_t>(i)] = {in->ino, f.ok() ? *f : Image::kNoFrame};
   }
-  return mates;
+  for (int first = 0; first < count; ++first) {
+    const auto [ino0, frame0] = ino_frame[static_cast<size_t>(first)];
+    if (frame0 == Image::kNoFrame || ino0 <= Pusher::kScanInodes) continue;
+    FrameMates fm{first, {}};
+    bool below = false, above = false;
+    for (int i = 0; i < count; ++i) {
+      const auto [ino, frame] = ino_frame[static_cast<size_t>(i)];
+      if (i == first || frame != frame0) continue;
+      if (ino + Pusher::kScanInodes < ino0 || ino > ino0 + Pusher::kScanInodes) continue;
+      fm.mates.push_back(i);
+      (ino < ino0 ? below : above) = true;
+    }
+    if (below && above) return fm;
+  }
+  ADD_FAILURE() << "no packed file of " << prefix << "* has frame-mates on both sides";
+  return {};
 }
 
 // Reading one small packed file puts ALL its frame-mates in the page cache
@@ -886,33 +903,32 @@ std::vector<int> FrameMatesOf(const std::string& image, const std::string& trust
 // -o no_push turns that off.
 TEST_F(MountTest, PushStoresFrameMatesAheadOfTheirReads) {
   const std::string prefix = "/many/entry_with_a_longish_name_";
-  const std::vector<int> mates = FrameMatesOf(image_, trust_, prefix, 1500, 0);
-  ASSERT_GE(mates.size(), 10u) << "entry 0 shares its frame with too few files to test push";
+  const FrameMates fm = FindFrameMates(image_, trust_, prefix, 1500);
+  ASSERT_GE(fm.mates.size(), 10u) << "too few frame-mates to test push";
   for (bool push : {true, false}) {
     SCOPED_TRACE(push ? "default" : "no_push");
     const std::string mnt = MountForPush(push, prefix, 1500);
     ASSERT_FALSE(mnt.empty());
     const std::string dir = mnt + prefix;
-    for (int i : mates) ASSERT_EQ(ResidentPages(dir + std::to_string(i)), 0u) << i;
-    EXPECT_EQ(ReadFileOrEmpty(dir + "0"), "0");
+    for (int i : fm.mates) ASSERT_EQ(ResidentPages(dir + std::to_string(i)), 0u) << i;
+    EXPECT_EQ(ReadFileOrEmpty(dir + std::to_string(fm.file)), std::to_string(fm.file));
     if (push) {
-      // Every mate is stored once (run-ahead may store more files).
       uint64_t pushed = 0;
-      for (int i = 0; i < 500 && pushed < mates.size(); ++i) {
+      for (int i = 0; i < 500 && pushed < fm.mates.size(); ++i) {
         std::this_thread::sleep_for(milliseconds(10));
         pushed = std::strtoull(VirtualXattr(mnt, "user.cryptex.files_pushed").c_str(), nullptr, 10);
       }
-      ASSERT_GE(pushed, mates.size());
+      EXPECT_EQ(pushed, fm.mates.size()) << "exactly the frame-mates are stored";
     } else {
       std::this_thread::sleep_for(milliseconds(200));
       EXPECT_EQ(VirtualXattr(mnt, "user.cryptex.files_pushed"), "0");
     }
     // Resident without a read (push) or not at all (no_push), and right.
-    for (int i : mates) {
+    for (int i : fm.mates) {
       const std::string f = dir + std::to_string(i);
       EXPECT_EQ(ResidentPages(f), push ? 1u : 0u) << f;
     }
-    for (int i : mates) {
+    for (int i : fm.mates) {
       const std::string f = dir + std::to_string(i);
       EXPECT_EQ(ReadFileOrEmpty(f), std::to_string(i)) << f;
     }
