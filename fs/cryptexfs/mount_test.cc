@@ -976,7 +976,7 @@ TEST_F(MountTest, UntrustedOrBadSignatureIsRefusedWithoutMount) {
   std::string mnt = NewMountpoint();
   RunResult r =
       RunCommand({CRYPTEXFS_BIN, other, mnt, "-f", "-o", "trust=" + trust_}, milliseconds(20000));
-  EXPECT_NE(r.exit_code, 0) << r;
+  EXPECT_EQ(r.exit_code, 3) << r;  // integrity, as `cryptex` says
   EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.output.rfind("cryptexfs: " + other + ": ", 0), 0u) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
@@ -994,16 +994,18 @@ TEST_F(MountTest, UntrustedOrBadSignatureIsRefusedWithoutMount) {
     io.put(static_cast<char>(c ^ 0x01));
   }
   r = RunCommand({CRYPTEXFS_BIN, flipped, mnt, "-f", "-o", "trust=" + trust_}, milliseconds(20000));
-  EXPECT_NE(r.exit_code, 0) << r;
+  EXPECT_EQ(r.exit_code, 3) << r;
   EXPECT_EQ(r.output.rfind("cryptexfs: " + flipped + ": ", 0), 0u) << r.output;
   EXPECT_FALSE(IsMounted(mnt));
 
   // Missing image, missing trust store.
   r = RunCommand({CRYPTEXFS_BIN, work_ + "/nope.cryptex", mnt, "-f", "-o", "trust=" + trust_});
-  EXPECT_NE(r.exit_code, 0) << r;
+  EXPECT_EQ(r.exit_code, 5) << r;  // not found
   EXPECT_NE(r.output.find("nope.cryptex"), std::string::npos) << r.output;
   r = RunCommand({CRYPTEXFS_BIN, image_, mnt, "-f", "-o", "trust=" + work_ + "/no_such_dir"});
-  EXPECT_NE(r.exit_code, 0) << r;
+  EXPECT_EQ(r.exit_code, 3) << r;  // no trusted key: refused like a bad signature
+  r = RunCommand({CRYPTEXFS_BIN, image_, mnt, "-f", "-o", "trust=" + trust_ + ",cache_size=lots"});
+  EXPECT_EQ(r.exit_code, 2) << r;  // usage
   EXPECT_FALSE(IsMounted(mnt));
 }
 
