@@ -1645,6 +1645,21 @@ TEST_F(MountTest, SystemdUnitCommandLineMountsAndNotifies) {
   ASSERT_EQ(msgs.size(), 2u);
   EXPECT_EQ(msgs[0].rfind("READY=1\nSTATUS=serving " + image_ + " at " + mnt, 0), 0u) << msgs[0];
   EXPECT_EQ(msgs[1], "STOPPING=1");
+
+  // A refused image is not retried every RestartSec: the unit's ExecStart
+  // on an untrusted image exits with a status Restart= skips.
+  std::istringstream prevent(UnitLine(unit, "RestartPreventExitStatus"));
+  std::set<int> no_restart;
+  for (int code; prevent >> code;) no_restart.insert(code);
+  const std::string other_key = work_ + "/unit_other.key";
+  ASSERT_EQ(RunCommand({cli_, "keygen", "-o", other_key}).exit_code, 0);
+  const std::string untrusted = "set +e\n" + start + " >/dev/null 2>&1\necho $?\n";
+  const RunResult u = RunWithDefaultTrust(work_, other_key + ".pub", untrusted);
+  ASSERT_EQ(u.exit_code, 0) << u;
+  EXPECT_EQ(u.output, "3\n") << u;
+  EXPECT_EQ(no_restart.count(std::atoi(u.output.c_str())), 1u)
+      << "RestartPreventExitStatus=" << UnitLine(unit, "RestartPreventExitStatus");
+  EXPECT_FALSE(IsMounted(mnt));
 }
 
 // mount.fuse3 (what mount(8) runs for every fuse.TYPE) runs
