@@ -7,26 +7,6 @@
 
 namespace cryptex::cli {
 
-int ExitCodeFor(const Status& st) {
-  switch (st.code()) {
-    case Code::kOk:
-      return kExitOk;
-    case Code::kCorruption:
-    case Code::kSignature:
-      return kExitIntegrity;
-    case Code::kUnsupported:
-      return kExitUnsupported;
-    case Code::kNotFound:
-      return kExitNotFound;
-    case Code::kExists:
-      return kExitExists;
-    case Code::kInvalidArgument:
-      return kExitUsage;
-    default:
-      return kExitError;
-  }
-}
-
 int Fail(const std::string& cmd, const Status& st) {
   std::fprintf(stderr, "cryptex %s: %s\n", cmd.c_str(), st.ToString().c_str());
   return ExitCodeFor(st);

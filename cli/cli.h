@@ -8,23 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "exit_codes.h"
 #include "image.h"
 #include "keys.h"
 #include "status.h"
 
 namespace cryptex::cli {
 
-// Exit codes (documented in README.md, "What you get"). Mapped from Status codes in one place.
-enum Exit : int {
-  kExitOk = 0,
-  kExitError = 1,        // I/O and other failures
-  kExitUsage = 2,        // bad command line
-  kExitIntegrity = 3,    // corruption, bad/unknown signature
-  kExitUnsupported = 4,  // format version / feature this build does not know
-  kExitNotFound = 5,
-  kExitExists = 6,
-};
-int ExitCodeFor(const Status& st);
+// Exit codes and ExitCodeFor(): exit_codes.h (shared with cryptexfs).
 
 // Prints "cryptex <cmd>: <message>" to stderr and returns the exit code.
 int Fail(const std::string& cmd, const Status& st);

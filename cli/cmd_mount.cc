@@ -54,7 +54,11 @@ int CmdMount(int argc, char** argv) {
     std::printf(
         "usage: cryptex mount IMAGE DIR [-o trust=DIR|pubkey=FILE,cache_size=SIZE,...]\n\n"
         "Mounts IMAGE read-only on DIR with cryptexfs (the signature is checked\n"
-        "first; every block is verified as it is read). Unmount with 'cryptex umount DIR'.\n");
+        "first; every block is verified as it is read) and returns once it serves.\n"
+        "The owners and modes recorded in the image always apply (default_permissions).\n"
+        "Unmount with 'cryptex umount DIR'.\n"
+        "Exit status: 0 mounted, 2 usage, 3 corrupt, badly signed or no trusted key,\n"
+        "4 unsupported, 5 no such image, 1 other errors.\n");
     return kExitOk;
   }
   if (argc < 3) return Usage("mount", "expected IMAGE DIR");

@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "exit_codes.h"
 #include "filesystem.h"
 #include "format.h"
 #include "image.h"
@@ -27,6 +28,9 @@
 namespace cryptex::cxfs {
 namespace {
 
+static_assert(kDefaultCacheBytes % (1u << 20) == 0 && kDefaultReadaheadBytes % (1u << 20) == 0,
+              "--help prints the defaults in MiB");
+
 void PrintUsage(const char* prog) {
   std::printf(
       "usage: %s IMAGE MOUNTPOINT [options]\n"
@@ -37,12 +41,17 @@ void PrintUsage(const char* prog) {
       "cryptexfs options:\n"
       "    -o trust=DIR           trusted public keys (*.pub), default %s\n"
       "    -o pubkey=FILE         trust exactly this public key instead\n"
-      "    -o cache_size=BYTES    decompressed-frame cache, K/M/G suffixes (default 64M)\n"
-      "    -o readahead=BYTES     the mount's readahead, K/M suffixes (default 1M; 0: kernel's)\n"
+      "    -o cache_size=BYTES    decompressed-frame cache, K/M/G suffixes (default %lluM)\n"
+      "    -o readahead=BYTES     the mount's readahead, K/M suffixes (default %lluM; 0: "
+      "kernel's)\n"
       "    -o no_push             store nothing in the page cache ahead of reads\n"
       "    -o open_handles        answer OPEN (kernels without no_open support)\n"
+      "\n"
+      "Always implied: -o ro,default_permissions (the kernel enforces the owners\n"
+      "and modes recorded in the image, for every user).\n"
       "\n",
-      prog, kDefaultTrustDir);
+      prog, kDefaultTrustDir, static_cast<unsigned long long>(kDefaultCacheBytes >> 20),
+      static_cast<unsigned long long>(kDefaultReadaheadBytes >> 20));
 }
 
 struct ArgsDeleter {
@@ -55,15 +64,18 @@ struct LoopConfigDeleter {
   void operator()(fuse_loop_config* c) const { fuse_loop_cfg_destroy(c); }
 };
 
-// Prints "cryptexfs: IMAGE: message" and returns the exit code. The library
-// names the file it failed on; `resolved` (the absolute path it was given)
-// is dropped from the front of the message so the image is named once.
-int Fail(const std::string& image, std::string message, const std::string& resolved = "") {
+// Prints "cryptexfs: IMAGE: message" and returns the exit code for `st`,
+// the same as `cryptex` gives (exit_codes.h: 3 integrity or signature, 4
+// unsupported, 5 not found, ...). The library names the file it failed on;
+// `resolved` (the absolute path it was given) is dropped from the front of
+// the message so the image is named once.
+int Fail(const std::string& image, const Status& st, const std::string& resolved = "") {
+  std::string message = st.message();
   if (!resolved.empty() && message.rfind(resolved + ": ", 0) == 0) {
     message.erase(0, resolved.size() + 2);
   }
   std::fprintf(stderr, "cryptexfs: %s: %s\n", image.c_str(), message.c_str());
-  return 1;
+  return cli::ExitCodeFor(st);
 }
 
 // Decompressed frames (one chunk, 4 KiB..1 MiB) are allocated and freed at
@@ -129,7 +141,7 @@ int Run(int argc, char** argv) {
   DriverConfig cfg;
   if (Status st = ParseDriverArgs(&args, &cfg); !st.ok()) {
     std::fprintf(stderr, "cryptexfs: %s\nTry '%s --help'.\n", st.message().c_str(), argv[0]);
-    return 1;
+    return cli::kExitUsage;
   }
   fuse_cmdline_opts opts{};
   if (fuse_parse_cmdline(&args, &opts) != 0) return 1;  // libfuse printed why
@@ -148,26 +160,31 @@ int Run(int argc, char** argv) {
   if (cfg.image.empty() || mountpoint == nullptr) {
     std::fprintf(stderr, "cryptexfs: missing %s\nusage: %s IMAGE MOUNTPOINT [-o OPTIONS]\n",
                  cfg.image.empty() ? "IMAGE" : "MOUNTPOINT", argv[0]);
-    return 1;
+    return cli::kExitUsage;
   }
 
   // Open and check the image before anything is mounted: a refused image
   // leaves no mount behind.
   char resolved[PATH_MAX];
   if (::realpath(cfg.image.c_str(), resolved) == nullptr) {
-    return Fail(cfg.image, Status::FromErrno(errno, "cannot open").message());
+    return Fail(cfg.image, Status::FromErrno(errno, "cannot open"));
   }
   Result<TrustStore> trust =
       cfg.pubkey.empty() ? TrustStore::LoadDir(cfg.trust_dir) : TrustStore::LoadFile(cfg.pubkey);
-  if (!trust.ok()) return Fail(cfg.image, "trust store: " + trust.status().message());
+  // Without a trusted key the image cannot be authenticated: refused like a
+  // badly signed one, as `cryptex` does.
+  if (!trust.ok()) {
+    return Fail(cfg.image, Status::Signature("trust store: " + trust.status().message()));
+  }
   ImageOptions image_opts;
   image_opts.trust = &*trust;
   image_opts.frame_cache_bytes = static_cast<size_t>(cfg.cache_bytes);
   Result<std::unique_ptr<Image>> image = Image::Open(resolved, image_opts);
-  if (!image.ok()) return Fail(cfg.image, image.status().message(), resolved);
+  if (!image.ok()) return Fail(cfg.image, image.status(), resolved);
   if ((*image)->superblock().kind != format::kKindBase) {
-    return Fail(cfg.image, std::string("is a ") + (*image)->superblock().kind_name() +
-                               " image; cryptexfs mounts base images");
+    return Fail(cfg.image,
+                Status::Unsupported(std::string("is a ") + (*image)->superblock().kind_name() +
+                                    " image; cryptexfs mounts base images"));
   }
 
   // Decoding threads: one per core, at most 8 (a read is cut into at most 8
@@ -191,8 +208,7 @@ int Run(int argc, char** argv) {
                                     /*open_handles=*/cfg.open_handles,
                                     /*read_helpers=*/decoders,
                                     /*after_init=*/std::move(after_init)});
-  if (Status st = AddImpliedOptions(&args, resolved); !st.ok())
-    return Fail(cfg.image, st.message());
+  if (Status st = AddImpliedOptions(&args, resolved); !st.ok()) return Fail(cfg.image, st);
   const fuse_lowlevel_ops& ops = LowLevelOps();
   std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof(ops), &fs));
   if (se == nullptr) return 1;  // libfuse printed why (e.g. an unknown option)

@@ -165,6 +165,7 @@ Status ParseDriverArgs(fuse_args* args, DriverConfig* cfg) {
 Status AddImpliedOptions(fuse_args* args, const std::string& fsname) {
   char* opts = nullptr;
   bool ok = fuse_opt_add_opt(&opts, "ro") == 0 &&
+            fuse_opt_add_opt(&opts, "default_permissions") == 0 &&
             fuse_opt_add_opt(&opts, "subtype=cryptexfs") == 0 &&
             fuse_opt_add_opt_escaped(&opts, ("fsname=" + fsname).c_str()) == 0 &&
             fuse_opt_add_arg(args, "-o") == 0 && fuse_opt_add_arg(args, opts) == 0;

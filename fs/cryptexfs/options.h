@@ -18,6 +18,7 @@
 namespace cryptex::cxfs {
 
 inline constexpr uint64_t kDefaultCacheBytes = 64ull << 20;
+inline constexpr uint64_t kDefaultReadaheadBytes = 1ull << 20;
 
 struct DriverConfig {
   std::string image;                         // IMAGE as given on the command line
@@ -27,7 +28,7 @@ struct DriverConfig {
   uint64_t cache_bytes = kDefaultCacheBytes;  // cache_size=BYTES
   // readahead=BYTES: the mount's read_ahead_kb (sysfs bdi); 0 keeps the
   // kernel's 128K. Larger readahead gives larger READs, decoded in parallel.
-  uint64_t readahead_bytes = 1ull << 20;
+  uint64_t readahead_bytes = kDefaultReadaheadBytes;
   bool open_handles = false;  // open_handles: answer OPEN instead of no_open (old kernels)
   bool push = true;           // no_push: store nothing ahead of reads (push.h)
 };
@@ -44,8 +45,11 @@ bool ParseSize(std::string_view text, uint64_t* bytes);
 // AddImpliedOptions). kInvalidArgument with a message on bad input.
 Status ParseDriverArgs(fuse_args* args, DriverConfig* cfg);
 
-// Appends "-o ro,subtype=cryptexfs,fsname=FSNAME" (fsname escaped) after
-// every user option, so the kernel mount is read-only whatever was asked.
+// Appends "-o ro,default_permissions,subtype=cryptexfs,fsname=FSNAME"
+// (fsname escaped) after every user option, so the kernel mount is read-only
+// and the kernel enforces the owners and modes recorded in the image (for
+// every user, allow_other or not) whatever was asked. No option turns either
+// off: the driver itself checks no permissions.
 Status AddImpliedOptions(fuse_args* args, const std::string& fsname);
 
 }  // namespace cryptex::cxfs

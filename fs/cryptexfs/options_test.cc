@@ -77,8 +77,12 @@ TEST(ParseDriverArgsTest, Defaults) {
   Status st;
   Parse({"cryptexfs", "a.cryptex", "/mnt"}, &cfg, &st);
   ASSERT_TRUE(st.ok());
-  EXPECT_EQ(cfg.trust_dir, kDefaultTrustDir);
-  EXPECT_EQ(cfg.cache_bytes, kDefaultCacheBytes);
+  // The values README.md and --help promise, as literals (not the constants
+  // they are set from, which would make this test unable to fail).
+  EXPECT_EQ(cfg.trust_dir, "/etc/cryptex/keys");
+  EXPECT_EQ(cfg.cache_bytes, 64u << 20);
+  EXPECT_EQ(cfg.readahead_bytes, 1u << 20);
+  EXPECT_TRUE(cfg.pubkey.empty());
   EXPECT_TRUE(cfg.push);
   EXPECT_FALSE(cfg.open_handles);
 }
@@ -126,8 +130,32 @@ TEST(AddImpliedOptionsTest, EscapesFsname) {
   ASSERT_TRUE(AddImpliedOptions(&args, "/x/a,b.cryptex").ok());
   ASSERT_EQ(args.argc, 3);
   EXPECT_STREQ(args.argv[1], "-o");
-  EXPECT_STREQ(args.argv[2], "ro,subtype=cryptexfs,fsname=/x/a\\,b.cryptex");
+  EXPECT_STREQ(args.argv[2], "ro,default_permissions,subtype=cryptexfs,fsname=/x/a\\,b.cryptex");
   fuse_opt_free_args(&args);
+}
+
+// The kernel enforces the image's owners and modes on every mount: the
+// implied options come after the user's, and no user option (there is no
+// "no_default_permissions") is dropped in its favour or undoes it.
+TEST(AddImpliedOptionsTest, DefaultPermissionsAlwaysOn) {
+  for (std::vector<const char*> argv :
+       {std::vector<const char*>{"cryptexfs", "a.cryptex", "/mnt"},
+        std::vector<const char*>{"cryptexfs", "a.cryptex", "/mnt", "-o", "allow_other"},
+        std::vector<const char*>{"cryptexfs", "a.cryptex", "/mnt", "-o",
+                                 "default_permissions,allow_other"}}) {
+    DriverConfig cfg;
+    Status st;
+    std::vector<char*> a;
+    for (const char* s : argv) a.push_back(const_cast<char*>(s));
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(a.size()), a.data());
+    ASSERT_TRUE(ParseDriverArgs(&args, &cfg).ok());
+    ASSERT_TRUE(AddImpliedOptions(&args, "/i").ok());
+    ASSERT_GE(args.argc, 2);
+    EXPECT_STREQ(args.argv[args.argc - 2], "-o");
+    EXPECT_EQ(std::string(args.argv[args.argc - 1]).rfind("ro,default_permissions,", 0), 0u)
+        << args.argv[args.argc - 1];
+    fuse_opt_free_args(&args);
+  }
 }
 
 }  // namespace

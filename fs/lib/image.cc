@@ -1,6 +1,8 @@
 #include "image.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -26,12 +28,19 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageO
   if (opts.trust == nullptr) return Status::InvalidArgument("no trust store given");
   auto impl = std::make_unique<Impl>();
   impl->path = path;
-  impl->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+  // below); reads of regular files and block devices ignore the flag.
+  impl->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (impl->fd < 0) return Status::FromErrno(errno, path);
   struct stat st;
   if (fstat(impl->fd, &st) != 0) return Status::FromErrno(errno, path);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + ": not a regular file");
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (S_ISBLK(st.st_mode) && ioctl(impl->fd, BLKGETSIZE64, &size) != 0) {
+    return Status::FromErrno(errno, path + ": size of block device");
+  }
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    return Status::InvalidArgument(path + ": not a regular file or block device");
+  }
   if (size < 3 * kBlockSize) {
     return Status::Corruption(path + ": not a cryptex image (" + std::to_string(size) +
                               " bytes is too small; truncated?)");

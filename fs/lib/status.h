@@ -2,7 +2,7 @@
 //
 // Codes keep "corrupt" apart from "missing" apart from "I/O error": a caller
 // (the FUSE edge, the CLI) maps them to errno / exit codes in exactly one
-// place (fs/cryptexfs/errno_map.cc, cli/cli.cc ExitCodeFor).
+// place (fs/cryptexfs/errno_map.cc, cli/exit_codes.h).
 #pragma once
 
 #include <cassert>
