@@ -40,7 +40,10 @@ int CmdLs(int argc, char** argv) {
     std::printf(
         "usage: cryptex ls IMAGE [PATH] [-l] [--trust DIR | --pubkey FILE]\n\n"
         "Lists directory PATH (default /) of IMAGE, verifying as it reads.\n"
-        "-l shows mode, links, owner, size, modification time (UTC) and symlink targets.\n");
+        "-l shows mode, links, owner, size, modification time (UTC; seconds since the\n"
+        "epoch when out of range) and symlink targets. On a terminal, names holding\n"
+        "control characters or invalid UTF-8 are shown quoted for bash, as GNU ls\n"
+        "does; piped, names are written byte for byte.\n");
     return kExitOk;
   }
   if (!args.ok()) return Usage("ls", args.error());
