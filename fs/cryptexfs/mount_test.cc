@@ -1165,6 +1165,18 @@ TEST_F(StatusTest, AnythingButACryptexfsMountPointIsRefused) {
   }
   StatusRun r = RunCli(cli_, work_, {"status", plain});
   EXPECT_NE(r.err.find("not a cryptexfs mount"), std::string::npos) << r.err;
+  // Another FUSE file system (squashfuse) over the same lookalike root.
+  if (access("/usr/bin/squashfuse", X_OK) == 0 && access("/usr/bin/mksquashfs", X_OK) == 0) {
+    const std::string sq = work_ + "/plain.squashfs";
+    ASSERT_EQ(RunCommand({"mksquashfs", plain, sq, "-noappend", "-quiet", "-xattrs"}).exit_code, 0);
+    const std::string other = NewMountpoint();
+    ASSERT_EQ(RunCommand({"squashfuse", sq, other}).exit_code, 0);
+    EXPECT_FALSE(MountedType(other).empty());
+    r = RunCli(cli_, work_, {"status", other});
+    EXPECT_EQ(r.exit_code, 5) << r.out << r.err;
+    EXPECT_NE(r.err.find("not a cryptexfs mount (file system type fuse"), std::string::npos)
+        << r.err;
+  }
   // A good mount next to a bad path: its object is listed, the exit is 5.
   r = RunCli(cli_, work_, {"status", "--json", mnt, plain});
   EXPECT_EQ(r.exit_code, 5);
