@@ -5,10 +5,14 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "terminal.h"
+
 namespace cryptex::cli {
 
 int Fail(const std::string& cmd, const Status& st) {
-  std::fprintf(stderr, "cryptex %s: %s\n", cmd.c_str(), st.ToString().c_str());
+  // Messages name paths and image entries: escaped on a terminal (terminal.h).
+  std::fprintf(stderr, "cryptex %s: %s\n", cmd.c_str(),
+               ForTerminal(st.ToString(), StderrIsTerminal()).c_str());
   return ExitCodeFor(st);
 }
 
@@ -129,80 +133,6 @@ std::string HumanBytes(uint64_t n) {
 }  // namespace cryptex::cli
 
 namespace cryptex::cli {
-
-namespace {
-
-// Length (2..4) of the well-formed UTF-8 sequence at s[i], or 0 if there is
-// none (stray continuation byte, truncated, overlong, surrogate, > U+10FFFF).
-size_t Utf8SequenceLength(const std::string& s, size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  size_t n;
-  uint32_t cp;
-  if (c >= 0xc2 && c <= 0xdf) {
-    n = 2;
-    cp = c & 0x1f;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    cp = c & 0x0f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (n > s.size() - i) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    const auto cc = static_cast<unsigned char>(s[i + k]);
-    if ((cc & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (cc & 0x3f);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-      (cp >= 0xd800 && cp <= 0xdfff)) {
-    return 0;
-  }
-  return n;
-}
-
-}  // namespace
-
-std::string JsonString(const std::string& s) {
-  std::string o = "\"";
-  for (size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    switch (c) {
-      case '"':
-        o += "\\\"";
-        break;
-      case '\\':
-        o += "\\\\";
-        break;
-      case '\n':
-        o += "\\n";
-        break;
-      case '\t':
-        o += "\\t";
-        break;
-      default:
-        if (c >= 0x80) {
-          // Well-formed UTF-8 is copied as is; any other byte >= 0x80 is
-          // escaped as the code point of the same value (lossy, but valid JSON).
-          if (const size_t n = Utf8SequenceLength(s, i)) {
-            o.append(s, i, n);
-            i += n - 1;
-            break;
-          }
-        }
-        if (c < 0x20 || c >= 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          o += buf;
-        } else {
-          o += static_cast<char>(c);
-        }
-    }
-  }
-  return o + "\"";
-}
 
 std::string ModeString(uint32_t mode) {
   std::string s = "?---------";

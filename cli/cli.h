@@ -65,9 +65,6 @@ int CmdStatus(int argc, char** argv);
 }  // namespace cryptex::cli
 
 namespace cryptex::cli {
-// JSON string literal (quotes included) with control characters and
-// non-UTF-8-safe bytes escaped.
-std::string JsonString(const std::string& s);
 // "-rwxr-xr-x" style mode string.
 std::string ModeString(uint32_t mode);
 }  // namespace cryptex::cli

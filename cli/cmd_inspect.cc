@@ -1,24 +1,145 @@
 // cryptex inspect IMAGE [--json]
 #include <sys/stat.h>
 
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
-#include <ctime>
 
 #include "cli.h"
 #include "format.h"
+#include "json.h"
+#include "sha256.h"
+#include "terminal.h"
 
 namespace cryptex::cli {
 
 namespace {
 
+// What the image holds, by kind of inode, and its sizes.
+struct InodeCounts {
+  uint64_t files = 0, dirs = 0, links = 0, other = 0;
+  uint64_t content = 0;  // bytes of regular files
+  uint64_t stored = 0;   // bytes of the data region
+  // Content over stored bytes, to 4 decimals (1 for an empty data region).
+  double ratio() const {
+    if (stored == 0) return 1.0;
+    return std::round(static_cast<double>(content) / static_cast<double>(stored) * 1e4) / 1e4;
+  }
+};
+
+Result<InodeCounts> Count(const Image& img) {
+  InodeCounts c;
+  for (uint64_t ino = 1; ino <= img.inode_count(); ++ino) {
+    CX_ASSIGN_OR_RETURN(InodeInfo in, img.GetInode(ino));
+    if (in.is_reg()) {
+      ++c.files;
+      c.content += in.size;
+    } else if (in.is_dir()) {
+      ++c.dirs;
+    } else if (in.is_symlink()) {
+      ++c.links;
+    } else {
+      ++c.other;
+    }
+  }
+  c.stored = img.superblock().regions[format::kRegionData].length;
+  return c;
+}
+
+// Manifest times: "-" for none, else ISO 8601 UTC.
 std::string Time(uint64_t t) {
   if (t == 0) return "-";
-  time_t tt = static_cast<time_t>(t);
-  char buf[64];
-  struct tm tm;
-  gmtime_r(&tt, &tm);
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  if (t > static_cast<uint64_t>(INT64_MAX)) return std::to_string(t);
+  return UtcTime(static_cast<int64_t>(t), "%Y-%m-%dT%H:%M:%SZ");
+}
+
+Json JsonDocument(const std::string& path, const Image& img, const InodeCounts& c,
+                  const std::string& verity) {
+  const auto& sb = img.superblock();
+  const auto& m = img.manifest();
+  Json j;
+  j["image"] = path;
+  j["format_version"] = sb.format_version;
+  j["kind"] = sb.kind_name();
+  j["name"] = m.name;
+  j["version"] = m.version;
+  j["description"] = m.description;
+  j["release_counter"] = m.release_counter;
+  j["created_at"] = m.created_at;
+  if (sb.kind == format::kKindPatch) {
+    j["patch_id"] = m.patch_id;
+    j["base_root_digest"] = m.base_root_digest ? HexEncode(*m.base_root_digest) : "";
+    j["requires"] = m.requires_patches;
+    j["severity"] = m.severity;
+    j["cves"] = m.cves;
+    j["released_at"] = m.released_at;
+    j["activation"] = m.activation;
+  }
+  j["signer_key_id"] = HexEncode(sb.key_id);
+  j["files"] = c.files;
+  j["directories"] = c.dirs;
+  j["symlinks"] = c.links;
+  j["other"] = c.other;
+  j["content_bytes"] = c.content;
+  j["stored_bytes"] = c.stored;
+  j["image_bytes"] = sb.image_size;
+  j["compression_ratio"] = c.ratio();
+  j["chunk_size"] = sb.chunk_size();
+  j["root_hash"] = HexEncode(sb.root_hash);
+  j["verity"] = Json{{"hash", "sha256"},
+                     {"format", 1},
+                     {"data_block_size", 4096},
+                     {"hash_block_size", 4096},
+                     {"data_blocks", sb.data_blocks},
+                     {"hash_offset", sb.hash_offset},
+                     {"salt", HexEncode(sb.salt)},
+                     {"levels", sb.tree_levels}};
+  j["veritysetup_command"] = verity;
+  return j;
+}
+// Human-readable form. Text from the image (manifest strings) and the path
+// are escaped on a terminal (terminal.h); piped, they are written as is.
+void PrintText(const std::string& path, const Image& img, const InodeCounts& c,
+               const std::string& verity) {
+  const bool tty = StdoutIsTerminal();
+  const auto t = [tty](const std::string& s) { return ForTerminal(s, tty); };
+  const auto& sb = img.superblock();
+  const auto& m = img.manifest();
+  std::printf("image:           %s\n", t(path).c_str());
+  std::printf("kind:            %s (format %u)\n", sb.kind_name(), sb.format_version);
+  std::printf("name:            %s\n", t(m.name).c_str());
+  std::printf("version:         %s\n", t(m.version).c_str());
+  if (!m.description.empty()) std::printf("description:     %s\n", t(m.description).c_str());
+  std::printf("release counter: %llu\n", static_cast<unsigned long long>(m.release_counter));
+  std::printf("created:         %s\n", Time(m.created_at).c_str());
+  if (sb.kind == format::kKindPatch) {
+    std::printf("patch id:        %s\n", t(m.patch_id).c_str());
+    std::printf("applies to:      %s\n",
+                m.base_root_digest ? HexEncode(*m.base_root_digest).c_str() : "-");
+    for (const auto& r : m.requires_patches) std::printf("requires:        %s\n", t(r).c_str());
+    std::printf("severity:        %s\n", t(m.severity).c_str());
+    for (const auto& cve : m.cves) std::printf("fixes:           %s\n", t(cve).c_str());
+    std::printf("released:        %s\n", Time(m.released_at).c_str());
+    std::printf("activation:      %s\n", t(m.activation).c_str());
+  }
+  std::printf("signed by:       key %s\n", HexEncode(sb.key_id).c_str());
+  std::printf("contents:        %llu files, %llu directories, %llu symlinks, %llu other\n",
+              static_cast<unsigned long long>(c.files), static_cast<unsigned long long>(c.dirs),
+              static_cast<unsigned long long>(c.links), static_cast<unsigned long long>(c.other));
+  std::printf("content size:    %s (%llu bytes)\n", HumanBytes(c.content).c_str(),
+              static_cast<unsigned long long>(c.content));
+  std::printf("stored data:     %s (compression ratio %.2fx, chunk %s)\n",
+              HumanBytes(c.stored).c_str(), c.ratio(), HumanBytes(sb.chunk_size()).c_str());
+  std::printf("image size:      %s (%llu bytes)\n", HumanBytes(sb.image_size).c_str(),
+              static_cast<unsigned long long>(sb.image_size));
+  std::printf("root hash:       %s\n", HexEncode(sb.root_hash).c_str());
+  std::printf(
+      "verity:          sha256, format 1, 4096-byte blocks, %llu data blocks, hash "
+      "offset %llu, %u levels\n",
+      static_cast<unsigned long long>(sb.data_blocks),
+      static_cast<unsigned long long>(sb.hash_offset), sb.tree_levels);
+  std::printf("salt:            %s\n", HexEncode(sb.salt).c_str());
+  std::printf("check the tree independently with:\n  %s\n", verity.c_str());
 }
 
 }  // namespace
@@ -36,114 +157,19 @@ int CmdInspect(int argc, char** argv) {
   if (!args.ok()) return Usage("inspect", args.error());
   if (args.positional().size() != 1) return Usage("inspect", "expected one IMAGE");
   const std::string& path = args.positional()[0];
-  auto imgr = OpenImage(path, args);
-  if (!imgr.ok()) return Fail("inspect", imgr.status());
-  const Image& img = **imgr;
-  const auto& sb = img.superblock();
-  const auto& m = img.manifest();
-  uint64_t files = 0, dirs = 0, links = 0, other = 0, content = 0;
-  for (uint64_t ino = 1; ino <= img.inode_count(); ++ino) {
-    auto in = img.GetInode(ino);
-    if (!in.ok()) return Fail("inspect", in.status());
-    if (in->is_reg()) {
-      ++files;
-      content += in->size;
-    } else if (in->is_dir()) {
-      ++dirs;
-    } else if (in->is_symlink()) {
-      ++links;
-    } else {
-      ++other;
-    }
-  }
-  const uint64_t stored = sb.regions[format::kRegionData].length;
-  const double ratio = stored ? static_cast<double>(content) / static_cast<double>(stored) : 1.0;
-  const std::string verity = sb.VeritysetupCommand(path);
+  auto img = OpenImage(path, args);
+  if (!img.ok()) return Fail("inspect", img.status());
+  Result<InodeCounts> counts = Count(**img);
+  if (!counts.ok()) return Fail("inspect", counts.status());
+  const SuperblockInfo& sb = (*img)->superblock();
   if (args.Has("--json")) {
-    auto list = [](const std::vector<std::string>& v) {
-      std::string o = "[";
-      for (size_t i = 0; i < v.size(); ++i) o += (i ? "," : "") + JsonString(v[i]);
-      return o + "]";
-    };
-    std::printf("{\n");
-    std::printf("  \"image\": %s,\n", JsonString(path).c_str());
-    std::printf("  \"format_version\": %u,\n  \"kind\": \"%s\",\n", sb.format_version,
-                sb.kind_name());
-    std::printf("  \"name\": %s,\n  \"version\": %s,\n  \"description\": %s,\n",
-                JsonString(m.name).c_str(), JsonString(m.version).c_str(),
-                JsonString(m.description).c_str());
-    std::printf("  \"release_counter\": %llu,\n  \"created_at\": %llu,\n",
-                static_cast<unsigned long long>(m.release_counter),
-                static_cast<unsigned long long>(m.created_at));
-    if (sb.kind == format::kKindPatch) {
-      std::printf("  \"patch_id\": %s,\n  \"base_root_digest\": \"%s\",\n  \"requires\": %s,\n",
-                  JsonString(m.patch_id).c_str(),
-                  m.base_root_digest ? HexEncode(*m.base_root_digest).c_str() : "",
-                  list(m.requires_patches).c_str());
-      std::printf(
-          "  \"severity\": %s,\n  \"cves\": %s,\n  \"released_at\": %llu,\n"
-          "  \"activation\": %s,\n",
-          JsonString(m.severity).c_str(), list(m.cves).c_str(),
-          static_cast<unsigned long long>(m.released_at), JsonString(m.activation).c_str());
-    }
-    std::printf("  \"signer_key_id\": \"%s\",\n", HexEncode(sb.key_id).c_str());
-    std::printf(
-        "  \"files\": %llu,\n  \"directories\": %llu,\n  \"symlinks\": %llu,\n"
-        "  \"other\": %llu,\n",
-        static_cast<unsigned long long>(files), static_cast<unsigned long long>(dirs),
-        static_cast<unsigned long long>(links), static_cast<unsigned long long>(other));
-    std::printf(
-        "  \"content_bytes\": %llu,\n  \"stored_bytes\": %llu,\n  \"image_bytes\": %llu,\n"
-        "  \"compression_ratio\": %.4f,\n  \"chunk_size\": %llu,\n",
-        static_cast<unsigned long long>(content), static_cast<unsigned long long>(stored),
-        static_cast<unsigned long long>(sb.image_size), ratio,
-        static_cast<unsigned long long>(sb.chunk_size()));
-    std::printf("  \"root_hash\": \"%s\",\n", HexEncode(sb.root_hash).c_str());
-    std::printf(
-        "  \"verity\": {\"hash\": \"sha256\", \"format\": 1, \"data_block_size\": 4096, "
-        "\"hash_block_size\": 4096, \"data_blocks\": %llu, \"hash_offset\": %llu, "
-        "\"salt\": \"%s\", \"levels\": %u},\n",
-        static_cast<unsigned long long>(sb.data_blocks),
-        static_cast<unsigned long long>(sb.hash_offset), HexEncode(sb.salt).c_str(),
-        sb.tree_levels);
-    std::printf("  \"veritysetup_command\": %s\n}\n", JsonString(verity).c_str());
-    return kExitOk;
+    return PrintJson("inspect", JsonDocument(path, **img, *counts, sb.VeritysetupCommand(path)));
   }
-  std::printf("image:           %s\n", path.c_str());
-  std::printf("kind:            %s (format %u)\n", sb.kind_name(), sb.format_version);
-  std::printf("name:            %s\n", m.name.c_str());
-  std::printf("version:         %s\n", m.version.c_str());
-  if (!m.description.empty()) std::printf("description:     %s\n", m.description.c_str());
-  std::printf("release counter: %llu\n", static_cast<unsigned long long>(m.release_counter));
-  std::printf("created:         %s\n", Time(m.created_at).c_str());
-  if (sb.kind == format::kKindPatch) {
-    std::printf("patch id:        %s\n", m.patch_id.c_str());
-    std::printf("applies to:      %s\n",
-                m.base_root_digest ? HexEncode(*m.base_root_digest).c_str() : "-");
-    for (const auto& r : m.requires_patches) std::printf("requires:        %s\n", r.c_str());
-    std::printf("severity:        %s\n", m.severity.c_str());
-    for (const auto& c : m.cves) std::printf("fixes:           %s\n", c.c_str());
-    std::printf("released:        %s\n", Time(m.released_at).c_str());
-    std::printf("activation:      %s\n", m.activation.c_str());
-  }
-  std::printf("signed by:       key %s\n", HexEncode(sb.key_id).c_str());
-  std::printf("contents:        %llu files, %llu directories, %llu symlinks, %llu other\n",
-              static_cast<unsigned long long>(files), static_cast<unsigned long long>(dirs),
-              static_cast<unsigned long long>(links), static_cast<unsigned long long>(other));
-  std::printf("content size:    %s (%llu bytes)\n", HumanBytes(content).c_str(),
-              static_cast<unsigned long long>(content));
-  std::printf("stored data:     %s (compression ratio %.2fx, chunk %s)\n",
-              HumanBytes(stored).c_str(), ratio, HumanBytes(sb.chunk_size()).c_str());
-  std::printf("image size:      %s (%llu bytes)\n", HumanBytes(sb.image_size).c_str(),
-              static_cast<unsigned long long>(sb.image_size));
-  std::printf("root hash:       %s\n", HexEncode(sb.root_hash).c_str());
-  std::printf(
-      "verity:          sha256, format 1, 4096-byte blocks, %llu data blocks, hash "
-      "offset %llu, %u levels\n",
-      static_cast<unsigned long long>(sb.data_blocks),
-      static_cast<unsigned long long>(sb.hash_offset), sb.tree_levels);
-  std::printf("salt:            %s\n", HexEncode(sb.salt).c_str());
-  std::printf("check the tree independently with:\n  %s\n", verity.c_str());
+  // On a terminal the path is quoted for bash with escapes instead of raw
+  // control bytes; otherwise for any POSIX sh, byte for byte.
+  const std::string verity =
+      StdoutIsTerminal() ? sb.VeritysetupCommand(path, ShellEscape) : sb.VeritysetupCommand(path);
+  PrintText(path, **img, *counts, verity);
   return kExitOk;
 }
 

@@ -3,21 +3,20 @@
 #include <sys/sysmacros.h>
 
 #include <cstdio>
-#include <ctime>
+#include <string>
 
 #include "cli.h"
 #include "format.h"
+#include "terminal.h"
 
 namespace cryptex::cli {
 
 namespace {
 
-void PrintLong(const Image& img, const InodeInfo& in, const std::string& name) {
-  char when[32];
-  time_t t = static_cast<time_t>(in.mtime_sec);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
+// One `ls -l` line. Names and symlink targets are escaped on a terminal
+// (terminal.h) and written byte for byte otherwise.
+void PrintLong(const Image& img, const InodeInfo& in, const std::string& name, bool tty) {
+  const std::string when = UtcTime(in.mtime_sec, "%Y-%m-%d %H:%M");
   std::string size;
   if (S_ISCHR(in.mode) || S_ISBLK(in.mode)) {
     size = std::to_string(major(in.rdev)) + ", " + std::to_string(minor(in.rdev));
@@ -27,10 +26,10 @@ void PrintLong(const Image& img, const InodeInfo& in, const std::string& name) {
   std::string suffix;
   if (in.is_symlink()) {
     auto target = img.ReadLink(in.ino);
-    suffix = " -> " + (target.ok() ? *target : std::string("?"));
+    suffix = " -> " + (target.ok() ? ForTerminal(*target, tty) : std::string("?"));
   }
   std::printf("%s %3u %5u %5u %12s %s %s%s\n", ModeString(in.mode).c_str(), in.nlink, in.uid,
-              in.gid, size.c_str(), when, name.c_str(), suffix.c_str());
+              in.gid, size.c_str(), when.c_str(), ForTerminal(name, tty).c_str(), suffix.c_str());
 }
 
 }  // namespace
@@ -41,7 +40,10 @@ int CmdLs(int argc, char** argv) {
     std::printf(
         "usage: cryptex ls IMAGE [PATH] [-l] [--trust DIR | --pubkey FILE]\n\n"
         "Lists directory PATH (default /) of IMAGE, verifying as it reads.\n"
-        "-l shows mode, links, owner, size, modification time (UTC) and symlink targets.\n");
+        "-l shows mode, links, owner, size, modification time (UTC; seconds since the\n"
+        "epoch when out of range) and symlink targets. On a terminal, names holding\n"
+        "control characters or invalid UTF-8 are shown quoted for bash, as GNU ls\n"
+        "does; piped, names are written byte for byte.\n");
     return kExitOk;
   }
   if (!args.ok()) return Usage("ls", args.error());
@@ -53,11 +55,12 @@ int CmdLs(int argc, char** argv) {
   auto in = (*img)->Resolve(path);
   if (!in.ok()) return Fail("ls", in.status());
   const bool lng = args.Has("-l");
+  const bool tty = StdoutIsTerminal();
   if (!in->is_dir()) {
     if (lng) {
-      PrintLong(**img, *in, path);
+      PrintLong(**img, *in, path, tty);
     } else {
-      std::printf("%s\n", path.c_str());
+      std::printf("%s\n", ForTerminal(path, tty).c_str());
     }
     return kExitOk;
   }
@@ -65,7 +68,7 @@ int CmdLs(int argc, char** argv) {
   Status st = (*img)->ReadDir(in->ino, 0, [&](const DirEntry& e, uint64_t) {
     if (e.type == format::kTypeWhiteout) return true;
     if (!lng) {
-      std::printf("%s\n", e.name.c_str());
+      std::printf("%s\n", ForTerminal(e.name, tty).c_str());
       return true;
     }
     auto child = (*img)->GetInode(e.ino);
@@ -73,7 +76,7 @@ int CmdLs(int argc, char** argv) {
       err = child.status();
       return false;
     }
-    PrintLong(**img, *child, e.name);
+    PrintLong(**img, *child, e.name, tty);
     return true;
   });
   if (!st.ok()) return Fail("ls", st);

@@ -1,26 +1,49 @@
 // cryptex status MOUNTPOINT...
 //
-// Shows what a cryptexfs mount serves and its integrity counters, read from
-// the virtual user.cryptex.* xattrs of the mount's root (fs/cryptexfs/README.md).
-#include <sys/xattr.h>
-
-#include <cerrno>
+// Shows what a cryptexfs mount serves and its integrity counters. They come
+// from the driver through the status ioctl (fs/cryptexfs/status_channel.h),
+// after proving the path is a cryptexfs mount point: nothing in an image and
+// no plain directory can fake them.
 #include <cstdio>
-#include <cstring>
-#include <optional>
 #include <string>
 
 #include "cli.h"
+#include "json.h"
+#include "sha256.h"
+#include "status_channel.h"
+#include "terminal.h"
 
 namespace cryptex::cli {
 
 namespace {
 
-std::optional<std::string> Attr(const std::string& mnt, const char* name) {
-  char buf[512];
-  ssize_t n = getxattr(mnt.c_str(), name, buf, sizeof buf);
-  if (n < 0) return std::nullopt;
-  return std::string(buf, static_cast<size_t>(n));
+Json ToJson(const std::string& mnt, const cxfs::MountStatus& s) {
+  Json j;
+  j["mountpoint"] = mnt;
+  j["image"] = s.image;
+  j["root_hash"] = HexEncode(s.root_hash);
+  j["verify_failures"] = s.verify_failures;
+  j["blocks_verified"] = s.blocks_verified;
+  j["cache_hits"] = s.cache_hits;
+  j["cache_misses"] = s.cache_misses;
+  j["files_pushed"] = s.files_pushed;
+  return j;
+}
+
+void PrintText(const std::string& mnt, const cxfs::MountStatus& s) {
+  const bool tty = StdoutIsTerminal();
+  std::printf(
+      "%s\n  image:            %s\n  root hash:        %s\n"
+      "  blocks verified:  %llu\n  verify failures:  %llu%s\n"
+      "  chunk cache:      %llu hits, %llu misses\n"
+      "  files pushed:     %llu (stored into the page cache ahead of their reads)\n",
+      ForTerminal(mnt, tty).c_str(), ForTerminal(s.image, tty).c_str(),
+      HexEncode(s.root_hash).c_str(), static_cast<unsigned long long>(s.blocks_verified),
+      static_cast<unsigned long long>(s.verify_failures),
+      s.verify_failures == 0 ? "" : "   <-- corrupt blocks were refused (EIO); see the log",
+      static_cast<unsigned long long>(s.cache_hits),
+      static_cast<unsigned long long>(s.cache_misses),
+      static_cast<unsigned long long>(s.files_pushed));
 }
 
 }  // namespace
@@ -30,54 +53,36 @@ int CmdStatus(int argc, char** argv) {
   if (args.help()) {
     std::printf(
         "usage: cryptex status MOUNTPOINT... [--json]\n\n"
-        "For each cryptexfs mount: the image it serves, its root hash, and the\n"
+        "For each cryptexfs mount point: the image it serves, its root hash, and the\n"
         "integrity counters (blocks verified, verification failures, chunk cache\n"
-        "hits and misses). Exit status 3 if any mount has seen a verification\n"
-        "failure, 5 if a path is not a cryptexfs mount.\n");
+        "hits and misses, files pushed), as the driver reports them.\n"
+        "Exit status 3 if any mount has seen a verification failure, 5 if a path\n"
+        "is not a cryptexfs mount point, 1 on other errors.\n");
     return kExitOk;
   }
   if (!args.ok()) return Usage("status", args.error());
   if (args.positional().empty()) return Usage("status", "expected MOUNTPOINT");
-  int rc = kExitOk;
   const bool json = args.Has("--json");
-  if (json) std::printf("[");
-  bool first = true;
+  int rc = kExitOk;
+  Json list = Json::array();
   for (const auto& mnt : args.positional()) {
-    auto image = Attr(mnt, "user.cryptex.image");
-    if (!image) {
-      std::fprintf(stderr, "cryptex status: %s: not a cryptexfs mount (%s)\n", mnt.c_str(),
-                   std::strerror(errno));
-      rc = kExitNotFound;
+    Result<cxfs::MountStatus> s = cxfs::QueryMountStatus(mnt);
+    if (!s.ok()) {
+      const int code = Fail("status", s.status());
+      if (rc == kExitOk || rc == kExitIntegrity) rc = code;
       continue;
     }
-    const std::string root = Attr(mnt, "user.cryptex.root_hash").value_or("?");
-    const std::string failures = Attr(mnt, "user.cryptex.verify_failures").value_or("?");
-    const std::string verified = Attr(mnt, "user.cryptex.blocks_verified").value_or("?");
-    const std::string hits = Attr(mnt, "user.cryptex.cache_hits").value_or("?");
-    const std::string misses = Attr(mnt, "user.cryptex.cache_misses").value_or("?");
-    const std::string pushed = Attr(mnt, "user.cryptex.files_pushed").value_or("?");
-    if (failures != "0" && rc == kExitOk) rc = kExitIntegrity;
+    if (s->verify_failures != 0 && rc == kExitOk) rc = kExitIntegrity;
     if (json) {
-      std::printf(
-          "%s\n  {\"mountpoint\": %s, \"image\": %s, \"root_hash\": %s, "
-          "\"verify_failures\": %s, \"blocks_verified\": %s, \"cache_hits\": %s, "
-          "\"cache_misses\": %s, \"files_pushed\": %s}",
-          first ? "" : ",", JsonString(mnt).c_str(), JsonString(*image).c_str(),
-          JsonString(root).c_str(), failures.c_str(), verified.c_str(), hits.c_str(),
-          misses.c_str(), pushed.c_str());
+      list.push_back(ToJson(mnt, *s));
     } else {
-      std::printf(
-          "%s\n  image:            %s\n  root hash:        %s\n"
-          "  blocks verified:  %s\n  verify failures:  %s%s\n"
-          "  chunk cache:      %s hits, %s misses\n"
-          "  files pushed:     %s (stored into the page cache ahead of their reads)\n",
-          mnt.c_str(), image->c_str(), root.c_str(), verified.c_str(), failures.c_str(),
-          failures == "0" ? "" : "   <-- corrupt blocks were refused (EIO); see the log",
-          hits.c_str(), misses.c_str(), pushed.c_str());
+      PrintText(mnt, *s);
     }
-    first = false;
   }
-  if (json) std::printf("\n]\n");
+  if (json) {
+    const int w = PrintJson("status", list);
+    if (w != kExitOk) return w;
+  }
   return rc;
 }
 

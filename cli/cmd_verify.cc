@@ -4,6 +4,8 @@
 #include <cstdio>
 
 #include "cli.h"
+#include "sha256.h"
+#include "terminal.h"
 
 namespace cryptex::cli {
 
@@ -34,8 +36,12 @@ int CmdVerify(int argc, char** argv) {
   if (!st.ok()) return Fail("verify", st);
   if (!args.Has("-q") && !args.Has("--quiet")) {
     const auto& sb = (*img)->superblock();
-    std::printf("%s: OK (%s %s, signed by key %s, root hash %s)\n", path.c_str(),
-                (*img)->manifest().name.c_str(), (*img)->manifest().version.c_str(),
+    // The path and manifest strings are escaped on a terminal (terminal.h).
+    const bool out_tty = StdoutIsTerminal();
+    std::printf("%s: OK (%s %s, signed by key %s, root hash %s)\n",
+                ForTerminal(path, out_tty).c_str(),
+                ForTerminal((*img)->manifest().name, out_tty).c_str(),
+                ForTerminal((*img)->manifest().version, out_tty).c_str(),
                 HexEncode(sb.key_id).substr(0, 16).c_str(), HexEncode(sb.root_hash).c_str());
   }
   return kExitOk;

@@ -5,6 +5,7 @@ pkgs=(
   build-essential cmake pkg-config git python3
   libfuse3-dev fuse3 libzstd-dev zstd libssl-dev libinih-dev
   libgtest-dev googletest
+  nlohmann-json3-dev                                 # cryptex --json output
   cryptsetup-bin fsverity squashfs-tools squashfuse   # oracles and peers
   openssl                                            # the openssl tool: key interop oracle
   clang-14 libclang-rt-14-dev                        # fuzzing, sanitizers

@@ -326,30 +326,24 @@ Result<struct statvfs> Filesystem::DoStatfs() {
   return sv;
 }
 
-std::optional<std::string> Filesystem::VirtualXattr(std::string_view name) const {
+MountStatus Filesystem::CurrentStatus() const {
   const ImageStats& s = image_->stats();
-  if (name == kXattrVerifyFailures) return std::to_string(integrity_failures_.load());
-  if (name == kXattrBlocksVerified) return std::to_string(s.blocks_verified.load());
-  if (name == kXattrCacheHits) return std::to_string(s.frame_cache_hits.load());
-  if (name == kXattrCacheMisses) return std::to_string(s.frame_cache_misses.load());
-  if (name == kXattrFilesPushed) return std::to_string(files_pushed());
-  if (name == kXattrImage) return image_->path();
-  if (name == kXattrRootHash) return HexEncode(image_->superblock().root_hash);
-  return std::nullopt;
+  MountStatus m;
+  m.image = image_->path();
+  static_assert(sizeof(m.root_hash) == sizeof(image_->superblock().root_hash));
+  std::memcpy(m.root_hash.data(), image_->superblock().root_hash.data(), m.root_hash.size());
+  m.verify_failures = integrity_failures_.load();
+  m.blocks_verified = s.blocks_verified.load();
+  m.cache_hits = s.frame_cache_hits.load();
+  m.cache_misses = s.frame_cache_misses.load();
+  m.files_pushed = files_pushed();
+  return m;
 }
 
 Result<std::string> Filesystem::DoGetxattr(uint64_t ino, std::string_view name) {
-  Result<std::string> real = image_->GetXattr(ino, name);
-  if (real.ok() || ino != image_->root_ino() || real.status().code() != Code::kNotFound) {
-    return real;
-  }
-  if (std::optional<std::string> v = VirtualXattr(name)) return std::move(*v);
-  return real;
+  return image_->GetXattr(ino, name);
 }
 
-// The virtual user.cryptex.* names are answered by getxattr but never listed:
-// listing them would make the mounted root differ from the sealed tree, and
-// `cp -a`, `rsync -X` or `getfattr -d` of the mount would copy them.
 Result<std::string> Filesystem::DoListxattr(uint64_t ino) {
   CX_ASSIGN_OR_RETURN(std::vector<Xattr> xattrs, image_->ListXattrs(ino));
   std::string out;

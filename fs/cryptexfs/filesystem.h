@@ -28,6 +28,7 @@
 #include "parallel.h"
 #include "push.h"
 #include "status.h"
+#include "status_channel.h"
 
 namespace cryptex::cxfs {
 
@@ -38,16 +39,6 @@ inline constexpr double kCacheTimeoutSec = 86400.0;
 // Largest read served in one request. The kernel asks for at most
 // max_pages * 4 KiB (libfuse 3.14 negotiates 256 pages = 1 MiB).
 inline constexpr size_t kMaxReadBytes = 4u << 20;
-
-// Virtual, read-only xattrs of the root directory (README.md). A name is
-// served (and listed) only if the image's root does not carry it itself.
-inline constexpr const char* kXattrVerifyFailures = "user.cryptex.verify_failures";
-inline constexpr const char* kXattrBlocksVerified = "user.cryptex.blocks_verified";
-inline constexpr const char* kXattrCacheHits = "user.cryptex.cache_hits";
-inline constexpr const char* kXattrCacheMisses = "user.cryptex.cache_misses";
-inline constexpr const char* kXattrFilesPushed = "user.cryptex.files_pushed";
-inline constexpr const char* kXattrImage = "user.cryptex.image";
-inline constexpr const char* kXattrRootHash = "user.cryptex.root_hash";
 
 // Who asks (fuse_req_ctx + fuse_req_getgroups), for access(2).
 struct Caller {
@@ -123,6 +114,7 @@ class Filesystem final {
   Status DoReaddir(uint64_t ino, uint64_t offset, bool plus, const DirEmitter& emit);
 
   Result<struct statvfs> DoStatfs();
+  // The image's xattrs, exactly (no virtual names: status travels by ioctl).
   // kNotFound if absent (ENODATA at the edge).
   Result<std::string> DoGetxattr(uint64_t ino, std::string_view name);
   // Names, each followed by NUL (listxattr(2) format).
@@ -137,6 +129,9 @@ class Filesystem final {
 
   // Requests answered EIO because of kCorruption since the mount.
   uint64_t integrity_failures() const { return integrity_failures_.load(); }
+  // What the status ioctl reports (status_channel.h): the image, its root
+  // hash and the counters, from the driver's own state only.
+  MountStatus CurrentStatus() const;
 
   // Parent directory of directory `ino` (root for root). Recorded on lookup
   // and readdirplus; otherwise found by walking the tree once.
@@ -148,7 +143,6 @@ class Filesystem final {
  private:
   static void FillStat(const InodeInfo& in, struct stat* st);
   void RecordParent(uint64_t dir, uint64_t parent);
-  std::optional<std::string> VirtualXattr(std::string_view name) const;
   void Log(const std::string& line);
   std::string WithoutImagePath(const std::string& message) const;
 

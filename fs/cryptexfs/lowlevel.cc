@@ -347,6 +347,29 @@ void OpWrite(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_i
 void OpCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) {
   ReplyReadOnly(req);
 }
+// ---- status ------------------------------------------------------------------
+// The status ioctl (status_channel.h) on the root directory; every other
+// ioctl, and this one elsewhere, is ENOTTY.
+void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*,
+             unsigned flags, const void*, size_t, size_t out_bufsz) noexcept {
+  try {
+    Filesystem& fs = Fs(req);
+    fs.OnRequest();
+    if (cmd != kStatusIoctl || (flags & FUSE_IOCTL_COMPAT) || ino != fs.image().root_ino()) {
+      fuse_reply_err(req, ENOTTY);
+      return;
+    }
+    StatusWire wire;
+    if (out_bufsz < sizeof(wire) || !EncodeStatus(fs.CurrentStatus(), &wire).ok()) {
+      fuse_reply_err(req, EOVERFLOW);
+      return;
+    }
+    fuse_reply_ioctl(req, 0, &wire, sizeof(wire));
+  } catch (...) {
+    fuse_reply_err(req, ENOMEM);
+  }
+}
+
 void OpSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
   ReplyReadOnly(req);
 }
@@ -397,8 +420,9 @@ fuse_lowlevel_ops MakeOps() {
   ops.removexattr = OpRemovexattr;
   ops.fallocate = OpFallocate;
   ops.copy_file_range = OpCopyFileRange;
+  ops.ioctl = OpIoctl;
   // Left out on purpose: getlk/setlk/flock (the kernel then keeps locks
-  // locally), lseek (generic SEEK_DATA/SEEK_HOLE), ioctl, poll, bmap.
+  // locally), lseek (generic SEEK_DATA/SEEK_HOLE), poll, bmap.
   return ops;
 }
 

@@ -35,6 +35,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <sstream>
@@ -46,6 +47,7 @@
 #include "keys.h"
 #include "push.h"
 #include "surgery.h"
+#include "status_channel.h"
 
 #ifndef CRYPTEXFS_BIN
 #error "CRYPTEXFS_BIN must name the cryptexfs binary"
@@ -312,7 +314,7 @@ bool WaitForUnmount(const std::string& path, milliseconds timeout = milliseconds
 
 // ---- tree comparison -----------------------------------------------------------
 
-std::map<std::string, std::string> Xattrs(const std::string& path, bool skip_virtual) {
+std::map<std::string, std::string> Xattrs(const std::string& path) {
   std::map<std::string, std::string> out;
   ssize_t n = llistxattr(path.c_str(), nullptr, 0);
   if (n <= 0) return out;
@@ -323,7 +325,6 @@ std::map<std::string, std::string> Xattrs(const std::string& path, bool skip_vir
   for (size_t i = 0; i < names.size();) {
     std::string name(names.c_str() + i);
     i += name.size() + 1;
-    if (skip_virtual && name.rfind("user.cryptex.", 0) == 0) continue;
     if (name.rfind("security.selinux", 0) == 0) continue;
     ssize_t vn = lgetxattr(path.c_str(), name.c_str(), nullptr, 0);
     std::string value(vn > 0 ? static_cast<size_t>(vn) : 0, '\0');
@@ -368,7 +369,7 @@ void CompareTrees(const std::string& src, const std::string& mnt, const std::str
   if (!S_ISDIR(a.st_mode)) {
     EXPECT_EQ(a.st_size, b.st_size);
   }
-  EXPECT_EQ(Xattrs(src, false), Xattrs(mnt, rel.empty()));
+  EXPECT_EQ(Xattrs(src), Xattrs(mnt));
   if (S_ISLNK(a.st_mode)) {
     char ta[4096], tb[4096];
     ssize_t na = readlink(src.c_str(), ta, sizeof(ta));
@@ -624,18 +625,11 @@ class MountTest : public ::testing::Test {
     return mnt;
   }
 
-  // The value of virtual xattr `name` of the mount's root. A failing
-  // getxattr fails the test (and returns ""), so that no comparison with the
-  // result can pass by accident.
-  static std::string VirtualXattr(const std::string& mnt, const char* name) {
-    std::string buf(4096, '\0');
-    ssize_t n = getxattr(mnt.c_str(), name, buf.data(), buf.size());
-    if (n < 0) {
-      ADD_FAILURE() << "getxattr(" << mnt << ", " << name << "): " << strerror(errno);
-      return "";
-    }
-    buf.resize(static_cast<size_t>(n));
-    return buf;
+  // The mount's status (status_channel.h), as `cryptex status` reads it.
+  static MountStatus StatusOf(const std::string& mnt) {
+    Result<MountStatus> s = QueryMountStatus(mnt);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? *s : MountStatus{};
   }
 
   static constexpr uid_t kNobody = 65534;
@@ -803,26 +797,17 @@ TEST_F(MountTest, XattrProbeRangeAndVirtualCounters) {
   EXPECT_EQ(listxattr(f.c_str(), small, sizeof(small)), -1);
   EXPECT_EQ(errno, ERANGE);
 
-  // Virtual counters on the root only, readable by name but never listed
-  // (the mounted root's xattrs equal the sealed root's).
-  std::map<std::string, std::string> root = Xattrs(mnt, false);
-  for (const char* v :
-       {"user.cryptex.verify_failures", "user.cryptex.blocks_verified", "user.cryptex.cache_hits",
-        "user.cryptex.cache_misses", "user.cryptex.files_pushed", "user.cryptex.image",
-        "user.cryptex.root_hash"}) {
-    EXPECT_EQ(root.count(v), 0u) << v;
-    EXPECT_GT(getxattr(mnt.c_str(), v, nullptr, 0), 0) << v;
-  }
+  // The mounted root's xattrs are exactly the sealed root's (no virtual
+  // names); the counters travel through the status ioctl.
+  std::map<std::string, std::string> root = Xattrs(mnt);
+  EXPECT_EQ(root, Xattrs(src_));
   EXPECT_EQ(root["user.root_attr"], std::string(4000, 'v'));
-  EXPECT_EQ(VirtualXattr(mnt, "user.cryptex.verify_failures"), "0");
-  EXPECT_EQ(VirtualXattr(mnt, "user.cryptex.image"), stdfs::canonical(image_).string());
-  std::string hash = VirtualXattr(mnt, "user.cryptex.root_hash");
-  EXPECT_EQ(hash.size(), 64u);
-  EXPECT_EQ(hash.find_first_not_of("0123456789abcdef"), std::string::npos) << hash;
-  EXPECT_EQ(Xattrs(mnt + "/dir", false).count("user.cryptex.image"), 0u);
-  EXPECT_EQ(getxattr((mnt + "/dir").c_str(), "user.cryptex.image", nullptr, 0), -1);
+  EXPECT_EQ(getxattr(mnt.c_str(), "user.cryptex.verify_failures", nullptr, 0), -1);
+  EXPECT_EQ(errno, ENODATA);
+  EXPECT_EQ(StatusOf(mnt).verify_failures, 0u);
+  EXPECT_EQ(StatusOf(mnt).image, stdfs::canonical(image_).string());
   ReadFileOrEmpty(mnt + "/big.bin");
-  EXPECT_NE(VirtualXattr(mnt, "user.cryptex.blocks_verified"), "0");
+  EXPECT_NE(StatusOf(mnt).blocks_verified, 0u);
 }
 
 // Pages of `path` in the page cache, without reading it (mmap + mincore).
@@ -916,12 +901,12 @@ TEST_F(MountTest, PushStoresFrameMatesAheadOfTheirReads) {
       uint64_t pushed = 0;
       for (int i = 0; i < 500 && pushed < fm.mates.size(); ++i) {
         std::this_thread::sleep_for(milliseconds(10));
-        pushed = std::strtoull(VirtualXattr(mnt, "user.cryptex.files_pushed").c_str(), nullptr, 10);
+        pushed = StatusOf(mnt).files_pushed;
       }
       EXPECT_EQ(pushed, fm.mates.size()) << "exactly the frame-mates are stored";
     } else {
       std::this_thread::sleep_for(milliseconds(200));
-      EXPECT_EQ(VirtualXattr(mnt, "user.cryptex.files_pushed"), "0");
+      EXPECT_EQ(StatusOf(mnt).files_pushed, 0u);
     }
     // Resident without a read (push) or not at all (no_push), and right.
     for (int i : fm.mates) {
@@ -954,7 +939,7 @@ TEST_F(MountTest, PushRunsAheadOfADirectoryWalk) {
     }
     if (push) {
       EXPECT_EQ(resident, pages) << "f2 was not stored ahead of the walk";
-      EXPECT_NE(VirtualXattr(mnt, "user.cryptex.files_pushed"), "0");
+      EXPECT_NE(StatusOf(mnt).files_pushed, 0u);
     } else {
       EXPECT_EQ(resident, 0u);
     }
@@ -1028,7 +1013,7 @@ TEST_F(MountTest, CorruptDataByteGivesEioOnThatFileOnly) {
   std::string mnt = NewMountpoint();
   Driver* d = MountImage(bad, mnt);
   ASSERT_NE(d, nullptr);
-  EXPECT_EQ(VirtualXattr(mnt, "user.cryptex.verify_failures"), "0");
+  EXPECT_EQ(StatusOf(mnt).verify_failures, 0u);
 
   int fd = open((mnt + "/victim.bin").c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);
@@ -1059,9 +1044,8 @@ TEST_F(MountTest, CorruptDataByteGivesEioOnThatFileOnly) {
   EXPECT_EQ(errno, EIO);
   close(fd);
 
-  std::string failures = VirtualXattr(mnt, "user.cryptex.verify_failures");
+  const std::string failures = std::to_string(StatusOf(mnt).verify_failures);
   EXPECT_NE(failures, "0");
-  EXPECT_GE(std::atoi(failures.c_str()), 1) << failures;
   // `cryptex status` reports it and exits 3 (integrity failure).
   RunResult status = RunCommand({cli_, "status", mnt});
   EXPECT_EQ(status.exit_code, 3) << status;
@@ -1738,6 +1722,233 @@ TEST_F(MountTest, MountDashTFuseCryptexfs) {
   EXPECT_EQ(r.exit_code, 0) << r;
   EXPECT_EQ(r.output, "leaf\nunmounted\n") << r;
   EXPECT_FALSE(IsMounted(mnt));  // never visible outside the namespace
+}
+
+// ---- cryptex status: only the driver's answer counts ---------------------------
+// (Self-contained: own trees and images; the fixture's key, trust and mounts.)
+
+// `s` in POSIX sh single quotes.
+std::string StatusQ(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+struct StatusRun {
+  int exit_code = -1;
+  std::string out, err;  // separately: stdout must be a JSON document alone
+};
+
+// Runs the cryptex CLI with `args` (each one word), stdout and stderr apart.
+StatusRun RunCli(const std::string& cli, const std::string& dir,
+                 const std::vector<std::string>& args) {
+  std::string cmd = StatusQ(cli);
+  for (const std::string& a : args) cmd += " " + StatusQ(a);
+  cmd += " >" + StatusQ(dir + "/cli.out") + " 2>" + StatusQ(dir + "/cli.err") + " </dev/null";
+  StatusRun r;
+  const int st = std::system(cmd.c_str());
+  r.exit_code = st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = ReadFileOrEmpty(dir + "/cli.out");
+  r.err = ReadFileOrEmpty(dir + "/cli.err");
+  return r;
+}
+
+// Parses `text` as one JSON document; a discarded value (and a test
+// failure) if it is not valid JSON.
+nlohmann::json ParseJson(const std::string& text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(j.is_discarded()) << "not valid JSON:\n" << text;
+  return j;
+}
+
+// Sets the xattrs a forger would put in an image.
+void SetLookalikeXattrs(const std::string& path) {
+  const std::vector<std::pair<std::string, std::string>> attrs = {
+      {"user.cryptex.verify_failures", "0"},
+      {"user.cryptex.blocks_verified", "999"},
+      {"user.cryptex.root_hash", std::string(64, 'a')},
+      {"user.cryptex.image", "/fake/image.cryptex"},
+      {"trusted.cryptex.image", "/fake/trusted.cryptex"}};
+  for (const auto& [name, value] : attrs) {
+    ASSERT_EQ(lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0), 0)
+        << path << " " << name << ": " << strerror(errno);
+  }
+}
+
+class StatusTest : public MountTest {
+ protected:
+  // Seals `src` with the fixture's key into `image`.
+  void Seal(const std::string& src, const std::string& image) {
+    RunResult b = RunCommand({cli_, "build", src, "-o", image, "--key", work_ + "/vendor.key",
+                              "--name", "status", "--version", "1", "-q"},
+                             milliseconds(120000));
+    ASSERT_EQ(b.exit_code, 0) << b;
+  }
+  // The root hash `cryptex inspect --json` reads from the signed image.
+  std::string RootHashOf(const std::string& image) {
+    StatusRun r = RunCli(cli_, work_, {"inspect", "--json", image, "--trust", trust_});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    nlohmann::json j = ParseJson(r.out);
+    return j.is_object() ? j.value("root_hash", "") : "";
+  }
+  // A fresh directory under work_.
+  std::string Dir(const std::string& name) {
+    const std::string d = work_ + "/" + name;
+    stdfs::remove_all(d);
+    stdfs::create_directories(d);
+    return d;
+  }
+};
+
+// An image whose root and files carry user.cryptex.* (and trusted.cryptex.*)
+// xattrs: status reports the driver's values, and the image's xattrs are
+// served as ordinary xattrs, exactly as sealed.
+TEST_F(StatusTest, LookalikeXattrsInTheImageAreDataNotStatus) {
+  const std::string src = Dir("lookalike_src");
+  WriteFile(src + "/f", "payload\n");
+  SetLookalikeXattrs(src);
+  SetLookalikeXattrs(src + "/f");
+  const std::string image = work_ + "/lookalike.cryptex";
+  Seal(src, image);
+  const std::string mnt = NewMountpoint();
+  ASSERT_NE(MountImage(image, mnt), nullptr);
+
+  StatusRun r = RunCli(cli_, work_, {"status", "--json", mnt});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = ParseJson(r.out);
+  ASSERT_TRUE(j.is_array() && j.size() == 1) << r.out;
+  EXPECT_EQ(j[0]["mountpoint"], mnt);
+  EXPECT_EQ(j[0]["image"], stdfs::canonical(image).string());
+  EXPECT_EQ(j[0]["root_hash"], RootHashOf(image));
+  EXPECT_EQ(j[0]["verify_failures"], 0);
+  EXPECT_NE(j[0]["blocks_verified"], 999);
+  // The text form agrees.
+  r = RunCli(cli_, work_, {"status", mnt});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("image:            " + stdfs::canonical(image).string() + "\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("/fake"), std::string::npos) << r.out;
+
+  // The image's xattrs, on the root and on the file, are the sealed ones.
+  EXPECT_EQ(Xattrs(mnt), Xattrs(src));
+  EXPECT_EQ(Xattrs(mnt + "/f"), Xattrs(src + "/f"));
+  EXPECT_EQ(Xattrs(mnt)["user.cryptex.image"], "/fake/image.cryptex");
+  EXPECT_EQ(Xattrs(mnt + "/f")["trusted.cryptex.image"], "/fake/trusted.cryptex");
+}
+
+// A plain directory carrying the lookalike xattrs, a directory inside a
+// mount, a file and a missing path are not cryptexfs mounts: exit 5, one
+// line on stderr, and with --json an empty (valid) list.
+TEST_F(StatusTest, AnythingButACryptexfsMountPointIsRefused) {
+  const std::string plain = Dir("plain_with_xattrs");
+  SetLookalikeXattrs(plain);
+  const std::string mnt = NewMountpoint();
+  ASSERT_NE(MountImage(image_, mnt), nullptr);
+  for (const std::string& path :
+       {plain, mnt + "/dir", mnt + "/hello.txt", work_ + "/no_such_dir", std::string("/")}) {
+    SCOPED_TRACE(path);
+    StatusRun r = RunCli(cli_, work_, {"status", path});
+    EXPECT_EQ(r.exit_code, 5) << r.out << r.err;
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(path), std::string::npos) << r.err;
+    r = RunCli(cli_, work_, {"status", "--json", path});
+    EXPECT_EQ(r.exit_code, 5) << r.err;
+    nlohmann::json j = ParseJson(r.out);
+    EXPECT_TRUE(j.is_array() && j.empty()) << r.out;
+  }
+  StatusRun r = RunCli(cli_, work_, {"status", plain});
+  EXPECT_NE(r.err.find("not a cryptexfs mount"), std::string::npos) << r.err;
+  // Another FUSE file system (squashfuse) over the same lookalike root.
+  if (access("/usr/bin/squashfuse", X_OK) == 0 && access("/usr/bin/mksquashfs", X_OK) == 0) {
+    const std::string sq = work_ + "/plain.squashfs";
+    ASSERT_EQ(RunCommand({"mksquashfs", plain, sq, "-noappend", "-quiet", "-xattrs"}).exit_code, 0);
+    const std::string other = NewMountpoint();
+    ASSERT_EQ(RunCommand({"squashfuse", sq, other}).exit_code, 0);
+    EXPECT_FALSE(MountedType(other).empty());
+    r = RunCli(cli_, work_, {"status", other});
+    EXPECT_EQ(r.exit_code, 5) << r.out << r.err;
+    EXPECT_NE(r.err.find("not a cryptexfs mount (file system type fuse"), std::string::npos)
+        << r.err;
+  }
+  // A good mount next to a bad path: its object is listed, the exit is 5.
+  r = RunCli(cli_, work_, {"status", "--json", mnt, plain});
+  EXPECT_EQ(r.exit_code, 5);
+  nlohmann::json j = ParseJson(r.out);
+  ASSERT_TRUE(j.is_array() && j.size() == 1) << r.out;
+  EXPECT_EQ(j[0]["mountpoint"], mnt);
+}
+
+// A corrupt mount whose image claims user.cryptex.verify_failures=0 reports
+// the driver's real, non-zero count and exits 3.
+TEST_F(StatusTest, CorruptMountReportsTheDriversFailureCount) {
+  const std::string src = Dir("corrupt_src");
+  const std::string victim = RandomBytes(256 * 1024, 7);  // stored raw
+  WriteFile(src + "/victim.bin", victim);
+  SetLookalikeXattrs(src);
+  const std::string image = work_ + "/status_corrupt.cryptex";
+  Seal(src, image);
+  {
+    const std::string img = ReadFileOrEmpty(image);
+    const size_t at = img.find(victim.substr(192 * 1024, 4096));
+    ASSERT_NE(at, std::string::npos);
+    std::fstream io(image, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(at + 100));
+    io.put(static_cast<char>(img[at + 100] ^ 0x40));
+  }
+  const std::string mnt = NewMountpoint();
+  ASSERT_NE(MountImage(image, mnt), nullptr);
+  EXPECT_TRUE(ReadFileOrEmpty(mnt + "/victim.bin") != victim);  // stops at EIO
+  const int fd = open((mnt + "/victim.bin").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  char buf[4096];
+  EXPECT_EQ(pread(fd, buf, sizeof buf, 192 * 1024), -1);
+  EXPECT_EQ(errno, EIO);
+  close(fd);
+
+  StatusRun r = RunCli(cli_, work_, {"status", "--json", mnt});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  nlohmann::json j = ParseJson(r.out);
+  ASSERT_TRUE(j.is_array() && j.size() == 1) << r.out;
+  ASSERT_TRUE(j[0]["verify_failures"].is_number_unsigned()) << r.out;
+  const uint64_t failures = j[0]["verify_failures"].get<uint64_t>();
+  EXPECT_GE(failures, 1u);
+  r = RunCli(cli_, work_, {"status", mnt});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.out.find("verify failures:  " + std::to_string(failures) + "   <--"),
+            std::string::npos)
+      << r.out;
+}
+
+// An image path with quotes, backslashes, a newline, and longer than 511
+// bytes; a mount point named through such a path: valid JSON that reads
+// back to the exact strings, and the text form carries the path.
+TEST_F(StatusTest, JsonCarriesAnyImagePathExactly) {
+  std::string dir = work_ + "/q'uo\"te\\back\nnl";
+  for (int i = 0; i < 3; ++i) dir += "/" + std::string(200, static_cast<char>('a' + i));
+  stdfs::create_directories(dir);
+  const std::string image = dir + "/app \"copy\".cryptex";
+  ASSERT_GT(image.size(), 600u);
+  stdfs::copy_file(image_, image, stdfs::copy_options::overwrite_existing);
+  const std::string mnt = NewMountpoint();
+  ASSERT_NE(MountImage(image, mnt), nullptr);
+  const std::string via = work_ + "/link \"to\" 'mnt'\\\n";
+  stdfs::remove(via);
+  stdfs::create_directory_symlink(mnt, via);
+
+  StatusRun r = RunCli(cli_, work_, {"status", "--json", mnt, via});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = ParseJson(r.out);
+  ASSERT_TRUE(j.is_array() && j.size() == 2) << r.out;
+  EXPECT_EQ(j[0]["image"].get<std::string>(), stdfs::canonical(image).string());
+  EXPECT_EQ(j[1]["image"].get<std::string>(), stdfs::canonical(image).string());
+  EXPECT_EQ(j[1]["mountpoint"].get<std::string>(), via);
+  r = RunCli(cli_, work_, {"status", mnt});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("image:            " + stdfs::canonical(image).string() + "\n"),
+            std::string::npos)
+      << r.out;
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <limits>
 
+#include "status_channel.h"
+
 namespace cryptex::cxfs {
 namespace {
 
@@ -166,7 +168,7 @@ Status AddImpliedOptions(fuse_args* args, const std::string& fsname) {
   char* opts = nullptr;
   bool ok = fuse_opt_add_opt(&opts, "ro") == 0 &&
             fuse_opt_add_opt(&opts, "default_permissions") == 0 &&
-            fuse_opt_add_opt(&opts, "subtype=cryptexfs") == 0 &&
+            fuse_opt_add_opt(&opts, (std::string("subtype=") + kSubtype).c_str()) == 0 &&
             fuse_opt_add_opt_escaped(&opts, ("fsname=" + fsname).c_str()) == 0 &&
             fuse_opt_add_arg(args, "-o") == 0 && fuse_opt_add_arg(args, opts) == 0;
   std::free(opts);

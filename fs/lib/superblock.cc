@@ -32,8 +32,21 @@ const char* SuperblockInfo::kind_name() const {
   return kind == kKindBase ? "base" : kind == kKindPatch ? "patch" : "unknown";
 }
 
-std::string SuperblockInfo::VeritysetupCommand(const std::string& image_path) const {
-  std::string q = "'" + image_path + "'";
+std::string ShellQuote(std::string_view arg) {
+  std::string q = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+std::string SuperblockInfo::VeritysetupCommand(const std::string& image_path,
+                                               std::string (*quote)(std::string_view)) const {
+  const std::string q = quote ? quote(image_path) : ShellQuote(image_path);
   return "veritysetup verify --no-superblock --format=1 --hash=sha256 --data-block-size=4096 "
          "--hash-block-size=4096 --data-blocks=" +
          std::to_string(data_blocks) + " --hash-offset=" + std::to_string(hash_offset) +

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "format.h"
 #include "keys.h"
@@ -40,9 +41,15 @@ struct SuperblockInfo {
   TreeGeometry geometry() const { return TreeGeometry::For(data_blocks); }
   uint64_t chunk_size() const { return 1ull << chunk_log2; }
   const char* kind_name() const;
-  // The exact veritysetup command line that checks this image's tree.
-  std::string VeritysetupCommand(const std::string& image_path) const;
+  // The exact veritysetup command line that checks this image's tree, for
+  // /bin/sh: the path is quoted by `quote` (default ShellQuote), so any path
+  // (quotes, spaces, newlines) is passed through as one argument.
+  std::string VeritysetupCommand(const std::string& image_path,
+                                 std::string (*quote)(std::string_view) = nullptr) const;
 };
+
+// `arg` in POSIX sh single quotes ('it'\''s'): one word, byte for byte.
+std::string ShellQuote(std::string_view arg);
 
 // Decodes and validates the last block of an image (4096 bytes) against the
 // actual file size. Does not check the signature (see VerifySuperblockSignature).

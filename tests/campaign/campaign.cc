@@ -303,7 +303,6 @@ Outcome CheckMounted(const std::string& mnt, const SrcEntry& e, ChildReport* r, 
   for (ssize_t off = 0; off < n;) {
     std::string name(names.data() + off);
     off += static_cast<ssize_t>(name.size()) + 1;
-    if (name.rfind("user.cryptex", 0) == 0 || name.rfind("trusted.cryptex", 0) == 0) continue;
     std::vector<char> v(65536);
     const ssize_t vn = lgetxattr(p.c_str(), name.c_str(), v.data(), v.size());
     if (vn < 0) return clean("getxattr");

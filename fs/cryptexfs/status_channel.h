@@ -1,0 +1,77 @@
+// The status channel of a cryptexfs mount: what it serves and its integrity
+// counters, asked with an ioctl on the mount point.
+//
+// Nothing in an image can answer or shadow it (unlike an extended attribute,
+// which an image may carry under any name), and `QueryMountStatus` first
+// proves that the directory is the root of a cryptexfs mount (statfs type,
+// the mount table's file system type and source), so a plain directory or
+// another file system is never mistaken for one. `cryptex status` and the
+// tests use this; the driver answers in lowlevel.cc.
+//
+// This header has no FUSE dependency: the CLI includes it.
+#pragma once
+
+#include <linux/ioctl.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "status.h"
+
+namespace cryptex::cxfs {
+
+// The FUSE subtype of every cryptexfs mount: /proc/self/mountinfo and
+// /proc/mounts show the file system type "fuse.cryptexfs".
+inline constexpr const char* kSubtype = "cryptexfs";
+inline constexpr const char* kMountType = "fuse.cryptexfs";
+
+// What a mount reports.
+struct MountStatus {
+  std::string image;                    // absolute path of the mounted image
+  std::array<uint8_t, 32> root_hash{};  // the image's signed root hash
+  uint64_t verify_failures = 0;         // requests answered EIO for an integrity failure
+  uint64_t blocks_verified = 0;         // blocks hashed against the tree
+  uint64_t cache_hits = 0;              // decompressed-frame cache
+  uint64_t cache_misses = 0;
+  uint64_t files_pushed = 0;  // files stored into the page cache ahead of reads
+};
+
+// The ioctl's reply, fixed size (a FUSE ioctl's size is encoded in its
+// number). Native byte order: asker and driver run on the same machine.
+struct StatusWire {
+  char magic[8];  // kStatusMagic
+  uint32_t version;
+  uint32_t image_len;  // bytes of `image` in use (no NUL)
+  uint64_t verify_failures;
+  uint64_t blocks_verified;
+  uint64_t cache_hits;
+  uint64_t cache_misses;
+  uint64_t files_pushed;
+  uint8_t root_hash[32];
+  char image[4096];  // PATH_MAX: the driver opened the image by this path
+};
+static_assert(sizeof(StatusWire) == 4184);
+
+inline constexpr char kStatusMagic[8] = {'C', 'X', 'F', 'S', 'S', 'T', 'A', 'T'};
+inline constexpr uint32_t kStatusVersion = 1;
+// ioctl(mountpoint_fd, kStatusIoctl, StatusWire*): answered on the root only.
+inline constexpr unsigned int kStatusIoctl = _IOR(0xCE, 0x01, StatusWire);
+
+// Fills *wire. kInvalidArgument if the image path does not fit.
+Status EncodeStatus(const MountStatus& status, StatusWire* wire);
+// kCorruption naming `what` if the reply is malformed.
+Result<MountStatus> DecodeStatus(const StatusWire& wire, const std::string& what);
+
+// The status of the cryptexfs mount whose mount point is `mountpoint`.
+// kNotFound ("... is not a cryptexfs mount ...") for anything else: a
+// missing path, a plain directory, a directory inside a mount, another file
+// system, a FUSE mount of another type. kCorruption if the driver's answer
+// is malformed or names another image than the mount table's source.
+Result<MountStatus> QueryMountStatus(const std::string& mountpoint);
+
+// One /proc/self/mountinfo field with its \ooo escapes decoded.
+std::string UnescapeMountField(std::string_view field);
+
+}  // namespace cryptex::cxfs
