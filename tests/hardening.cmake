@@ -59,6 +59,7 @@ target_link_libraries(cryptex_adversarial_gen PRIVATE cryptex_hardening)
 # ---- corruption campaign -----------------------------------------------------
 add_executable(cryptex_campaign ${CX_HARD}/campaign/campaign.cc)
 target_link_libraries(cryptex_campaign PRIVATE cryptex_hardening)
+target_include_directories(cryptex_campaign PRIVATE ${PROJECT_SOURCE_DIR}/cli)  # exit_codes.h
 add_test(NAME campaign_smoke
          COMMAND cryptex_campaign --generate --seed 1 --flips 200 --timeout-ms 20000)
 set_tests_properties(campaign_smoke PROPERTIES TIMEOUT 300 LABELS hardening)

@@ -56,6 +56,7 @@
 #include <thread>
 #include <vector>
 
+#include "exit_codes.h"
 #include "format.h"
 #include "gen.h"
 #include "image.h"
@@ -410,8 +411,9 @@ std::string DaemonSays(const std::string& err) {
 }
 
 // How cryptexfs ended before mounting anything. A refusal is the driver's
-// documented way out (main.cc, fs/cryptexfs/README.md): exit status 1 after
-// one "cryptexfs: IMAGE: reason" line, no sanitizer report, and only for an
+// documented way out (main.cc, fs/cryptexfs/README.md): exit status 3
+// (integrity) or 4 (unsupported format) after one "cryptexfs: IMAGE: reason"
+// line, no sanitizer report, and only for an
 // image the library refuses too (`library_refused`, when known; cryptexfs
 // opens with the same Image::Open). Anything else -- a signal, another exit
 // status, a silent exit, a sanitizer report, refusing an image the library
@@ -428,11 +430,11 @@ void JudgeExitBeforeMount(int status, const std::string& image, const std::strin
   std::string why;
   if (!ReportLine(err).empty()) {
     why = "exited with status " + std::to_string(code) + " after a sanitizer report";
-  } else if (code != 1) {
+  } else if (code != cli::kExitIntegrity && code != cli::kExitUnsupported) {
     why = "exited with status " + std::to_string(code) + " without mounting";
   } else if (err.rfind("cryptexfs: " + image + ": ", 0) != 0 &&
              err.find("\ncryptexfs: " + image + ": ") == std::string::npos) {
-    why = "exited with status 1 without its error line";
+    why = "exited with status " + std::to_string(code) + " without its error line";
   } else if (library_refused.has_value() && !*library_refused) {
     why = "refused an image the library opens";
   }

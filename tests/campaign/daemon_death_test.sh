@@ -4,11 +4,10 @@
 #
 # Each run puts a stand-in in front of the real driver: the unmodified image
 # (the campaign's sanity run) goes to the real cryptexfs; each flipped copy
-# meets one way of dying that is not the driver's refusal (exit status 1
-# after "cryptexfs: IMAGE: reason", before mounting):
-#   asan-exit     a sanitizer report and exit status 1 before mounting
-#                 (ASan's default exit code)
-#   silent-exit   exit status 1 without a word, before mounting
+# meets one way of dying that is not the driver's refusal (exit status 3,
+# integrity, after "cryptexfs: IMAGE: reason", before mounting):
+#   asan-exit     a sanitizer report and exit status 3 before mounting
+#   silent-exit   exit status 3 without a word, before mounting
 #   false-refusal a well-formed refusal line for every copy: a crash for
 #                 each copy the library opens and reads
 #   exit-after    mounts and serves, then exits 23 after the unmount
@@ -25,9 +24,9 @@ status=0
 for mode in asan-exit silent-exit false-refusal exit-after; do
   fake="$work/cryptexfs-$mode"
   case $mode in
-    asan-exit) die='echo "==42==ERROR: AddressSanitizer: SEGV on unknown address" >&2; exit 1' ;;
-    silent-exit) die='exit 1' ;;
-    false-refusal) die='echo "cryptexfs: $1: refused" >&2; exit 1' ;;
+    asan-exit) die='echo "==42==ERROR: AddressSanitizer: SEGV on unknown address" >&2; exit 3' ;;
+    silent-exit) die='exit 3' ;;
+    false-refusal) die='echo "cryptexfs: $1: refused" >&2; exit 3' ;;
     exit-after) die="\"$real\" \"\$@\"; exit 23" ;;
   esac
   cat >"$fake" <<SCRIPT

@@ -113,7 +113,7 @@ TEST_F(CliKeysTest, TrustWithPubkeyIsAUsageErrorEverywhere) {
   ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
   const CommandResult m =
       Cx("mount " + Q(image_) + " " + Q(mnt) + " -o trust=" + trust_ + ",pubkey=" + key_ + ".pub");
-  EXPECT_EQ(m.exit_code, 1) << m.err;
+  EXPECT_EQ(m.exit_code, kExitUsage) << m.err;
   EXPECT_TRUE(Contains(m.err, TrustSourceConflict())) << m.err;
 }
 
@@ -130,7 +130,7 @@ TEST_F(CliKeysTest, WritableTrustDirectoryIsRefused) {
   const std::string mnt = t.Join("mnt");
   ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
   const CommandResult m = Cx("mount " + Q(image_) + " " + Q(mnt) + " -o trust=" + dir);
-  EXPECT_EQ(m.exit_code, 1) << m.err;
+  EXPECT_EQ(m.exit_code, kExitIntegrity) << m.err;
   EXPECT_TRUE(Contains(m.err, dir + " is world-writable (mode 0777)")) << m.err;
 
   // Owned by another user: refused too.
