@@ -21,6 +21,7 @@ int ErrnoFromCode(Code code) {
     case Code::kPermission:
       return EACCES;
     case Code::kInvalidArgument:
+    case Code::kBadSource:
     case Code::kSignature:
     case Code::kUnsupported:
     case Code::kExists:

@@ -187,11 +187,11 @@ class ImageWriter {
   Status CheckTree() const {
     const auto& nodes = tree_.nodes;
     if (nodes.empty() || !S_ISDIR(nodes[0].mode) || nodes[0].hardlink_of >= 0) {
-      return Status::InvalidArgument("source tree has no root directory");
+      return Status::BadSource("source tree has no root directory");
     }
     if (nodes.size() >= 0xFFFFFFF0u) {
-      return Status::InvalidArgument(tree_.root_path + ": too many entries (" +
-                                     std::to_string(nodes.size()) + ")");
+      return Status::BadSource(tree_.root_path + ": too many entries (" +
+                               std::to_string(nodes.size()) + ")");
     }
     std::vector<uint32_t> depth(nodes.size(), 0);
     for (size_t i = 0; i < nodes.size(); ++i) {
@@ -199,29 +199,28 @@ class ImageWriter {
       auto path = [&] { return tree_.PathOf(static_cast<uint32_t>(i)); };
       if (i > 0 && (n.parent >= i || !S_ISDIR(nodes[n.parent].mode) ||
                     n.hardlink_of >= static_cast<int64_t>(i))) {
-        return Status::InvalidArgument(path() + ": malformed source tree");
+        return Status::BadSource(path() + ": malformed source tree");
       }
       if (i > 0) depth[i] = depth[n.parent] + 1;
       if (S_ISDIR(n.mode) && depth[i] > kMaxDirDepth) {
-        return Status::InvalidArgument(path().substr(0, 240) +
-                                       "...: directories nested deeper than " +
-                                       std::to_string(kMaxDirDepth) + " levels, the format limit");
+        return Status::BadSource(path().substr(0, 240) + "...: directories nested deeper than " +
+                                 std::to_string(kMaxDirDepth) + " levels, the format limit");
       }
       if (n.hardlink_of >= 0) {
-        if (S_ISDIR(n.mode)) return Status::InvalidArgument(path() + ": hard-linked directory");
+        if (S_ISDIR(n.mode)) return Status::BadSource(path() + ": hard-linked directory");
         continue;
       }
       if (Status st = CheckSourceNode(n, i == 0); !st.ok()) return st.Prefixed(path());
       if (EntryTypeFor(n.mode, n.flags) == 0 || n.mtime_nsec >= 1000000000u ||
           (n.flags & ~kInodeFlagsKnown) != 0 || (n.flags != 0 && opts_.kind != kKindPatch)) {
-        return Status::InvalidArgument(path() + ": file type, time or flags not representable");
+        return Status::BadSource(path() + ": file type, time or flags not representable");
       }
       if (S_ISREG(n.mode) && ((n.size - 1) >> opts_.chunk_log2) + 1 > 0xFFFFFFFFull &&
           n.size != 0) {
-        return Status::InvalidArgument(path() + ": " + std::to_string(n.size) +
-                                       " bytes need more than " + std::to_string(0xFFFFFFFFull) +
-                                       " extents (the format limit) at chunk size " +
-                                       std::to_string(chunk_) + "; use a larger chunk size");
+        return Status::BadSource(path() + ": " + std::to_string(n.size) + " bytes need more than " +
+                                 std::to_string(0xFFFFFFFFull) +
+                                 " extents (the format limit) at chunk size " +
+                                 std::to_string(chunk_) + "; use a larger chunk size");
       }
     }
     return Status::Ok();
@@ -569,7 +568,7 @@ class ImageWriter {
   }
 
   Result<uint32_t> WriteFrame(const Job& j) {
-    if (frames_.size() >= kHoleFrame - 1) return Status::InvalidArgument("too many frames");
+    if (frames_.size() >= kHoleFrame - 1) return Status::BadSource("too many frames");
     DiskFrame f;
     f.offset.set(out_->size());
     f.stored_size.set(static_cast<uint32_t>(j.stored.size()));

@@ -761,13 +761,14 @@ TEST_F(BuilderTest, SysfsFileWithAWrongSizeIsAnIOErrorNotCorruption) {
 
 // ---- every reader limit is enforced by the writer --------------------------------
 
-// Builds `tree` with `o`; expects kInvalidArgument mentioning each of `words`
-// and no file written.
+// Builds `tree` with `o`; expects `code` (kInvalidArgument: a manifest the
+// caller gave; kBadSource: a tree the format cannot hold) mentioning each of
+// `words`, and no file written.
 void ExpectRefused(const SourceTree& tree, const BuildOptions& o, const TempDir& out,
-                   const std::vector<std::string>& words) {
+                   const std::vector<std::string>& words, Code code = Code::kInvalidArgument) {
   auto st = WriteImage(tree, o);
   ASSERT_FALSE(st.ok()) << "wrote an image readers refuse";
-  EXPECT_EQ(st.status().code(), Code::kInvalidArgument) << st.status().ToString();
+  EXPECT_EQ(st.status().code(), code) << st.status().ToString();
   for (const auto& w : words) {
     EXPECT_TRUE(Contains(st.status().message(), w))
         << "'" << w << "' not in: " << st.status().message().substr(0, 400);
@@ -889,7 +890,7 @@ TEST_F(BuilderTest, EntryLimitsAtTheLimitBuildAndOverAreRefused) {
 
   auto refused = [&](SourceTree t, const std::vector<std::string>& words) {
     TempDir o;
-    ExpectRefused(t, Options(o.Join("img")), o, words);
+    ExpectRefused(t, Options(o.Join("img")), o, words, Code::kBadSource);
   };
   {
     SourceTree t = *tree;
@@ -966,7 +967,7 @@ TEST_F(BuilderTest, DirectoryDepthAtTheLimitBuildsAndOneMoreIsRefused) {
   close(fd);
   auto deeper = ScanDirectory(src.path());
   ASSERT_FALSE(deeper.ok()) << "a tree extract calls corrupt was scanned";
-  EXPECT_EQ(deeper.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(deeper.status().code(), Code::kBadSource);
   EXPECT_TRUE(Contains(deeper.status().message(), src.path() + "/d/d/d"))
       << deeper.status().message().substr(0, 400);
   EXPECT_TRUE(Contains(deeper.status().message(), "deeper than 4096"));
@@ -982,7 +983,7 @@ TEST_F(BuilderTest, DirectoryDepthAtTheLimitBuildsAndOneMoreIsRefused) {
     }
   }
   TempDir out2;
-  ExpectRefused(t, Options(out2.Join("img")), out2, {"deeper than 4096"});
+  ExpectRefused(t, Options(out2.Join("img")), out2, {"deeper than 4096"}, Code::kBadSource);
 }
 
 // The walks are linear in depth: the path components handed to the kernel

@@ -99,9 +99,9 @@ Status ReadXattrs(int fd, const std::string& io, const PathFn& path, SourceNode*
       if (errno != ERANGE) return Status::FromErrno(errno, path() + ": getxattr " + name);
       value.resize(value.size() * 4);
       if (value.size() > 4 * format::kMaxXattrValueLen) {
-        return Status::InvalidArgument(path() + ": xattr " + name + " is larger than " +
-                                       std::to_string(format::kMaxXattrValueLen) +
-                                       " bytes, the format limit");
+        return Status::BadSource(path() + ": xattr " + name + " is larger than " +
+                                 std::to_string(format::kMaxXattrValueLen) +
+                                 " bytes, the format limit");
       }
     }
     if (vn < 0) continue;
@@ -175,7 +175,7 @@ Status ScanEntries(SourceTree& tree, uint32_t di, int dfd,
       return Status::FromErrno(errno, path());
     }
     const auto idx = static_cast<uint32_t>(tree.nodes.size());
-    if (idx >= 0xFFFFFFF0u) return Status::InvalidArgument(tree.root_path + ": too many entries");
+    if (idx >= 0xFFFFFFF0u) return Status::BadSource(tree.root_path + ": too many entries");
     SourceNode n;
     n.name = name;
     n.parent = di;
@@ -240,35 +240,33 @@ Status CheckSourceNode(const SourceNode& n, bool is_root) {
   if (!is_root &&
       (n.name.empty() || n.name.size() > kMaxNameLen || n.name == "." || n.name == ".." ||
        n.name.find_first_of(std::string("/\0", 2)) != std::string::npos)) {
-    return Status::InvalidArgument("name of " + std::to_string(n.name.size()) +
-                                   " bytes is not a valid entry name (1.." +
-                                   std::to_string(kMaxNameLen) + " bytes, no '/' or NUL)");
+    return Status::BadSource("name of " + std::to_string(n.name.size()) +
+                             " bytes is not a valid entry name (1.." + std::to_string(kMaxNameLen) +
+                             " bytes, no '/' or NUL)");
   }
   if (S_ISLNK(n.mode) && (n.symlink_target.empty() || n.symlink_target.size() > kMaxSymlinkLen)) {
-    return Status::InvalidArgument("symlink target of " + std::to_string(n.symlink_target.size()) +
-                                   " bytes; the format allows 1.." +
-                                   std::to_string(kMaxSymlinkLen));
+    return Status::BadSource("symlink target of " + std::to_string(n.symlink_target.size()) +
+                             " bytes; the format allows 1.." + std::to_string(kMaxSymlinkLen));
   }
   // The reader's per-inode limits (docs/FORMAT.md section 9).
   uint64_t name_bytes = 0, value_bytes = 0;
   for (const auto& [xname, xvalue] : n.xattrs) {
     if (xname.empty() || xname.size() > kMaxXattrNameLen || xvalue.size() > kMaxXattrValueLen ||
         xname.find('\0') != std::string::npos) {
-      return Status::InvalidArgument("xattr " + xname + " (name " + std::to_string(xname.size()) +
-                                     " bytes, value " + std::to_string(xvalue.size()) +
-                                     " bytes) exceeds the format limits (name 1.." +
-                                     std::to_string(kMaxXattrNameLen) + " bytes, value " +
-                                     std::to_string(kMaxXattrValueLen) + " bytes)");
+      return Status::BadSource("xattr " + xname + " (name " + std::to_string(xname.size()) +
+                               " bytes, value " + std::to_string(xvalue.size()) +
+                               " bytes) exceeds the format limits (name 1.." +
+                               std::to_string(kMaxXattrNameLen) + " bytes, value " +
+                               std::to_string(kMaxXattrValueLen) + " bytes)");
     }
     name_bytes += xname.size() + 1;
     value_bytes += xvalue.size();
   }
   if (name_bytes > kMaxXattrListBytes || value_bytes > kMaxXattrValuesBytes) {
-    return Status::InvalidArgument("xattrs exceed the format limits (" +
-                                   std::to_string(name_bytes) + " bytes of names, limit " +
-                                   std::to_string(kMaxXattrListBytes) + "; " +
-                                   std::to_string(value_bytes) + " bytes of values, limit " +
-                                   std::to_string(kMaxXattrValuesBytes) + ")");
+    return Status::BadSource("xattrs exceed the format limits (" + std::to_string(name_bytes) +
+                             " bytes of names, limit " + std::to_string(kMaxXattrListBytes) + "; " +
+                             std::to_string(value_bytes) + " bytes of values, limit " +
+                             std::to_string(kMaxXattrValuesBytes) + ")");
   }
   return Status::Ok();
 }
@@ -300,9 +298,9 @@ Status WalkSourceDirs(const SourceTree& tree, const std::function<Status(uint32_
       const uint32_t c = children[top.next++];
       const size_t child_depth = stack.size();  // the root is depth 0
       if (child_depth > format::kMaxDirDepth) {
-        return Status::InvalidArgument(
-            Shorten(tree.PathOf(c)) + ": directories nested deeper than " +
-            std::to_string(format::kMaxDirDepth) + " levels, the format limit");
+        return Status::BadSource(Shorten(tree.PathOf(c)) + ": directories nested deeper than " +
+                                 std::to_string(format::kMaxDirDepth) +
+                                 " levels, the format limit");
       }
       Fd next;
       CX_RETURN_IF_ERROR(

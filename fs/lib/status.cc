@@ -16,6 +16,8 @@ const char* CodeName(Code c) {
       return "I/O error";
     case Code::kInvalidArgument:
       return "invalid argument";
+    case Code::kBadSource:
+      return "source not representable";
     case Code::kSignature:
       return "signature";
     case Code::kUnsupported:

@@ -18,6 +18,7 @@ enum class Code {
   kCorruption,       // image bytes fail verification or are inconsistent
   kIOError,          // the OS failed a read/write
   kInvalidArgument,  // bad user input (flags, paths, names)
+  kBadSource,        // a source tree the format cannot hold (too deep, a name too long...)
   kSignature,        // signature missing, wrong, or from an untrusted key
   kUnsupported,      // unknown incompat feature, format version, algorithm
   kExists,           // destination already exists
@@ -41,6 +42,7 @@ class [[nodiscard]] Status {
   static Status InvalidArgument(std::string m) {
     return Status(Code::kInvalidArgument, std::move(m));
   }
+  static Status BadSource(std::string m) { return Status(Code::kBadSource, std::move(m)); }
   static Status Signature(std::string m) { return Status(Code::kSignature, std::move(m)); }
   static Status Unsupported(std::string m) { return Status(Code::kUnsupported, std::move(m)); }
   static Status Exists(std::string m) { return Status(Code::kExists, std::move(m)); }

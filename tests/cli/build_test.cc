@@ -172,7 +172,7 @@ TEST_F(BuildCliTest, TreeDeeperThanTheFormatLimitIsRefused) {
   close(fd);
   const std::string img = out.Join("img");
   const CommandResult b = Build(src.path(), img);
-  EXPECT_NE(b.exit_code, kExitOk);
+  EXPECT_EQ(b.exit_code, kExitError) << "a source problem: exit 1";
   EXPECT_NE(b.exit_code, 3) << "not an integrity failure";
   EXPECT_EQ(LineCount(b.err), 1) << b.err.substr(0, 500);
   EXPECT_LT(b.err.size(), 1000u);
