@@ -56,11 +56,16 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
   //    d directory ranges CheckDir records.
   std::vector<uint32_t> names(m.inode_count + 1, 0);  // entries naming each inode
   std::vector<uint64_t> first_entry(m.inode_count + 1, 0);
-  std::deque<std::pair<uint64_t, std::string>> queue{{1, "/"}};
+  struct Pending {
+    uint64_t ino;
+    std::string path;
+    uint32_t depth;  // the root's is 0
+  };
+  std::deque<Pending> queue{{1, "/", 0}};
   std::vector<uint8_t> buf(1u << 20);
   if (auto xs = ListXattrs(1); !xs.ok()) return xs.status().Prefixed("/");
   while (!queue.empty()) {
-    auto [dir_ino, dir_path] = queue.front();
+    auto [dir_ino, dir_path, dir_depth] = queue.front();
     queue.pop_front();
     CX_ASSIGN_OR_RETURN(InodeInfo dir, m.GetInode(dir_ino));
     if (Status st = m.CheckDir(dir); !st.ok()) return st.Prefixed(dir_path);
@@ -86,7 +91,15 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
       if (in->is_dir()) {
         if (seen != 0) return bad("directory reachable twice (cycle or hard-linked directory)");
         if (auto xs = ListXattrs(e.ino); !xs.ok()) return xs.status().Prefixed(path);
-        queue.emplace_back(e.ino, path);
+        // Deeper than the format allows: signed and consistent, but beyond
+        // what cryptex builds and extracts (unsupported, as extract says).
+        if (dir_depth + 1 > kMaxDirDepth) {
+          return Status::Unsupported(m.path + ": ..." +
+                                     path.substr(path.size() - std::min<size_t>(path.size(), 200)) +
+                                     ": directory at depth " + std::to_string(dir_depth + 1) +
+                                     "; the format allows " + std::to_string(kMaxDirDepth));
+        }
+        queue.push_back({e.ino, path, dir_depth + 1});
         continue;
       }
       if (seen >= in->nlink) {

@@ -282,6 +282,13 @@ TEST_F(ExtractTest, DeeperThanMaxDirDepthIsUnsupportedNotCorrupt) {
   EXPECT_LT(r.err.size(), 500u) << r.err.substr(0, 500);
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err.substr(0, 500);
   EXPECT_EQ(ListDirNames(parent), std::vector<std::string>{});
+  // verify agrees: unsupported (exit 4), not corrupt, on one short line.
+  const CommandResult v = test::RunCommandCapture(Q(test::CryptexBin()) + " verify " + Q(img) +
+                                                  " --trust " + Q(b.key.trust_dir));
+  EXPECT_EQ(v.exit_code, kExitUnsupported) << v.err.substr(0, 500);
+  EXPECT_TRUE(Contains(v.err, "depth " + std::to_string(format::kMaxDirDepth + 1)))
+      << v.err.substr(0, 500);
+  EXPECT_LT(v.err.size(), 500u) << v.err.substr(0, 500);
 }
 
 // The walks cost O(1) system calls per level: a quadratic walk (re-resolving
