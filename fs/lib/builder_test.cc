@@ -10,13 +10,16 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "format.h"
@@ -240,7 +243,22 @@ TEST_F(BuilderTest, SourceFileMetadataChangedSinceTheScanFailsTheBuild) {
   WriteFile(src.Join("f"), "same bytes");
   auto tree = ScanDirectory(src.path());
   ASSERT_TRUE(tree.ok());
+  // File systems stamp ctime from a coarse clock (a jiffy): wait until that
+  // clock has passed the scanned ctime, so that the change below moves it.
+  struct stat scanned;
+  ASSERT_EQ(stat(src.Join("f").c_str(), &scanned), 0);
+  for (timespec now{}; clock_gettime(CLOCK_REALTIME_COARSE, &now) == 0 &&
+                       (now.tv_sec < scanned.st_ctim.tv_sec ||
+                        (now.tv_sec == scanned.st_ctim.tv_sec &&
+                         now.tv_nsec <= scanned.st_ctim.tv_nsec));) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   ASSERT_EQ(setxattr(src.Join("f").c_str(), "user.late", "v", 1, 0), 0) << strerror(errno);
+  struct stat changed;
+  ASSERT_EQ(stat(src.Join("f").c_str(), &changed), 0);
+  ASSERT_NE(changed.st_ctim.tv_nsec + changed.st_ctim.tv_sec * 1000000000ll,
+            scanned.st_ctim.tv_nsec + scanned.st_ctim.tv_sec * 1000000000ll)
+      << "the file system did not move ctime";
   auto st = WriteImage(*tree, Options(out.Join("img")));
   ASSERT_FALSE(st.ok()) << "sealed metadata that no longer describes the file";
   EXPECT_EQ(st.status().code(), Code::kIOError);

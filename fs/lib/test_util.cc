@@ -100,19 +100,6 @@ CommandResult RunCommandCapture(const std::string& cmd) {
   return r;
 }
 
-std::string ShellQuote(std::string_view arg) {
-  std::string q = "'";
-  for (char c : arg) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
-    }
-  }
-  q += "'";
-  return q;
-}
-
 void WriteFile(const std::string& path, std::string_view bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -586,6 +573,10 @@ std::string CryptexBin() {
   if (dir == nullptr || *dir == '\0') dir = CRYPTEX_DEFAULT_BUILD_DIR;
 #endif
   return std::string(dir != nullptr ? dir : ".") + "/cli/cryptex";
+}
+
+CommandResult RunCryptex(const std::string& args) {
+  return RunCommandCapture(ShellQuote(CryptexBin()) + " " + args);
 }
 
 int MakeDeepChain(const std::string& root, int depth, const std::string& comp) {

@@ -12,6 +12,7 @@
 
 #include "keys.h"
 #include "status.h"
+#include "superblock.h"
 
 namespace cryptex::test {
 
@@ -48,8 +49,9 @@ CommandResult RunCommand(const std::string& cmd);
 // Like RunCommand, but stderr is captured into `err` instead of passed through.
 CommandResult RunCommandCapture(const std::string& cmd);
 
-// 'arg' with embedded single quotes escaped, safe to paste into a command.
-std::string ShellQuote(std::string_view arg);
+// 'arg' with embedded single quotes escaped, safe to paste into a command
+// (the library's own quoting, superblock.h).
+using cryptex::ShellQuote;
 
 // Creates or truncates `path` with exactly `bytes`.
 void WriteFile(const std::string& path, std::string_view bytes);
@@ -118,5 +120,7 @@ Result<std::unique_ptr<TrustStore>> SealForTest(const std::string& src, const st
 // The `cryptex` binary of this build: $CRYPTEX_BUILD_DIR/cli/cryptex (set by
 // ctest), else the build directory compiled in as CRYPTEX_DEFAULT_BUILD_DIR.
 std::string CryptexBin();
+// Runs `cryptex ARGS` (ARGS already shell-quoted), capturing stdout and stderr.
+CommandResult RunCryptex(const std::string& args);
 
 }  // namespace cryptex::test

@@ -13,29 +13,25 @@
 #include <string>
 #include <vector>
 
+#include "exit_codes.h"
 #include "format.h"
 #include "test_util.h"
 
 namespace cryptex {
 namespace {
 
+using namespace cli;  // kExit*: the codes users see
+
 using test::CommandResult;
 using test::Contains;
 using test::CryptexBin;
 using test::ListDirNames;
 using test::RunCommandCapture;
+using test::RunCryptex;
 using test::ShellQuote;
 using test::TempDir;
 using test::WriteFile;
 
-constexpr int kExitOk = 0;
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitExists = 6;
-
-CommandResult Cx(const std::string& args) {
-  return RunCommandCapture(ShellQuote(CryptexBin()) + " " + args);
-}
 std::string Q(const std::string& s) { return ShellQuote(s); }
 
 int LineCount(const std::string& s) {
@@ -49,7 +45,7 @@ class BuildCliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     work_ = new TempDir;
     key_ = work_->Join("k");
-    const CommandResult k = Cx("keygen -o " + Q(key_));
+    const CommandResult k = RunCryptex("keygen -o " + Q(key_));
     ASSERT_EQ(k.exit_code, 0) << k.err;
   }
   static void TearDownTestSuite() { delete work_; }
@@ -58,10 +54,11 @@ class BuildCliTest : public ::testing::Test {
   // replace --name/--version).
   static CommandResult Build(const std::string& src, const std::string& out,
                              const std::string& extra = "--name n --version 1") {
-    return Cx("build " + Q(src) + " -o " + Q(out) + " --key " + Q(key_) + " " + extra + " -q");
+    return RunCryptex("build " + Q(src) + " -o " + Q(out) + " --key " + Q(key_) + " " + extra +
+                      " -q");
   }
   static CommandResult Verify(const std::string& image) {
-    return Cx("verify " + Q(image) + " --pubkey " + Q(key_ + ".pub"));
+    return RunCryptex("verify " + Q(image) + " --pubkey " + Q(key_ + ".pub"));
   }
 
   static TempDir* work_;
@@ -114,9 +111,9 @@ TEST_F(BuildCliTest, ArgumentsAreCheckedBeforeAnyWork) {
   TempDir out;
   const std::string missing = out.Join("no-such-source");
   // An over-long name is reported even though the key and source are missing.
-  CommandResult r =
-      Cx("build " + Q(missing) + " -o " + Q(out.Join("img")) + " --key " + Q(out.Join("no-key")) +
-         " --name " + std::string(format::kMaxManifestStringLen + 1, 'n') + " --version 1");
+  CommandResult r = RunCryptex(
+      "build " + Q(missing) + " -o " + Q(out.Join("img")) + " --key " + Q(out.Join("no-key")) +
+      " --name " + std::string(format::kMaxManifestStringLen + 1, 'n') + " --version 1");
   EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
   EXPECT_TRUE(Contains(r.err, "manifest name")) << r.err;
   // An existing destination is reported before the source is scanned.
@@ -137,7 +134,7 @@ TEST_F(BuildCliTest, SourceDirectoryGivenThroughASymlinkBuilds) {
   const CommandResult b = Build(top.Join("link"), img);
   ASSERT_EQ(b.exit_code, kExitOk) << b.err;
   EXPECT_EQ(Verify(img).exit_code, kExitOk);
-  const CommandResult cat = Cx("cat " + Q(img) + " /f --pubkey " + Q(key_ + ".pub"));
+  const CommandResult cat = RunCryptex("cat " + Q(img) + " /f --pubkey " + Q(key_ + ".pub"));
   EXPECT_EQ(cat.exit_code, kExitOk) << cat.err;
   EXPECT_EQ(cat.out, "content");
 }

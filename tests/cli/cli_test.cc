@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "exit_codes.h"
 #include "format.h"
 #include "image.h"
 #include "keys.h"
@@ -26,6 +27,8 @@
 
 namespace cryptex {
 namespace {
+
+using namespace cli;  // kExit*: the codes users see
 
 using test::CryptexBin;
 
@@ -38,20 +41,10 @@ using test::ListDirNames;
 using test::ReadFile;
 using test::RunCommand;
 using test::RunCommandCapture;
+using test::RunCryptex;
 using test::ShellQuote;
 using test::TempDir;
 using test::WriteFile;
-
-constexpr int kExitOk = 0;
-constexpr int kExitUsage = 2;
-constexpr int kExitIntegrity = 3;
-constexpr int kExitNotFound = 5;
-constexpr int kExitExists = 6;
-
-// Runs `cryptex ARGS` (ARGS already shell-quoted), capturing stdout and stderr.
-CommandResult Cx(const std::string& args) {
-  return RunCommandCapture(ShellQuote(CryptexBin()) + " " + args);
-}
 
 std::string Q(const std::string& s) { return ShellQuote(s); }
 
@@ -106,15 +99,15 @@ class CliTest : public ::testing::Test {
     src_ = new TempDir(test::TmpfsDir());
     test::MakeEveryKindTree(src_->path());
     key_ = work_->Join("vendor");
-    const CommandResult k = Cx("keygen -o " + Q(key_));
+    const CommandResult k = RunCryptex("keygen -o " + Q(key_));
     ASSERT_EQ(k.exit_code, 0) << k.err;
     trust_ = work_->Join("keys");
     ASSERT_EQ(mkdir(trust_.c_str(), 0755), 0);
     std::filesystem::copy_file(key_ + ".pub", trust_ + "/vendor.pub");
     image_ = work_->Join("every.cryptex");
-    const CommandResult b =
-        Cx("build " + Q(src_->path()) + " -o " + Q(image_) + " --key " + Q(key_) +
-           " --name org.example.every --version 2.0 --release-counter 9 --epoch 1700000000 -q");
+    const CommandResult b = RunCryptex(
+        "build " + Q(src_->path()) + " -o " + Q(image_) + " --key " + Q(key_) +
+        " --name org.example.every --version 2.0 --release-counter 9 --epoch 1700000000 -q");
     ASSERT_EQ(b.exit_code, 0) << b.err;
   }
   static void TearDownTestSuite() {
@@ -159,7 +152,7 @@ mode_t ModeOf(const std::string& p) {
 
 TEST_F(CliTest, KeygenCreatesA0600PrivateKeyAndAPublicKey) {
   TempDir d;
-  const CommandResult r = Cx("keygen -o " + Q(d.Join("k")));
+  const CommandResult r = RunCryptex("keygen -o " + Q(d.Join("k")));
   ASSERT_EQ(r.exit_code, kExitOk) << r.err;
   EXPECT_EQ(ListDirNames(d.path()), (std::vector<std::string>{"k", "k.pub"}));
   EXPECT_EQ(ModeOf(d.Join("k")), 0600u);
@@ -180,9 +173,9 @@ TEST_F(CliTest, KeygenCreatesA0600PrivateKeyAndAPublicKey) {
 
 TEST_F(CliTest, KeygenRefusesToOverwrite) {
   TempDir d;
-  ASSERT_EQ(Cx("keygen -o " + Q(d.Join("k"))).exit_code, kExitOk);
+  ASSERT_EQ(RunCryptex("keygen -o " + Q(d.Join("k"))).exit_code, kExitOk);
   const std::string priv = ReadFile(d.Join("k")), pub = ReadFile(d.Join("k.pub"));
-  const CommandResult again = Cx("keygen -o " + Q(d.Join("k")));
+  const CommandResult again = RunCryptex("keygen -o " + Q(d.Join("k")));
   EXPECT_EQ(again.exit_code, kExitExists);
   ExpectOneLineError(again, d.Join("k"));
   EXPECT_EQ(ReadFile(d.Join("k")), priv);
@@ -190,11 +183,11 @@ TEST_F(CliTest, KeygenRefusesToOverwrite) {
   // Only the .pub exists: still refused, and no private key appears.
   TempDir d2;
   WriteFile(d2.Join("k.pub"), "not mine");
-  const CommandResult r = Cx("keygen -o " + Q(d2.Join("k")));
+  const CommandResult r = RunCryptex("keygen -o " + Q(d2.Join("k")));
   EXPECT_EQ(r.exit_code, kExitExists);
   EXPECT_EQ(ListDirNames(d2.path()), std::vector<std::string>{"k.pub"});
   EXPECT_EQ(ReadFile(d2.Join("k.pub")), "not mine");
-  EXPECT_EQ(Cx("keygen").exit_code, kExitUsage);
+  EXPECT_EQ(RunCryptex("keygen").exit_code, kExitUsage);
 }
 
 // ---- build ------------------------------------------------------------------------------
@@ -203,8 +196,8 @@ TEST_F(CliTest, BuildRefusesAnExistingDestination) {
   TempDir out;
   const std::string dest = out.Join("img");
   WriteFile(dest, "precious");
-  const CommandResult r = Cx("build " + Q(src_->path()) + " -o " + Q(dest) + " --key " + Q(key_) +
-                             " --name n --version 1");
+  const CommandResult r = RunCryptex("build " + Q(src_->path()) + " -o " + Q(dest) + " --key " +
+                                     Q(key_) + " --name n --version 1");
   EXPECT_EQ(r.exit_code, kExitExists);
   ExpectOneLineError(r, dest);
   EXPECT_EQ(ReadFile(dest), "precious");
@@ -214,20 +207,22 @@ TEST_F(CliTest, BuildRefusesAnExistingDestination) {
 TEST_F(CliTest, BuildWithAGarbageKeyCreatesNothing) {
   TempDir out;
   WriteFile(out.Join("garbage.key"), "-----BEGIN PRIVATE KEY-----\nnot base64!\n");
-  const CommandResult r = Cx("build " + Q(src_->path()) + " -o " + Q(out.Join("img")) + " --key " +
-                             Q(out.Join("garbage.key")) + " --name n --version 1");
+  const CommandResult r =
+      RunCryptex("build " + Q(src_->path()) + " -o " + Q(out.Join("img")) + " --key " +
+                 Q(out.Join("garbage.key")) + " --name n --version 1");
   ExpectOneLineError(r, out.Join("garbage.key"));
   EXPECT_EQ(ListDirNames(out.path()), std::vector<std::string>{"garbage.key"});
-  const CommandResult missing = Cx("build " + Q(src_->path()) + " -o " + Q(out.Join("img")) +
-                                   " --key " + Q(out.Join("nokey")) + " --name n --version 1");
+  const CommandResult missing =
+      RunCryptex("build " + Q(src_->path()) + " -o " + Q(out.Join("img")) + " --key " +
+                 Q(out.Join("nokey")) + " --name n --version 1");
   ExpectOneLineError(missing, out.Join("nokey"));
   EXPECT_EQ(ListDirNames(out.path()), std::vector<std::string>{"garbage.key"});
 }
 
 TEST_F(CliTest, BuildOfAMissingSourceCreatesNothing) {
   TempDir out;
-  const CommandResult r = Cx("build " + Q(out.Join("gone")) + " -o " + Q(out.Join("img")) +
-                             " --key " + Q(key_) + " --name n --version 1");
+  const CommandResult r = RunCryptex("build " + Q(out.Join("gone")) + " -o " + Q(out.Join("img")) +
+                                     " --key " + Q(key_) + " --name n --version 1");
   EXPECT_EQ(r.exit_code, kExitNotFound);
   ExpectOneLineError(r, out.Join("gone"));
   EXPECT_TRUE(ListDirNames(out.path()).empty());
@@ -255,14 +250,14 @@ TEST_F(CliTest, BuildUsageErrors) {
        {" --level 0", " --level 23", " --level x", " --chunk-size 3000", " --chunk-size 2M",
         " --chunk-size 2K", " --threads 0", " --epoch yesterday", " --release-counter -1",
         " extra-positional", " --bogus", " --level"}) {
-    const CommandResult r = Cx(base + bad);
+    const CommandResult r = RunCryptex(base + bad);
     EXPECT_EQ(r.exit_code, kExitUsage) << bad << ": " << r.err;
     EXPECT_EQ(Lines(r.err).size(), 1u) << bad << ": " << r.err;
   }
   for (const std::string& missing : std::vector<std::string>{
            " --key " + Q(key_) + " --name n --version 1", " -o x --name n --version 1",
            " -o x --key k --version 1", " -o x --key k --name n"}) {
-    EXPECT_EQ(Cx("build " + Q(src_->path()) + missing).exit_code, kExitUsage) << missing;
+    EXPECT_EQ(RunCryptex("build " + Q(src_->path()) + missing).exit_code, kExitUsage) << missing;
   }
   EXPECT_TRUE(ListDirNames(out.path()).empty());
 }
@@ -271,7 +266,9 @@ TEST_F(CliTest, BuildIsReproducible) {
   TempDir out;
   const std::string args = "build " + Q(src_->path()) + " --key " + Q(key_) +
                            " --name org.example.every --version 2.0 --release-counter 9 -q";
-  ASSERT_EQ(Cx(args + " -o " + Q(out.Join("a")) + " --epoch 1700000000 --threads 1").exit_code, 0);
+  ASSERT_EQ(
+      RunCryptex(args + " -o " + Q(out.Join("a")) + " --epoch 1700000000 --threads 1").exit_code,
+      0);
   ASSERT_EQ(RunCommandCapture("SOURCE_DATE_EPOCH=1700000000 " + Q(CryptexBin()) + " " + args +
                               " -o " + Q(out.Join("b")) + " --threads 2")
                 .exit_code,
@@ -284,15 +281,15 @@ TEST_F(CliTest, BuildIsReproducible) {
 // ---- verify -----------------------------------------------------------------------------
 
 TEST_F(CliTest, VerifyGoodImage) {
-  const CommandResult r = Cx("verify " + Q(image_) + Trust());
+  const CommandResult r = RunCryptex("verify " + Q(image_) + Trust());
   EXPECT_EQ(r.exit_code, kExitOk) << r.err;
   EXPECT_TRUE(Contains(r.out, "OK")) << r.out;
   EXPECT_TRUE(Contains(r.out, HexEncode(Superblock(image_).root_hash))) << r.out;
-  const CommandResult q = Cx("verify -q " + Q(image_) + Trust());
+  const CommandResult q = RunCryptex("verify -q " + Q(image_) + Trust());
   EXPECT_EQ(q.exit_code, kExitOk);
   EXPECT_EQ(q.out, "");
   EXPECT_EQ(q.err, "");
-  EXPECT_EQ(Cx("verify " + Q(image_) + " --pubkey " + Q(key_ + ".pub")).exit_code, kExitOk);
+  EXPECT_EQ(RunCryptex("verify " + Q(image_) + " --pubkey " + Q(key_ + ".pub")).exit_code, kExitOk);
 }
 
 // An image whose every region spans several blocks (4 KiB chunks, thousands
@@ -313,10 +310,10 @@ class CliTamperTest : public CliTest {
       }
     }
     big_image_ = big_->Join("big.cryptex");
-    const CommandResult b =
-        Cx("build " + Q(src.path()) + " -o " + Q(big_image_) + " --key " + Q(key_) +
-           " --chunk-size 4K --epoch 1 -q --name " + std::string(4000, 'n') + " --version " +
-           std::string(4000, 'v') + " --description " + std::string(4000, 'd'));
+    const CommandResult b = RunCryptex(
+        "build " + Q(src.path()) + " -o " + Q(big_image_) + " --key " + Q(key_) +
+        " --chunk-size 4K --epoch 1 -q --name " + std::string(4000, 'n') + " --version " +
+        std::string(4000, 'v') + " --description " + std::string(4000, 'd'));
     ASSERT_EQ(b.exit_code, 0) << b.err;
   }
   static void TearDownTestSuite() {
@@ -355,7 +352,7 @@ class CliTamperTest : public CliTest {
   void ExpectVerifyFails(uint64_t offset, const std::string& words) {
     SCOPED_TRACE("offset " + std::to_string(offset) + ", expecting '" + words + "'");
     FlipByte(copy_, offset);
-    const CommandResult r = Cx("verify " + Q(copy_) + Trust());
+    const CommandResult r = RunCryptex("verify " + Q(copy_) + Trust());
     EXPECT_EQ(r.exit_code, kExitIntegrity) << r.err;
     ExpectOneLineError(r, words);
     EXPECT_TRUE(Contains(r.err, copy_)) << r.err;
@@ -371,7 +368,7 @@ TempDir* CliTamperTest::big_ = nullptr;
 std::string CliTamperTest::big_image_;
 
 TEST_F(CliTamperTest, VerifyNamesTheCorruptRegion) {
-  ASSERT_EQ(Cx("verify -q " + Q(copy_) + Trust()).exit_code, kExitOk);
+  ASSERT_EQ(RunCryptex("verify -q " + Q(copy_) + Trust()).exit_code, kExitOk);
   ExpectVerifyFails(10, "region header");
   for (uint32_t r = 0; r < format::kRegionCount; ++r) {
     ExpectVerifyFails(OffsetOwnedBy(r), std::string("region ") + format::RegionName(r));
@@ -383,7 +380,7 @@ TEST_F(CliTamperTest, VerifyNamesTheCorruptRegion) {
   ExpectVerifyFails(last + 300, "signature");         // reserved (signed)
   ExpectVerifyFails(last + 512 + 60, "signature");    // the signature
   ExpectVerifyFails(last + 512 + 20, "unknown key");  // the key id
-  ASSERT_EQ(Cx("verify -q " + Q(copy_) + Trust()).exit_code, kExitOk);
+  ASSERT_EQ(RunCryptex("verify -q " + Q(copy_) + Trust()).exit_code, kExitOk);
 }
 
 TEST_F(CliTest, VerifyRefusesFilesThatAreNotWholeImages) {
@@ -406,15 +403,15 @@ TEST_F(CliTest, VerifyRefusesFilesThatAreNotWholeImages) {
     const std::string p = d.Join(name + ".cryptex");
     WriteFile(p, bytes);
     for (const std::string cmd : {"verify", "inspect", "ls"}) {
-      const CommandResult r = Cx(cmd + " " + Q(p) + Trust());
+      const CommandResult r = RunCryptex(cmd + " " + Q(p) + Trust());
       EXPECT_EQ(r.exit_code, kExitIntegrity) << cmd << ": " << r.err;
       ExpectOneLineError(r, p);
     }
   }
-  const CommandResult missing = Cx("verify " + Q(d.Join("missing.cryptex")) + Trust());
+  const CommandResult missing = RunCryptex("verify " + Q(d.Join("missing.cryptex")) + Trust());
   EXPECT_EQ(missing.exit_code, kExitNotFound);
   ExpectOneLineError(missing, d.Join("missing.cryptex"));
-  const CommandResult dir = Cx("verify " + Q(d.path()) + Trust());
+  const CommandResult dir = RunCryptex("verify " + Q(d.path()) + Trust());
   ExpectOneLineError(dir, d.path());
 }
 
@@ -422,22 +419,22 @@ TEST_F(CliTest, VerifyRefusesWrongKeyMissingTrustAndUnsignedImages) {
   TempDir d;
   const std::string id = HexEncode(Superblock(image_).key_id).substr(0, 16);
   // Another vendor's key.
-  ASSERT_EQ(Cx("keygen -o " + Q(d.Join("other"))).exit_code, 0);
+  ASSERT_EQ(RunCryptex("keygen -o " + Q(d.Join("other"))).exit_code, 0);
   ASSERT_EQ(mkdir(d.Join("other-keys").c_str(), 0755), 0);
   std::filesystem::copy_file(d.Join("other.pub"), d.Join("other-keys/other.pub"));
-  CommandResult r = Cx("verify " + Q(image_) + " --trust " + Q(d.Join("other-keys")));
+  CommandResult r = RunCryptex("verify " + Q(image_) + " --trust " + Q(d.Join("other-keys")));
   EXPECT_EQ(r.exit_code, kExitIntegrity);
   ExpectOneLineError(r, id);
   EXPECT_TRUE(Contains(r.err, d.Join("other-keys"))) << r.err;
-  r = Cx("verify " + Q(image_) + " --pubkey " + Q(d.Join("other.pub")));
+  r = RunCryptex("verify " + Q(image_) + " --pubkey " + Q(d.Join("other.pub")));
   EXPECT_EQ(r.exit_code, kExitIntegrity);
   ExpectOneLineError(r, id);
   // No trust directory, an empty one.
-  r = Cx("verify " + Q(image_) + " --trust " + Q(d.Join("no-such-dir")));
+  r = RunCryptex("verify " + Q(image_) + " --trust " + Q(d.Join("no-such-dir")));
   EXPECT_EQ(r.exit_code, kExitIntegrity) << r.err;
   ExpectOneLineError(r, d.Join("no-such-dir"));
   ASSERT_EQ(mkdir(d.Join("empty-keys").c_str(), 0755), 0);
-  r = Cx("verify " + Q(image_) + " --trust " + Q(d.Join("empty-keys")));
+  r = RunCryptex("verify " + Q(image_) + " --trust " + Q(d.Join("empty-keys")));
   EXPECT_EQ(r.exit_code, kExitIntegrity) << r.err;
   ExpectOneLineError(r, d.Join("empty-keys"));
   // The signature block wiped: an unsigned image.
@@ -445,7 +442,7 @@ TEST_F(CliTest, VerifyRefusesWrongKeyMissingTrustAndUnsignedImages) {
   std::string bytes = ReadFile(unsigned_image);
   std::memset(bytes.data() + bytes.size() - 4096 + 512, 0, 128);
   WriteFile(unsigned_image, bytes);
-  r = Cx("verify " + Q(unsigned_image) + Trust());
+  r = RunCryptex("verify " + Q(unsigned_image) + Trust());
   EXPECT_EQ(r.exit_code, kExitIntegrity);
   ExpectOneLineError(r, "not signed");
   EXPECT_TRUE(Contains(r.err, unsigned_image));
@@ -456,7 +453,7 @@ TEST_F(CliTest, VerifyRefusesWrongKeyMissingTrustAndUnsignedImages) {
 TEST_F(CliTest, ExtractRoundTripsEveryKindOfEntry) {
   TempDir out(test::TmpfsDir());
   const std::string dest = out.Join("x");
-  const CommandResult r = Cx("extract " + Q(image_) + " " + Q(dest) + Trust());
+  const CommandResult r = RunCryptex("extract " + Q(image_) + " " + Q(dest) + Trust());
   ASSERT_EQ(r.exit_code, kExitOk) << r.err;
   EXPECT_EQ(r.err, "") << "no warnings as root";
   const auto diffs = test::CompareTrees(src_->path(), dest);
@@ -481,18 +478,19 @@ TEST_F(CliTest, ExtractRefusesAnExistingDirectory) {
   const std::string dest = out.Join("x");
   ASSERT_EQ(mkdir(dest.c_str(), 0755), 0);
   WriteFile(dest + "/mine", "keep");
-  const CommandResult r = Cx("extract " + Q(image_) + " " + Q(dest) + Trust());
+  const CommandResult r = RunCryptex("extract " + Q(image_) + " " + Q(dest) + Trust());
   EXPECT_EQ(r.exit_code, kExitExists);
   ExpectOneLineError(r, dest);
   EXPECT_EQ(ListDirNames(dest), std::vector<std::string>{"mine"});
   EXPECT_EQ(ListDirNames(out.path()), std::vector<std::string>{"x"});
   // Also with a trailing slash, and onto a file or a dangling symlink.
-  EXPECT_EQ(Cx("extract " + Q(image_) + " " + Q(dest + "/") + Trust()).exit_code, kExitExists);
+  EXPECT_EQ(RunCryptex("extract " + Q(image_) + " " + Q(dest + "/") + Trust()).exit_code,
+            kExitExists);
   WriteFile(out.Join("file"), "f");
-  EXPECT_EQ(Cx("extract " + Q(image_) + " " + Q(out.Join("file")) + Trust()).exit_code,
+  EXPECT_EQ(RunCryptex("extract " + Q(image_) + " " + Q(out.Join("file")) + Trust()).exit_code,
             kExitExists);
   ASSERT_EQ(symlink("nowhere", out.Join("dangling").c_str()), 0);
-  EXPECT_EQ(Cx("extract " + Q(image_) + " " + Q(out.Join("dangling")) + Trust()).exit_code,
+  EXPECT_EQ(RunCryptex("extract " + Q(image_) + " " + Q(out.Join("dangling")) + Trust()).exit_code,
             kExitExists);
   EXPECT_EQ(ListDirNames(out.path()), (std::vector<std::string>{"dangling", "file", "x"}));
 }
@@ -504,13 +502,13 @@ TEST_F(CliTest, ExtractOfACorruptImageLeavesNothing) {
   const RegionInfo& data = sb.regions[format::kRegionData];
   FlipByte(bad, data.offset + data.length / 2);
   const std::string dest = out.Join("x");
-  const CommandResult r = Cx("extract " + Q(bad) + " " + Q(dest) + Trust());
+  const CommandResult r = RunCryptex("extract " + Q(bad) + " " + Q(dest) + Trust());
   EXPECT_EQ(r.exit_code, kExitIntegrity) << r.err;
   ExpectOneLineError(r, bad);
   EXPECT_TRUE(ListDirNames(out.path()).empty()) << "neither DIR nor DIR.tmp-*";
   // Signature failure: refused before anything is created.
   const CommandResult w =
-      Cx("extract " + Q(image_) + " " + Q(dest) + " --pubkey " + Q("/nonexistent/key.pub"));
+      RunCryptex("extract " + Q(image_) + " " + Q(dest) + " --pubkey " + Q("/nonexistent/key.pub"));
   EXPECT_NE(w.exit_code, 0);
   EXPECT_TRUE(ListDirNames(out.path()).empty());
 }
@@ -543,11 +541,11 @@ TEST_F(CliTest, TreesDeeperThanPathMax) {
     close(fd);
   }
   const std::string img = d.Join("deep.cryptex");
-  CommandResult r = Cx("build " + Q(src.path()) + " -o " + Q(img) + " --key " + Q(key_) +
-                       " --name n --version 1 -q");
+  CommandResult r = RunCryptex("build " + Q(src.path()) + " -o " + Q(img) + " --key " + Q(key_) +
+                               " --name n --version 1 -q");
   ASSERT_EQ(r.exit_code, 0) << r.err.substr(0, 300);
   const std::string dest = out.Join("x");
-  r = Cx("extract " + Q(img) + " " + Q(dest) + Trust());
+  r = RunCryptex("extract " + Q(img) + " " + Q(dest) + Trust());
   ASSERT_EQ(r.exit_code, kExitOk) << r.err.substr(0, 300);
   const int fd = OpenDeep(dest, comp, depth);
   ASSERT_GE(fd, 0);
@@ -570,7 +568,7 @@ TEST_F(CliTest, TreesDeeperThanPathMax) {
   std::filesystem::copy_file(img, bad);
   FlipByte(bad, Superblock(bad).regions[format::kRegionData].offset + 1);
   TempDir out2;
-  r = Cx("extract " + Q(bad) + " " + Q(out2.Join("x")) + Trust());
+  r = RunCryptex("extract " + Q(bad) + " " + Q(out2.Join("x")) + Trust());
   EXPECT_EQ(r.exit_code, kExitIntegrity) << r.err.substr(0, 300);
   EXPECT_TRUE(ListDirNames(out2.path()).empty()) << "neither DIR nor DIR.tmp-*";
 }
@@ -578,25 +576,25 @@ TEST_F(CliTest, TreesDeeperThanPathMax) {
 // ---- ls / cat -------------------------------------------------------------------------
 
 TEST_F(CliTest, LsListsNamesInOrder) {
-  CommandResult r = Cx("ls " + Q(image_) + Trust());
+  CommandResult r = RunCryptex("ls " + Q(image_) + Trust());
   ASSERT_EQ(r.exit_code, kExitOk) << r.err;
   std::string want;
   for (const auto& n : ListDirNames(src_->path())) want += n + "\n";
   EXPECT_EQ(r.out, want);
-  r = Cx("ls " + Q(image_) + " /names" + Trust());
+  r = RunCryptex("ls " + Q(image_) + " /names" + Trust());
   ASSERT_EQ(r.exit_code, kExitOk) << r.err;
   want.clear();
   for (const auto& n : ListDirNames(src_->Join("names"))) want += n + "\n";
   EXPECT_EQ(r.out, want);
-  r = Cx("ls " + Q(image_) + " a/b" + Trust());
+  r = RunCryptex("ls " + Q(image_) + " a/b" + Trust());
   EXPECT_EQ(r.out, "c\n");
-  r = Cx("ls " + Q(image_) + " /emptydir" + Trust());
+  r = RunCryptex("ls " + Q(image_) + " /emptydir" + Trust());
   EXPECT_EQ(r.exit_code, kExitOk);
   EXPECT_EQ(r.out, "");
-  r = Cx("ls " + Q(image_) + " /a/b/c/deep" + Trust());
+  r = RunCryptex("ls " + Q(image_) + " /a/b/c/deep" + Trust());
   EXPECT_EQ(r.exit_code, kExitOk);
   EXPECT_EQ(r.out, "/a/b/c/deep\n");
-  r = Cx("ls " + Q(image_) + " /no/such" + Trust());
+  r = RunCryptex("ls " + Q(image_) + " /no/such" + Trust());
   EXPECT_EQ(r.exit_code, kExitNotFound);
   ExpectOneLineError(r, "/no/such");
 }
@@ -607,7 +605,7 @@ TEST_F(CliTest, LsLongMatchesGnuLs) {
       "owned",     "setuid",   "setgid",   "sticky_dir", "cdev",    "bdev",
       "link_rel",  "fifo",     "sock",     "mode0000",   "allbits", "empty",
       "hardlinks", "dangling", "text.txt", "locked",     "link_abs"};
-  const CommandResult all = Cx("ls -l " + Q(image_) + Trust());
+  const CommandResult all = RunCryptex("ls -l " + Q(image_) + Trust());
   ASSERT_EQ(all.exit_code, kExitOk) << all.err;
   std::map<std::string, std::string> mine;  // name -> line
   for (const auto& line : Lines(all.out)) {
@@ -633,7 +631,7 @@ TEST_F(CliTest, LsLongMatchesGnuLs) {
     EXPECT_EQ(a, b) << "cryptex: " << mine[n] << "\nGNU ls:  " << gnu.out;
   }
   // A single file, by path.
-  const CommandResult one = Cx("ls -l " + Q(image_) + " /hardlinks/one" + Trust());
+  const CommandResult one = RunCryptex("ls -l " + Q(image_) + " /hardlinks/one" + Trust());
   ASSERT_EQ(one.exit_code, kExitOk);
   const auto w = Words(one.out);
   ASSERT_GE(w.size(), 2u);
@@ -644,18 +642,18 @@ TEST_F(CliTest, CatWritesExactBytes) {
   for (const char* p : {"sizes/f393233", "sizes/f1", "empty", "sparse", "text.txt", "dup2",
                         "hardlinks/two", "names/new\nline", "bigxattr"}) {
     SCOPED_TRACE(p);
-    const CommandResult r = Cx("cat " + Q(image_) + " " + Q(p) + Trust());
+    const CommandResult r = RunCryptex("cat " + Q(image_) + " " + Q(p) + Trust());
     EXPECT_EQ(r.exit_code, kExitOk) << r.err;
     EXPECT_TRUE(r.out == ReadFile(src_->Join(p))) << "got " << r.out.size() << " bytes";
     EXPECT_EQ(r.err, "");
   }
-  CommandResult r = Cx("cat " + Q(image_) + " /a" + Trust());
+  CommandResult r = RunCryptex("cat " + Q(image_) + " /a" + Trust());
   ExpectOneLineError(r, "/a");
   EXPECT_EQ(r.out, "");
-  r = Cx("cat " + Q(image_) + " /link_rel" + Trust());  // symlinks are not followed
+  r = RunCryptex("cat " + Q(image_) + " /link_rel" + Trust());  // symlinks are not followed
   ExpectOneLineError(r, "/link_rel");
   EXPECT_EQ(r.out, "");
-  r = Cx("cat " + Q(image_) + " /missing" + Trust());
+  r = RunCryptex("cat " + Q(image_) + " /missing" + Trust());
   EXPECT_EQ(r.exit_code, kExitNotFound);
   ExpectOneLineError(r, "/missing");
 }
@@ -666,13 +664,13 @@ TEST_F(CliTest, CatOfACorruptFileNeverWritesWrongBytes) {
   const std::string content = test::RandomBytes(3 << 20, 3);  // stored as is
   WriteFile(src.Join("f"), content);
   const std::string img = d.Join("img");
-  ASSERT_EQ(Cx("build " + Q(src.path()) + " -o " + Q(img) + " --key " + Q(key_) +
-               " --name n --version 1 -q")
+  ASSERT_EQ(RunCryptex("build " + Q(src.path()) + " -o " + Q(img) + " --key " + Q(key_) +
+                       " --name n --version 1 -q")
                 .exit_code,
             0);
   const RegionInfo data = Superblock(img).regions[format::kRegionData];
   FlipByte(img, data.offset + (2 << 20) + 5);
-  const CommandResult r = Cx("cat " + Q(img) + " f" + Trust());
+  const CommandResult r = RunCryptex("cat " + Q(img) + " f" + Trust());
   EXPECT_EQ(r.exit_code, kExitIntegrity);
   ExpectOneLineError(r, img);
   EXPECT_LT(r.out.size(), content.size());
@@ -696,7 +694,7 @@ CommandResult Py(const std::string& json_file, const std::string& script,
 TEST_F(CliTest, InspectJsonParsesAndItsVeritysetupCommandIsAnOracle) {
   TempDir d;
   const std::string img = CopyImage(d);
-  const CommandResult r = Cx("inspect --json " + Q(img) + Trust());
+  const CommandResult r = RunCryptex("inspect --json " + Q(img) + Trust());
   ASSERT_EQ(r.exit_code, kExitOk) << r.err;
   WriteFile(d.Join("inspect.json"), r.out);
   const SuperblockInfo sb = Superblock(img);
@@ -726,7 +724,7 @@ TEST_F(CliTest, InspectJsonParsesAndItsVeritysetupCommandIsAnOracle) {
   EXPECT_NE(bad.exit_code, 0) << "veritysetup accepted a corrupt image";
   FlipByte(img, sb.regions[format::kRegionData].offset + 12345);
   // The human-readable form prints the same command.
-  const CommandResult text = Cx("inspect " + Q(img) + Trust());
+  const CommandResult text = RunCryptex("inspect " + Q(img) + Trust());
   ASSERT_EQ(text.exit_code, kExitOk);
   EXPECT_TRUE(Contains(text.out, cmd.out.substr(0, cmd.out.size() - 1))) << text.out;
   EXPECT_TRUE(Contains(text.out, "org.example.every"));
@@ -740,11 +738,12 @@ TEST_F(CliTest, InspectJsonKeepsArbitraryTextIntact) {
       "curis\xc3\xa9 \xe2\x9c\x93 \"quoted\" \\ tab\t"
       "new\nline \x01 end";
   const std::string img = d.Join("odd name \"q\" \xc3\xa9.cryptex");
-  ASSERT_EQ(Cx("build " + Q(src.path()) + " -o " + Q(img) + " --key " + Q(key_) +
-               " --name 'org.example.\xc3\xa9t\xc3\xa9' --version 1 -q --description " + Q(desc))
-                .exit_code,
-            0);
-  const CommandResult r = Cx("inspect --json " + Q(img) + Trust());
+  ASSERT_EQ(
+      RunCryptex("build " + Q(src.path()) + " -o " + Q(img) + " --key " + Q(key_) +
+                 " --name 'org.example.\xc3\xa9t\xc3\xa9' --version 1 -q --description " + Q(desc))
+          .exit_code,
+      0);
+  const CommandResult r = RunCryptex("inspect --json " + Q(img) + Trust());
   ASSERT_EQ(r.exit_code, kExitOk) << r.err;
   WriteFile(d.Join("i.json"), r.out);
   WriteFile(d.Join("want-desc"), desc);
@@ -767,20 +766,20 @@ TEST_F(CliTest, HelpOnEverySubcommand) {
   for (const std::string cmd :
        {"keygen", "build", "verify", "inspect", "ls", "cat", "extract", "mount", "umount"}) {
     for (const std::string flag : {"--help", "-h"}) {
-      const CommandResult r = Cx(cmd + " " + flag);
+      const CommandResult r = RunCryptex(cmd + " " + flag);
       EXPECT_EQ(r.exit_code, kExitOk) << cmd << " " << flag << ": " << r.err;
       EXPECT_TRUE(Contains(r.out, "usage: cryptex " + cmd)) << cmd << ": " << r.out;
       EXPECT_EQ(r.err, "") << cmd;
     }
   }
-  CommandResult r = Cx("--help");
+  CommandResult r = RunCryptex("--help");
   EXPECT_EQ(r.exit_code, kExitOk);
   for (const std::string cmd : {"keygen", "build", "verify", "inspect", "ls", "cat", "extract"}) {
     EXPECT_TRUE(Contains(r.out, "  " + cmd + " ")) << r.out;
   }
-  EXPECT_EQ(Cx("--version").exit_code, kExitOk);
-  EXPECT_EQ(Cx("").exit_code, kExitUsage);
-  r = Cx("frobnicate");
+  EXPECT_EQ(RunCryptex("--version").exit_code, kExitOk);
+  EXPECT_EQ(RunCryptex("").exit_code, kExitUsage);
+  r = RunCryptex("frobnicate");
   EXPECT_EQ(r.exit_code, kExitUsage);
   EXPECT_TRUE(Contains(r.err, "frobnicate"));
 }
@@ -798,7 +797,7 @@ TEST_F(CliTest, UnknownOptionsAndMissingArgumentsAreUsageErrors) {
       "verify " + img + " -x",
   };
   for (const auto& c : cases) {
-    const CommandResult r = Cx(c);
+    const CommandResult r = RunCryptex(c);
     EXPECT_EQ(r.exit_code, kExitUsage) << c << ": " << r.err;
     EXPECT_EQ(Lines(r.err).size(), 1u) << c << ": " << r.err;
     EXPECT_TRUE(Contains(r.err, "--bogus") || Contains(r.err, "-x")) << c << ": " << r.err;
@@ -806,7 +805,7 @@ TEST_F(CliTest, UnknownOptionsAndMissingArgumentsAreUsageErrors) {
   for (const std::string& c :
        std::vector<std::string>{"verify", "verify a b", "inspect", "ls", "ls a b c", "cat a",
                                 "extract a", "verify " + img + " --trust"}) {
-    const CommandResult r = Cx(c);
+    const CommandResult r = RunCryptex(c);
     EXPECT_EQ(r.exit_code, kExitUsage) << c << ": " << r.err;
   }
   struct stat st;

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "exit_codes.h"
 #include "format.h"
 #include "gen.h"
 #include "surgery.h"
@@ -36,6 +37,8 @@
 
 namespace cryptex {
 namespace {
+
+using namespace cli;  // kExit*: the codes users see
 
 using adversarial::Base;
 using adversarial::BuildBase;
@@ -47,12 +50,6 @@ using test::ShellQuote;
 using test::TempDir;
 
 constexpr uid_t kNobody = 65534;
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitIntegrity = 3;
-constexpr int kExitUnsupported = 4;
-constexpr int kExitNotFound = 5;
-constexpr int kExitExists = 6;
 
 std::string Q(const std::string& s) { return ShellQuote(s); }
 
@@ -68,6 +65,21 @@ void OpenUp(const std::string& path) {
   struct stat st;
   ASSERT_EQ(stat(path.c_str(), &st), 0) << path;
   ASSERT_EQ(chmod(path.c_str(), S_ISDIR(st.st_mode) ? 0755 : 0644), 0) << path;
+}
+
+// The cryptex binary where nobody can run it: the build tree may sit under
+// a 0700 home (/root/project/build), so a copy in a directory everyone can
+// reach, made once per test binary.
+const std::string& CryptexForAll() {
+  static const TempDir dir;
+  static const std::string bin = [] {
+    OpenUp(dir.path());
+    const std::string to = dir.Join("cryptex");
+    std::filesystem::copy_file(test::CryptexBin(), to);
+    chmod(to.c_str(), 0755);
+    return to;
+  }();
+  return bin;
 }
 
 // A directory owned by nobody, for nobody to extract into.
@@ -126,7 +138,7 @@ Result<Base> MakeBase(const TempDir& work, const std::string& src, const std::st
 // `shell_prefix` (e.g. "ulimit -n 1024; "), as nobody if asked.
 CommandResult Extract(const Base& b, const std::string& image, const std::string& dest,
                       bool as_nobody, const std::string& shell_prefix = "") {
-  std::string cmd = Q(test::CryptexBin()) + " extract " + Q(image) + " " + Q(dest) + " --trust " +
+  std::string cmd = Q(CryptexForAll()) + " extract " + Q(image) + " " + Q(dest) + " --trust " +
                     Q(b.key.trust_dir);
   cmd = "timeout -s KILL 120 bash -c " + Q(shell_prefix + "exec " + cmd);
   return test::RunCommandCapture(as_nobody ? AsNobody(cmd) : cmd);
@@ -256,7 +268,7 @@ TEST_F(ExtractTest, ExactlyMaxDirDepthExtractsWithFewDescriptors) {
   const std::string dest = parent + "/x";
   // 32 descriptors in all: the walk keeps a bounded number open.
   // A valid image: verify accepts it, so extract must too.
-  const CommandResult v = test::RunCommandCapture(Q(test::CryptexBin()) + " verify " + Q(img) +
+  const CommandResult v = test::RunCommandCapture(Q(CryptexForAll()) + " verify " + Q(img) +
                                                   " --trust " + Q(b.key.trust_dir));
   EXPECT_EQ(v.exit_code, 0) << v.err.substr(0, 500);
   const CommandResult r = Extract(b, img, dest, /*as_nobody=*/true, "ulimit -n 32; ");
@@ -283,7 +295,7 @@ TEST_F(ExtractTest, DeeperThanMaxDirDepthIsUnsupportedNotCorrupt) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err.substr(0, 500);
   EXPECT_EQ(ListDirNames(parent), std::vector<std::string>{});
   // verify agrees: unsupported (exit 4), not corrupt, on one short line.
-  const CommandResult v = test::RunCommandCapture(Q(test::CryptexBin()) + " verify " + Q(img) +
+  const CommandResult v = test::RunCommandCapture(Q(CryptexForAll()) + " verify " + Q(img) +
                                                   " --trust " + Q(b.key.trust_dir));
   EXPECT_EQ(v.exit_code, kExitUnsupported) << v.err.substr(0, 500);
   EXPECT_TRUE(Contains(v.err, "depth " + std::to_string(format::kMaxDirDepth + 1)))
@@ -306,7 +318,7 @@ TEST_F(ExtractTest, DeepWalkIsLinear) {
   ASSERT_EQ(mkdir(out.c_str(), 0755), 0);
   const std::string counts = work_.Join("strace.txt");
   const CommandResult r = test::RunCommandCapture(
-      "timeout -s KILL 120 strace -f -c -o " + Q(counts) + " " + Q(test::CryptexBin()) +
+      "timeout -s KILL 120 strace -f -c -o " + Q(counts) + " " + Q(CryptexForAll()) +
       " extract " + Q(img) + " " + Q(out + "/x") + " --trust " + Q(b.key.trust_dir));
   ASSERT_EQ(r.exit_code, 0) << r.err.substr(0, 500);
   // The "total" line of strace -c: "100.00 secs usecs/call CALLS [ERRORS] total".
@@ -457,7 +469,7 @@ TEST_F(ExtractTest, BadDestinationsAreRefusedBeforeAnyWork) {
   ASSERT_TRUE(made.ok()) << made.status().ToString();
   const Base& b = *made;
   const std::string cwd = NobodysDir(work_, "cwd");
-  const std::string cryptex = Q(test::CryptexBin());
+  const std::string cryptex = Q(CryptexForAll());
   const std::string trust = " --trust " + Q(b.key.trust_dir);
 
   // An empty DIR: a usage error, and nothing created in the working directory.
@@ -543,7 +555,7 @@ class ExtractSlowTest : public ::testing::Test {
     if (as_nobody) {
       args = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
     }
-    for (const std::string& a : {test::CryptexBin(), std::string("extract"), base_->image,
+    for (const std::string& a : {CryptexForAll(), std::string("extract"), base_->image,
                                  parent + "/x", std::string("--trust"), base_->key.trust_dir}) {
       args.push_back(a);
     }

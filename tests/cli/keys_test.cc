@@ -16,27 +16,23 @@
 #include <string>
 #include <vector>
 
+#include "exit_codes.h"
 #include "test_util.h"
 
 namespace cryptex {
 namespace {
+
+using namespace cli;  // kExit*: the codes users see
 
 using test::CommandResult;
 using test::Contains;
 using test::CryptexBin;
 using test::ReadFile;
 using test::RunCommandCapture;
+using test::RunCryptex;
 using test::ShellQuote;
 using test::TempDir;
 using test::WriteFile;
-
-constexpr int kExitOk = 0;
-constexpr int kExitUsage = 2;
-constexpr int kExitIntegrity = 3;
-
-CommandResult Cx(const std::string& args) {
-  return RunCommandCapture(ShellQuote(CryptexBin()) + " " + args);
-}
 
 std::string Q(const std::string& s) { return ShellQuote(s); }
 
@@ -55,7 +51,7 @@ class CliKeysTest : public ::testing::Test {
   static void SetUpTestSuite() {
     work_ = new TempDir;
     key_ = work_->Join("vendor");
-    const CommandResult k = Cx("keygen -o " + Q(key_));
+    const CommandResult k = RunCryptex("keygen -o " + Q(key_));
     ASSERT_EQ(k.exit_code, 0) << k.err;
     trust_ = work_->Join("keys");
     ASSERT_EQ(mkdir(trust_.c_str(), 0755), 0);
@@ -64,8 +60,8 @@ class CliKeysTest : public ::testing::Test {
     ASSERT_EQ(mkdir(src.c_str(), 0755), 0);
     WriteFile(src + "/hello", "hello\n");
     image_ = work_->Join("img.cryptex");
-    const CommandResult b = Cx("build " + Q(src) + " -o " + Q(image_) + " --key " + Q(key_) +
-                               " --name org.example.keys --version 1 -q");
+    const CommandResult b = RunCryptex("build " + Q(src) + " -o " + Q(image_) + " --key " +
+                                       Q(key_) + " --name org.example.keys --version 1 -q");
     ASSERT_EQ(b.exit_code, 0) << b.err;
   }
   static void TearDownTestSuite() { delete work_; }
@@ -99,20 +95,21 @@ TEST_F(CliKeysTest, TrustWithPubkeyIsAUsageErrorEverywhere) {
       "extract " + Q(image_) + " " + Q(out.Join("x")),
   };
   for (const std::string& cmd : cmds) {
-    const CommandResult r = Cx(cmd + both);
+    const CommandResult r = RunCryptex(cmd + both);
     EXPECT_EQ(r.exit_code, kExitUsage) << cmd << ": " << r.err;
     EXPECT_TRUE(Contains(r.err, TrustSourceConflict())) << cmd << ": " << r.err;
     EXPECT_TRUE(r.out.empty()) << cmd << ": " << r.out;
   }
   EXPECT_FALSE(std::filesystem::exists(out.Join("x")));
   // Either one alone is fine.
-  EXPECT_EQ(Cx("verify -q " + Q(image_) + " --trust " + Q(trust_)).exit_code, kExitOk);
-  EXPECT_EQ(Cx("verify -q " + Q(image_) + " --pubkey " + Q(key_ + ".pub")).exit_code, kExitOk);
+  EXPECT_EQ(RunCryptex("verify -q " + Q(image_) + " --trust " + Q(trust_)).exit_code, kExitOk);
+  EXPECT_EQ(RunCryptex("verify -q " + Q(image_) + " --pubkey " + Q(key_ + ".pub")).exit_code,
+            kExitOk);
 
   const std::string mnt = out.Join("mnt");
   ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
-  const CommandResult m =
-      Cx("mount " + Q(image_) + " " + Q(mnt) + " -o trust=" + trust_ + ",pubkey=" + key_ + ".pub");
+  const CommandResult m = RunCryptex("mount " + Q(image_) + " " + Q(mnt) + " -o trust=" + trust_ +
+                                     ",pubkey=" + key_ + ".pub");
   EXPECT_EQ(m.exit_code, kExitUsage) << m.err;
   EXPECT_TRUE(Contains(m.err, TrustSourceConflict())) << m.err;
 }
@@ -123,20 +120,20 @@ TEST_F(CliKeysTest, WritableTrustDirectoryIsRefused) {
   TempDir t;
   const std::string dir = TrustDir(t);
   ASSERT_EQ(chmod(dir.c_str(), 0777), 0);
-  const CommandResult r = Cx("verify " + Q(image_) + " --trust " + Q(dir));
+  const CommandResult r = RunCryptex("verify " + Q(image_) + " --trust " + Q(dir));
   EXPECT_EQ(r.exit_code, kExitIntegrity) << r.err;
   EXPECT_TRUE(Contains(r.err, dir + " is world-writable (mode 0777)")) << r.err;
 
   const std::string mnt = t.Join("mnt");
   ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
-  const CommandResult m = Cx("mount " + Q(image_) + " " + Q(mnt) + " -o trust=" + dir);
+  const CommandResult m = RunCryptex("mount " + Q(image_) + " " + Q(mnt) + " -o trust=" + dir);
   EXPECT_EQ(m.exit_code, kExitIntegrity) << m.err;
   EXPECT_TRUE(Contains(m.err, dir + " is world-writable (mode 0777)")) << m.err;
 
   // Owned by another user: refused too.
   ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
   ASSERT_EQ(chown(dir.c_str(), 4321, 4321), 0);
-  const CommandResult o = Cx("verify " + Q(image_) + " --trust " + Q(dir));
+  const CommandResult o = RunCryptex("verify " + Q(image_) + " --trust " + Q(dir));
   EXPECT_EQ(o.exit_code, kExitIntegrity) << o.err;
   EXPECT_TRUE(Contains(o.err, dir + " is owned by uid 4321")) << o.err;
 }
@@ -147,11 +144,11 @@ TEST_F(CliKeysTest, WritableKeyFileIsNotTrusted) {
   TempDir t;
   const std::string dir = TrustDir(t);
   ASSERT_EQ(chmod((dir + "/vendor.pub").c_str(), 0666), 0);
-  const CommandResult r = Cx("verify " + Q(image_) + " --trust " + Q(dir));
+  const CommandResult r = RunCryptex("verify " + Q(image_) + " --trust " + Q(dir));
   EXPECT_EQ(r.exit_code, kExitIntegrity) << r.err;
   EXPECT_TRUE(Contains(r.err, dir + "/vendor.pub: it is world-writable (mode 0666)")) << r.err;
   EXPECT_TRUE(Contains(r.err, "signed by unknown key")) << r.err;
-  const CommandResult p = Cx("verify " + Q(image_) + " --pubkey " + Q(dir + "/vendor.pub"));
+  const CommandResult p = RunCryptex("verify " + Q(image_) + " --pubkey " + Q(dir + "/vendor.pub"));
   EXPECT_EQ(p.exit_code, kExitIntegrity) << p.err;
   EXPECT_TRUE(Contains(p.err, dir + "/vendor.pub is world-writable (mode 0666)")) << p.err;
 }
@@ -163,7 +160,7 @@ TEST_F(CliKeysTest, BadPubFileIsSkippedWithAWarning) {
   const std::string dir = TrustDir(t, "zz-vendor.pub");
   WriteFile(dir + "/garbage.pub", "not a key\n");
   ASSERT_EQ(symlink((dir + "/gone").c_str(), (dir + "/dangling.pub").c_str()), 0);
-  const CommandResult r = Cx("verify " + Q(image_) + " --trust " + Q(dir));
+  const CommandResult r = RunCryptex("verify " + Q(image_) + " --trust " + Q(dir));
   EXPECT_EQ(r.exit_code, kExitOk) << r.err;
   EXPECT_EQ(CountLines(r.err, "warning: skipping trusted key " + dir + "/garbage.pub"), 1u)
       << r.err;
@@ -178,13 +175,13 @@ TEST_F(CliKeysTest, BadPubFileIsSkippedWithAWarning) {
 TEST_F(CliKeysTest, KeyIdNamedFileIsTheOnlyOneRead) {
   TempDir t;
   // The short key id verify prints ("signed by key 0123456789abcdef").
-  const std::string out = Cx("verify " + Q(image_) + " --trust " + Q(trust_)).out;
+  const std::string out = RunCryptex("verify " + Q(image_) + " --trust " + Q(trust_)).out;
   const size_t at = out.find("signed by key ");
   ASSERT_NE(at, std::string::npos) << out;
   const std::string id = out.substr(at + 14, 16);
   const std::string dir = TrustDir(t, id + ".pub");
   for (int i = 0; i < 1000; ++i) WriteFile(dir + "/k" + std::to_string(i) + ".pub", "garbage");
-  const CommandResult r = Cx("verify " + Q(image_) + " --trust " + Q(dir));
+  const CommandResult r = RunCryptex("verify " + Q(image_) + " --trust " + Q(dir));
   EXPECT_EQ(r.exit_code, kExitOk) << r.err;
   EXPECT_TRUE(r.err.empty()) << r.err.substr(0, 500);
 }
@@ -196,24 +193,24 @@ TEST_F(CliKeysTest, PrivateKeyReadableByOthersIsWarnedAbout) {
   const std::string key = t.Join("k");
   std::filesystem::copy_file(key_, key);
   ASSERT_EQ(chmod(key.c_str(), 0644), 0);
-  const CommandResult r = Cx("build " + Q(work_->Join("src")) + " -o " + Q(t.Join("img")) +
-                             " --key " + Q(key) + " --name n --version 1 -q");
+  const CommandResult r = RunCryptex("build " + Q(work_->Join("src")) + " -o " + Q(t.Join("img")) +
+                                     " --key " + Q(key) + " --name n --version 1 -q");
   EXPECT_EQ(r.exit_code, kExitOk) << r.err;
   EXPECT_EQ(
       CountLines(r.err, "warning: private key " + key + " is accessible by others (mode 0644)"), 1u)
       << r.err;
   // 0600: quiet.
   ASSERT_EQ(chmod(key.c_str(), 0600), 0);
-  const CommandResult q = Cx("build " + Q(work_->Join("src")) + " -o " + Q(t.Join("img2")) +
-                             " --key " + Q(key) + " --name n --version 1 -q");
+  const CommandResult q = RunCryptex("build " + Q(work_->Join("src")) + " -o " + Q(t.Join("img2")) +
+                                     " --key " + Q(key) + " --name n --version 1 -q");
   EXPECT_EQ(q.exit_code, kExitOk) << q.err;
   EXPECT_TRUE(q.err.empty()) << q.err;
 }
 
 TEST_F(CliKeysTest, PublicKeyAsKeyIsNamedAsSuch) {
   TempDir t;
-  const CommandResult r = Cx("build " + Q(work_->Join("src")) + " -o " + Q(t.Join("img")) +
-                             " --key " + Q(key_ + ".pub") + " --name n --version 1 -q");
+  const CommandResult r = RunCryptex("build " + Q(work_->Join("src")) + " -o " + Q(t.Join("img")) +
+                                     " --key " + Q(key_ + ".pub") + " --name n --version 1 -q");
   EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
   EXPECT_TRUE(Contains(r.err, key_ + ".pub is a public key; --key needs the private key (the "
                                      "file without .pub)"))

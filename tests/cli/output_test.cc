@@ -166,9 +166,7 @@ class OutputTest : public ::testing::Test {
     delete work_;
   }
 
-  static CommandResult Cx(const std::string& args) {
-    return RunCommandCapture(Q(CryptexBin()) + " " + args);
-  }
+  static CommandResult Cx(const std::string& args) { return test::RunCryptex(args); }
   // The same command on a terminal.
   static CommandResult CxOnPty(const std::string& args) {
     return RunOnPty(Q(CryptexBin()) + " " + args);

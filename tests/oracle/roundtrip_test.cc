@@ -38,12 +38,9 @@ using test::CommandResult;
 using test::ListDirNames;
 using test::RunCommand;
 using test::RunCommandCapture;
+using test::RunCryptex;
 using test::ShellQuote;
 using test::TempDir;
-
-CommandResult Cx(const std::string& args) {
-  return RunCommandCapture(ShellQuote(CryptexBin()) + " " + args);
-}
 
 std::string Q(const std::string& s) { return ShellQuote(s); }
 
@@ -118,23 +115,23 @@ TEST_P(OracleRoundTrip, BuildExtractCompare) {
   };
 
   const std::string key = work.Join("vendor"), trust = work.Join("keys");
-  ASSERT_EQ(Cx("keygen -o " + Q(key)).exit_code, 0);
+  ASSERT_EQ(RunCryptex("keygen -o " + Q(key)).exit_code, 0);
   ASSERT_EQ(mkdir(trust.c_str(), 0755), 0);
   std::filesystem::copy_file(key + ".pub", trust + "/vendor.pub");
   const std::string image = work.Join("tree.cryptex");
-  CommandResult r =
-      Cx("build " + Q(src) + " -o " + Q(image) + " --key " + Q(key) +
-         " --name org.example.oracle --version 1 --epoch 1700000000 -q " + tree.build_flags);
+  CommandResult r = RunCryptex("build " + Q(src) + " -o " + Q(image) + " --key " + Q(key) +
+                               " --name org.example.oracle --version 1 --epoch 1700000000 -q " +
+                               tree.build_flags);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   lap("build");
 
   // 1. cryptex's own full check.
-  r = Cx("verify -q " + Q(image) + " --trust " + Q(trust));
+  r = RunCryptex("verify -q " + Q(image) + " --trust " + Q(trust));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   lap("cryptex verify");
 
   // 2. veritysetup, with the parameters inspect prints.
-  r = Cx("inspect --json " + Q(image) + " --trust " + Q(trust));
+  r = RunCryptex("inspect --json " + Q(image) + " --trust " + Q(trust));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   test::WriteFile(work.Join("inspect.json"), r.out);
   const CommandResult cmd = RunCommandCapture(
@@ -149,7 +146,7 @@ TEST_P(OracleRoundTrip, BuildExtractCompare) {
 
   // 3. Extract, then diff -r and the metadata walk.
   const std::string out = work.Join("extracted");
-  r = Cx("extract " + Q(image) + " " + Q(out) + " --trust " + Q(trust));
+  r = RunCryptex("extract " + Q(image) + " " + Q(out) + " --trust " + Q(trust));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err, "") << "no warnings as root";
   lap("extract");
