@@ -14,13 +14,13 @@ lap() { echo "ci-hardening: $1 after $(( $(date +%s) - t0 )) s"; }
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_SANITIZE=ON >/dev/null
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_SANITIZE=ON -DCRYPTEX_WERROR=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ctest --output-on-failure -j2 -LE slow --timeout 900)
 lap "ASan+UBSan suite"
 
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_TSAN=ON >/dev/null
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_TSAN=ON -DCRYPTEX_WERROR=ON >/dev/null
 cmake --build build-tsan -j"$jobs" --target image_concurrency_test parallel_test push_test
 build-tsan/fs/lib/image_concurrency_test
 build-tsan/fs/cryptexfs/parallel_test
