@@ -8,7 +8,7 @@ pkgs=(
   nlohmann-json3-dev                                 # cryptex --json output
   cryptsetup-bin fsverity squashfs-tools squashfuse   # oracles and peers
   openssl                                            # the openssl tool: key interop oracle
-  strace                                             # extract_test counts system calls
+  strace valgrind                                    # extract_test counts system calls; ls -l under valgrind
   clang-14 libclang-rt-14-dev                        # fuzzing, sanitizers
   clang-format
 )
