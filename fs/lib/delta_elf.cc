@@ -1,0 +1,274 @@
+// The ELF reference model of the delta codec: predicts the new value of a
+// code or data reference from where its target moved (delta_internal.h).
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include "delta_internal.h"
+
+namespace cryptex::delta {
+
+namespace {
+
+uint32_t Le32(const uint8_t* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+uint64_t Le64(const uint8_t* p) { return uint64_t{Le32(p)} | uint64_t{Le32(p + 4)} << 32; }
+uint16_t Le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+void StoreLe32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+void StoreLe64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+constexpr uint16_t kEmX86_64 = 62;
+constexpr uint16_t kEmAArch64 = 183;
+constexpr uint32_t kPtLoad = 1;
+
+// x86-64 opcodes taking a ModRM operand and no immediate, for which
+// ModRM mod=00 rm=101 means a RIP-relative disp32 (one-byte map / 0F map).
+struct OpcodeSet {
+  std::array<bool, 256> one{}, two{};
+  OpcodeSet() {
+    for (int op :
+         {0x01, 0x03, 0x09, 0x0B, 0x11, 0x13, 0x19, 0x1B, 0x21, 0x23, 0x29, 0x2B, 0x31, 0x33,
+          0x39, 0x3B, 0x63, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8D, 0xFF}) {
+      one[op] = true;
+    }
+    for (int op :
+         {0x10, 0x11, 0x12, 0x13, 0x16, 0x17, 0x18, 0x28, 0x29, 0x2A, 0x2C, 0x2D, 0x2E, 0x2F,
+          0x51, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x5C, 0x5D, 0x5E, 0x5F, 0x6E, 0x6F,
+          0x7E, 0x7F, 0xAF, 0xB6, 0xB7, 0xBE, 0xBF, 0xD6, 0xD4, 0xDB, 0xEB, 0xEF, 0xFE}) {
+      two[op] = true;
+    }
+    for (int op = 0x40; op <= 0x4F; ++op) two[op] = true;  // cmovcc
+  }
+};
+
+const OpcodeSet& Opcodes() {
+  static const OpcodeSet kSet;
+  return kSet;
+}
+
+bool FitsInt32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
+
+}  // namespace
+
+bool ParseElfLoads(std::span<const uint8_t> f, Arch* arch, std::vector<LoadSegment>* segs) {
+  segs->clear();
+  if (f.size() < 64 || std::memcmp(f.data(),
+                                   "\x7f"
+                                   "ELF",
+                                   4) != 0)
+    return false;
+  if (f[4] != 2 || f[5] != 1) return false;  // ELFCLASS64, little endian
+  const uint16_t machine = Le16(&f[18]);
+  if (machine == kEmX86_64) {
+    *arch = Arch::kX86_64;
+  } else if (machine == kEmAArch64) {
+    *arch = Arch::kAArch64;
+  } else {
+    return false;
+  }
+  const uint64_t phoff = Le64(&f[32]);
+  const uint16_t phentsize = Le16(&f[54]), phnum = Le16(&f[56]);
+  if (phentsize < 56 || phoff > f.size() || uint64_t{phnum} * phentsize > f.size() - phoff) {
+    return false;
+  }
+  for (uint16_t i = 0; i < phnum && segs->size() < kMaxLoadSegments; ++i) {
+    const uint8_t* ph = &f[phoff + uint64_t{i} * phentsize];
+    if (Le32(ph) != kPtLoad) continue;
+    LoadSegment s{Le64(ph + 8), Le64(ph + 16), Le64(ph + 32)};
+    if (s.offset > f.size()) continue;
+    s.size = std::min<uint64_t>(s.size, f.size() - s.offset);
+    if (s.size > 0 && s.vaddr + s.size > s.vaddr) segs->push_back(s);
+  }
+  return !segs->empty();
+}
+
+bool OffsetToVa(const std::vector<LoadSegment>& segs, uint64_t off, uint64_t* va) {
+  for (const auto& s : segs) {
+    if (off >= s.offset && off - s.offset < s.size) {
+      *va = s.vaddr + (off - s.offset);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool VaToOffset(const std::vector<LoadSegment>& segs, uint64_t va, uint64_t* off) {
+  for (const auto& s : segs) {
+    if (va >= s.vaddr && va - s.vaddr < s.size) {
+      *off = s.offset + (va - s.vaddr);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<uint8_t> RefModel::Serialize() const {
+  std::vector<uint8_t> out;
+  out.push_back(static_cast<uint8_t>(arch));
+  for (const auto* v : {&lower_segs, &target_segs}) {
+    PutVarint(&out, v->size());
+    for (const auto& s : *v) {
+      PutVarint(&out, s.offset);
+      PutVarint(&out, s.vaddr);
+      PutVarint(&out, s.size);
+    }
+  }
+  PutVarint(&out, moves.size());
+  uint64_t prev_end = 0;
+  int64_t prev_shift = 0;
+  for (const auto& m : moves) {
+    PutVarint(&out, m.lower - prev_end);
+    PutVarint(&out, m.size);
+    PutVarint(&out, ZigZag(m.shift - prev_shift));
+    prev_end = m.lower + m.size;
+    prev_shift = m.shift;
+  }
+  return out;
+}
+
+bool RefModel::Parse(std::span<const uint8_t> bytes, RefModel* m, std::string* why) {
+  ByteCursor in(bytes);
+  uint8_t arch = 0;
+  if (!in.U8(&arch) || (arch != uint8_t(Arch::kX86_64) && arch != uint8_t(Arch::kAArch64))) {
+    *why = "reference model: unknown architecture";
+    return false;
+  }
+  m->arch = static_cast<Arch>(arch);
+  for (auto* v : {&m->lower_segs, &m->target_segs}) {
+    uint64_t n = 0;
+    if (!in.Varint(&n) || n > kMaxLoadSegments) {
+      *why = "reference model: bad load segment count";
+      return false;
+    }
+    v->resize(n);
+    for (auto& s : *v) {
+      if (!in.Varint(&s.offset) || !in.Varint(&s.vaddr) || !in.Varint(&s.size) ||
+          s.offset + s.size < s.offset || s.vaddr + s.size < s.vaddr) {
+        *why = "reference model: bad load segment";
+        return false;
+      }
+    }
+  }
+  uint64_t n = 0;
+  if (!in.Varint(&n) || n > in.remaining() / 3) {
+    *why = "reference model: bad move count";
+    return false;
+  }
+  m->moves.resize(n);
+  uint64_t prev_end = 0;
+  int64_t prev_shift = 0;
+  for (auto& mv : m->moves) {
+    uint64_t gap = 0, zz = 0;
+    if (!in.Varint(&gap) || !in.Varint(&mv.size) || !in.Varint(&zz) || mv.size == 0 ||
+        prev_end + gap < prev_end || prev_end + gap + mv.size < prev_end + gap) {
+      *why = "reference model: bad move";
+      return false;
+    }
+    mv.lower = prev_end + gap;
+    mv.shift = static_cast<int64_t>(static_cast<uint64_t>(prev_shift) +
+                                    static_cast<uint64_t>(UnZigZag(zz)));
+    prev_end = mv.lower + mv.size;
+    prev_shift = mv.shift;
+  }
+  if (in.remaining() != 0) {
+    *why = "reference model: trailing bytes";
+    return false;
+  }
+  return true;
+}
+
+bool RefModel::TranslateVa(uint64_t lower_va, uint64_t* target_va) const {
+  uint64_t off = 0;
+  if (!VaToOffset(lower_segs, lower_va, &off)) return false;
+  auto it = std::upper_bound(moves.begin(), moves.end(), off,
+                             [](uint64_t o, const Move& m) { return o < m.lower; });
+  if (it == moves.begin()) return false;
+  --it;
+  if (off - it->lower >= it->size) return false;
+  const uint64_t toff = off + static_cast<uint64_t>(it->shift);  // wraps harmlessly
+  return OffsetToVa(target_segs, toff, target_va);
+}
+
+void RefModel::Predict(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, unsigned flags,
+                       uint8_t* out) const {
+  std::memcpy(out, in.data(), in.size());
+  if (flags & kPredictAbs) PredictAbs(in, lpos, tpos, out);
+  if (flags & kPredictRel) {
+    if (arch == Arch::kX86_64) {
+      PredictX86(in, lpos, tpos, out);
+    } else {
+      PredictA64(in, lpos, tpos, out);
+    }
+  }
+}
+
+// Scans for call/jmp/jcc rel32 and RIP-relative disp32 operands. The scan
+// is a pure function of the lower bytes, so encoder and decoder agree; a
+// false positive only costs diff bytes.
+void RefModel::PredictX86(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos,
+                          uint8_t* out) const {
+  const OpcodeSet& ops = Opcodes();
+  const size_t n = in.size();
+  size_t i = 0;
+  while (i < n) {
+    const uint8_t b = in[i];
+    size_t disp = 0;  // offset of the disp32 within `in`; 0 = none
+    if (b == 0xE8 || b == 0xE9) {
+      disp = i + 1;
+    } else if (b == 0x0F && i + 1 < n && in[i + 1] >= 0x80 && in[i + 1] <= 0x8F) {
+      disp = i + 2;
+    } else if (b == 0x0F && i + 2 < n && ops.two[in[i + 1]] && (in[i + 2] & 0xC7) == 0x05) {
+      disp = i + 3;
+    } else if (ops.one[b] && i + 1 < n && (in[i + 1] & 0xC7) == 0x05) {
+      disp = i + 2;
+    }
+    if (disp == 0 || disp + 4 > n) {
+      ++i;
+      continue;
+    }
+    i = disp + 4;  // the instruction ends after its displacement
+    uint64_t lva = 0, tva = 0, dest = 0;
+    if (!OffsetToVa(lower_segs, lpos + disp, &lva) || !OffsetToVa(target_segs, tpos + disp, &tva))
+      continue;
+    const int32_t d = static_cast<int32_t>(Le32(&in[disp]));
+    if (!TranslateVa(lva + 4 + static_cast<uint64_t>(int64_t{d}), &dest)) continue;
+    const int64_t nd = static_cast<int64_t>(dest - (tva + 4));
+    if (FitsInt32(nd)) StoreLe32(&out[disp], static_cast<uint32_t>(nd));
+  }
+}
+
+// B and BL: imm26 word offsets, on 4-byte aligned words.
+void RefModel::PredictA64(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos,
+                          uint8_t* out) const {
+  for (size_t i = (4 - lpos % 4) % 4; i + 4 <= in.size(); i += 4) {
+    const uint32_t w = Le32(&in[i]);
+    if ((w & 0x7C000000u) != 0x14000000u) continue;
+    uint64_t lva = 0, tva = 0, dest = 0;
+    if (!OffsetToVa(lower_segs, lpos + i, &lva) || !OffsetToVa(target_segs, tpos + i, &tva))
+      continue;
+    const int64_t imm = static_cast<int64_t>(static_cast<int32_t>(w << 6) >> 6) * 4;
+    if (!TranslateVa(lva + static_cast<uint64_t>(imm), &dest)) continue;
+    const int64_t nd = static_cast<int64_t>(dest - tva);
+    if (nd % 4 != 0 || nd < -(int64_t{1} << 27) || nd >= (int64_t{1} << 27)) continue;
+    StoreLe32(&out[i], (w & 0xFC000000u) | (static_cast<uint32_t>(nd >> 2) & 0x03FFFFFFu));
+  }
+}
+
+// 8-byte aligned words holding a lower VA (pointers in data, relocation
+// offsets and R_*_RELATIVE addends) become the VA of the moved byte.
+void RefModel::PredictAbs(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos,
+                          uint8_t* out) const {
+  for (size_t i = (8 - lpos % 8) % 8; i + 8 <= in.size(); i += 8) {
+    const uint64_t v = Le64(&in[i]);
+    uint64_t dest = 0;
+    if (v < 4096 || !TranslateVa(v, &dest)) continue;
+    StoreLe64(&out[i], dest);
+  }
+}
+
+}  // namespace cryptex::delta

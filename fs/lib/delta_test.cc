@@ -1,0 +1,455 @@
+// The delta codec: round trips, random access, bounded hostile decoding,
+// ELF reference prediction.
+#include "delta.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+
+#include "delta_internal.h"
+
+namespace cryptex {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+Bytes Random(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Bytes b(n);
+  for (auto& x : b) x = static_cast<uint8_t>(rng());
+  return b;
+}
+
+// Text-like bytes: compressible, with repeats, like real files.
+Bytes Texty(size_t n, uint32_t seed) {
+  static const char* kWords[] = {"delta ", "segment ", "lower ", "target ", "cryptex ",
+                                 "image ", "patch\n",  "0x1f ",  "{ ",      "} "};
+  std::mt19937 rng(seed);
+  Bytes b;
+  while (b.size() < n) {
+    const char* w = kWords[rng() % 10];
+    b.insert(b.end(), w, w + std::strlen(w));
+  }
+  b.resize(n);
+  return b;
+}
+
+Bytes Encode(const Bytes& lower, const Bytes& target, DeltaOptions o = {}) {
+  auto d = EncodeDelta(lower, target, o);
+  EXPECT_TRUE(d.ok()) << d.status().ToString();
+  return d.ok() ? *d : Bytes{};
+}
+
+void ExpectRoundTrip(const Bytes& lower, const Bytes& target, DeltaOptions o = {}) {
+  const Bytes d = Encode(lower, target, o);
+  auto out = ApplyDelta(d, lower, "test");
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_EQ(out->size(), target.size());
+  EXPECT_TRUE(*out == target);
+}
+
+// A lower-file callback over memory that counts what it is asked for.
+struct CountingLower {
+  const Bytes* bytes;
+  uint64_t calls = 0;
+  LowerReadFn Fn() {
+    return [this](uint64_t off, std::span<uint8_t> out) {
+      ++calls;
+      std::memcpy(out.data(), bytes->data() + off, out.size());
+      return Status::Ok();
+    };
+  }
+};
+
+std::unique_ptr<DeltaReader> OpenOrDie(const Bytes& d, const Bytes& lower, LowerReadFn fn) {
+  auto r = DeltaReader::Open(d, lower.size(), std::move(fn), "patch P: file F");
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(*r) : nullptr;
+}
+
+TEST(DeltaTest, RoundTripsEdgeCases) {
+  const Bytes r = Random(100000, 1);
+  ExpectRoundTrip({}, {});
+  ExpectRoundTrip(r, {});
+  ExpectRoundTrip({}, r);
+  ExpectRoundTrip(r, r);
+  ExpectRoundTrip({1}, {2});
+  ExpectRoundTrip({7}, {7});
+  ExpectRoundTrip(Random(3, 2), Random(5, 3));
+  ExpectRoundTrip(Random(100000, 4), r);  // unrelated
+}
+
+TEST(DeltaTest, RoundTripsEdits) {
+  for (uint32_t log2 : {12u, 17u}) {
+    DeltaOptions o;
+    o.segment_log2 = log2;
+    const Bytes base = Texty(300000, 5);
+    Bytes ins = base;  // insert
+    ins.insert(ins.begin() + 123457, 5000, 'x');
+    ExpectRoundTrip(base, ins, o);
+    Bytes del = base;  // delete
+    del.erase(del.begin() + 1000, del.begin() + 70000);
+    ExpectRoundTrip(base, del, o);
+    Bytes shift(base.begin() + 17, base.end());  // shift by a non-aligned amount
+    ExpectRoundTrip(base, shift, o);
+    Bytes moved = base;  // a block moved elsewhere
+    std::rotate(moved.begin() + 10000, moved.begin() + 90000, moved.begin() + 250000);
+    ExpectRoundTrip(base, moved, o);
+    Bytes sparse = base;  // scattered byte changes (approximate matches)
+    for (size_t i = 0; i < sparse.size(); i += 997) sparse[i] ^= 0x5a;
+    ExpectRoundTrip(base, sparse, o);
+  }
+}
+
+TEST(DeltaTest, EditedFileCostsLittle) {
+  const Bytes base = Random(1 << 20, 6);
+  Bytes t = base;
+  t.insert(t.begin() + 300000, {1, 2, 3, 4, 5, 6, 7, 8});
+  t.erase(t.begin() + 700000, t.begin() + 700100);
+  const Bytes d = Encode(base, t);
+  EXPECT_LT(d.size(), 2000u);
+  EXPECT_TRUE(*ApplyDelta(d, base, "t") == t);
+}
+
+TEST(DeltaTest, LargeFileWithFewFlippedBytesIsTiny) {
+  Bytes base = Random(48u << 20, 7);
+  Bytes t = base;
+  for (size_t off : {size_t{12345}, size_t{9u << 20}, size_t{30000001}, t.size() - 1}) t[off] ^= 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Bytes d = Encode(base, t);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(d.size(), 1024u);
+  EXPECT_LT(secs, 20.0);  // generous: sanitizer builds; the bench checks < 2 s
+  EXPECT_TRUE(*ApplyDelta(d, base, "t") == t);
+}
+
+TEST(DeltaTest, RandomAccessAtEverySegmentBoundary) {
+  DeltaOptions o;
+  o.segment_log2 = 12;
+  const Bytes base = Texty(200000, 8);
+  Bytes t = base;
+  t.insert(t.begin() + 50000, 3000, 'q');
+  for (size_t i = 0; i < t.size(); i += 5001) t[i] ^= 0x33;
+  t.resize(t.size() - 777);
+  const Bytes d = Encode(base, t, o);
+  CountingLower lower{&base};
+  auto r = OpenOrDie(d, base, lower.Fn());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->target_size(), t.size());
+  for (uint64_t b = 0; b <= t.size(); b += r->segment_size()) {
+    for (uint64_t lo : {b > 7 ? b - 7 : 0, b}) {
+      const uint64_t hi = std::min<uint64_t>(b + 9, t.size());
+      if (lo >= hi) continue;
+      Bytes got(hi - lo);
+      ASSERT_TRUE(r->ReadRange(lo, got).ok()) << lo;
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), t.begin() + lo)) << "at " << lo;
+    }
+  }
+  Bytes one(1);
+  EXPECT_EQ(r->ReadRange(t.size(), one).code(), Code::kInvalidArgument);
+  EXPECT_TRUE(r->ReadRange(t.size(), {}).ok());
+}
+
+TEST(DeltaTest, ReadsDecodeOnlyTheSegmentsTheyNeed) {
+  const Bytes base = Texty(4u << 20, 9);
+  Bytes t = base;
+  for (size_t i = 0; i < t.size(); i += 40000) t[i] ^= 0x11;  // every segment changed
+  const Bytes d = Encode(base, t);                            // 128 KiB segments
+  CountingLower lower{&base};
+  auto r = OpenOrDie(d, base, lower.Fn());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(lower.calls, 0u);  // open reads nothing of the lower file
+  Bytes got(4096);
+  const uint64_t off = 2'000'000;
+  ASSERT_TRUE(r->ReadRange(off, got).ok());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), t.begin() + off));
+  EXPECT_EQ(r->stats().segments_decoded, 1u);
+  EXPECT_LE(r->stats().lower_bytes, r->segment_size());
+  // The same segment again: served from the decoded segment.
+  ASSERT_TRUE(r->ReadRange(off + 4096, got).ok());
+  EXPECT_EQ(r->stats().segments_decoded, 1u);
+  // Straddling a boundary: exactly two more segments.
+  const uint64_t b = 10 * uint64_t{r->segment_size()};
+  ASSERT_TRUE(r->ReadRange(b - 100, got).ok());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), t.begin() + (b - 100)));
+  EXPECT_EQ(r->stats().segments_decoded, 3u);
+  EXPECT_LE(r->stats().lower_bytes, 3u * r->segment_size());
+}
+
+TEST(DeltaTest, UnchangedSegmentsReadOnlyTheRangeOfTheLowerFile) {
+  const Bytes base = Random(1u << 20, 10);
+  Bytes t = base;
+  t[5] ^= 1;
+  const Bytes d = Encode(base, t);
+  CountingLower lower{&base};
+  auto r = OpenOrDie(d, base, lower.Fn());
+  ASSERT_TRUE(r);
+  Bytes got(4096);
+  ASSERT_TRUE(r->ReadRange(600000, got).ok());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), t.begin() + 600000));
+  EXPECT_EQ(r->stats().lower_bytes, 4096u);
+}
+
+// Every truncation and every single-byte flip of a delta fails cleanly.
+TEST(DeltaTest, TruncationsAndFlipsFailCleanly) {
+  const Bytes base = Texty(20000, 11);
+  Bytes t = base;
+  t.insert(t.begin() + 3000, 100, 'z');
+  t[15000] ^= 0xff;
+  DeltaOptions o;
+  o.segment_log2 = 12;
+  const Bytes d = Encode(base, t, o);
+  ASSERT_TRUE(*ApplyDelta(d, base, "p") == t);
+  for (size_t n = 0; n < d.size(); ++n) {
+    Bytes cut(d.begin(), d.begin() + n);
+    auto out = ApplyDelta(cut, base, "patch P: file F");
+    ASSERT_FALSE(out.ok()) << "truncated to " << n;
+    EXPECT_EQ(out.status().code(), Code::kCorruption);
+    EXPECT_NE(out.status().message().find("patch P: file F"), std::string::npos);
+  }
+  for (size_t i = 0; i < d.size(); ++i) {
+    for (uint8_t mask : {0x01, 0x80}) {
+      Bytes bad = d;
+      bad[i] ^= mask;
+      auto out = ApplyDelta(bad, base, "p");
+      EXPECT_FALSE(out.ok()) << "flip at " << i << " decoded silently";
+    }
+  }
+}
+
+TEST(DeltaTest, WrongLowerFileSizeIsRefused) {
+  const Bytes base = Random(10000, 12), t = Random(10000, 13);
+  const Bytes d = Encode(base, t);
+  Bytes shorter(base.begin(), base.end() - 1);
+  auto out = ApplyDelta(d, shorter, "patch P: file F");
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("lower file"), std::string::npos);
+}
+
+TEST(DeltaTest, LowerReadErrorsPropagate) {
+  const Bytes base = Random(100000, 14);
+  Bytes t = base;
+  t[50000] ^= 1;
+  const Bytes d = Encode(base, t);
+  auto r = DeltaReader::Open(
+      d, base.size(), [](uint64_t, std::span<uint8_t>) { return Status::IOError("disk on fire"); },
+      "ctx");
+  ASSERT_TRUE(r.ok());
+  Bytes got(10);
+  Status st = (*r)->ReadRange(50000, got);
+  EXPECT_EQ(st.code(), Code::kIOError);
+  EXPECT_NE(st.message().find("disk on fire"), std::string::npos);
+}
+
+// Re-seals a hand-edited delta (header checksum and the one payload's
+// checksum) so that the decoder's bounds, not the checksums, are tested.
+Bytes Reseal(Bytes d) {
+  const uint32_t index_len = format::LoadLE32(&d[28]), model_len = format::LoadLE32(&d[32]);
+  uint32_t crc = delta::Crc32c(std::span(d).first(36));
+  crc = delta::Crc32c(std::span(d).subspan(40, index_len + model_len), crc);
+  std::memcpy(&d[36], &crc, 4);
+  return d;
+}
+
+Bytes OneSegmentDelta(uint64_t target_size, const Bytes& payload_body) {
+  Bytes d(std::begin(delta::kMagic), std::end(delta::kMagic));
+  delta::PutU64(&d, 0);
+  delta::PutU64(&d, target_size);
+  d.insert(d.end(), {12, 0, 0, 0});
+  Bytes payload = payload_body;
+  delta::PutU32(&payload, delta::Crc32c(payload));
+  Bytes index_raw;
+  delta::PutU32(&index_raw, static_cast<uint32_t>(payload.size()));
+  const Bytes index = delta::ZstdCompress(index_raw, 3);
+  delta::PutU32(&d, static_cast<uint32_t>(index.size()));
+  delta::PutU32(&d, 0);
+  delta::PutU32(&d, 0);
+  d.insert(d.end(), index.begin(), index.end());
+  d.insert(d.end(), payload.begin(), payload.end());
+  return Reseal(d);
+}
+
+TEST(DeltaTest, HostileSizesAreBoundedBeforeAllocation) {
+  // A stream claiming 2^40 raw bytes in a 100-byte segment.
+  Bytes body{delta::kKindDelta};
+  delta::PutVarint(&body, uint64_t{1} << 40);
+  delta::PutVarint(&body, 0);
+  body.push_back(delta::kStreamZstd);
+  auto out = ApplyDelta(OneSegmentDelta(100, body), {}, "p");
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("exceeds its bound"), std::string::npos)
+      << out.status().ToString();
+  // A zstd frame whose content size disagrees with the declared raw size.
+  const Bytes big = delta::ZstdCompress(Bytes(5000, 0), 3);
+  Bytes body2{delta::kKindDelta};
+  delta::PutVarint(&body2, 0);  // ctrl
+  delta::PutVarint(&body2, 0);
+  body2.push_back(delta::kStreamRaw);
+  delta::PutVarint(&body2, 100);  // diff: declares 100, frame holds 5000
+  delta::PutVarint(&body2, big.size());
+  body2.push_back(delta::kStreamZstd);
+  body2.insert(body2.end(), big.begin(), big.end());
+  EXPECT_FALSE(ApplyDelta(OneSegmentDelta(100, body2), {}, "p").ok());
+  // A target needing more than kMaxDeltaSegments segments.
+  Bytes huge = OneSegmentDelta(100, body);
+  const uint64_t too_big = (kMaxDeltaSegments << 12) + 1;
+  std::memcpy(&huge[16], &too_big, 8);
+  out = ApplyDelta(Reseal(huge), {}, "p");
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("too many segments"), std::string::npos);
+  // A copy from beyond the (empty) lower file.
+  Bytes body3{delta::kKindCopy};
+  delta::PutVarint(&body3, 1);
+  out = ApplyDelta(OneSegmentDelta(100, body3), {}, "p");
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("past the lower file"), std::string::npos);
+}
+
+TEST(DeltaTest, RefusesBadOptions) {
+  DeltaOptions o;
+  o.segment_log2 = 11;
+  EXPECT_EQ(EncodeDelta({}, {}, o).status().code(), Code::kInvalidArgument);
+  o.segment_log2 = 17;
+  o.zstd_level = 0;
+  EXPECT_EQ(EncodeDelta({}, {}, o).status().code(), Code::kInvalidArgument);
+}
+
+// ---- ELF references ----------------------------------------------------------
+
+// A minimal ELF64 image: header, one PT_LOAD (file offset 0 -> vaddr
+// 0x400000) covering the whole file, then `body`.
+Bytes MiniElf(uint16_t machine, const Bytes& body) {
+  Bytes f(64 + 56, 0);
+  std::memcpy(f.data(),
+              "\x7f"
+              "ELF",
+              4);
+  f[4] = 2;
+  f[5] = 1;
+  f[18] = static_cast<uint8_t>(machine);
+  f[19] = static_cast<uint8_t>(machine >> 8);
+  const uint64_t phoff = 64, total = f.size() + body.size(), va = 0x400000;
+  std::memcpy(&f[32], &phoff, 8);
+  f[54] = 56;
+  f[56] = 1;
+  uint8_t* ph = &f[64];
+  ph[0] = 1;  // PT_LOAD
+  std::memcpy(ph + 16, &va, 8);
+  std::memcpy(ph + 32, &total, 8);
+  std::memcpy(ph + 40, &total, 8);
+  f.insert(f.end(), body.begin(), body.end());
+  return f;
+}
+
+// x86-64 "code": functions of random bytes (without E8/E9 bytes), each
+// calling a few others with call rel32. `pad` bytes are inserted before
+// function `at`, moving everything after it; calls are re-linked.
+Bytes X86Code(int pad, int at, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int kFuncs = 400, kFuncSize = 256;
+  std::vector<uint64_t> start(kFuncs);
+  uint64_t pos = 120;  // file offset of the body
+  for (int i = 0; i < kFuncs; ++i) {
+    if (i == at) pos += pad;
+    start[i] = pos;
+    pos += kFuncSize;
+  }
+  Bytes body;
+  for (int i = 0; i < kFuncs; ++i) {
+    if (i == at) body.insert(body.end(), pad, 0x90);
+    Bytes fn(kFuncSize);
+    for (auto& b : fn) {
+      do b = static_cast<uint8_t>(rng());
+      while (b == 0xE8 || b == 0xE9 || b == 0x0F);
+    }
+    for (int k = 0; k < 8; ++k) {
+      const size_t o = 10 + k * 30 + rng() % 20;  // irregular call sites
+      const int callee = static_cast<int>(rng() % kFuncs);
+      const int32_t rel = static_cast<int32_t>(start[callee] - (start[i] + o + 5));
+      fn[o] = 0xE8;
+      std::memcpy(&fn[o + 1], &rel, 4);
+    }
+    body.insert(body.end(), fn.begin(), fn.end());
+  }
+  return MiniElf(62, body);
+}
+
+TEST(DeltaTest, X86CallsThatMoveWithTheirTargetsCostNothing) {
+  const Bytes lower = X86Code(0, 0, 20), target = X86Code(48, 200, 20);
+  DeltaOptions with, without;
+  without.elf_references = false;
+  const Bytes a = Encode(lower, target, with), b = Encode(lower, target, without);
+  EXPECT_TRUE(*ApplyDelta(a, lower, "t") == target);
+  EXPECT_TRUE(*ApplyDelta(b, lower, "t") == target);
+  EXPECT_EQ(a[25] & delta::kFlagRefModel, delta::kFlagRefModel);
+  EXPECT_LT(a.size() * 2, b.size()) << "with " << a.size() << " without " << b.size();
+}
+
+// AArch64: BL instructions (4-byte words) into other functions.
+Bytes A64Code(int pad_words, int at, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int kFuncs = 300, kWords = 64;
+  std::vector<uint64_t> start(kFuncs);
+  uint64_t pos = 120;
+  for (int i = 0; i < kFuncs; ++i) {
+    if (i == at) pos += 4 * pad_words;
+    start[i] = pos;
+    pos += 4 * kWords;
+  }
+  Bytes body;
+  for (int i = 0; i < kFuncs; ++i) {
+    for (int p = 0; i == at && p < pad_words; ++p)
+      body.insert(body.end(), {0x1f, 0x20, 0x03, 0xd5});
+    for (int w = 0; w < kWords; ++w) {
+      uint32_t word = static_cast<uint32_t>(rng()) & 0x03FFFFFF;  // opcode bits zero: not a branch
+      word |= 0x08000000;
+      if (w % 8 == 3) {
+        const int callee = static_cast<int>(rng() % kFuncs);
+        const int64_t rel = static_cast<int64_t>(start[callee]) - (start[i] + 4 * w);
+        word = 0x94000000u | (static_cast<uint32_t>(rel >> 2) & 0x03FFFFFF);
+      }
+      const uint8_t* p = reinterpret_cast<const uint8_t*>(&word);
+      body.insert(body.end(), p, p + 4);
+    }
+  }
+  return MiniElf(183, body);
+}
+
+TEST(DeltaTest, A64BranchesThatMoveWithTheirTargetsCostNothing) {
+  const Bytes lower = A64Code(0, 0, 21), target = A64Code(7, 150, 21);
+  DeltaOptions with, without;
+  without.elf_references = false;
+  const Bytes a = Encode(lower, target, with), b = Encode(lower, target, without);
+  EXPECT_TRUE(*ApplyDelta(a, lower, "t") == target);
+  EXPECT_TRUE(*ApplyDelta(b, lower, "t") == target);
+  EXPECT_LT(a.size() * 2, b.size()) << "with " << a.size() << " without " << b.size();
+}
+
+// Absolute pointers (e.g. R_X86_64_RELATIVE addends) into moved data.
+TEST(DeltaTest, AbsolutePointersThatMoveWithTheirTargetsCostNothing) {
+  auto make = [](int pad) {
+    std::mt19937 rng(22);
+    Bytes body(8, 0);  // body starts at file offset 120: pad to 128 (8-aligned)
+    std::vector<uint64_t> objs;
+    for (int i = 0; i < 2000; ++i) objs.push_back(0x400000 + 128 + 8 * 3000 + pad + 64 * i);
+    for (int i = 0; i < 3000; ++i) {
+      const uint64_t p = objs[rng() % objs.size()];
+      const uint8_t* b = reinterpret_cast<const uint8_t*>(&p);
+      body.insert(body.end(), b, b + 8);
+    }
+    body.insert(body.end(), pad, 0);
+    for (int i = 0; i < 2000 * 64; ++i) body.push_back(static_cast<uint8_t>(rng()));
+    return MiniElf(62, body);
+  };
+  const Bytes lower = make(0), target = make(64);
+  DeltaOptions with, without;
+  without.elf_references = false;
+  const Bytes a = Encode(lower, target, with), b = Encode(lower, target, without);
+  EXPECT_TRUE(*ApplyDelta(a, lower, "t") == target);
+  EXPECT_LT(a.size(), b.size()) << "with " << a.size() << " without " << b.size();
+}
+
+}  // namespace
+}  // namespace cryptex
