@@ -51,25 +51,46 @@ class SegmentEncoder {
                  const std::vector<Match>& matches, const DeltaOptions& opts)
       : L_(lower), T_(target), matches_(matches), opts_(opts) {}
 
-  // Payload of segment [s, e) (empty: identity). With a model, entries may
-  // use predictions; *used_model says whether any did.
-  std::vector<uint8_t> Encode(uint64_t s, uint64_t e, const RefModel* model, bool* used_model) {
-    *used_model = false;
-    if (e <= L_.size() && std::memcmp(&T_[s], &L_[s], e - s) == 0) return {};
-    std::vector<Entry> entries = Clip(s, e);
-    if (entries.size() == 1 && entries[0].extralen == 0 &&
-        std::memcmp(&T_[s], &L_[entries[0].lpos], e - s) == 0) {
-      std::vector<uint8_t> p{delta::kKindCopy};
-      delta::PutVarint(&p, entries[0].lpos);
-      return Seal(std::move(p));
+  // How segment [s, e) will be encoded. With a model, each entry takes the
+  // prediction flags that leave the fewest differing bytes; `saved` counts
+  // the differing bytes that predictions removed.
+  struct Plan {
+    enum Kind { kIdentity, kCopy, kDelta } kind = kDelta;
+    uint64_t s = 0, e = 0;
+    std::vector<Entry> entries;
+    uint64_t saved = 0, differing = 0;
+  };
+  Plan MakePlan(uint64_t s, uint64_t e, const RefModel* model) {
+    Plan p;
+    p.s = s;
+    p.e = e;
+    if (e <= L_.size() && std::memcmp(&T_[s], &L_[s], e - s) == 0) {
+      p.kind = Plan::kIdentity;
+      return p;
     }
-    if (model) ChooseFlags(s, model, &entries);
-    for (const Entry& en : entries) *used_model |= en.flags != 0;
-    std::vector<uint8_t> best = DeltaPayload(s, entries, model);
-    std::vector<uint8_t> plain = DeltaPayload(s, {Entry{0, e - s, s, 0}}, nullptr);
-    if (plain.size() <= best.size()) {
-      *used_model = false;
-      best = std::move(plain);
+    p.entries = Clip(s, e);
+    if (p.entries.size() == 1 && p.entries[0].extralen == 0 &&
+        std::memcmp(&T_[s], &L_[p.entries[0].lpos], e - s) == 0) {
+      p.kind = Plan::kCopy;
+      return p;
+    }
+    ChooseFlags(s, model, &p);
+    return p;
+  }
+
+  // The payload of a plan (empty for identity), sealed with its checksum.
+  // A delta whose copies are mostly wrong is also tried as plain data.
+  std::vector<uint8_t> Encode(const Plan& p, const RefModel* model) {
+    if (p.kind == Plan::kIdentity) return {};
+    if (p.kind == Plan::kCopy) {
+      std::vector<uint8_t> out{delta::kKindCopy};
+      delta::PutVarint(&out, p.entries[0].lpos);
+      return Seal(std::move(out));
+    }
+    std::vector<uint8_t> best = DeltaPayload(p.s, p.entries, model);
+    if (p.differing * 4 > p.e - p.s) {
+      std::vector<uint8_t> plain = DeltaPayload(p.s, {Entry{0, p.e - p.s, p.s, 0}}, nullptr);
+      if (plain.size() < best.size()) best = std::move(plain);
     }
     return Seal(std::move(best));
   }
@@ -113,15 +134,15 @@ class SegmentEncoder {
     return c;
   }
 
-  // Per entry, the prediction flags that leave the fewest differing bytes.
-  void ChooseFlags(uint64_t s, const RefModel* model, std::vector<Entry>* entries) {
+  void ChooseFlags(uint64_t s, const RefModel* model, Plan* p) {
     uint64_t t = s;
-    for (Entry& en : *entries) {
+    for (Entry& en : p->entries) {
       if (en.copylen > 0) {
         const auto in = L_.subspan(en.lpos, en.copylen);
         pred_.resize(en.copylen);
-        uint64_t best = NonZero(in.data(), &T_[t], en.copylen);
-        for (unsigned f = 1; f <= 3 && best > 0; ++f) {
+        const uint64_t unpredicted = NonZero(in.data(), &T_[t], en.copylen);
+        uint64_t best = unpredicted;
+        for (unsigned f = 1; model && f <= 3 && best > 0; ++f) {
           model->Predict(in, en.lpos, t, f, pred_.data());
           const uint64_t c = NonZero(pred_.data(), &T_[t], en.copylen);
           if (c < best) {
@@ -129,6 +150,8 @@ class SegmentEncoder {
             en.flags = f;
           }
         }
+        p->saved += unpredicted - best;
+        p->differing += best;
       }
       t += en.copylen + en.extralen;
     }
@@ -211,36 +234,32 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
   std::optional<RefModel> model;
   if (opts.elf_references) model = BuildModel(lower, target, matches);
 
-  // Each segment without and (where a model exists and helps) with
-  // predictions; the model is kept if what it saves exceeds its own size.
+  // The model is kept when the differing bytes its predictions remove
+  // outnumber its own (compressed) bytes; each segment is compressed once.
   SegmentEncoder enc(lower, target, matches, opts);
-  std::vector<std::vector<uint8_t>> plain(nseg), predicted;
-  uint64_t plain_total = 0, predicted_total = 0;
-  if (model) predicted.resize(nseg);
+  std::vector<SegmentEncoder::Plan> plans(nseg);
+  uint64_t saved = 0;
   for (uint64_t i = 0; i < nseg; ++i) {
     const uint64_t s = i * seg, e = std::min(s + seg, uint64_t{target.size()});
-    bool used = false;
-    plain[i] = enc.Encode(s, e, nullptr, &used);
-    plain_total += plain[i].size();
-    if (model) {
-      if (!plain[i].empty() && plain[i][0] == delta::kKindDelta) {
-        predicted[i] = enc.Encode(s, e, &*model, &used);
-        if (!used || predicted[i].size() >= plain[i].size()) predicted[i] = plain[i];
-      } else {
-        predicted[i] = plain[i];
-      }
-      predicted_total += predicted[i].size();
-    }
+    plans[i] = enc.MakePlan(s, e, model ? &*model : nullptr);
+    saved += plans[i].saved;
   }
   std::vector<uint8_t> model_bytes;
   if (model) {
     model_bytes = delta::ZstdCompress(model->Serialize(), opts.zstd_level);
-    if (model_bytes.empty() || predicted_total + model_bytes.size() >= plain_total) {
+    if (model_bytes.empty() || saved <= model_bytes.size()) {
       model.reset();
       model_bytes.clear();
+      for (auto& p : plans) {
+        for (auto& en : p.entries) en.flags = 0;
+      }
     }
   }
-  const auto& payloads = model ? predicted : plain;
+  std::vector<std::vector<uint8_t>> payloads(nseg);
+  for (uint64_t i = 0; i < nseg; ++i) {
+    payloads[i] = enc.Encode(plans[i], model ? &*model : nullptr);
+    plans[i] = {};
+  }
 
   std::vector<uint8_t> index_raw;
   for (const auto& p : payloads) delta::PutU32(&index_raw, static_cast<uint32_t>(p.size()));
