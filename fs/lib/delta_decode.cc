@@ -1,8 +1,6 @@
 // The delta decoder: header and index checks at open, then per-segment
 // decoding on demand (delta.h). Every length read from the delta is checked
 // against a bound derived from the segment size before it is used.
-#include <zstd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -65,24 +63,36 @@ Result<std::unique_ptr<DeltaReader>> DeltaReader::Open(std::span<const uint8_t> 
   auto impl = std::make_unique<Impl>();
   impl->delta = d;
   impl->read_lower = std::move(read_lower);
-  if (d.size() < delta::kHeaderSize) {
+  ByteCursor in(d);
+  std::span<const uint8_t> magic;
+  uint8_t flags = 0, seg_log2 = 0;
+  uint64_t declared_lower = 0, index_len = 0, model_len = 0, crc = 0;
+  if (!in.Bytes(sizeof delta::kMagic, &magic) || !in.U8(&seg_log2) || !in.U8(&flags) ||
+      !in.Varint(&declared_lower) || !in.Varint(&impl->target_size) || !in.Varint(&index_len) ||
+      !in.Varint(&model_len)) {
     return OpenError(context, "truncated header (" + std::to_string(d.size()) + " bytes)");
   }
-  if (std::memcmp(d.data(), delta::kMagic, sizeof delta::kMagic) != 0) {
+  const size_t crc_at = in.pos();
+  if (!in.U32(&crc)) return OpenError(context, "truncated header");
+  if (std::memcmp(magic.data(), delta::kMagic, sizeof delta::kMagic) != 0) {
     return OpenError(context, "bad magic");
   }
-  const uint64_t declared_lower = format::LoadLE64(&d[8]);
-  impl->target_size = format::LoadLE64(&d[16]);
-  impl->seg_log2 = d[24];
-  const uint8_t flags = d[25];
-  const uint64_t index_len = format::LoadLE32(&d[28]);
-  const uint64_t model_len = format::LoadLE32(&d[32]);
-  const uint32_t crc = format::LoadLE32(&d[36]);
+  if (index_len > in.remaining() || model_len > in.remaining() - index_len) {
+    return OpenError(context, "index runs past the end");
+  }
+  const auto index_bytes = d.subspan(in.pos(), index_len);
+  const auto model_bytes = d.subspan(in.pos() + index_len, model_len);
+  uint32_t want = delta::Crc32c(d.first(crc_at));
+  want = delta::Crc32c(index_bytes, want);
+  want = delta::Crc32c(model_bytes, want);
+  if (want != crc) return OpenError(context, "header checksum mismatch");
+  impl->seg_log2 = seg_log2;
   if (impl->seg_log2 < format::kMinChunkLog2 || impl->seg_log2 > format::kMaxChunkLog2) {
     return OpenError(context, "bad segment size log2 " + std::to_string(impl->seg_log2));
   }
-  if ((flags & ~delta::kFlagRefModel) != 0 || d[26] != 0 || d[27] != 0) {
-    return OpenError(context, "unknown flags");
+  if ((flags & ~delta::kFlagRefModel) != 0) return OpenError(context, "unknown flags");
+  if (((flags & delta::kFlagRefModel) != 0) != (model_len != 0)) {
+    return OpenError(context, "reference model flag and size disagree");
   }
   if (declared_lower != lower_size) {
     return OpenError(context, "made for a lower file of " + std::to_string(declared_lower) +
@@ -95,35 +105,25 @@ Result<std::unique_ptr<DeltaReader>> DeltaReader::Open(std::span<const uint8_t> 
   }
   const uint64_t seg = uint64_t{1} << impl->seg_log2;
   impl->nseg = (impl->target_size + seg - 1) / seg;
-  if (index_len + model_len > d.size() - delta::kHeaderSize) {
-    return OpenError(context, "index runs past the end");
-  }
-  const auto index_bytes = d.subspan(delta::kHeaderSize, index_len);
-  const auto model_bytes = d.subspan(delta::kHeaderSize + index_len, model_len);
-  uint32_t want = delta::Crc32c(d.first(36));
-  want = delta::Crc32c(index_bytes, want);
-  want = delta::Crc32c(model_bytes, want);
-  if (want != crc) return OpenError(context, "header checksum mismatch");
-  if (((flags & delta::kFlagRefModel) != 0) != (model_len != 0)) {
-    return OpenError(context, "reference model flag and size disagree");
-  }
 
   std::vector<uint8_t> index;
-  if (impl->nseg == 0 ? index_len != 0
-                      : !delta::ZstdDecompress(index_bytes, impl->nseg * 4, &index)) {
-    return OpenError(context, "bad segment index");
+  std::string why;
+  ByteCursor ic(index_bytes);
+  if (!delta::GetStream(&ic, impl->nseg * 4, &index, &why) || ic.remaining() != 0 ||
+      index.size() != impl->nseg * 4) {
+    return OpenError(context, "bad segment index" + (why.empty() ? "" : ": " + why));
   }
   if (model_len != 0) {
-    const unsigned long long raw = ZSTD_getFrameContentSize(model_bytes.data(), model_bytes.size());
+    const auto raw = delta::ZstdContentSize(model_bytes);
     std::vector<uint8_t> model_raw;
-    std::string why;
     impl->model.emplace();
-    if (raw > delta::kMaxRefModelBytes || !delta::ZstdDecompress(model_bytes, raw, &model_raw)) {
+    if (!raw || *raw > delta::kMaxRefModelBytes ||
+        !delta::ZstdDecompress(model_bytes, *raw, &model_raw)) {
       return OpenError(context, "bad reference model");
     }
     if (!delta::RefModel::Parse(model_raw, &*impl->model, &why)) return OpenError(context, why);
   }
-  uint64_t off = delta::kHeaderSize + index_len + model_len;
+  uint64_t off = in.pos() + index_len + model_len;
   impl->offsets.reserve(impl->nseg + 1);
   impl->offsets.push_back(off);
   for (uint64_t i = 0; i < impl->nseg; ++i) {

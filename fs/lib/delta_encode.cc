@@ -261,21 +261,17 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
     plans[i] = {};
   }
 
-  std::vector<uint8_t> index_raw;
+  std::vector<uint8_t> index_raw, index;
   for (const auto& p : payloads) delta::PutU32(&index_raw, static_cast<uint32_t>(p.size()));
-  std::vector<uint8_t> index =
-      index_raw.empty() ? std::vector<uint8_t>{} : delta::ZstdCompress(index_raw, opts.zstd_level);
-  if (!index_raw.empty() && index.empty()) return Status::Internal("zstd failed on delta index");
+  delta::PutStream(&index, index_raw, opts.zstd_level);
 
   std::vector<uint8_t> out(std::begin(delta::kMagic), std::end(delta::kMagic));
-  delta::PutU64(&out, lower.size());
-  delta::PutU64(&out, target.size());
   out.push_back(static_cast<uint8_t>(opts.segment_log2));
   out.push_back(model ? delta::kFlagRefModel : 0);
-  out.push_back(0);
-  out.push_back(0);
-  delta::PutU32(&out, static_cast<uint32_t>(index.size()));
-  delta::PutU32(&out, static_cast<uint32_t>(model_bytes.size()));
+  delta::PutVarint(&out, lower.size());
+  delta::PutVarint(&out, target.size());
+  delta::PutVarint(&out, index.size());
+  delta::PutVarint(&out, model_bytes.size());
   uint32_t crc = delta::Crc32c(out);
   crc = delta::Crc32c(index, crc);
   crc = delta::Crc32c(model_bytes, crc);

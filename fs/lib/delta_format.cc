@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "delta_internal.h"
 
@@ -28,6 +29,15 @@ void PutVarint(std::vector<uint8_t>* out, uint64_t v) {
 bool ByteCursor::U8(uint8_t* v) {
   if (remaining() < 1) return false;
   *v = b_[pos_++];
+  return true;
+}
+
+bool ByteCursor::U32(uint64_t* v) {
+  if (remaining() < 4) return false;
+  uint64_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= uint64_t{b_[pos_ + i]} << (8 * i);
+  pos_ += 4;
+  *v = r;
   return true;
 }
 
@@ -95,26 +105,45 @@ uint32_t Crc32c(std::span<const uint8_t> bytes, uint32_t crc) {
   return ~crc;
 }
 
+// zstd frames are stored without their 4-byte magic number (it would be the
+// same in every stream); the decoder puts it back.
+constexpr uint8_t kZstdMagic[4] = {0x28, 0xB5, 0x2F, 0xFD};
+
 std::vector<uint8_t> ZstdCompress(std::span<const uint8_t> raw, int level) {
   thread_local std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
   std::vector<uint8_t> out(ZSTD_compressBound(raw.size()));
   const size_t n =
       ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), raw.data(), raw.size(), level);
-  if (ZSTD_isError(n)) return {};
+  if (ZSTD_isError(n) || n < sizeof kZstdMagic ||
+      std::memcmp(out.data(), kZstdMagic, sizeof kZstdMagic) != 0) {
+    return {};
+  }
   out.resize(n);
+  out.erase(out.begin(), out.begin() + sizeof kZstdMagic);
   return out;
 }
 
 bool ZstdDecompress(std::span<const uint8_t> stored, uint64_t raw_size, std::vector<uint8_t>* raw) {
   thread_local std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+  std::vector<uint8_t> frame(std::begin(kZstdMagic), std::end(kZstdMagic));
+  frame.insert(frame.end(), stored.begin(), stored.end());
   // A frame must declare exactly the size its container declares; the
   // output buffer is allocated from that (already bounded) size only.
-  if (ZSTD_getFrameContentSize(stored.data(), stored.size()) != raw_size) return false;
-  if (ZSTD_findFrameCompressedSize(stored.data(), stored.size()) != stored.size()) return false;
+  if (ZSTD_getFrameContentSize(frame.data(), frame.size()) != raw_size) return false;
+  if (ZSTD_findFrameCompressedSize(frame.data(), frame.size()) != frame.size()) return false;
   raw->resize(raw_size);
   const size_t n =
-      ZSTD_decompressDCtx(dctx.get(), raw->data(), raw->size(), stored.data(), stored.size());
+      ZSTD_decompressDCtx(dctx.get(), raw->data(), raw->size(), frame.data(), frame.size());
   return !ZSTD_isError(n) && n == raw_size;
+}
+
+// The declared content size of a stored frame, or nullopt.
+std::optional<uint64_t> ZstdContentSize(std::span<const uint8_t> stored) {
+  std::vector<uint8_t> frame(std::begin(kZstdMagic), std::end(kZstdMagic));
+  frame.insert(frame.end(), stored.begin(), stored.end());
+  const unsigned long long n = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (n == ZSTD_CONTENTSIZE_UNKNOWN || n == ZSTD_CONTENTSIZE_ERROR) return std::nullopt;
+  return n;
 }
 
 void PutStream(std::vector<uint8_t>* out, std::span<const uint8_t> raw, int level) {

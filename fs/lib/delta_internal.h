@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -15,8 +16,7 @@ namespace cryptex::delta {
 
 // ---- layout ------------------------------------------------------------------
 
-inline constexpr uint8_t kMagic[8] = {'C', 'X', 'D', 'E', 'L', 'T', 'A', '1'};
-inline constexpr size_t kHeaderSize = 40;
+inline constexpr uint8_t kMagic[4] = {'C', 'X', 'D', '1'};
 // Header flag: a reference model (ELF address maps + moves) follows the index.
 inline constexpr uint8_t kFlagRefModel = 1;
 // Segment kinds (first payload byte; an empty payload is an identity segment).
@@ -53,6 +53,7 @@ class ByteCursor {
  public:
   explicit ByteCursor(std::span<const uint8_t> b) : b_(b) {}
   bool U8(uint8_t* v);
+  bool U32(uint64_t* v);
   bool U64(uint64_t* v);
   bool Varint(uint64_t* v);
   bool Bytes(size_t n, std::span<const uint8_t>* out);
@@ -72,9 +73,11 @@ void PutStream(std::vector<uint8_t>* out, std::span<const uint8_t> raw, int leve
 // Reads one stream whose raw size must be <= max_raw into *raw (resized).
 // Returns a message on failure.
 bool GetStream(ByteCursor* in, uint64_t max_raw, std::vector<uint8_t>* raw, std::string* why);
-// zstd frame of `raw` (level) / its exact inverse with a declared size bound.
+// A zstd frame of `raw` (level) without its magic number / its exact inverse
+// (false unless the frame declares exactly raw_size bytes and is well formed).
 std::vector<uint8_t> ZstdCompress(std::span<const uint8_t> raw, int level);
 bool ZstdDecompress(std::span<const uint8_t> stored, uint64_t raw_size, std::vector<uint8_t>* raw);
+std::optional<uint64_t> ZstdContentSize(std::span<const uint8_t> stored);
 
 // ---- ELF reference model -----------------------------------------------------
 
