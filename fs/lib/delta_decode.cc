@@ -173,7 +173,7 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
       }
       if (copylen > diff.size() - d) return Corrupt(seg, "diff stream too short");
       if (flags != 0 && !model) return Corrupt(seg, "prediction without a reference model");
-      uint8_t* dst = &cache[t];
+      uint8_t* dst = cache.data() + t;
       if (flags != 0) {
         lower_buf.resize(copylen);
         CX_RETURN_IF_ERROR(ReadLower(lpos, lower_buf));
@@ -189,7 +189,8 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
       return Corrupt(seg, "seek or flags on an entry without a copy");
     }
     if (extralen > extra.size() - x) return Corrupt(seg, "extra stream too short");
-    std::memcpy(&cache[t], &extra[x], extralen);
+    // data() + offset: the offsets may equal the sizes (then nothing is copied).
+    if (extralen > 0) std::memcpy(cache.data() + t, extra.data() + x, extralen);
     x += extralen;
     t += extralen;
   }
@@ -202,7 +203,7 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
 Status DeltaReader::Impl::ReadSegment(uint64_t seg, uint64_t lo, uint64_t hi, uint8_t* out) {
   const uint64_t start = seg << seg_log2, size = SegSize(seg);
   if (seg == cached) {
-    std::memcpy(out, &cache[lo - start], hi - lo);
+    std::memcpy(out, cache.data() + (lo - start), hi - lo);
     return Status::Ok();
   }
   ++stats.segments_decoded;
@@ -230,7 +231,7 @@ Status DeltaReader::Impl::ReadSegment(uint64_t seg, uint64_t lo, uint64_t hi, ui
   Status st = DecodeDelta(seg, body.subspan(1));
   if (!st.ok()) return st;
   cached = seg;
-  std::memcpy(out, &cache[lo - start], hi - lo);
+  std::memcpy(out, cache.data() + (lo - start), hi - lo);
   return Status::Ok();
 }
 

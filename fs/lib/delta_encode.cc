@@ -179,7 +179,7 @@ class SegmentEncoder {
         }
       }
       t += en.copylen;
-      extra.insert(extra.end(), &T_[t], &T_[t] + en.extralen);
+      extra.insert(extra.end(), T_.data() + t, T_.data() + t + en.extralen);
       t += en.extralen;
       expected = lpos + en.copylen;
     }

@@ -74,8 +74,8 @@ std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint
         uint64_t ts = t, ls = it->second;
         while (ts > prev_end && ls > 0 && T[ts - 1] == L[ls - 1]) --ts, --ls;
         const uint64_t len = (t - ts) + kBlock +
-                             MatchLen(&T[t + kBlock], m - t - kBlock, &L[it->second + kBlock],
-                                      n - it->second - kBlock);
+                             MatchLen(T.data() + t + kBlock, m - t - kBlock,
+                                      L.data() + it->second + kBlock, n - it->second - kBlock);
         anchors.push_back({ts, ls, len});
         prev_end = t = ts + len;
         if (t + kBlock <= m) h = BlockHash::Of(&T[t]);
