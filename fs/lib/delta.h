@@ -83,7 +83,8 @@ class DeltaReader final {
   std::unique_ptr<Impl> impl_;
 };
 
-// Decodes the whole target (convenience for tests and tools).
+// Decodes the whole target (convenience for tests and tools); memory grows
+// with the bytes decoded, segment by segment.
 Result<std::vector<uint8_t>> ApplyDelta(std::span<const uint8_t> delta,
                                         std::span<const uint8_t> lower, const std::string& context);
 

@@ -268,11 +268,14 @@ Result<std::vector<uint8_t>> ApplyDelta(std::span<const uint8_t> delta,
     return Status::Ok();
   };
   CX_ASSIGN_OR_RETURN(auto reader, DeltaReader::Open(delta, lower.size(), read, context));
-  if (reader->target_size() > (uint64_t{1} << 40)) {
-    return Status::Corruption(context + ": delta target too large to decode in memory");
+  // Grows segment by segment: memory follows what actually decodes, not
+  // what the header claims.
+  std::vector<uint8_t> out;
+  for (uint64_t off = 0; off < reader->target_size(); off += reader->segment_size()) {
+    const uint64_t n = std::min<uint64_t>(reader->segment_size(), reader->target_size() - off);
+    out.resize(off + n);
+    CX_RETURN_IF_ERROR(reader->ReadRange(off, {out.data() + off, n}));
   }
-  std::vector<uint8_t> out(reader->target_size());
-  CX_RETURN_IF_ERROR(reader->ReadRange(0, out));
   return out;
 }
 
