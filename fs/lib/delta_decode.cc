@@ -140,7 +140,7 @@ Result<std::unique_ptr<DeltaReader>> DeltaReader::Open(std::span<const uint8_t> 
   return std::unique_ptr<DeltaReader>(new DeltaReader(std::move(impl)));
 }
 
-// Control entries: varint (copylen << 2 | flags), varint extralen, zigzag
+// Control entries: varint (copylen << kPredictBits | flags), varint extralen, zigzag
 // varint seek (lower position relative to where the previous copy ended;
 // the segment starts at its own target offset).
 Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> body) {
@@ -160,8 +160,8 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
     if (!c.Varint(&head) || !c.Varint(&extralen) || !c.Varint(&zz)) {
       return Corrupt(seg, "truncated control entry");
     }
-    const uint64_t copylen = head >> 2;
-    const unsigned flags = head & 3;
+    const uint64_t copylen = head >> delta::kPredictBits;
+    const unsigned flags = head & delta::kPredictAll;
     if (copylen > size - t || extralen > size - t - copylen || copylen + extralen == 0) {
       return Corrupt(seg, "control entry overruns the segment");
     }

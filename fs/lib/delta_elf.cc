@@ -25,6 +25,10 @@ void StoreLe64(uint8_t* p, uint64_t v) {
 constexpr uint16_t kEmX86_64 = 62;
 constexpr uint16_t kEmAArch64 = 183;
 constexpr uint32_t kPtLoad = 1;
+constexpr uint32_t kPtGnuEhFrame = 0x6474e550;
+// .eh_frame_hdr: version, 3 encodings, eh_frame_ptr, fde_count, then the
+// table of (initial location, FDE address) pairs relative to its start.
+constexpr uint64_t kEhHdrTableOffset = 12;
 
 // x86-64 opcodes taking a ModRM operand and no immediate, for which
 // ModRM mod=00 rm=101 means a RIP-relative disp32 (one-byte map / 0F map).
@@ -55,8 +59,10 @@ bool FitsInt32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
 
 }  // namespace
 
-bool ParseElfLoads(std::span<const uint8_t> f, Arch* arch, std::vector<LoadSegment>* segs) {
+bool ParseElfLoads(std::span<const uint8_t> f, Arch* arch, std::vector<LoadSegment>* segs,
+                   uint64_t* ehhdr_va, uint64_t* ehhdr_size) {
   segs->clear();
+  *ehhdr_va = *ehhdr_size = 0;
   if (f.size() < 64 || std::memcmp(f.data(),
                                    "\x7f"
                                    "ELF",
@@ -78,11 +84,16 @@ bool ParseElfLoads(std::span<const uint8_t> f, Arch* arch, std::vector<LoadSegme
   }
   for (uint16_t i = 0; i < phnum && segs->size() < kMaxLoadSegments; ++i) {
     const uint8_t* ph = &f[phoff + uint64_t{i} * phentsize];
+    if (Le32(ph) == kPtGnuEhFrame) {
+      *ehhdr_va = Le64(ph + 16);
+      *ehhdr_size = Le64(ph + 40);
+    }
     if (Le32(ph) != kPtLoad) continue;
-    LoadSegment s{Le64(ph + 8), Le64(ph + 16), Le64(ph + 32)};
+    LoadSegment s{Le64(ph + 8), Le64(ph + 16), Le64(ph + 32), Le64(ph + 40)};
     if (s.offset > f.size()) continue;
     s.size = std::min<uint64_t>(s.size, f.size() - s.offset);
-    if (s.size > 0 && s.vaddr + s.size > s.vaddr) segs->push_back(s);
+    s.memsize = std::max(s.memsize, s.size);
+    if (s.size > 0 && s.vaddr + s.memsize > s.vaddr) segs->push_back(s);
   }
   return !segs->empty();
 }
@@ -116,8 +127,12 @@ std::vector<uint8_t> RefModel::Serialize() const {
       PutVarint(&out, s.offset);
       PutVarint(&out, s.vaddr);
       PutVarint(&out, s.size);
+      PutVarint(&out, s.memsize - s.size);
     }
   }
+  PutVarint(&out, lower_ehhdr_va);
+  PutVarint(&out, lower_ehhdr_size);
+  PutVarint(&out, target_ehhdr_va);
   PutVarint(&out, moves.size());
   uint64_t prev_end = 0;
   int64_t prev_shift = 0;
@@ -147,12 +162,20 @@ bool RefModel::Parse(std::span<const uint8_t> bytes, RefModel* m, std::string* w
     }
     v->resize(n);
     for (auto& s : *v) {
+      uint64_t bss = 0;
       if (!in.Varint(&s.offset) || !in.Varint(&s.vaddr) || !in.Varint(&s.size) ||
-          s.offset + s.size < s.offset || s.vaddr + s.size < s.vaddr) {
+          !in.Varint(&bss) || s.offset + s.size < s.offset || s.size + bss < s.size ||
+          s.vaddr + s.size + bss < s.vaddr) {
         *why = "reference model: bad load segment";
         return false;
       }
+      s.memsize = s.size + bss;
     }
+  }
+  if (!in.Varint(&m->lower_ehhdr_va) || !in.Varint(&m->lower_ehhdr_size) ||
+      !in.Varint(&m->target_ehhdr_va)) {
+    *why = "reference model: bad eh_frame_hdr";
+    return false;
   }
   uint64_t n = 0;
   if (!in.Varint(&n) || n > in.remaining() / 3) {
@@ -184,7 +207,20 @@ bool RefModel::Parse(std::span<const uint8_t> bytes, RefModel* m, std::string* w
 
 bool RefModel::TranslateVa(uint64_t lower_va, uint64_t* target_va) const {
   uint64_t off = 0;
-  if (!VaToOffset(lower_segs, lower_va, &off)) return false;
+  if (!VaToOffset(lower_segs, lower_va, &off)) {
+    // bss: the same distance past the file-backed part of the same (by
+    // order) load segment.
+    for (size_t i = 0; i < lower_segs.size() && i < target_segs.size(); ++i) {
+      const LoadSegment& l = lower_segs[i];
+      const LoadSegment& t = target_segs[i];
+      if (lower_va < l.vaddr + l.size || lower_va - l.vaddr >= l.memsize) continue;
+      const uint64_t past = lower_va - (l.vaddr + l.size);
+      if (past >= t.memsize - t.size) return false;
+      *target_va = t.vaddr + t.size + past;
+      return true;
+    }
+    return false;
+  }
   auto it = std::upper_bound(moves.begin(), moves.end(), off,
                              [](uint64_t o, const Move& m) { return o < m.lower; });
   if (it == moves.begin()) return false;
@@ -198,6 +234,7 @@ void RefModel::Predict(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos
                        uint8_t* out) const {
   std::memcpy(out, in.data(), in.size());
   if (flags & kPredictAbs) PredictAbs(in, lpos, tpos, out);
+  if (flags & kPredictData32) PredictData32(in, lpos, tpos, out);
   if (flags & kPredictRel) {
     if (arch == Arch::kX86_64) {
       PredictX86(in, lpos, tpos, out);
@@ -268,6 +305,27 @@ void RefModel::PredictAbs(std::span<const uint8_t> in, uint64_t lpos, uint64_t t
     uint64_t dest = 0;
     if (v < 4096 || !TranslateVa(v, &dest)) continue;
     StoreLe64(&out[i], dest);
+  }
+}
+
+// 4-byte aligned int32 words that are offsets: inside the .eh_frame_hdr
+// table relative to the table's section, elsewhere relative to the word
+// itself (.eh_frame's pc-relative FDE addresses).
+void RefModel::PredictData32(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos,
+                             uint8_t* out) const {
+  for (size_t i = (4 - lpos % 4) % 4; i + 4 <= in.size(); i += 4) {
+    uint64_t lva = 0, tva = 0, dest = 0;
+    if (!OffsetToVa(lower_segs, lpos + i, &lva) || !OffsetToVa(target_segs, tpos + i, &tva))
+      continue;
+    const bool in_table = lower_ehhdr_size > kEhHdrTableOffset &&
+                          lva - lower_ehhdr_va >= kEhHdrTableOffset &&
+                          lva - lower_ehhdr_va < lower_ehhdr_size;
+    const uint64_t lbase = in_table ? lower_ehhdr_va : lva;
+    const uint64_t tbase = in_table ? target_ehhdr_va : tva;
+    const int32_t v = static_cast<int32_t>(Le32(&in[i]));
+    if (!TranslateVa(lbase + static_cast<uint64_t>(int64_t{v}), &dest)) continue;
+    const int64_t nv = static_cast<int64_t>(dest - tbase);
+    if (FitsInt32(nv)) StoreLe32(&out[i], static_cast<uint32_t>(nv));
   }
 }
 

@@ -142,14 +142,21 @@ class SegmentEncoder {
         pred_.resize(en.copylen);
         const uint64_t unpredicted = NonZero(in.data(), &T_[t], en.copylen);
         uint64_t best = unpredicted;
-        for (unsigned f = 1; model && f <= 3 && best > 0; ++f) {
+        // Each predictor alone, then all that helped together.
+        unsigned helped = 0;
+        auto try_flags = [&](unsigned f) {
           model->Predict(in, en.lpos, t, f, pred_.data());
           const uint64_t c = NonZero(pred_.data(), &T_[t], en.copylen);
           if (c < best) {
             best = c;
             en.flags = f;
           }
+          return c < unpredicted;
+        };
+        for (unsigned bit = 1; model && bit <= delta::kPredictAll && unpredicted > 0; bit <<= 1) {
+          if (try_flags(bit)) helped |= bit;
         }
+        if (helped != 0 && (helped & (helped - 1)) != 0) try_flags(helped);
         p->saved += unpredicted - best;
         p->differing += best;
       }
@@ -162,7 +169,7 @@ class SegmentEncoder {
     std::vector<uint8_t> ctrl, diff, extra;
     uint64_t t = s, expected = s;
     for (const Entry& en : entries) {
-      delta::PutVarint(&ctrl, en.copylen << 2 | en.flags);
+      delta::PutVarint(&ctrl, en.copylen << delta::kPredictBits | en.flags);
       delta::PutVarint(&ctrl, en.extralen);
       const uint64_t lpos = en.copylen > 0 ? en.lpos : expected;
       delta::PutVarint(&ctrl, delta::ZigZag(static_cast<int64_t>(lpos - expected)));
@@ -200,8 +207,11 @@ std::optional<RefModel> BuildModel(std::span<const uint8_t> lower, std::span<con
                                    const std::vector<Match>& matches) {
   RefModel model;
   delta::Arch target_arch{};
-  if (!delta::ParseElfLoads(lower, &model.arch, &model.lower_segs) ||
-      !delta::ParseElfLoads(target, &target_arch, &model.target_segs) ||
+  uint64_t target_ehhdr_size = 0;
+  if (!delta::ParseElfLoads(lower, &model.arch, &model.lower_segs, &model.lower_ehhdr_va,
+                            &model.lower_ehhdr_size) ||
+      !delta::ParseElfLoads(target, &target_arch, &model.target_segs, &model.target_ehhdr_va,
+                            &target_ehhdr_size) ||
       target_arch != model.arch) {
     return std::nullopt;
   }

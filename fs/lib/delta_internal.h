@@ -25,9 +25,12 @@ inline constexpr uint8_t kKindDelta = 2;
 // Stream storage methods.
 inline constexpr uint8_t kStreamRaw = 0;
 inline constexpr uint8_t kStreamZstd = 1;
-// Control entry prediction flags (low two bits of the first varint).
-inline constexpr unsigned kPredictRel = 1;  // relative code references
-inline constexpr unsigned kPredictAbs = 2;  // absolute 64-bit pointers
+// Control entry prediction flags (low kPredictBits bits of the first varint).
+inline constexpr unsigned kPredictBits = 3;
+inline constexpr unsigned kPredictRel = 1;     // relative code references
+inline constexpr unsigned kPredictAbs = 2;     // absolute 64-bit pointers
+inline constexpr unsigned kPredictData32 = 4;  // 32-bit offsets in data (eh_frame)
+inline constexpr unsigned kPredictAll = (1u << kPredictBits) - 1;
 // A control stream holds at most this many bytes per target byte of its
 // segment (each entry emits at least one byte and takes at most 30 bytes).
 inline constexpr uint64_t kMaxCtrlBytesPerTargetByte = 30;
@@ -81,9 +84,10 @@ std::optional<uint64_t> ZstdContentSize(std::span<const uint8_t> stored);
 
 // ---- ELF reference model -----------------------------------------------------
 
-// One PT_LOAD's file-backed part.
+// One PT_LOAD: its file-backed part (size) and the zero-filled rest (bss,
+// up to memsize >= size).
 struct LoadSegment {
-  uint64_t offset = 0, vaddr = 0, size = 0;
+  uint64_t offset = 0, vaddr = 0, size = 0, memsize = 0;
 };
 // Lower-file bytes [lower, lower + size) appear in the target at lower + shift.
 struct Move {
@@ -100,6 +104,8 @@ class RefModel {
  public:
   Arch arch = Arch::kX86_64;
   std::vector<LoadSegment> lower_segs, target_segs;
+  // .eh_frame_hdr (PT_GNU_EH_FRAME) of both files; size 0: none.
+  uint64_t lower_ehhdr_va = 0, lower_ehhdr_size = 0, target_ehhdr_va = 0;
   std::vector<Move> moves;  // sorted by lower, disjoint
 
   std::vector<uint8_t> Serialize() const;
@@ -107,7 +113,7 @@ class RefModel {
 
   // Writes the predicted target bytes of a control entry: lower bytes `in`
   // (at lower offset lpos) copied to target offset tpos, with references
-  // rewritten per `flags` (kPredictRel / kPredictAbs). out has in.size().
+  // rewritten per `flags` (kPredict*). out has in.size().
   void Predict(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, unsigned flags,
                uint8_t* out) const;
 
@@ -117,11 +123,13 @@ class RefModel {
   void PredictX86(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, uint8_t* out) const;
   void PredictA64(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, uint8_t* out) const;
   void PredictAbs(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, uint8_t* out) const;
+  void PredictData32(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, uint8_t* out) const;
 };
 
-// Load segments and machine of a 64-bit little-endian ELF file; false if
-// `file` is not one (or is one of another machine).
-bool ParseElfLoads(std::span<const uint8_t> file, Arch* arch, std::vector<LoadSegment>* segs);
+// Load segments, machine and PT_GNU_EH_FRAME (vaddr, memsz; 0, 0 if none) of
+// a 64-bit little-endian ELF file; false if `file` is not one.
+bool ParseElfLoads(std::span<const uint8_t> file, Arch* arch, std::vector<LoadSegment>* segs,
+                   uint64_t* ehhdr_va, uint64_t* ehhdr_size);
 
 // File offset <-> VA through load segments; false when not file-backed.
 bool OffsetToVa(const std::vector<LoadSegment>& segs, uint64_t off, uint64_t* va);

@@ -310,8 +310,10 @@ TEST(DeltaTest, RefusesBadOptions) {
 // ---- ELF references ----------------------------------------------------------
 
 // A minimal ELF64 image: header, one PT_LOAD (file offset 0 -> vaddr
-// 0x400000) covering the whole file, then `body`.
-Bytes MiniElf(uint16_t machine, const Bytes& body) {
+// 0x400000) covering the whole file (and `bss` more bytes of memory), then
+// `body`. With eh_size, a PT_GNU_EH_FRAME at file offset eh_off follows.
+Bytes MiniElf(uint16_t machine, const Bytes& body, uint64_t bss = 0, uint64_t eh_off = 0,
+              uint64_t eh_size = 0) {
   Bytes f(64 + 56, 0);
   std::memcpy(f.data(),
               "\x7f"
@@ -329,8 +331,20 @@ Bytes MiniElf(uint16_t machine, const Bytes& body) {
   ph[0] = 1;  // PT_LOAD
   std::memcpy(ph + 16, &va, 8);
   std::memcpy(ph + 32, &total, 8);
-  std::memcpy(ph + 40, &total, 8);
+  const uint64_t mem = total + bss;
+  std::memcpy(ph + 40, &mem, 8);
   f.insert(f.end(), body.begin(), body.end());
+  if (eh_size > 0) {  // a second program header, in the first body bytes
+    f[56] = 2;
+    uint8_t* eh = &f[64 + 56];
+    const uint32_t type = 0x6474e550;
+    const uint64_t eh_va = va + eh_off;
+    std::memcpy(eh, &type, 4);
+    std::memcpy(eh + 8, &eh_off, 8);
+    std::memcpy(eh + 16, &eh_va, 8);
+    std::memcpy(eh + 32, &eh_size, 8);
+    std::memcpy(eh + 40, &eh_size, 8);
+  }
   return f;
 }
 
@@ -440,6 +454,79 @@ TEST(DeltaTest, AbsolutePointersThatMoveWithTheirTargetsCostNothing) {
   const Bytes a = Encode(lower, target, with), b = Encode(lower, target, without);
   EXPECT_TRUE(*ApplyDelta(a, lower, "t") == target);
   EXPECT_LT(a.size(), b.size()) << "with " << a.size() << " without " << b.size();
+}
+
+// 32-bit offsets in data: an .eh_frame_hdr table (relative to its section)
+// and pc-relative words (relative to themselves, like .eh_frame's FDE
+// addresses) into objects that move; and RIP-relative references into bss,
+// which moves with the end of the file.
+TEST(DeltaTest, DataOffsetsThatMoveWithTheirTargetsCostNothing) {
+  auto make = [](int pad) {
+    std::mt19937 rng(23);
+    const uint64_t va = 0x400000, body_off = 176;  // after header and two phdrs
+    const uint64_t hdr_off = 256, kPairs = 1500, words_off = hdr_off + 12 + 8 * kPairs;
+    const uint64_t kWords = 6000, objs_off = words_off + 4 * kWords + 4096 + pad;
+    const uint64_t kObjs = 1000, code_off = objs_off + 64 * kObjs, kCalls = 800;
+    const uint64_t end = code_off + 7 * kCalls;  // bss starts here
+    Bytes body(end - body_off, 0);
+    auto put32 = [&](uint64_t off, uint32_t v) { std::memcpy(&body[off - body_off], &v, 4); };
+    auto obj = [&]() { return va + objs_off + 64 * (rng() % kObjs); };
+    for (uint64_t i = 0; i < kPairs; ++i) {  // hdr-relative pairs
+      put32(hdr_off + 12 + 8 * i, static_cast<uint32_t>(obj() - (va + hdr_off)));
+      put32(hdr_off + 16 + 8 * i, static_cast<uint32_t>(obj() - (va + hdr_off)));
+    }
+    for (uint64_t i = 0; i < kWords; ++i) {  // half pc-relative, half small data
+      const uint64_t at = words_off + 4 * i;
+      put32(at, rng() % 2 ? static_cast<uint32_t>(obj() - (va + at)) : rng() % 1000);
+    }
+    for (uint64_t i = objs_off; i < code_off; ++i) body[i - body_off] = static_cast<uint8_t>(rng());
+    for (uint64_t i = 0; i < kCalls; ++i) {  // mov rax, [rip + bss]
+      const uint64_t at = code_off + 7 * i;
+      body[at - body_off] = 0x48;
+      body[at + 1 - body_off] = 0x8B;
+      body[at + 2 - body_off] = 0x05;
+      put32(at + 3, static_cast<uint32_t>(va + end + 8 * (rng() % 512) - (va + at + 7)));
+    }
+    Bytes full(56, 0);  // file offsets 120..175: MiniElf's second program header
+    full.insert(full.end(), body.begin(), body.end());
+    return MiniElf(62, full, 4096, hdr_off, 12 + 8 * kPairs);
+  };
+  const Bytes lower = make(0), target = make(64);
+  DeltaOptions with, without;
+  without.elf_references = false;
+  const Bytes a = Encode(lower, target, with), b = Encode(lower, target, without);
+  EXPECT_TRUE(*ApplyDelta(a, lower, "t") == target);
+  EXPECT_LT(a.size() * 2, b.size()) << "with " << a.size() << " without " << b.size();
+}
+
+// RIP-relative references from code into bss, which moves when the data
+// before it grows while the code stays.
+TEST(DeltaTest, BssReferencesThatMoveCostNothing) {
+  auto make = [](int pad) {
+    std::mt19937 rng(24);
+    const uint64_t va = 0x400000, kRefs = 3000;
+    Bytes body;
+    std::vector<uint64_t> disp_at;  // body offsets of the disp32s
+    for (uint64_t i = 0; i < kRefs; ++i) {
+      body.insert(body.end(), rng() % 8, 0x90);
+      body.insert(body.end(), {0x48, 0x8B, 0x05, 0, 0, 0, 0});  // mov rax, [rip + disp32]
+      disp_at.push_back(body.size() - 4);
+    }
+    body.insert(body.end(), 1000 + pad, 0x11);  // data
+    const uint64_t bss = va + 120 + body.size();
+    for (uint64_t at : disp_at) {
+      const uint64_t dest = bss + 8 * (rng() % 4096);
+      const uint32_t d = static_cast<uint32_t>(dest - (va + 120 + at + 4));
+      std::memcpy(&body[at], &d, 4);
+    }
+    return MiniElf(62, body, 8 * 4096);
+  };
+  const Bytes lower = make(0), target = make(64);
+  DeltaOptions with, without;
+  without.elf_references = false;
+  const Bytes a = Encode(lower, target, with), b = Encode(lower, target, without);
+  EXPECT_TRUE(*ApplyDelta(a, lower, "t") == target);
+  EXPECT_LT(a.size() * 2, b.size()) << "with " << a.size() << " without " << b.size();
 }
 
 }  // namespace

@@ -69,6 +69,9 @@ Status WriteDeltaSeeds(const std::string& dir) {
   edited.insert(edited.begin() + 5000, {'n', 'e', 'w'});
   edited[9000] ^= 0xff;
   Bytes shifted(lower.begin() + 100, lower.end());
+  Bytes flipped = lower;  // diff bytes only: the extra streams are empty
+  flipped[700] ^= 1;
+  flipped[7000] ^= 0x80;
   // A minimal x86-64 ELF: one PT_LOAD over the file, call rel32s into it;
   // the edited copy moves the callees by 16 bytes.
   auto elf = [&](int pad) {
@@ -96,6 +99,8 @@ Status WriteDeltaSeeds(const std::string& dir) {
   CX_RETURN_IF_ERROR(PutDelta(dir, "identical", lower, lower, 12));
   CX_RETURN_IF_ERROR(PutDelta(dir, "edited", lower, edited, 12));
   CX_RETURN_IF_ERROR(PutDelta(dir, "shifted", lower, shifted, 12));
+  // Regression (UBSan): a zero-length extra run at the end of an empty stream.
+  CX_RETURN_IF_ERROR(PutDelta(dir, "regress_empty_extra_stream", lower, flipped, 12));
   CX_RETURN_IF_ERROR(PutDelta(dir, "plain", {}, edited, 13));
   CX_RETURN_IF_ERROR(PutDelta(dir, "empty_target", lower, {}, 12));
   CX_RETURN_IF_ERROR(PutDelta(dir, "elf_moved_calls", elf(0), elf(16), 12));
