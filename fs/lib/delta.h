@@ -37,8 +37,12 @@ struct DeltaOptions {
 };
 
 // Encodes `target` against `lower`. Either may be empty. The result decodes
-// with DeltaReader against exactly these lower bytes. Memory: the inputs plus
-// at most 5 bytes per lower byte (suffix array) plus per-segment buffers.
+// with DeltaReader against exactly these lower bytes. Memory besides the
+// inputs: 4 bytes per lower byte for the suffix array (built only when the
+// lower file is under 16 MiB or the bytes no unchanged 4 KiB block covers
+// are at least 1/16 of it; never for 2 GiB or more), the output, and
+// per-segment buffers. kInvalidArgument for bad options or a target needing
+// more than kMaxDeltaSegments segments.
 Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
                                          std::span<const uint8_t> target,
                                          const DeltaOptions& opts = {});

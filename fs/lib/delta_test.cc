@@ -192,7 +192,26 @@ TEST(DeltaTest, UnchangedSegmentsReadOnlyTheRangeOfTheLowerFile) {
   EXPECT_EQ(r->stats().lower_bytes, 4096u);
 }
 
-// Every truncation and every single-byte flip of a delta fails cleanly.
+// Every truncation and every single-byte flip of `d` fails cleanly, as
+// corruption naming the context.
+void ExpectTruncationsAndFlipsFail(const Bytes& lower, const Bytes& d) {
+  for (size_t n = 0; n < d.size(); ++n) {
+    Bytes cut(d.begin(), d.begin() + n);
+    auto out = ApplyDelta(cut, lower, "patch P: file F");
+    ASSERT_FALSE(out.ok()) << "truncated to " << n;
+    EXPECT_EQ(out.status().code(), Code::kCorruption);
+    EXPECT_NE(out.status().message().find("patch P: file F"), std::string::npos);
+  }
+  for (size_t i = 0; i < d.size(); ++i) {
+    for (uint8_t mask : {0x01, 0x80}) {
+      Bytes bad = d;
+      bad[i] ^= mask;
+      auto out = ApplyDelta(bad, lower, "p");
+      EXPECT_FALSE(out.ok()) << "flip at " << i << " decoded silently";
+    }
+  }
+}
+
 TEST(DeltaTest, TruncationsAndFlipsFailCleanly) {
   const Bytes base = Texty(20000, 11);
   Bytes t = base;
@@ -202,21 +221,7 @@ TEST(DeltaTest, TruncationsAndFlipsFailCleanly) {
   o.segment_log2 = 12;
   const Bytes d = Encode(base, t, o);
   ASSERT_TRUE(*ApplyDelta(d, base, "p") == t);
-  for (size_t n = 0; n < d.size(); ++n) {
-    Bytes cut(d.begin(), d.begin() + n);
-    auto out = ApplyDelta(cut, base, "patch P: file F");
-    ASSERT_FALSE(out.ok()) << "truncated to " << n;
-    EXPECT_EQ(out.status().code(), Code::kCorruption);
-    EXPECT_NE(out.status().message().find("patch P: file F"), std::string::npos);
-  }
-  for (size_t i = 0; i < d.size(); ++i) {
-    for (uint8_t mask : {0x01, 0x80}) {
-      Bytes bad = d;
-      bad[i] ^= mask;
-      auto out = ApplyDelta(bad, base, "p");
-      EXPECT_FALSE(out.ok()) << "flip at " << i << " decoded silently";
-    }
-  }
+  ExpectTruncationsAndFlipsFail(base, d);
 }
 
 TEST(DeltaTest, WrongLowerFileSizeIsRefused) {
@@ -379,6 +384,14 @@ Bytes X86Code(int pad, int at, uint32_t seed) {
     body.insert(body.end(), fn.begin(), fn.end());
   }
   return MiniElf(62, body);
+}
+
+TEST(DeltaTest, TruncationsAndFlipsOfAnElfDeltaFailCleanly) {
+  const Bytes lower = X86Code(0, 0, 25), target = X86Code(8, 300, 25);
+  const Bytes d = Encode(lower, target);
+  ASSERT_EQ(d[5] & delta::kFlagRefModel, delta::kFlagRefModel);  // has a model
+  ASSERT_TRUE(*ApplyDelta(d, lower, "p") == target);
+  ExpectTruncationsAndFlipsFail(lower, d);
 }
 
 TEST(DeltaTest, X86CallsThatMoveWithTheirTargetsCostNothing) {
