@@ -34,6 +34,9 @@ struct DeltaOptions {
   int zstd_level = 19;
   // Predict moved ELF references (kept only where it makes the delta smaller).
   bool elf_references = true;
+  // Threads that encode segments; 0 = hardware concurrency. The output does
+  // not depend on it.
+  int threads = 0;
 };
 
 // Encodes `target` against `lower`. Either may be empty. The result decodes

@@ -2,8 +2,11 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <optional>
+#include <system_error>
+#include <thread>
 
 #include "delta.h"
 #include "delta_internal.h"
@@ -203,6 +206,26 @@ class SegmentEncoder {
   std::vector<uint8_t> pred_;
 };
 
+// Runs fn(worker, i) for i in [0, n) on `workers` threads (the caller's
+// thread included); each index exactly once.
+template <typename Fn>
+void ParallelFor(uint64_t n, unsigned workers, const Fn& fn) {
+  std::atomic<uint64_t> next{0};
+  auto run = [&](unsigned w) {
+    for (uint64_t i = next++; i < n; i = next++) fn(w, i);
+  };
+  std::vector<std::thread> threads;
+  for (unsigned w = 1; w < workers; ++w) {
+    try {
+      threads.emplace_back(run, w);
+    } catch (const std::system_error&) {
+      break;  // fewer threads: the others take the work
+    }
+  }
+  run(0);
+  for (auto& t : threads) t.join();
+}
+
 std::optional<RefModel> BuildModel(std::span<const uint8_t> lower, std::span<const uint8_t> target,
                                    const std::vector<Match>& matches) {
   RefModel model;
@@ -230,6 +253,7 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
                                    std::to_string(format::kMinChunkLog2) + ".." +
                                    std::to_string(format::kMaxChunkLog2));
   }
+  if (opts.threads < 0) return Status::InvalidArgument("delta threads must be >= 0");
   if (opts.zstd_level < 1 || opts.zstd_level > ZSTD_maxCLevel()) {
     return Status::InvalidArgument("zstd level must be 1.." + std::to_string(ZSTD_maxCLevel()));
   }
@@ -246,14 +270,19 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
 
   // The model is kept when the differing bytes its predictions remove
   // outnumber its own (compressed) bytes; each segment is compressed once.
-  SegmentEncoder enc(lower, target, matches, opts);
+  const unsigned workers = static_cast<unsigned>(std::min<uint64_t>(
+      opts.threads > 0 ? opts.threads : std::max(1u, std::thread::hardware_concurrency()),
+      std::max<uint64_t>(nseg, 1)));
+  std::vector<SegmentEncoder> encoders;
+  encoders.reserve(workers);
+  for (unsigned w = 0; w < workers; ++w) encoders.emplace_back(lower, target, matches, opts);
   std::vector<SegmentEncoder::Plan> plans(nseg);
-  uint64_t saved = 0;
-  for (uint64_t i = 0; i < nseg; ++i) {
+  ParallelFor(nseg, workers, [&](unsigned w, uint64_t i) {
     const uint64_t s = i * seg, e = std::min(s + seg, uint64_t{target.size()});
-    plans[i] = enc.MakePlan(s, e, model ? &*model : nullptr);
-    saved += plans[i].saved;
-  }
+    plans[i] = encoders[w].MakePlan(s, e, model ? &*model : nullptr);
+  });
+  uint64_t saved = 0;
+  for (const auto& p : plans) saved += p.saved;
   std::vector<uint8_t> model_bytes;
   if (model) {
     model_bytes = delta::ZstdCompress(model->Serialize(), opts.zstd_level);
@@ -266,10 +295,10 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
     }
   }
   std::vector<std::vector<uint8_t>> payloads(nseg);
-  for (uint64_t i = 0; i < nseg; ++i) {
-    payloads[i] = enc.Encode(plans[i], model ? &*model : nullptr);
+  ParallelFor(nseg, workers, [&](unsigned w, uint64_t i) {
+    payloads[i] = encoders[w].Encode(plans[i], model ? &*model : nullptr);
     plans[i] = {};
-  }
+  });
 
   std::vector<uint8_t> index_raw, index;
   for (const auto& p : payloads) delta::PutU32(&index_raw, static_cast<uint32_t>(p.size()));

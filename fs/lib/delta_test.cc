@@ -394,6 +394,15 @@ TEST(DeltaTest, TruncationsAndFlipsOfAnElfDeltaFailCleanly) {
   ExpectTruncationsAndFlipsFail(lower, d);
 }
 
+TEST(DeltaTest, OutputDoesNotDependOnThreads) {
+  const Bytes lower = X86Code(0, 0, 26), target = X86Code(24, 100, 26);
+  DeltaOptions one, many;
+  one.threads = 1;
+  many.threads = 4;
+  one.segment_log2 = many.segment_log2 = 12;
+  EXPECT_TRUE(Encode(lower, target, one) == Encode(lower, target, many));
+}
+
 TEST(DeltaTest, X86CallsThatMoveWithTheirTargetsCostNothing) {
   const Bytes lower = X86Code(0, 0, 20), target = X86Code(48, 200, 20);
   DeltaOptions with, without;

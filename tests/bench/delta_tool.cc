@@ -1,7 +1,8 @@
 // Encoder/decoder driver for tests/bench/delta_bench.py (not a product
 // command). Inputs are mapped read-only, so RSS counts only touched pages.
 //
-//   delta_tool encode LOWER TARGET OUT [--segment-log2 N] [--level N] [--no-elf]
+//   delta_tool encode LOWER TARGET OUT [--segment-log2 N] [--level N] [--threads N]
+//                     [--no-elf]
 //   delta_tool decode LOWER DELTA OUT
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -65,7 +66,7 @@ int Write(const char* path, std::span<const uint8_t> bytes) {
 int Usage() {
   std::fprintf(stderr,
                "usage: delta_tool encode LOWER TARGET OUT [--segment-log2 N] [--level N] "
-               "[--no-elf]\n       delta_tool decode LOWER DELTA OUT\n");
+               "[--threads N] [--no-elf]\n       delta_tool decode LOWER DELTA OUT\n");
   return 2;
 }
 
@@ -84,6 +85,8 @@ int main(int argc, char** argv) {
         o.elf_references = false;
       } else if (f == "--segment-log2" && i + 1 < argc) {
         o.segment_log2 = static_cast<uint32_t>(std::stoul(argv[++i]));
+      } else if (f == "--threads" && i + 1 < argc) {
+        o.threads = std::stoi(argv[++i]);
       } else if (f == "--level" && i + 1 < argc) {
         o.zstd_level = std::stoi(argv[++i]);
       } else {
