@@ -30,23 +30,35 @@ constexpr uint32_t kPtGnuEhFrame = 0x6474e550;
 // table of (initial location, FDE address) pairs relative to its start.
 constexpr uint64_t kEhHdrTableOffset = 12;
 
-// x86-64 opcodes taking a ModRM operand and no immediate, for which
-// ModRM mod=00 rm=101 means a RIP-relative disp32 (one-byte map / 0F map).
+// x86-64 opcodes taking a ModRM operand, for which ModRM mod=00 rm=101
+// means a RIP-relative disp32 (one-byte map / 0F map): the size of the
+// immediate that follows the disp32 (kImmF6F7: 1 or 4 bytes for /0 and /1,
+// else none), or kNotRip.
+constexpr int8_t kNotRip = -1;
+constexpr int8_t kImmF6F7 = -2;
 struct OpcodeSet {
-  std::array<bool, 256> one{}, two{};
+  std::array<int8_t, 256> one{}, two{};
   OpcodeSet() {
-    for (int op :
-         {0x01, 0x03, 0x09, 0x0B, 0x11, 0x13, 0x19, 0x1B, 0x21, 0x23, 0x29, 0x2B, 0x31, 0x33,
-          0x39, 0x3B, 0x63, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8D, 0xFF}) {
-      one[op] = true;
+    one.fill(kNotRip);
+    two.fill(kNotRip);
+    for (int op : {0x00, 0x01, 0x02, 0x03, 0x08, 0x09, 0x0A, 0x0B, 0x10, 0x11, 0x12, 0x13,
+                   0x18, 0x19, 0x1A, 0x1B, 0x20, 0x21, 0x22, 0x23, 0x28, 0x29, 0x2A, 0x2B,
+                   0x30, 0x31, 0x32, 0x33, 0x38, 0x39, 0x3A, 0x3B, 0x63, 0x84, 0x85, 0x86,
+                   0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8D, 0xD0, 0xD1, 0xD2, 0xD3, 0xFE, 0xFF}) {
+      one[op] = 0;
     }
-    for (int op :
-         {0x10, 0x11, 0x12, 0x13, 0x16, 0x17, 0x18, 0x28, 0x29, 0x2A, 0x2C, 0x2D, 0x2E, 0x2F,
-          0x51, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x5C, 0x5D, 0x5E, 0x5F, 0x6E, 0x6F,
-          0x7E, 0x7F, 0xAF, 0xB6, 0xB7, 0xBE, 0xBF, 0xD6, 0xD4, 0xDB, 0xEB, 0xEF, 0xFE}) {
-      two[op] = true;
+    for (int op : {0x80, 0x83, 0x6B, 0xC0, 0xC1, 0xC6}) one[op] = 1;
+    for (int op : {0x81, 0x69, 0xC7}) one[op] = 4;
+    one[0xF6] = one[0xF7] = kImmF6F7;
+    for (int op : {0x10, 0x11, 0x12, 0x13, 0x16, 0x17, 0x18, 0x28, 0x29, 0x2A, 0x2C, 0x2D, 0x2E,
+                   0x2F, 0x51, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x5C, 0x5D, 0x5E, 0x5F,
+                   0x6E, 0x6F, 0x7E, 0x7F, 0xA3, 0xAB, 0xAF, 0xB0, 0xB1, 0xB3, 0xB6, 0xB7, 0xBB,
+                   0xBE, 0xBF, 0xC0, 0xC1, 0xD4, 0xD6, 0xDB, 0xEB, 0xEF, 0xFE}) {
+      two[op] = 0;
     }
-    for (int op = 0x40; op <= 0x4F; ++op) two[op] = true;  // cmovcc
+    for (int op = 0x40; op <= 0x4F; ++op) two[op] = 0;  // cmovcc
+    for (int op = 0x90; op <= 0x9F; ++op) two[op] = 0;  // setcc
+    for (int op : {0x70, 0xA4, 0xAC, 0xBA, 0xC2, 0xC6}) two[op] = 1;
   }
 };
 
@@ -255,26 +267,40 @@ void RefModel::PredictX86(std::span<const uint8_t> in, uint64_t lpos, uint64_t t
   while (i < n) {
     const uint8_t b = in[i];
     size_t disp = 0;  // offset of the disp32 within `in`; 0 = none
+    int imm = 0;      // immediate bytes after the disp32
+    auto rip = [&](int8_t kind, size_t modrm) {
+      if (kind == kNotRip || modrm >= n || (in[modrm] & 0xC7) != 0x05) return;
+      if (kind != kImmF6F7) {
+        imm = kind;
+      } else if (((in[modrm] >> 3) & 7) <= 1) {  // test r/m, imm
+        imm = b == 0xF6 ? 1 : 4;
+      }
+      // An operand-size prefix shrinks a 4-byte immediate to 2.
+      if (imm == 4 && i > 0 && in[i - 1] == 0x66) imm = 2;
+      disp = modrm + 1;
+    };
     if (b == 0xE8 || b == 0xE9) {
       disp = i + 1;
     } else if (b == 0x0F && i + 1 < n && in[i + 1] >= 0x80 && in[i + 1] <= 0x8F) {
       disp = i + 2;
-    } else if (b == 0x0F && i + 2 < n && ops.two[in[i + 1]] && (in[i + 2] & 0xC7) == 0x05) {
-      disp = i + 3;
-    } else if (ops.one[b] && i + 1 < n && (in[i + 1] & 0xC7) == 0x05) {
-      disp = i + 2;
+    } else if (b == 0x0F && i + 1 < n) {
+      rip(ops.two[in[i + 1]], i + 2);
+    } else {
+      rip(ops.one[b], i + 1);
     }
-    if (disp == 0 || disp + 4 > n) {
+    const size_t end = disp + 4 + static_cast<size_t>(imm);  // the instruction's end
+    if (disp == 0 || end > n) {
       ++i;
       continue;
     }
-    i = disp + 4;  // the instruction ends after its displacement
+    i = end;
     uint64_t lva = 0, tva = 0, dest = 0;
     if (!OffsetToVa(lower_segs, lpos + disp, &lva) || !OffsetToVa(target_segs, tpos + disp, &tva))
       continue;
+    const uint64_t tail = 4 + static_cast<uint64_t>(imm);  // disp32 start to instruction end
     const int32_t d = static_cast<int32_t>(Le32(&in[disp]));
-    if (!TranslateVa(lva + 4 + static_cast<uint64_t>(int64_t{d}), &dest)) continue;
-    const int64_t nd = static_cast<int64_t>(dest - (tva + 4));
+    if (!TranslateVa(lva + tail + static_cast<uint64_t>(int64_t{d}), &dest)) continue;
+    const int64_t nd = static_cast<int64_t>(dest - (tva + tail));
     if (FitsInt32(nd)) StoreLe32(&out[disp], static_cast<uint32_t>(nd));
   }
 }

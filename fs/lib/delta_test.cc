@@ -521,6 +521,48 @@ TEST(DeltaTest, DataOffsetsThatMoveWithTheirTargetsCostNothing) {
   EXPECT_LT(a.size() * 2, b.size()) << "with " << a.size() << " without " << b.size();
 }
 
+// RIP-relative operands followed by an immediate (the displacement is
+// relative to the end of the instruction, after the immediate).
+TEST(DeltaTest, X86RipRelativeWithImmediatesCostNothing) {
+  auto make = [](int pad) {
+    std::mt19937 rng(27);
+    const uint64_t va = 0x400000, kRefs = 3000;
+    struct Form {
+      Bytes head;  // opcode bytes through ModRM
+      size_t imm;
+    };
+    const Form forms[] = {{{0xC7, 0x05}, 4},         // movl $imm32, x(%rip)
+                          {{0x66, 0xC7, 0x05}, 2},   // movw $imm16, x(%rip)
+                          {{0x80, 0x3D}, 1},         // cmpb $imm8, x(%rip)
+                          {{0xF7, 0x05}, 4},         // testl $imm32, x(%rip)
+                          {{0x0F, 0xBA, 0x25}, 1}};  // btl $imm8, x(%rip)
+    Bytes body;
+    std::vector<std::pair<uint64_t, size_t>> refs;  // (disp offset, imm size)
+    for (uint64_t i = 0; i < kRefs; ++i) {
+      body.insert(body.end(), rng() % 8, 0x90);
+      const Form& f = forms[rng() % 5];
+      body.insert(body.end(), f.head.begin(), f.head.end());
+      refs.push_back({body.size(), f.imm});
+      body.insert(body.end(), 4 + f.imm, 0x01);
+    }
+    body.insert(body.end(), 64 + pad, 0x22);  // data moves by pad
+    const uint64_t data = va + 120 + body.size();
+    body.insert(body.end(), 8 * 4096, 0x33);
+    for (auto [at, imm] : refs) {
+      const uint64_t dest = data + 8 * (rng() % 4096);
+      const uint32_t d = static_cast<uint32_t>(dest - (va + 120 + at + 4 + imm));
+      std::memcpy(&body[at], &d, 4);
+    }
+    return MiniElf(62, body);
+  };
+  const Bytes lower = make(0), target = make(64);
+  DeltaOptions with, without;
+  without.elf_references = false;
+  const Bytes a = Encode(lower, target, with), b = Encode(lower, target, without);
+  EXPECT_TRUE(*ApplyDelta(a, lower, "t") == target);
+  EXPECT_LT(a.size() * 2, b.size()) << "with " << a.size() << " without " << b.size();
+}
+
 // RIP-relative references from code into bss, which moves when the data
 // before it grows while the code stays.
 TEST(DeltaTest, BssReferencesThatMoveCostNothing) {
