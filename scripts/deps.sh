@@ -5,10 +5,10 @@ pkgs=(
   build-essential cmake pkg-config git python3
   libfuse3-dev fuse3 libzstd-dev zstd libssl-dev libinih-dev
   libgtest-dev googletest
-  libdivsufsort-dev bsdiff time                      # delta encoder; its benchmark
   cryptsetup-bin fsverity squashfs-tools squashfuse   # oracles and peers
   clang-14 libclang-rt-14-dev                        # fuzzing, sanitizers
   clang-format
+  libdivsufsort-dev bsdiff time                      # delta encoder; its benchmark
 )
 missing=()
 for p in "${pkgs[@]}"; do
