@@ -11,6 +11,7 @@ pkgs=(
   strace valgrind                                    # extract_test counts system calls; ls -l under valgrind
   clang-14 libclang-rt-14-dev                        # fuzzing, sanitizers
   clang-format
+  libdivsufsort-dev bsdiff time                      # delta encoder; its benchmark
 )
 missing=()
 for p in "${pkgs[@]}"; do

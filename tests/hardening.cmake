@@ -84,7 +84,7 @@ endif()
 add_executable(cryptex_fuzz_make_corpus ${CX_HARD}/fuzz/make_corpus.cc)
 target_link_libraries(cryptex_fuzz_make_corpus PRIVATE cryptex_hardening)
 
-set(CX_FUZZ_TARGETS superblock manifest image image_resealed)
+set(CX_FUZZ_TARGETS superblock manifest image image_resealed delta)
 foreach(t ${CX_FUZZ_TARGETS})
   if(CRYPTEX_FUZZ)
     add_executable(fuzz_${t} ${CX_HARD}/fuzz/fuzz_${t}.cc ${CX_HARD}/fuzz/fuzz_support.cc)

@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "delta.h"
 #include "format.h"
 #include "gen.h"
 #include "manifest.h"
@@ -42,6 +43,68 @@ Result<Bytes> Compact(const Bytes& image) {
   out.insert(out.end(), image.begin() + format::kBlockSize,
              image.begin() + static_cast<ptrdiff_t>(end));
   return out;
+}
+
+// fuzz_delta's input: [u32 LE lower size][lower][delta of target vs lower].
+Status PutDelta(const std::string& dir, const std::string& name, const Bytes& lower,
+                const Bytes& target, uint32_t segment_log2) {
+  DeltaOptions o;
+  o.segment_log2 = segment_log2;
+  CX_ASSIGN_OR_RETURN(Bytes d, EncodeDelta(lower, target, o));
+  Bytes seed(4);
+  const uint32_t n = static_cast<uint32_t>(lower.size());
+  std::memcpy(seed.data(), &n, 4);
+  seed.insert(seed.end(), lower.begin(), lower.end());
+  seed.insert(seed.end(), d.begin(), d.end());
+  return Put(dir, name, seed);
+}
+
+// Small deltas reaching each segment kind, plain data and the ELF model.
+Status WriteDeltaSeeds(const std::string& dir) {
+  uint32_t x = 1;
+  auto rnd = [&x] { return x = x * 1103515245u + 12345u, static_cast<uint8_t>(x >> 16); };
+  Bytes lower(12000);
+  for (size_t i = 0; i < lower.size(); ++i) lower[i] = i % 7 == 0 ? rnd() : uint8_t('a' + i % 13);
+  Bytes edited = lower;
+  edited.insert(edited.begin() + 5000, {'n', 'e', 'w'});
+  edited[9000] ^= 0xff;
+  Bytes shifted(lower.begin() + 100, lower.end());
+  Bytes flipped = lower;  // diff bytes only: the extra streams are empty
+  flipped[700] ^= 1;
+  flipped[7000] ^= 0x80;
+  // A minimal x86-64 ELF: one PT_LOAD over the file, call rel32s into it;
+  // the edited copy moves the callees by 16 bytes.
+  auto elf = [&](int pad) {
+    Bytes f(120, 0);
+    std::memcpy(f.data(),
+                "\x7f"
+                "ELF",
+                4);
+    f[4] = 2, f[5] = 1, f[18] = 62, f[32] = 64, f[54] = 56, f[56] = 1, f[64] = 1;
+    f[64 + 18] = 0x40;  // vaddr 0x400000
+    Bytes code(6000);
+    for (size_t i = 0; i < code.size(); ++i) code[i] = static_cast<uint8_t>(0x40 + i % 50);
+    for (size_t i = 0; i + 5 < 3000; i += 37) {
+      const int32_t rel = static_cast<int32_t>(3000 + pad + (i * 7) % 2000 - (i + 5));
+      code[i] = 0xE8;
+      std::memcpy(&code[i + 1], &rel, 4);
+    }
+    code.insert(code.begin() + 3000, static_cast<size_t>(pad), 0x90);
+    f.insert(f.end(), code.begin(), code.end());
+    const uint64_t total = f.size();
+    std::memcpy(&f[64 + 32], &total, 8);
+    std::memcpy(&f[64 + 40], &total, 8);
+    return f;
+  };
+  CX_RETURN_IF_ERROR(PutDelta(dir, "identical", lower, lower, 12));
+  CX_RETURN_IF_ERROR(PutDelta(dir, "edited", lower, edited, 12));
+  CX_RETURN_IF_ERROR(PutDelta(dir, "shifted", lower, shifted, 12));
+  // Regression (UBSan): a zero-length extra run at the end of an empty stream.
+  CX_RETURN_IF_ERROR(PutDelta(dir, "regress_empty_extra_stream", lower, flipped, 12));
+  CX_RETURN_IF_ERROR(PutDelta(dir, "plain", {}, edited, 13));
+  CX_RETURN_IF_ERROR(PutDelta(dir, "empty_target", lower, {}, 12));
+  CX_RETURN_IF_ERROR(PutDelta(dir, "elf_moved_calls", elf(0), elf(16), 12));
+  return Status::Ok();
 }
 
 }  // namespace
@@ -124,6 +187,7 @@ int main(int argc, char** argv) {
     }
     ++n;
   }
+  check(WriteDeltaSeeds(out + "/delta"));
   if (!st.ok()) return Die(st);
   std::printf("wrote seeds for %d cases into %s\n", n, out.c_str());
   std::string rm = "rm -rf '" + work + "'";

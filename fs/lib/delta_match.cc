@@ -1,0 +1,233 @@
+// Match finding for the delta encoder: unchanged 4 KiB blocks by rolling
+// hash first, then bsdiff-class approximate matching with a suffix array of
+// the lower file (libdivsufsort) for what the blocks did not cover.
+#include <divsufsort.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <unordered_map>
+
+#include "delta_internal.h"
+
+namespace cryptex::delta {
+
+namespace {
+
+constexpr uint64_t kBlock = 4096;
+constexpr uint64_t kHashMul = 0x9E3779B97F4A7C15ull;
+// A suffix array costs 4 bytes per lower byte and time linear in the lower
+// size; it is built when the lower file is small or when the bytes that no
+// unchanged block covers are a fair share of it.
+constexpr uint64_t kSuffixArrayAlwaysBelow = 16u << 20;
+constexpr uint64_t kSuffixArrayShare = 16;
+// A new exact match must beat continuing the current alignment by this many
+// bytes to start a new control entry.
+constexpr uint64_t kMinGain = 8;
+
+// Polynomial hash of one block; Roll() slides it by one byte.
+struct BlockHash {
+  uint64_t top = 1;  // kHashMul^(kBlock-1)
+  BlockHash() {
+    for (uint64_t i = 1; i < kBlock; ++i) top *= kHashMul;
+  }
+  static uint64_t Of(const uint8_t* p) {
+    uint64_t h = 0;
+    for (uint64_t i = 0; i < kBlock; ++i) h = h * kHashMul + p[i] + 1;
+    return h;
+  }
+  uint64_t Roll(uint64_t h, uint8_t out, uint8_t in) const {
+    return (h - (uint64_t{out} + 1) * top) * kHashMul + in + 1;
+  }
+};
+
+uint64_t MatchLen(const uint8_t* a, uint64_t na, const uint8_t* b, uint64_t nb) {
+  const uint64_t n = std::min(na, nb);
+  uint64_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+// Exact matches of whole lower blocks (extended both ways), sorted by tpos.
+std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint8_t> T) {
+  std::vector<Match> anchors;
+  const uint64_t n = L.size(), m = T.size();
+  if (n < kBlock || m < kBlock) return anchors;
+  std::unordered_map<uint64_t, uint64_t> blocks;  // hash -> first lower block offset
+  blocks.reserve(n / kBlock);
+  std::vector<uint64_t> filter((n / kBlock * 8 + 63) / 64 + 1, 0);  // 8 bits per block
+  const uint64_t filter_bits = filter.size() * 64;
+  for (uint64_t off = 0; off + kBlock <= n; off += kBlock) {
+    const uint64_t h = BlockHash::Of(&L[off]);
+    blocks.emplace(h, off);
+    const uint64_t bit = (h >> 17) % filter_bits;
+    filter[bit / 64] |= uint64_t{1} << (bit % 64);
+  }
+  const BlockHash roller;
+  uint64_t t = 0, prev_end = 0;
+  uint64_t h = BlockHash::Of(&T[0]);
+  while (t + kBlock <= m) {
+    const uint64_t bit = (h >> 17) % filter_bits;
+    if (filter[bit / 64] & (uint64_t{1} << (bit % 64))) {
+      auto it = blocks.find(h);
+      if (it != blocks.end() && std::memcmp(&T[t], &L[it->second], kBlock) == 0) {
+        uint64_t ts = t, ls = it->second;
+        while (ts > prev_end && ls > 0 && T[ts - 1] == L[ls - 1]) --ts, --ls;
+        const uint64_t len = (t - ts) + kBlock +
+                             MatchLen(T.data() + t + kBlock, m - t - kBlock,
+                                      L.data() + it->second + kBlock, n - it->second - kBlock);
+        anchors.push_back({ts, ls, len});
+        prev_end = t = ts + len;
+        if (t + kBlock <= m) h = BlockHash::Of(&T[t]);
+        continue;
+      }
+    }
+    if (t + kBlock < m) h = roller.Roll(h, T[t], T[t + kBlock]);
+    ++t;
+  }
+  return anchors;
+}
+
+class Finder {
+ public:
+  Finder(std::span<const uint8_t> L, std::span<const uint8_t> T) : L_(L), T_(T) {
+    anchors_ = BlockAnchors(L, T);
+    uint64_t covered = 0;
+    for (const auto& a : anchors_) covered += a.size;
+    const uint64_t loose = T.size() - covered;
+    const uint64_t n = L.size();
+    if (n > 0 && loose > 0 && n < uint64_t{std::numeric_limits<int32_t>::max()} &&
+        (n <= kSuffixArrayAlwaysBelow || loose * kSuffixArrayShare >= n)) {
+      sa_.resize(n);
+      if (divsufsort(L.data(), sa_.data(), static_cast<saidx_t>(n)) != 0) sa_.clear();
+    }
+  }
+
+  // The longest exact match found for target[t..]: (lower pos, length).
+  std::pair<uint64_t, uint64_t> Search(uint64_t t) {
+    while (next_anchor_ < anchors_.size() &&
+           anchors_[next_anchor_].tpos + anchors_[next_anchor_].size <= t) {
+      ++next_anchor_;
+    }
+    if (next_anchor_ < anchors_.size() && anchors_[next_anchor_].tpos <= t) {
+      const Match& a = anchors_[next_anchor_];
+      return {a.lpos + (t - a.tpos), a.tpos + a.size - t};
+    }
+    if (sa_.empty()) return {0, 0};
+    return SearchSa(t);
+  }
+
+ private:
+  std::pair<uint64_t, uint64_t> SearchSa(uint64_t t) const {
+    const uint8_t* q = &T_[t];
+    const uint64_t qn = T_.size() - t, n = L_.size();
+    auto len_at = [&](uint64_t i) {
+      const uint64_t p = static_cast<uint64_t>(sa_[i]);
+      return MatchLen(&L_[p], n - p, q, qn);
+    };
+    uint64_t lo = 0, hi = n - 1;
+    while (hi - lo > 1) {
+      const uint64_t mid = lo + (hi - lo) / 2;
+      const uint64_t p = static_cast<uint64_t>(sa_[mid]);
+      const uint64_t k = std::min(n - p, qn);
+      const int c = std::memcmp(&L_[p], q, k);
+      if (c < 0 || (c == 0 && n - p < qn)) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    const uint64_t a = len_at(lo), b = len_at(hi);
+    return a >= b ? std::pair{static_cast<uint64_t>(sa_[lo]), a}
+                  : std::pair{static_cast<uint64_t>(sa_[hi]), b};
+  }
+
+  std::span<const uint8_t> L_, T_;
+  std::vector<Match> anchors_;
+  size_t next_anchor_ = 0;  // searches come in increasing target order
+  std::vector<saidx_t> sa_;
+};
+
+}  // namespace
+
+// The scan follows Percival's bsdiff: walk the target; at each position take
+// the longest exact match, but only start a new alignment when it beats the
+// current one (old_score: bytes the current alignment gets right over the
+// same span) by kMinGain bytes. Between two alignments, each is extended
+// approximately (forward / backward, keeping at least half the bytes equal);
+// what neither covers is extra data.
+std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8_t> T) {
+  std::vector<Match> out;
+  const uint64_t n = L.size(), m = T.size();
+  if (n == 0 || m == 0) return out;
+  Finder finder(L, T);
+  auto same = [&](uint64_t t, int64_t off) {
+    const uint64_t l = t + static_cast<uint64_t>(off);
+    return l < n && L[l] == T[t];
+  };
+  uint64_t scan = 0, len = 0, pos = 0, last_scan = 0, last_pos = 0;
+  int64_t last_off = 0;
+  while (scan < m) {
+    // old_score: target bytes in [scan, scsc) that the current alignment
+    // (last_off) gets right.
+    uint64_t old_score = 0;
+    scan += len;
+    uint64_t scsc = scan;
+    for (; scan < m; ++scan) {
+      std::tie(pos, len) = finder.Search(scan);
+      scsc = std::max(scsc, scan);
+      for (; scsc < scan + len; ++scsc) old_score += same(scsc, last_off);
+      if ((len == old_score && len != 0) || len > old_score + kMinGain) break;
+      if (scsc > scan && same(scan, last_off)) --old_score;
+    }
+    if (len == old_score && scan != m) continue;
+    // Forward extension of the previous alignment.
+    uint64_t lenf = 0;
+    {
+      int64_t s = 0, best = 0;
+      for (uint64_t i = 0; last_scan + i < scan && last_pos + i < n; ++i) {
+        if (L[last_pos + i] == T[last_scan + i]) ++s;
+        if (2 * s - static_cast<int64_t>(i + 1) > 2 * best - static_cast<int64_t>(lenf)) {
+          best = s;
+          lenf = i + 1;
+        }
+      }
+    }
+    // Backward extension of the new one.
+    uint64_t lenb = 0;
+    if (scan < m) {
+      int64_t s = 0, best = 0;
+      for (uint64_t i = 1; scan >= last_scan + i && pos >= i; ++i) {
+        if (L[pos - i] == T[scan - i]) ++s;
+        if (2 * s - static_cast<int64_t>(i) > 2 * best - static_cast<int64_t>(lenb)) {
+          best = s;
+          lenb = i;
+        }
+      }
+    }
+    // Where both claim the same target bytes, split where the sum is best.
+    if (last_scan + lenf > scan - lenb) {
+      const uint64_t overlap = (last_scan + lenf) - (scan - lenb);
+      int64_t s = 0, best = 0;
+      uint64_t lens = 0;
+      for (uint64_t i = 0; i < overlap; ++i) {
+        const uint64_t t = last_scan + lenf - overlap + i;
+        if (T[t] == L[last_pos + lenf - overlap + i]) ++s;
+        if (T[t] == L[pos - lenb + i]) --s;
+        if (s > best) {
+          best = s;
+          lens = i + 1;
+        }
+      }
+      lenf += lens - overlap;
+      lenb -= lens;
+    }
+    if (lenf > 0) out.push_back({last_scan, last_pos, lenf});
+    last_scan = scan - lenb;
+    last_pos = pos - lenb;
+    last_off = static_cast<int64_t>(pos) - static_cast<int64_t>(scan);
+  }
+  return out;
+}
+
+}  // namespace cryptex::delta
