@@ -97,26 +97,6 @@ Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& ar
   return Image::Open(path, opts);
 }
 
-std::optional<uint64_t> ParseSize(const std::string& s) {
-  if (s.empty()) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (errno != 0 || end == s.c_str()) return std::nullopt;
-  std::string suffix(end);
-  uint64_t mul = 1;
-  if (suffix == "K" || suffix == "k")
-    mul = 1ull << 10;
-  else if (suffix == "M" || suffix == "m")
-    mul = 1ull << 20;
-  else if (suffix == "G" || suffix == "g")
-    mul = 1ull << 30;
-  else if (!suffix.empty())
-    return std::nullopt;
-  if (v > UINT64_MAX / mul) return std::nullopt;
-  return v * mul;
-}
-
 std::string HumanBytes(uint64_t n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(n);

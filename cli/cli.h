@@ -46,8 +46,6 @@ class Args {
 Result<TrustStore> LoadTrust(const Args& args);
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args);
 
-// Parses "123", "64K", "1M", "2G".
-std::optional<uint64_t> ParseSize(const std::string& s);
 std::string HumanBytes(uint64_t n);
 
 using CommandFn = int (*)(int argc, char** argv);

@@ -10,6 +10,7 @@
 #include "builder.h"
 #include "cli.h"
 #include "format.h"
+#include "parse_size.h"
 
 namespace cryptex::cli {
 
@@ -114,11 +115,11 @@ int CmdBuild(int argc, char** argv) {
     opts.zstd_level = static_cast<int>(*v);
   }
   if (auto c = args.Get("--chunk-size")) {
-    auto v = ParseSize(*c);
-    if (!v || (*v & (*v - 1)) != 0 || *v < 4096 || *v > (1u << 20)) {
+    uint64_t v = 0;
+    if (!ParseSize(*c, &v) || (v & (v - 1)) != 0 || v < 4096 || v > (1u << 20)) {
       return Usage("build", "--chunk-size must be a power of two from 4K to 1M");
     }
-    opts.chunk_log2 = static_cast<uint32_t>(__builtin_ctzll(*v));
+    opts.chunk_log2 = static_cast<uint32_t>(__builtin_ctzll(v));
   }
   if (auto t = args.Get("--threads")) {
     auto v = ParseU64(*t);

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "keys.h"
+#include "parse_size.h"  // ParseSize, for the size options
 #include "status.h"
 
 namespace cryptex::cxfs {
@@ -32,11 +33,6 @@ struct DriverConfig {
   bool open_handles = false;  // open_handles: answer OPEN instead of no_open (old kernels)
   bool push = true;           // no_push: store nothing ahead of reads (push.h)
 };
-
-// Parses "123", "64K", "64M", "1G", "2T" (powers of 1024; the suffix may be
-// lower case and may be followed by "B" or "iB"). False on anything else,
-// including overflow.
-bool ParseSize(std::string_view text, uint64_t* bytes);
 
 // Takes IMAGE and the driver's options out of *args (fuse_opt_parse) and drops
 // the fstab-only options that mount(8) or mount.fuse3 may pass through
