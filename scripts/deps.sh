@@ -12,6 +12,7 @@ pkgs=(
   clang-14 libclang-rt-14-dev                        # fuzzing, sanitizers
   clang-format
   libdivsufsort-dev bsdiff time                      # delta encoder; its benchmark
+  groff-base                                         # man page lint (tests/install)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -46,8 +46,8 @@
 #include "image.h"
 #include "keys.h"
 #include "push.h"
-#include "surgery.h"
 #include "status_channel.h"
+#include "surgery.h"
 
 #ifndef CRYPTEXFS_BIN
 #error "CRYPTEXFS_BIN must name the cryptexfs binary"
@@ -1566,7 +1566,8 @@ std::string ReplaceAll(std::string s, const std::string& from, const std::string
   return s;
 }
 
-// systemd/cryptex-mount@.service as systemd would run it for instance
+// The generated systemd/cryptex-mount@.service (from the .in template, with
+// this build's install paths) as systemd would run it for instance
 // "app": its ExecStartPre, ExecStart and ExecStop command lines exactly, with
 // only the instance and the installed paths replaced by the test's, and
 // the default trust store (the unit names none). The mount appears, READY=1
@@ -1574,7 +1575,7 @@ std::string ReplaceAll(std::string s, const std::string& from, const std::string
 // sends STOPPING=1.
 TEST_F(MountTest, SystemdUnitCommandLineMountsAndNotifies) {
   if (access("/usr/bin/unshare", X_OK) != 0) SKIP_OR_FAIL_IN_CI("no unshare(1)");
-  const std::string unit = ReadFileOrEmpty(CRYPTEX_SOURCE_DIR "/systemd/cryptex-mount@.service");
+  const std::string unit = ReadFileOrEmpty(CRYPTEX_UNIT_FILE);
   ASSERT_FALSE(unit.empty());
   EXPECT_EQ(UnitLine(unit, "Type"), "notify");
   const std::string mnt = work_ + "/run_cryptex_app";
@@ -1582,7 +1583,7 @@ TEST_F(MountTest, SystemdUnitCommandLineMountsAndNotifies) {
   auto subst = [&](std::string cmd) {
     EXPECT_EQ(cmd.find_first_of("\"'\\$;"), std::string::npos) << "quoting not handled: " << cmd;
     cmd = ReplaceAll(cmd, "%i", "app");
-    cmd = ReplaceAll(cmd, "/usr/local/bin/cryptexfs", CRYPTEXFS_BIN);
+    cmd = ReplaceAll(cmd, CRYPTEXFS_INSTALLED, CRYPTEXFS_BIN);
     cmd = ReplaceAll(cmd, "/var/lib/cryptex/images/app.cryptex", image_);
     cmd = ReplaceAll(cmd, "/run/cryptex/app", mnt);
     EXPECT_EQ(cmd.find('%'), std::string::npos) << cmd;

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# install_test: `cmake --install BUILD --prefix /opt/cryptex-test` with
+# DESTDIR=a temporary directory, then checks what a user relies on:
+#   - cryptex and cryptexfs in bin, executable (0755), and they run
+#     (`cryptex --help`, `cryptexfs --version`) from the installed place;
+#   - the systemd unit's ExecStart names the installed cryptexfs (the prefix
+#     given at install time, without DESTDIR), and nothing is left unfilled;
+#   - man pages in share/man/man1 and man8, bash completion, docs (0644);
+#     the installed man pages render (groff -ww) and pass check_man.py
+#     against the installed programs;
+#   - nothing is installed outside DESTDIR/PREFIX.
+# usage: install_test.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1 src=$2
+prefix=/opt/cryptex-test
+dest=$(mktemp -d)
+trap 'rm -rf "$dest"' EXIT
+fail=0
+bad() { echo "install_test: $*" >&2; fail=1; }
+
+DESTDIR=$dest cmake --install "$build" --prefix "$prefix" >"$dest.log" 2>&1 ||
+  { cat "$dest.log" >&2; rm -f "$dest.log"; exit 1; }
+rm -f "$dest.log"
+root=$dest$prefix
+
+expect_mode() { # MODE FILE
+  if [ ! -f "$root/$2" ]; then bad "$2 not installed"; return; fi
+  local m; m=$(stat -c %a "$root/$2")
+  [ "$m" = "$1" ] || bad "$2 has mode $m, want $1"
+}
+expect_mode 755 bin/cryptex
+expect_mode 755 bin/cryptexfs
+expect_mode 644 lib/systemd/system/cryptex-mount@.service
+expect_mode 644 share/man/man1/cryptex.1
+expect_mode 644 share/man/man8/cryptexfs.8
+expect_mode 644 share/bash-completion/completions/cryptex
+for doc in README.md DESIGN.md FORMAT.md cryptexfs.md; do expect_mode 644 "share/doc/cryptex/$doc"; done
+
+stray=$(find "$dest" -mindepth 1 -not -path "$root" -not -path "$root/*" \
+  -not -path "$dest/opt" -print)
+[ -z "$stray" ] || bad "installed outside the prefix: $stray"
+
+"$root/bin/cryptex" --help | grep -q '^  verify ' || bad "installed cryptex --help lists no verify"
+"$root/bin/cryptexfs" --version >/dev/null 2>&1 || bad "installed cryptexfs --version fails"
+
+unit=$root/lib/systemd/system/cryptex-mount@.service
+if [ -f "$unit" ]; then
+  exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+  case $exec_start in
+    "$prefix/bin/cryptexfs "*) ;;
+    *) bad "unit ExecStart is '$exec_start', want $prefix/bin/cryptexfs ..." ;;
+  esac
+  ! grep -n '@[A-Z_]*@' "$unit" >&2 || bad "unit has unsubstituted @VARS@"
+  ! grep -n "$dest" "$unit" >&2 || bad "unit names the DESTDIR"
+  grep -q "^Documentation=.*$prefix/share/doc/cryptex/cryptexfs.md" "$unit" ||
+    bad "unit Documentation= does not name the installed cryptexfs.md"
+fi
+
+python3 "$src/tests/install/check_man.py" "$root/bin/cryptex" "$root/bin/cryptexfs" \
+  "$root/share/man/man1/cryptex.1" "$root/share/man/man8/cryptexfs.8" ||
+  bad "installed man pages (above)"
+for page in man1/cryptex.1 man8/cryptexfs.8; do
+  [ "$(groff -man -Tutf8 "$root/share/man/$page" 2>/dev/null | grep -c .)" -gt 40 ] ||
+    bad "groff -man $page renders almost nothing"
+done
+python3 "$src/tests/install/completion_test.py" "$root/bin/cryptex" \
+  "$root/share/bash-completion/completions/cryptex" || bad "installed completion (above)"
+
+[ $fail -eq 0 ] && echo "install_test: installed tree under DESTDIR$prefix is complete"
+exit $fail
