@@ -8,7 +8,13 @@
 #   - man pages in share/man/man1 and man8, bash completion, docs (0644);
 #     the installed man pages render (groff -ww) and pass check_man.py
 #     against the installed programs;
-#   - nothing is installed outside DESTDIR/PREFIX.
+#   - nothing is installed outside DESTDIR/PREFIX;
+#   - `mount -t fuse.cryptexfs` finds the installed cryptexfs with no helper
+#     of ours: in a private mount namespace the installed bin is bind-mounted
+#     on /usr/local/bin (the default prefix; mount(8) resets PATH to
+#     /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin and runs
+#     /sbin/mount.fuse, which runs `cryptexfs` from that PATH). Needs root,
+#     /dev/fuse and unshare(1); exits 77 (skipped) without them.
 # usage: install_test.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1 src=$2
@@ -66,5 +72,30 @@ done
 python3 "$src/tests/install/completion_test.py" "$root/bin/cryptex" \
   "$root/share/bash-completion/completions/cryptex" || bad "installed completion (above)"
 
+mount_via_mount8() {
+  local w=$dest/mount8
+  mkdir -p "$w/tree" "$w/keys" "$w/mnt"
+  echo leaf >"$w/tree/f"
+  "$root/bin/cryptex" keygen -o "$w/k" >/dev/null
+  cp "$w/k.pub" "$w/keys/"
+  "$root/bin/cryptex" build "$w/tree" -o "$w/img.cryptex" --key "$w/k" --name t --version 1 \
+    >/dev/null 2>&1 || { bad "installed cryptex build failed"; return; }
+  local out
+  out=$(unshare -m --propagation private sh -c "
+    mount --bind '$root/bin' /usr/local/bin || exit 9
+    PATH=/bin mount -t fuse.cryptexfs -o trust='$w/keys' '$w/img.cryptex' '$w/mnt' || exit 1
+    cat '$w/mnt/f'; umount '$w/mnt'" 2>&1) ||
+    bad "mount -t fuse.cryptexfs with cryptexfs in /usr/local/bin: $out"
+  [ "$out" = leaf ] || bad "mount -t fuse.cryptexfs served '$out', want 'leaf'"
+}
+skipped=0
+if [ "$(id -u)" -eq 0 ] && [ -c /dev/fuse ] && command -v unshare >/dev/null; then
+  mount_via_mount8
+else
+  echo "install_test: not root, no /dev/fuse or no unshare: mount(8) check skipped" >&2
+  skipped=1
+fi
+
+[ $fail -ne 0 ] || [ $skipped -eq 0 ] || exit 77
 [ $fail -eq 0 ] && echo "install_test: installed tree under DESTDIR$prefix is complete"
 exit $fail
