@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keeps the man pages (docs/man) from drifting from the programs' --help.
 
-usage: check_man.py CRYPTEX CRYPTEXFS CRYPTEX_1 CRYPTEXFS_8
+usage: check_man.py CRYPTEX CRYPTEXFS CRYPTEX_1 CRYPTEXFS_8 [VERSION]
 
 cryptex(1): every subcommand `cryptex --help` lists has a ".SS cryptex SUB"
 section and no other subcommand has one; in each section the options (\\-x,
@@ -11,7 +11,8 @@ which every subcommand accepts.
 cryptexfs(8): the .TP tags of OPTIONS are exactly the options in the option
 table `cryptexfs --help` prints ("-o name" counted by name).
 
-Both pages must render with `groff -man -ww` without a warning.
+Both pages must render with `groff -man -ww` without a warning, and with
+VERSION (the project's) their .TH line must say "cryptex VERSION".
 Exits 1 naming every difference.
 """
 import re
@@ -130,11 +131,20 @@ def check_renders(errors, page_path):
         errors.append(f"{page_path}: groff -man -ww: status {r.returncode}: {r.stderr.strip()}")
 
 
+def check_version(errors, page_path, version):
+    th = [l for l in open(page_path, encoding="utf-8") if l.startswith(".TH ")]
+    if len(th) != 1 or f'"cryptex {version}"' not in th[0]:
+        errors.append(f'{page_path}: .TH line {th} does not say "cryptex {version}"')
+
+
 def main():
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6):
         sys.exit(__doc__)
-    cryptex, cryptexfs, man1, man8 = sys.argv[1:]
+    cryptex, cryptexfs, man1, man8 = sys.argv[1:5]
     errors = []
+    if len(sys.argv) == 6:
+        check_version(errors, man1, sys.argv[5])
+        check_version(errors, man8, sys.argv[5])
     check_cryptex(errors, cryptex, man1)
     check_cryptexfs(errors, cryptexfs, man8)
     check_renders(errors, man1)
