@@ -247,10 +247,10 @@ TEST_F(BuilderTest, SourceFileMetadataChangedSinceTheScanFailsTheBuild) {
   // clock has passed the scanned ctime, so that the change below moves it.
   struct stat scanned;
   ASSERT_EQ(stat(src.Join("f").c_str(), &scanned), 0);
-  for (timespec now{}; clock_gettime(CLOCK_REALTIME_COARSE, &now) == 0 &&
-                       (now.tv_sec < scanned.st_ctim.tv_sec ||
-                        (now.tv_sec == scanned.st_ctim.tv_sec &&
-                         now.tv_nsec <= scanned.st_ctim.tv_nsec));) {
+  for (timespec now{};
+       clock_gettime(CLOCK_REALTIME_COARSE, &now) == 0 &&
+       (now.tv_sec < scanned.st_ctim.tv_sec ||
+        (now.tv_sec == scanned.st_ctim.tv_sec && now.tv_nsec <= scanned.st_ctim.tv_nsec));) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_EQ(setxattr(src.Join("f").c_str(), "user.late", "v", 1, 0), 0) << strerror(errno);
