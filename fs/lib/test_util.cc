@@ -511,7 +511,8 @@ std::vector<std::string> CompareTrees(const std::string& a, const std::string& b
     if (diffs.size() < 50) diffs.push_back("/" + Printable(rel) + ": " + what);
   };
   const auto ta = Snapshot(a), tb = Snapshot(b);
-  for (const auto& [rel, ea] : ta) {
+  for (const auto& [rel_key, ea] : ta) {
+    const std::string& rel = rel_key;  // a plain reference: lambdas below capture it (clang 14)
     auto it = tb.find(rel);
     if (it == tb.end()) {
       diff(rel, "only in " + a);
