@@ -7,6 +7,7 @@
 #include "builder.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -215,6 +216,12 @@ class ImageWriter {
           (n.flags & ~kInodeFlagsKnown) != 0 || (n.flags != 0 && opts_.kind != kKindPatch)) {
         return Status::BadSource(path() + ": file type, time or flags not representable");
       }
+      if (n.is_sourced() &&
+          (!S_ISREG(n.mode) || n.source_path.empty() || n.source_path.size() > kMaxSourcePathLen ||
+           ((n.flags & kInodeLowerContent) && (n.flags & kInodeDelta)) ||
+           ((n.flags & kInodeDelta) != 0) != (n.content != nullptr))) {
+        return Status::BadSource(path() + ": malformed lower-content or delta node");
+      }
       if (S_ISREG(n.mode) && ((n.size - 1) >> opts_.chunk_log2) + 1 > 0xFFFFFFFFull &&
           n.size != 0) {
         return Status::BadSource(path() + ": " + std::to_string(n.size) + " bytes need more than " +
@@ -265,10 +272,18 @@ class ImageWriter {
 
   // Reads the files directory by directory (WalkSourceDirs), each opened
   // relative to its directory: linear in the tree whatever its depth.
+  // A tree with no root_path (made in memory, e.g. by the patch builder from
+  // an image) must hold every file's bytes in SourceNode::content.
   Status WriteContent() {
-    CX_RETURN_IF_ERROR(WalkSourceDirs(
-        tree_, [this](uint32_t dir, int dfd) { return AddFilesOf(dir, dfd); },
-        &stats_.components_resolved));
+    if (tree_.root_path.empty()) {
+      for (uint32_t dir = 0; dir < tree_.nodes.size(); ++dir) {
+        if (S_ISDIR(tree_.nodes[dir].mode)) CX_RETURN_IF_ERROR(AddFilesOf(dir, -1));
+      }
+    } else {
+      CX_RETURN_IF_ERROR(WalkSourceDirs(
+          tree_, [this](uint32_t dir, int dfd) { return AddFilesOf(dir, dfd); },
+          &stats_.components_resolved));
+    }
     CX_RETURN_IF_ERROR(ClosePack());
     while (!inflight_.empty()) CX_RETURN_IF_ERROR(CommitOldest());
     return Status::Ok();
@@ -279,7 +294,13 @@ class ImageWriter {
     for (uint32_t idx : tree_.nodes[dir].children) {
       const SourceNode& n = tree_.nodes[idx];
       if (!S_ISREG(n.mode) || n.hardlink_of >= 0) continue;
-      CX_RETURN_IF_ERROR(AddFile(idx, dfd));
+      if (n.flags & kInodeLowerContent) {
+        file_extents_[idx] = {static_cast<uint32_t>(extents_.size()), 0};  // no bytes stored
+      } else if (n.content) {
+        CX_RETURN_IF_ERROR(AddMemoryFile(idx));
+      } else {
+        CX_RETURN_IF_ERROR(AddFile(idx, dfd));
+      }
       ++progress_.files_done;
     }
     return Status::Ok();
@@ -292,6 +313,7 @@ class ImageWriter {
   Status AddFile(uint32_t idx, int dfd) {
     const SourceNode& n = tree_.nodes[idx];
     const std::function<std::string()> path = [this, idx] { return tree_.PathOf(idx); };
+    if (dfd < 0) return Status::InvalidArgument(path() + ": no content and no source directory");
     ++stats_.components_resolved;
     const int fd = openat(dfd, n.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return Status::FromErrno(errno, path() + ": cannot open");
@@ -312,15 +334,50 @@ class ImageWriter {
       return Status::IOError(path() + ": changed since the scan (size " + std::to_string(n.size) +
                              " -> " + std::to_string(before.st_size) + ")");
     }
-    file_extents_[idx].first = static_cast<uint32_t>(extents_.size());
-    if (n.size == 0) {
-      digests_[idx] = FsVerityDigest(nullptr, 0);
-    } else if (n.size < chunk_) {
-      CX_RETURN_IF_ERROR(AddSmallFile(idx, fd, path));
-    } else {
-      CX_RETURN_IF_ERROR(AddChunks(idx, fd, before, path));
-    }
+    CX_RETURN_IF_ERROR(AddBytes(idx, fd, before, n.size, path));
     return CheckUnchanged(fd, before, path);
+  }
+
+  // The stored bytes of file `idx`, `size` of them, read from `fd`.
+  Status AddBytes(uint32_t idx, int fd, const struct stat& before, uint64_t size,
+                  const std::function<std::string()>& path) {
+    file_extents_[idx].first = static_cast<uint32_t>(extents_.size());
+    if (size == 0) {
+      digests_[idx] = FsVerityDigest(nullptr, 0);
+    } else if (size < chunk_) {
+      CX_RETURN_IF_ERROR(AddSmallFile(idx, fd, size, path));
+    } else {
+      CX_RETURN_IF_ERROR(AddChunks(idx, fd, before, size, path));
+    }
+    return Status::Ok();
+  }
+
+  // A file whose stored bytes are SourceNode::content (a delta, or content
+  // that comes from no directory), through a memfd so that the one read path
+  // serves it.
+  Status AddMemoryFile(uint32_t idx) {
+    const SourceNode& n = tree_.nodes[idx];
+    const std::function<std::string()> path = [this, idx] { return tree_.PathOf(idx); };
+    const std::string& bytes = *n.content;
+    if (!(n.flags & kInodeDelta) && bytes.size() != n.size) {
+      return Status::InvalidArgument(path() + ": content is " + std::to_string(bytes.size()) +
+                                     " bytes, size says " + std::to_string(n.size));
+    }
+    const int fd = memfd_create("cryptex-content", MFD_CLOEXEC);
+    if (fd < 0) return Status::FromErrno(errno, "memfd_create");
+    struct FdCloser {
+      int fd;
+      ~FdCloser() { close(fd); }
+    } closer{fd};
+    for (size_t off = 0; off < bytes.size();) {
+      const ssize_t w = pwrite(fd, bytes.data() + off, bytes.size() - off, static_cast<off_t>(off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return Status::FromErrno(errno, path() + ": staging content");
+      off += static_cast<size_t>(w);
+    }
+    struct stat before;
+    if (fstat(fd, &before) != 0) return Status::FromErrno(errno, path());
+    return AddBytes(idx, fd, before, bytes.size(), path);
   }
 
   // Fails if the file open as `fd` differs from `before` or holds bytes past
@@ -359,17 +416,16 @@ class ImageWriter {
   }
 
   // The chunks of a file of at least one chunk.
-  Status AddChunks(uint32_t idx, int fd, const struct stat& before,
+  Status AddChunks(uint32_t idx, int fd, const struct stat& before, uint64_t size,
                    const std::function<std::string()>& path) {
-    const SourceNode& n = tree_.nodes[idx];
     hashers_[idx] = std::make_unique<FsVerityHasher>();
     bool probe_holes = true;
-    const uint64_t nchunks = (n.size + chunk_ - 1) / chunk_;
+    const uint64_t nchunks = (size + chunk_ - 1) / chunk_;
     for (uint64_t c = 0; c < nchunks; ++c) {
       auto job = std::make_unique<Job>();
       job->id = next_job_++;
       const uint64_t off = c * chunk_;
-      const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(chunk_, n.size - off));
+      const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(chunk_, size - off));
       job->raw.resize(len);
       // Skip reading holes of sparse files: SEEK_DATA tells whether any data
       // lies in [off, off + len); where none does, the chunk is zeros.
@@ -397,7 +453,7 @@ class ImageWriter {
       if (hole) {
         job->known_zero = true;  // raw is already zero-filled
       } else {
-        CX_RETURN_IF_ERROR(ReadSource(fd, job->raw.data(), len, off, n.size, path));
+        CX_RETURN_IF_ERROR(ReadSource(fd, job->raw.data(), len, off, size, path));
       }
       AfterRead(path, off + len);
       job->pieces.push_back({idx, 0, len, false});
@@ -409,11 +465,11 @@ class ImageWriter {
     return Status::Ok();
   }
 
-  Status AddSmallFile(uint32_t idx, int fd, const std::function<std::string()>& path) {
-    const SourceNode& n = tree_.nodes[idx];
-    const uint32_t len = static_cast<uint32_t>(n.size);
+  Status AddSmallFile(uint32_t idx, int fd, uint64_t size,
+                      const std::function<std::string()>& path) {
+    const uint32_t len = static_cast<uint32_t>(size);
     std::vector<uint8_t> buf(len);
-    CX_RETURN_IF_ERROR(ReadSource(fd, buf.data(), len, 0, n.size, path));
+    CX_RETURN_IF_ERROR(ReadSource(fd, buf.data(), len, 0, size, path));
     AfterRead(path, len);
     std::vector<Digest> leaves = LeafHashes(buf.data(), len);
     FsVerityHasher hv;
@@ -649,7 +705,15 @@ class ImageWriter {
             e.offset.set(pe.offset);
             AppendRecord(extents, e);
           }
-          std::memcpy(d.digest, digests_[idx].data(), 32);
+          // A sourced file's digest is its target content's, given by the
+          // patch builder (what was stored is a delta, or nothing).
+          const Digest& digest = n.is_sourced() ? n.content_digest : digests_[idx];
+          std::memcpy(d.digest, digest.data(), 32);
+          if (n.is_sourced()) {
+            d.source_offset.set(AddString(n.source_path));
+            d.source_len.set(static_cast<uint32_t>(n.source_path.size()));
+            if (n.flags & kInodeDelta) d.stored_size.set(n.content->size());
+          }
           stats_.content_bytes += n.size;
           ++stats_.files;
           break;
@@ -696,6 +760,9 @@ class ImageWriter {
     sb.kind = opts_.kind;
     sb.compat = kCompatDedup;
     sb.incompat = kIncompatZstd | (opts_.kind == kKindPatch ? kIncompatWhiteouts : 0);
+    for (const SourceNode& n : tree_.nodes) {
+      if (n.is_sourced()) sb.incompat |= kIncompatLowerContent;
+    }
     sb.chunk_log2 = opts_.chunk_log2;
     sb.data_blocks = data_end / kBlockSize;
     sb.hash_offset = data_end;

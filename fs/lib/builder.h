@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,18 @@ struct SourceNode {
   std::vector<std::pair<std::string, std::string>> xattrs;  // sorted by name
   std::vector<uint32_t> children;                           // sorted by name (bytes)
   int64_t hardlink_of = -1;  // index of the first node of a hard-link group
+  // Patch images (the patch builder sets these; ScanDirectory never does):
+  //  * flags kInodeLowerContent: the content is the lower file at
+  //    source_path; content_digest is its fs-verity digest; nothing stored.
+  //  * flags kInodeDelta: `content` holds the delta against the lower file
+  //    at source_path; content_digest is the target's digest, `size` its size.
+  //  * otherwise, `content` (when set) holds the file's bytes (size bytes),
+  //    read instead of the source file.
+  std::string source_path;  // '/'-separated, relative to the root
+  Digest content_digest{};
+  std::shared_ptr<const std::string> content;
+
+  bool is_sourced() const;
 };
 
 // Nodes are numbered in the order the scan meets them: a directory's children

@@ -88,7 +88,12 @@ inline constexpr uint32_t kSigEd25519 = 1;
 // not know. Compatible features may be ignored.
 inline constexpr uint64_t kIncompatZstd = 1ull << 0;       // frames may be zstd
 inline constexpr uint64_t kIncompatWhiteouts = 1ull << 1;  // whiteout entries/opaque dirs
-inline constexpr uint64_t kIncompatKnown = kIncompatZstd | kIncompatWhiteouts;
+// Patch images: regular files whose content comes from the lower state
+// (kInodeLowerContent, kInodeDelta). Such an image is only readable on top of
+// the lower state it binds to (docs/FORMAT.md section 12).
+inline constexpr uint64_t kIncompatLowerContent = 1ull << 2;
+inline constexpr uint64_t kIncompatKnown =
+    kIncompatZstd | kIncompatWhiteouts | kIncompatLowerContent;
 inline constexpr uint64_t kCompatDedup = 1ull << 0;  // informational
 inline constexpr uint64_t kCompatKnown = kCompatDedup;
 
@@ -211,7 +216,20 @@ enum ManifestTag : uint16_t {
 // Inode flags.
 inline constexpr uint32_t kInodeWhiteout = 1u << 0;  // patch: path deleted
 inline constexpr uint32_t kInodeOpaque = 1u << 1;    // patch: dir replaces lower dir
-inline constexpr uint32_t kInodeFlagsKnown = kInodeWhiteout | kInodeOpaque;
+// Patch, regular files only, at most one of the two (kIncompatLowerContent):
+//  * kInodeLowerContent: the content is the lower state's regular file at
+//    path `source` (byte for byte; its digest equals this inode's). No
+//    extents.
+//  * kInodeDelta: the extents hold a delta (docs/FORMAT.md section 11) of
+//    `stored_size` bytes; decoded against the lower file at path `source` it
+//    gives the content, whose fs-verity digest is this inode's `digest`.
+inline constexpr uint32_t kInodeLowerContent = 1u << 2;
+inline constexpr uint32_t kInodeDelta = 1u << 3;
+inline constexpr uint32_t kInodeFlagsKnown =
+    kInodeWhiteout | kInodeOpaque | kInodeLowerContent | kInodeDelta;
+// Longest lower-file path (bytes, '/'-separated, relative to the root) a
+// sourced inode may name.
+inline constexpr uint32_t kMaxSourcePathLen = 65536;
 
 // Inode number n (n >= 1) is record n-1 of the inode region.
 struct DiskInode {
@@ -230,7 +248,11 @@ struct DiskInode {
   Le32 xattr_count;
   Le64 xattr_index;    // first DiskXattr index
   uint8_t digest[32];  // regular: fs-verity (SHA-256, 4 KiB blocks) file digest
-  uint8_t reserved[24];
+  // kInodeLowerContent / kInodeDelta only, else zero:
+  Le64 source_offset;  // strings-region offset of the lower file's path
+  Le32 source_len;     // its length, 1..kMaxSourcePathLen
+  Le32 reserved;       // zero
+  Le64 stored_size;    // kInodeDelta: delta bytes held by the extents
 };
 static_assert(sizeof(DiskInode) == 128);
 

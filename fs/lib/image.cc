@@ -19,6 +19,11 @@ using namespace format;
 bool InodeInfo::is_dir() const { return S_ISDIR(mode); }
 bool InodeInfo::is_reg() const { return S_ISREG(mode); }
 bool InodeInfo::is_symlink() const { return S_ISLNK(mode); }
+uint64_t InodeInfo::stored_bytes() const {
+  if (flags & format::kInodeDelta) return stored_size;
+  if (flags & format::kInodeLowerContent) return 0;
+  return size;
+}
 uint64_t InodeInfo::blocks512() const { return size / 512 + (size % 512 != 0); }
 
 Image::Image(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -137,12 +142,37 @@ Status Image::ReadDir(uint64_t dir, uint64_t start,
 
 Result<size_t> Image::Read(uint64_t ino, uint64_t offset, std::span<uint8_t> buf) const {
   CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  if (in.is_sourced()) {
+    return Status::Unsupported(impl_->path + ": inode " + std::to_string(ino) +
+                               ": content comes from the lower state (read it on its base)");
+  }
   return impl_->Read(in, offset, buf);
+}
+
+Result<size_t> Image::ReadStored(uint64_t ino, uint64_t offset, std::span<uint8_t> buf) const {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  return impl_->Read(in, offset, buf);
+}
+
+Result<std::string> Image::SourcePath(uint64_t ino) const {
+  CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
+  if (!in.is_sourced()) {
+    return Status::InvalidArgument(impl_->path + ": inode " + std::to_string(ino) +
+                                   " has no lower source");
+  }
+  std::string p;
+  CX_RETURN_IF_ERROR(impl_->ReadString(in.source_offset, in.source_len, &p));
+  if (p.empty() || p.front() == '/' || p.back() == '/' || p.find('\0') != std::string::npos ||
+      p.find("//") != std::string::npos) {
+    return Status::Corruption(impl_->path + ": inode " + std::to_string(ino) +
+                              ": malformed lower file path");
+  }
+  return p;
 }
 
 Result<uint64_t> Image::SingleFrameOf(uint64_t ino) const {
   CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
-  if (!in.is_reg() || in.size == 0 || in.size > impl_->sb.chunk_size() || in.payload_count != 1)
+  if (!in.is_reg() || in.is_sourced() || in.size == 0 || in.size > impl_->sb.chunk_size() || in.payload_count != 1)
     return kNoFrame;
   format::DiskExtent e;
   CX_RETURN_IF_ERROR(impl_->ReadRecord(format::kRegionExtents, in.payload, &e));

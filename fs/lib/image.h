@@ -43,10 +43,20 @@ struct InodeInfo {
   uint32_t xattr_count = 0;
   uint64_t xattr_index = 0;
   Digest digest{};  // regular files: fs-verity digest
+  // Patch images, regular files with kInodeLowerContent or kInodeDelta: the
+  // lower file's path (strings region) and, for deltas, the delta's bytes.
+  uint64_t source_offset = 0;
+  uint32_t source_len = 0;
+  uint64_t stored_size = 0;
 
   bool is_dir() const;
   bool is_reg() const;
   bool is_symlink() const;
+  // Regular file whose content is (derived from) a lower-state file.
+  bool is_sourced() const { return (flags & (format::kInodeLowerContent | format::kInodeDelta)) != 0; }
+  // Bytes the image itself stores for a regular file: its size, the delta's
+  // size, or 0 for lower content.
+  uint64_t stored_bytes() const;
   uint64_t blocks512() const;  // st_blocks estimate (allocated = size rounded up)
 };
 
@@ -107,7 +117,14 @@ class Image final {
   Status ReadDir(uint64_t dir, uint64_t start,
                  const std::function<bool(const DirEntry&, uint64_t index)>& fn) const;
   // Reads up to buf.size() bytes at offset; returns bytes read (0 at EOF).
+  // kUnsupported for a sourced inode (its content needs the lower state: a
+  // LayerStack reads it).
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<uint8_t> buf) const;
+  // The bytes this image stores for regular file `ino` (InodeInfo::stored_bytes):
+  // for a kInodeDelta inode, the delta; otherwise as Read.
+  Result<size_t> ReadStored(uint64_t ino, uint64_t offset, std::span<uint8_t> buf) const;
+  // The lower file's path of a sourced inode ('/'-separated, no leading '/').
+  Result<std::string> SourcePath(uint64_t ino) const;
   // The frame holding all of a regular file's bytes when they sit in one
   // stored frame (a file of at most one chunk, not a hole), else kNoFrame.
   // Small files are packed into shared frames in inode order, so the files

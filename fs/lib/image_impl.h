@@ -251,6 +251,9 @@ struct Image::Impl {
     i.xattr_count = d.xattr_count.get();
     i.xattr_index = d.xattr_index.get();
     std::memcpy(i.digest.data(), d.digest, 32);
+    i.source_offset = d.source_offset.get();
+    i.source_len = d.source_len.get();
+    i.stored_size = d.stored_size.get();
     auto bad = [&](const std::string& m) {
       return Status::Corruption(path + ": inode " + std::to_string(ino) + ": " + m);
     };
@@ -259,6 +262,23 @@ struct Image::Impl {
     if ((i.flags & (kInodeWhiteout | kInodeOpaque)) && !(sb.incompat & kIncompatWhiteouts)) {
       return bad("whiteout/opaque flag in an image without the whiteouts feature");
     }
+    if (i.is_sourced()) {
+      if (!(sb.incompat & kIncompatLowerContent) || sb.kind != kKindPatch || !S_ISREG(i.mode) ||
+          ((i.flags & kInodeLowerContent) && (i.flags & kInodeDelta))) {
+        return bad("lower-content/delta flags on an inode or image that cannot carry them");
+      }
+      const auto& strings = sb.regions[kRegionStrings];
+      if (i.source_len == 0 || i.source_len > kMaxSourcePathLen ||
+          i.source_offset > strings.length || i.source_len > strings.length - i.source_offset) {
+        return bad("lower file path out of bounds");
+      }
+      if ((i.flags & kInodeLowerContent) && i.stored_size != 0) {
+        return bad("lower-content inode with stored bytes");
+      }
+    } else if (i.source_offset != 0 || i.source_len != 0 || i.stored_size != 0) {
+      return bad("source fields set without a lower-content or delta flag");
+    }
+    if (d.reserved.get() != 0) return bad("reserved field is not zero");
     if (i.xattr_index > xattr_count || i.xattr_count > xattr_count - i.xattr_index) {
       return bad("xattr range out of bounds");
     }
@@ -271,7 +291,8 @@ struct Image::Impl {
         break;
       case S_IFREG: {
         // Written so that a size near 2^64 cannot wrap to a small count.
-        const uint64_t want = i.size == 0 ? 0 : ((i.size - 1) >> sb.chunk_log2) + 1;
+        const uint64_t stored = i.stored_bytes();
+        const uint64_t want = stored == 0 ? 0 : ((stored - 1) >> sb.chunk_log2) + 1;
         if (want != i.payload_count || i.payload > extent_count ||
             i.payload_count > extent_count - i.payload) {
           return bad("extent range does not match the file size");
@@ -544,19 +565,22 @@ struct Image::Impl {
     return Status::Ok();
   }
 
+  // Reads the bytes the image stores for `in` (InodeInfo::stored_bytes()):
+  // a plain file's content, or a delta inode's delta.
   Result<size_t> Read(const InodeInfo& in, uint64_t offset, std::span<uint8_t> buf) const {
     if (!in.is_reg())
       return Status::IsDirectory(path + ": inode " + std::to_string(in.ino) +
                                  " is not a regular file");
-    if (offset >= in.size) return size_t{0};
-    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), in.size - offset));
+    const uint64_t size = in.stored_bytes();
+    if (offset >= size) return size_t{0};
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - offset));
     size_t done = 0;
     const uint64_t chunk = sb.chunk_size();
     while (done < want) {
       const uint64_t pos = offset + done;
       const uint64_t ci = pos >> sb.chunk_log2;
       const uint64_t in_chunk = pos - ci * chunk;
-      const uint64_t chunk_len = std::min<uint64_t>(chunk, in.size - ci * chunk);
+      const uint64_t chunk_len = std::min<uint64_t>(chunk, size - ci * chunk);
       const size_t n = static_cast<size_t>(std::min<uint64_t>(want - done, chunk_len - in_chunk));
       if (ci >= in.payload_count) {
         return Status::Corruption(path + ": inode " + std::to_string(in.ino) + ": chunk " +

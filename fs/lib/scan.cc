@@ -224,6 +224,10 @@ Status OpenDirAt(const SourceTree& tree, int dfd, const char* name, uint32_t wan
 
 }  // namespace
 
+bool SourceNode::is_sourced() const {
+  return (flags & (format::kInodeLowerContent | format::kInodeDelta)) != 0;
+}
+
 std::string SourceTree::PathOf(uint32_t i) const {
   std::vector<uint32_t> chain;
   for (uint32_t k = i; k != 0 && k < nodes.size(); k = nodes[k].parent) {
