@@ -186,6 +186,8 @@ int Run(int argc, char** argv) {
                 Status::Unsupported(std::string("is a ") + (*image)->superblock().kind_name() +
                                     " image; cryptexfs mounts base images"));
   }
+  Result<std::unique_ptr<View>> view = OpenImageView(std::move(*image));
+  if (!view.ok()) return Fail(cfg.image, view.status(), resolved);
 
   // Decoding threads: one per core, at most 8 (a read is cut into at most 8
   // pieces; each thread keeps a zstd context and a chunk-sized buffer).
@@ -204,10 +206,10 @@ int Run(int argc, char** argv) {
       };
     }
   }
-  Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground,
-                                    /*open_handles=*/cfg.open_handles,
-                                    /*read_helpers=*/decoders,
-                                    /*after_init=*/std::move(after_init)});
+  Filesystem fs(std::move(*view), {cfg.image, /*log_to_syslog=*/!opts.foreground,
+                                   /*open_handles=*/cfg.open_handles,
+                                   /*read_helpers=*/decoders,
+                                   /*after_init=*/std::move(after_init)});
   if (Status st = AddImpliedOptions(&args, resolved); !st.ok()) return Fail(cfg.image, st);
   const fuse_lowlevel_ops& ops = LowLevelOps();
   std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof(ops), &fs));
