@@ -13,7 +13,8 @@ int CmdCat(int argc, char** argv) {
   Args args(argc, argv, {"--trust", "--pubkey", "--patch"}, {});
   if (args.help()) {
     std::printf(
-        "usage: cryptex cat IMAGE PATH [--patch PATCH ...] [--trust DIR | --pubkey FILE]\n\n"
+        "usage: cryptex cat IMAGE PATH [--patch PATCH ...]\n"
+        "                   [--trust DIR | --pubkey FILE]\n\n"
         "Writes file PATH of IMAGE (with --patch, repeatable and bottom first: of\n"
         "IMAGE with the patches applied) to stdout. Every byte is verified before it is\n"
         "written; on a verification failure nothing more is written and the exit\n"

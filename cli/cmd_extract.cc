@@ -446,7 +446,8 @@ int CmdExtract(int argc, char** argv) {
   Args args(argc, argv, {"--trust", "--pubkey", "--patch"}, {});
   if (args.help()) {
     std::printf(
-        "usage: cryptex extract IMAGE DIR [--patch PATCH ...] [--trust DIR | --pubkey FILE]\n\n"
+        "usage: cryptex extract IMAGE DIR [--patch PATCH ...]\n"
+        "                       [--trust DIR | --pubkey FILE]\n\n"
         "Extracts IMAGE (with --patch, repeatable and bottom first: IMAGE with the\n"
         "patches applied) into DIR, which must not exist. Every byte is verified.\n"
         "As root, restores ownership, modes (incl. setuid/setgid/sticky), xattrs\n"

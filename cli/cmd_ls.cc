@@ -37,7 +37,8 @@ int CmdLs(int argc, char** argv) {
   Args args(argc, argv, {"--trust", "--pubkey", "--patch"}, {"-l"});
   if (args.help()) {
     std::printf(
-        "usage: cryptex ls IMAGE [PATH] [-l] [--patch PATCH ...] [--trust DIR | --pubkey FILE]\n\n"
+        "usage: cryptex ls IMAGE [PATH] [-l] [--patch PATCH ...]\n"
+        "                  [--trust DIR | --pubkey FILE]\n\n"
         "Lists directory PATH (default /) of IMAGE, verifying as it reads; with\n"
         "--patch (repeatable, bottom first), of IMAGE with the patches applied.\n"
         "-l shows mode, links, owner, size, modification time (UTC; seconds since the\n"

@@ -27,7 +27,8 @@ int CmdVerify(int argc, char** argv) {
   Args args(argc, argv, {"--trust", "--pubkey", "--patch"}, {"--quiet", "-q"});
   if (args.help()) {
     std::printf(
-        "usage: cryptex verify IMAGE [--patch PATCH ...] [--trust DIR | --pubkey FILE] [-q]\n\n"
+        "usage: cryptex verify IMAGE [--patch PATCH ...]\n"
+        "                      [--trust DIR | --pubkey FILE] [-q]\n\n"
         "Checks the signature against the trusted keys (default /etc/cryptex/keys),\n"
         "every block against the hash tree, that every chunk decompresses to its\n"
         "recorded size, every file's content against its fs-verity digest, and the\n"
