@@ -16,6 +16,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -170,6 +171,16 @@ class PatchCliTest : public ::testing::Test {
     return image;
   }
 
+  // Seals the existing directory `src` as work_/name.cryptex.
+  static std::string SealDir(const std::string& src, const std::string& name) {
+    const std::string image = work_->Join(name + ".cryptex");
+    const CommandResult b =
+        RunCryptex("build " + Q(src) + " -o " + Q(image) + " --key " + Q(key_) +
+                   " --name org.example.app --version " + name + " --epoch 1700000000 -q");
+    EXPECT_EQ(b.exit_code, 0) << b.err;
+    return image;
+  }
+
   static std::string Trust() { return " --pubkey " + Q(key_ + ".pub"); }
 
   static CommandResult Cx(const std::string& args) { return RunCryptex(args + Trust()); }
@@ -298,6 +309,34 @@ TEST_F(PatchCliTest, DiffUsageErrors) {
                 {"more than once"});
   ExpectRefusal(Cx("diff " + Q(old_) + " " + Q(work_->Join("nope.cryptex"))), kExitNotFound,
                 {"nope.cryptex"});
+}
+
+// An oracle for both diff and extract (which now reads through View): a
+// tree with every kind of entry, extracted and sealed again, has no
+// difference from the original; one chmod in the copy is the one line.
+TEST_F(PatchCliTest, ExtractedAndResealedTreeHasNoDifference) {
+  TempDir src(test::TmpfsDir());
+  test::MakeEveryKindTree(src.path());
+  const std::string a = SealDir(src.path(), "every-a");
+  TempDir out(test::TmpfsDir());
+  const std::string copy = out.Join("x");
+  const CommandResult x = Cx("extract " + Q(a) + " " + Q(copy));
+  ASSERT_EQ(x.exit_code, kExitOk) << x.err;
+  const std::string b = SealDir(copy, "every-b");
+  const CommandResult r = Cx("diff " + Q(a) + " " + Q(b));
+  EXPECT_EQ(r.exit_code, kExitOk) << r.err;
+  EXPECT_EQ(r.out, "");
+
+  struct stat st;
+  ASSERT_EQ(stat(copy.c_str(), &st), 0);
+  ASSERT_EQ(chmod(copy.c_str(), (st.st_mode & 07777) ^ 0001), 0);
+  const std::string c = SealDir(copy, "every-c");
+  const CommandResult r2 = Cx("diff " + Q(a) + " " + Q(c));
+  EXPECT_EQ(r2.exit_code, kExitOk) << r2.err;
+  char want[64];
+  std::snprintf(want, sizeof want, "M / (mode %04o->%04o)\n", st.st_mode & 07777,
+                (st.st_mode & 07777) ^ 0001);
+  EXPECT_EQ(r2.out, want);
 }
 
 // ---- --patch refusals that need no stack --------------------------------------
