@@ -89,6 +89,18 @@ Json OldNew(Json a, Json b) { return Json{{"old", std::move(a)}, {"new", std::mo
 
 Json Mtime(const InodeInfo& in) { return Json{{"sec", in.mtime_sec}, {"nsec", in.mtime_nsec}}; }
 
+// One change of `cryptex diff --json` (a stable structure; keys in this order):
+//   "path": "/a/b"
+//   "change": "added" | "removed" | "modified"
+//   "type": "file" | "dir" | ... (added, removed), {"old": T, "new": T} (modified)
+// and for "modified":
+//   "what": the names of what changed, in this order, a subset of
+//     type, content, mode, owner, xattrs, mtime, target, device, links
+//   and under each name but "type" its details: content {"old"/"new":
+//   {"size", "digest" (hex)}}, mode {"old"/"new": "0644"}, owner {"old"/"new":
+//   {"uid", "gid"}}, xattrs {"added", "removed", "changed": [names]}, mtime
+//   {"old"/"new": {"sec", "nsec"}}, target {"old"/"new": "..."}, device
+//   {"old"/"new": {"major", "minor"}}, links {"old"/"new": [paths]}.
 Json ChangeJson(const TreeChange& c) {
   Json j;
   j["path"] = c.path;
@@ -108,8 +120,6 @@ Json ChangeJson(const TreeChange& c) {
   }
   j["change"] = "modified";
   j["type"] = OldNew(FileTypeName(a.mode), FileTypeName(b.mode));
-  // "what" lists the changes in the order of TreeChangeBit; each but type
-  // has its details under the same name.
   j["what"] = Json::array();
   auto has = [&](uint32_t bit, const char* name) {
     if (c.what & bit) j["what"].push_back(name);

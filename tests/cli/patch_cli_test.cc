@@ -339,6 +339,25 @@ TEST_F(PatchCliTest, ExtractedAndResealedTreeHasNoDifference) {
   EXPECT_EQ(r2.out, want);
 }
 
+// diff reads every inode of both trees: a corrupt one is an integrity error
+// naming the image, not a difference.
+TEST_F(PatchCliTest, DiffOfACorruptImageFails) {
+  TempDir d;
+  const std::string bad = d.Join("bad.cryptex");
+  fs::copy_file(new_, bad);
+  auto trust = TrustStore::LoadFile(key_ + ".pub");
+  ASSERT_TRUE(trust.ok());
+  ImageOptions o;
+  o.trust = &*trust;
+  auto img = Image::Open(bad, o);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  const RegionInfo inodes = (*img)->superblock().regions[format::kRegionInodes];
+  img->reset();
+  test::FlipByte(bad, inodes.offset + inodes.length / 2);
+  ExpectRefusal(Cx("diff " + Q(old_) + " " + Q(bad)), kExitIntegrity, {bad});
+  ExpectRefusal(Cx("diff --json " + Q(bad) + " " + Q(old_)), kExitIntegrity, {bad});
+}
+
 // ---- --patch refusals that need no stack --------------------------------------
 
 // Every reading command names a missing patch (and which option named it),
@@ -506,6 +525,8 @@ TEST_F(LibraryPatchTest, DISABLED_PatchStackedOnItselfIsRefused) {
   EXPECT_NE(r.exit_code, kExitOk);
   EXPECT_TRUE(Contains(r.err, patch_)) << r.err;
 }
+
+// ---- patches made by `cryptex mkpatch` (to come with mkpatch) -------------------
 
 }  // namespace
 }  // namespace cryptex
