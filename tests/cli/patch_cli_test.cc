@@ -411,8 +411,17 @@ class LibraryPatchTest : public PatchCliTest {
     o.trust = &*trust;
     auto base = Image::Open(old_, o);
     ASSERT_TRUE(base.ok()) << base.status().ToString();
-    auto root = (*base)->GetInode((*base)->root_ino());
-    ASSERT_TRUE(root.ok());
+    // The attributes (mode, owner, mtime) of `path` in OLD, so that only
+    // what the test means to change differs.
+    auto like = [&](SourceNode& n, const std::string& path) {
+      auto in = (*base)->Resolve(path);
+      ASSERT_TRUE(in.ok()) << in.status().ToString();
+      n.mode = in->mode;
+      n.uid = in->uid;
+      n.gid = in->gid;
+      n.mtime_sec = in->mtime_sec;
+      n.mtime_nsec = in->mtime_nsec;
+    };
 
     SourceTree t;
     auto node = [&](const std::string& name, uint32_t parent, uint32_t mode) -> SourceNode& {
@@ -425,20 +434,20 @@ class LibraryPatchTest : public PatchCliTest {
       if (!name.empty()) t.nodes[parent].children.push_back(uint32_t(t.nodes.size() - 1));
       return t.nodes.back();
     };
-    auto file = [&](const std::string& name, uint32_t parent, const std::string& bytes) {
+    auto file = [&](const std::string& name, uint32_t parent,
+                    const std::string& bytes) -> SourceNode& {
       SourceNode& n = node(name, parent, S_IFREG | 0644);
       n.size = bytes.size();
       n.content = std::make_shared<const std::string>(bytes);
+      return n;
     };
-    SourceNode& r = node("", 0, root->mode);
-    r.uid = root->uid;
-    r.gid = root->gid;
-    r.mtime_sec = root->mtime_sec;
-    r.mtime_nsec = root->mtime_nsec;
+    like(node("", 0, S_IFDIR), "/");
     // Children of the root in name order (bytes).
     file("added", 0, "new file");
-    file("content", 0, "patched");
-    node("hl", 0, S_IFDIR | 0755).flags = format::kInodeOpaque;
+    like(file("content", 0, "patched"), "/content");
+    SourceNode& hl = node("hl", 0, S_IFDIR);
+    like(hl, "/hl");
+    hl.flags = format::kInodeOpaque;
     node("modeonly", 0, S_IFCHR).flags = format::kInodeWhiteout;
     file("c", 3, "only me");
 
@@ -524,6 +533,23 @@ TEST_F(LibraryPatchTest, DISABLED_PatchStackedOnItselfIsRefused) {
       Cx("diff " + Q(old_) + " --patch " + Q(patch_) + " --to-patch " + Q(patch_));
   EXPECT_NE(r.exit_code, kExitOk);
   EXPECT_TRUE(Contains(r.err, patch_)) << r.err;
+}
+
+// A patch applies to exactly the base it was made for: on another base it is
+// refused, naming the patch, and nothing is read or written.
+TEST_F(LibraryPatchTest, DISABLED_PatchOnTheWrongBaseIsRefused) {
+  TempDir out;
+  for (const std::string& args :
+       {"ls " + Q(new_), "cat " + Q(new_) + " /content", "verify " + Q(new_),
+        "extract " + Q(new_) + " " + Q(out.Join("x"))}) {
+    SCOPED_TRACE(args);
+    const CommandResult r = Cx(args + " --patch " + Q(patch_));
+    EXPECT_NE(r.exit_code, kExitOk);
+    EXPECT_LT(r.exit_code, 128);
+    EXPECT_TRUE(Contains(r.err, patch_)) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+  EXPECT_EQ(ListDirNames(out.path()), std::vector<std::string>{});
 }
 
 // ---- patches made by `cryptex mkpatch` (to come with mkpatch) -------------------
