@@ -203,7 +203,7 @@ class Planner {
   std::vector<PlanNode> Plan(bool* changed) {
     plan_.clear();
     plan_.push_back(PlanNode{"", 0, false, {}});
-    const bool below = DiffDir(0, 0, 0);
+    const bool below = DiffDir(0, 0, 0).differs;
     *changed = below || !SameAttrs(t_.attrs(0), l_.attrs(0));
     return std::move(plan_);
   }
@@ -230,13 +230,18 @@ class Planner {
     return p;
   }
 
+  struct DirDiff {
+    bool differs = false;  // anything below differs (or the directory became opaque)
+    uint64_t nodes = 0;    // plan nodes below it
+  };
+
   // Fills plan node `p` (target dir `ti`, lower dir `li`) with what differs
-  // below it. True if anything does (or the directory became opaque).
-  bool DiffDir(uint32_t p, uint32_t ti, uint32_t li) {
+  // below it.
+  DirDiff DiffDir(uint32_t p, uint32_t ti, uint32_t li) {
     const auto& tc = t_.node(ti).children;
     const auto& lc = l_.node(li).children;
-    uint64_t removed = 0, kept = 0;  // lower names gone; nodes an opaque copy would repeat
-    bool kept_links = false;         // a kept node shares its inode: cannot be copied
+    uint64_t removed = 0;  // lower names gone
+    uint64_t merged = 0;   // plan nodes below p when merged
     size_t a = 0, b = 0;
     while (a < tc.size() || b < lc.size()) {
       const int cmp = a == tc.size()   ? 1
@@ -245,11 +250,13 @@ class Planner {
       if (cmp > 0) {  // only in the lower state
         Append(p, Add(l_.node(lc[b]).name, -1));
         ++removed;
+        ++merged;
         ++b;
         continue;
       }
       if (cmp < 0) {  // new
         Append(p, AddFull(tc[a], false));
+        merged += t_.below[tc[a]];
         ++a;
         continue;
       }
@@ -257,33 +264,31 @@ class Planner {
       const bool tdir = S_ISDIR(t_.node(tn).mode), ldir = S_ISDIR(l_.node(ln).mode);
       if (tdir && ldir) {
         const uint32_t cp = Add(t_.node(tn).name, tn);
-        if (DiffDir(cp, tn, ln) || !SameAttrs(t_.attrs(tn), l_.attrs(ln))) {
+        const DirDiff below = DiffDir(cp, tn, ln);
+        if (below.differs || !SameAttrs(t_.attrs(tn), l_.attrs(ln))) {
           Append(p, cp);
-        } else {
-          kept += t_.below[tn];
-          kept_links |= t_.has_links[tn] != 0;
+          merged += 1 + below.nodes;
         }
       } else if (tdir) {  // a directory replaces a non-directory: nothing to merge
         Append(p, AddFull(tn, true));
+        merged += t_.below[tn];
       } else if (ldir || !SameLeaf(t_, tn, l_, ln)) {
         Append(p, Add(t_.node(tn).name, tn));
-      } else {
-        ++kept;
-        kept_links |= t_.has_links[tn] != 0;
+        ++merged;
       }
     }
-    // Replacing the directory whole costs a node per kept node; merging it
-    // costs a whiteout per removed name. A kept hard link cannot be copied
-    // (the copy would be a new inode), so such a directory is merged.
-    if (removed > 0 && kept < removed && !kept_links) {
+    // Replacing the directory whole costs a node per target node below it;
+    // merging, the nodes planned above (whiteouts included). Only worth it
+    // when names were removed. A hard link below could not be copied (the
+    // copy would be a new inode), and the root stays merged.
+    const uint64_t whole = t_.below[ti] - 1;
+    if (ti != 0 && removed > 0 && whole < merged && !t_.has_links[ti]) {
       plan_[p].children.clear();
       plan_[p].opaque = true;
-      for (uint32_t c : tc) {
-        Append(p, AddFull(c, false));
-      }
-      return true;
+      for (uint32_t c : tc) Append(p, AddFull(c, false));
+      return {true, whole};
     }
-    return !plan_[p].children.empty();
+    return {merged > 0, merged};
   }
 
   const Flat& t_;

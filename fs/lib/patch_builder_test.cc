@@ -556,6 +556,27 @@ TEST_F(PatchBuilderTest, DirectoryMadeOpaqueAndRefilled) {
   EXPECT_EQ(Find(*patch_, "m/old")->entry.type, format::kTypeWhiteout);
 }
 
+// A removed name next to a changed subdirectory full of unchanged files:
+// merging (one whiteout, one changed file) is cheaper than copying the
+// directory whole, so it is merged; the root is never opaque.
+TEST_F(PatchBuilderTest, OpaqueOnlyWhenCheaperThanMerging) {
+  Common(this, base_, target_);
+  MkdirBoth("d");
+  MkdirBoth("d/sub");
+  for (int i = 0; i < 10; ++i) Both("d/sub/f" + std::to_string(i), std::to_string(i));
+  WriteFile(base_ + "/d/sub/changed", "old");
+  WriteFile(target_ + "/d/sub/changed", "new");
+  WriteFile(base_ + "/d/removed", "x");
+  WriteFile(base_ + "/top-removed", "x");
+  ASSERT_TRUE(MakeAndOpen());
+  EXPECT_EQ(Find(*patch_, "d")->inode.flags, 0u);
+  EXPECT_EQ(patch_->GetInode(patch_->root_ino())->flags, 0u);
+  EXPECT_EQ(Names(*patch_, ""), (std::vector<std::string>{"d", "top-removed"}));
+  EXPECT_EQ(Names(*patch_, "d"), (std::vector<std::string>{"removed", "sub"}));
+  EXPECT_EQ(Names(*patch_, "d/sub"), (std::vector<std::string>{"changed"}));
+  EXPECT_EQ(stats_.opaque_dirs, 0u);
+}
+
 TEST_F(PatchBuilderTest, NamesWithArbitraryBytes) {
   Common(this, base_, target_);
   const std::string nl = "new\nline", ff = "\xff\xfe name";
