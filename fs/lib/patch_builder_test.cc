@@ -250,7 +250,24 @@ class PatchBuilderTest : public ::testing::Test {
       return ::testing::AssertionFailure() << "verify: " << st.ToString();
     }
     CheckFiles();
+    CheckStack();
     return ::testing::AssertionSuccess();
+  }
+
+  // True while OpenStack is the placeholder that serves a base alone.
+  static bool StacksUnsupported(const Status& st) {
+    return st.code() == Code::kUnsupported && test::Contains(st.message(), "not implemented");
+  }
+
+  // The base with the patch stacked on it serves exactly the target tree.
+  // (Skipped while OpenStack cannot stack patches yet.)
+  void CheckStack() {
+    ImageOptions io;
+    io.trust = trust_;
+    auto stacked = OpenStack(base_image_, {patch_path_}, io);
+    if (!stacked.ok() && StacksUnsupported(stacked.status())) return;
+    ASSERT_TRUE(stacked.ok()) << stacked.status().ToString();
+    EXPECT_EQ(CompareViewWithDir(**stacked, target_), std::vector<std::string>{});
   }
 
   // Every regular file of the patch: digest is the target's; data equals it;
@@ -731,6 +748,43 @@ TEST_F(PatchBuilderTest, ReproducibleAndTheSameFromADirectoryOrAnImage) {
   const std::string third = work_->Join("from-image.cxpatch");
   ASSERT_TRUE(MakePatch(*lower_, *LowerIdentityOf(*lower_), *from_image, Options(third)).ok());
   EXPECT_TRUE(ReadFile(third) == first);
+}
+
+// A patch on a stack: it requires the patches below, in order, and may not
+// reuse their ids. (Skipped while OpenStack cannot stack patches yet.)
+TEST_F(PatchBuilderTest, PatchOnAPatchRequiresItAndNeedsANewId) {
+  Common(this, base_, target_);
+  WriteFile(target_ + "/one", "first patch");
+  ASSERT_TRUE(MakeAndOpen());
+  ImageOptions io;
+  io.trust = trust_;
+  auto stacked = OpenStack(base_image_, {patch_path_}, io);
+  if (!stacked.ok() && StacksUnsupported(stacked.status())) {
+    GTEST_SKIP() << "OpenStack does not stack patches yet";
+  }
+  ASSERT_TRUE(stacked.ok()) << stacked.status().ToString();
+  auto id = LowerIdentityOf(**stacked);
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(id->patch_ids, std::vector<std::string>{"p1"});
+  WriteFile(target_ + "/two", "second patch");
+  auto target = ScanPatchTarget(target_);
+  ASSERT_TRUE(target.ok());
+  // Reusing the id of a patch below is refused.
+  const std::string p2 = work_->Join("p2.cxpatch");
+  EXPECT_EQ(MakePatch(**stacked, *id, *target, Options(p2)).status().code(),
+            Code::kInvalidArgument);
+  PatchOptions o = Options(p2);
+  o.manifest.patch_id = "p2";
+  auto stats = MakePatch(**stacked, *id, *target, o);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->added, 1u);
+  auto img = Image::Open(p2, io);
+  ASSERT_TRUE(img.ok());
+  EXPECT_EQ((*img)->manifest().requires_patches, std::vector<std::string>{"p1"});
+  EXPECT_EQ(Names(**img, ""), std::vector<std::string>{"two"});
+  auto both = OpenStack(base_image_, {patch_path_, p2}, io);
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  EXPECT_EQ(CompareViewWithDir(**both, target_), std::vector<std::string>{});
 }
 
 // The comparison helper for stacks: a base view equals the tree it was
