@@ -787,6 +787,53 @@ TEST_F(PatchBuilderTest, PatchOnAPatchRequiresItAndNeedsANewId) {
   EXPECT_EQ(CompareViewWithDir(**both, target_), std::vector<std::string>{});
 }
 
+// Every kind of entry (test::MakeEveryKindTree), then many changes at once:
+// contents, modes, a removed directory, renames, new entries. The patch is
+// well formed, its files check out, and (once stacks land) base + patch is
+// exactly the target.
+TEST_F(PatchBuilderTest, EveryKindOfEntryWithManyChanges) {
+  test::MakeEveryKindTree(base_);
+  ASSERT_EQ(test::RunCommand("rmdir " + test::ShellQuote(target_) + " && cp -a " +
+                             test::ShellQuote(base_) + " " + test::ShellQuote(target_))
+                .exit_code,
+            0);
+  ASSERT_EQ(test::CompareTrees(base_, target_), std::vector<std::string>{});
+  int i = 0;
+  std::vector<fs::path> files, dirs;
+  for (auto it = fs::recursive_directory_iterator(target_); it != fs::end(it); ++it) {
+    if (it->is_symlink()) continue;
+    if (it->is_regular_file()) files.push_back(it->path());
+    if (it->is_directory()) dirs.push_back(it->path());
+  }
+  ASSERT_GE(files.size(), 6u);
+  for (const auto& f : files) {
+    switch (i++ % 4) {
+      case 0: {  // content
+        std::string c = ReadFile(f);
+        c += "changed";
+        WriteFile(f, c);  // same inode: hard links keep sharing it
+        break;
+      }
+      case 1:  // mode
+        chmod(f.c_str(), 0640);
+        break;
+      case 2:  // moved
+        fs::rename(f, f.string() + ".moved");
+        break;
+      default:
+        break;
+    }
+  }
+  ASSERT_FALSE(dirs.empty());
+  fs::remove_all(dirs.back());
+  ASSERT_EQ(mkdir((target_ + "/brand new").c_str(), 0700), 0);
+  WriteFile(target_ + "/brand new/file", test::RandomBytes(5000, 11));
+  ASSERT_TRUE(MakeAndOpen(false));
+  EXPECT_GT(stats_.changed, 0u);
+  EXPECT_GT(stats_.added, 0u);
+  EXPECT_GT(stats_.removed, 0u);
+}
+
 // The comparison helper for stacks: a base view equals the tree it was
 // sealed from, and notices a difference.
 TEST_F(PatchBuilderTest, CompareViewWithDirHelper) {
