@@ -60,9 +60,14 @@ struct PatchEntry {
 };
 
 // Every entry of the patch but plain (merged) directories, depth first in
-// name order.
-Status ListPatch(const Image& img, uint64_t dir, const std::string& prefix,
+// name order. `depth` of `dir`: deeper than the format allows is refused.
+Status ListPatch(const Image& img, uint64_t dir, const std::string& prefix, uint32_t depth,
                  std::vector<PatchEntry>* out) {
+  if (depth > format::kMaxDirDepth) {
+    return Status::Unsupported(img.path() + ": " + prefix.substr(0, 200) +
+                               "...: directories nested deeper than " +
+                               std::to_string(format::kMaxDirDepth) + " levels");
+  }
   std::vector<DirEntry> entries;
   CX_RETURN_IF_ERROR(img.ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
     entries.push_back(e);
@@ -79,7 +84,7 @@ Status ListPatch(const Image& img, uint64_t dir, const std::string& prefix,
         p.how = "opaque_dir";
         out->push_back(p);
       }
-      CX_RETURN_IF_ERROR(ListPatch(img, e.ino, p.path, out));
+      CX_RETURN_IF_ERROR(ListPatch(img, e.ino, p.path, depth + 1, out));
       continue;
     } else if (in.is_reg()) {
       p.size = in.size;
@@ -189,7 +194,7 @@ void PrintText(const std::string& path, const Image& img, const InodeCounts& c,
     std::printf("applies to:      %s\n",
                 m.base_root_digest ? HexEncode(*m.base_root_digest).c_str() : "-");
     for (const auto& r : m.requires_patches) std::printf("requires:        %s\n", t(r).c_str());
-    std::printf("severity:        %s\n", t(m.severity).c_str());
+    std::printf("severity:        %s\n", m.severity.empty() ? "-" : t(m.severity).c_str());
     for (const auto& cve : m.cves) std::printf("fixes:           %s\n", t(cve).c_str());
     std::printf("released:        %s\n", Time(m.released_at).c_str());
     std::printf("activation:      %s\n", t(m.activation).c_str());
@@ -258,7 +263,7 @@ int CmdInspect(int argc, char** argv) {
   const SuperblockInfo& sb = (*img)->superblock();
   std::vector<PatchEntry> entries;
   if (sb.kind == format::kKindPatch) {
-    if (Status st = ListPatch(**img, (*img)->root_ino(), "", &entries); !st.ok()) {
+    if (Status st = ListPatch(**img, (*img)->root_ino(), "", 0, &entries); !st.ok()) {
       return Fail("inspect", st);
     }
   }

@@ -482,7 +482,7 @@ class PatchAssembler {
   }
 
   Status Count() {
-    for (size_t i = 1; i < out_.nodes.size(); ++i) {
+    for (size_t i = 0; i < out_.nodes.size(); ++i) {  // the root too: its attributes
       if (target_of_[i] < 0) {
         ++stats_->removed;
         continue;
