@@ -312,7 +312,9 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
           const SourceNode& n = tree.nodes[idx];
           if (!want[idx]) continue;
           const auto path = [&] { return tree.PathOf(idx); };
-          const int fd = openat(dfd, n.name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+          // O_NONBLOCK: a file replaced by a fifo since the scan must not hang.
+          const int fd =
+              openat(dfd, n.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
           if (fd < 0) return Status::FromErrno(errno, path() + ": cannot open");
           struct Closer {
             int fd;

@@ -11,10 +11,13 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "delta.h"
@@ -718,6 +721,50 @@ TEST_F(PatchBuilderTest, ExistingOutputIsRefusedAndKept) {
   EXPECT_EQ(MakePatch(*lower, *LowerIdentityOf(*lower), *target, o).status().code(),
             Code::kInvalidArgument);
   EXPECT_FALSE(fs::exists(work_->Join("o2")));
+}
+
+// A target file that changed since the scan fails the patch with kIOError
+// naming it, at once: grown, or replaced by a fifo (which must not block the
+// open: a watchdog opens its write end after 5 s, so a blocking open
+// returns only then).
+TEST_F(PatchBuilderTest, TargetChangedSinceTheScanFailsNamingTheFile) {
+  Common(this, base_, target_);
+  WriteFile(base_ + "/f", "old");
+  WriteFile(target_ + "/f", "new");
+  ASSERT_EQ(SealImage(base_, work_->Join("b.cryptex")).code(), Code::kOk);
+  auto lower = Open(work_->Join("b.cryptex"), {});
+  ASSERT_TRUE(lower);
+  auto target = ScanPatchTarget(target_);
+  ASSERT_TRUE(target.ok());
+  WriteFile(target_ + "/f", "grown since");
+  auto r = MakePatch(*lower, *LowerIdentityOf(*lower), *target, Options(work_->Join("o1")));
+  EXPECT_EQ(r.status().code(), Code::kIOError);
+  EXPECT_TRUE(test::Contains(r.status().message(), target_ + "/f")) << r.status().ToString();
+
+  ASSERT_EQ(unlink((target_ + "/f").c_str()), 0);
+  WriteFile(target_ + "/f", "new");
+  target = ScanPatchTarget(target_);
+  ASSERT_TRUE(target.ok());
+  ASSERT_EQ(unlink((target_ + "/f").c_str()), 0);
+  ASSERT_EQ(mkfifo((target_ + "/f").c_str(), 0644), 0);
+  const std::string fifo = target_ + "/f";
+  std::atomic<bool> done{false};
+  std::thread watchdog([fifo, &done] {
+    for (int i = 0; i < 100 && !done; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (done) return;
+    const int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) close(fd);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  r = MakePatch(*lower, *LowerIdentityOf(*lower), *target, Options(work_->Join("o2")));
+  const auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  done = true;
+  watchdog.join();
+  EXPECT_EQ(r.status().code(), Code::kIOError);
+  EXPECT_TRUE(test::Contains(r.status().message(), fifo)) << r.status().ToString();
+  EXPECT_LT(secs, 4.0) << "opening the fifo blocked";
+  EXPECT_FALSE(fs::exists(work_->Join("o1")) || fs::exists(work_->Join("o2")));
 }
 
 // Same inputs, same epoch: the same bytes. A target given as an image gives
