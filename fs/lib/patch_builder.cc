@@ -296,13 +296,14 @@ class Planner {
   std::vector<PlanNode> plan_;
 };
 
-// Reads files of a directory target: for each regular primary node i with
-// want[i], its fs-verity digest into (*digests)[i], and with keep[i] its
-// bytes into (*bytes)[i]. A file that is not the size the scan saw, or not a
-// regular file any more, fails with kIOError naming it.
-Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
-                     const std::vector<char>& keep, std::vector<Digest>* digests,
-                     std::vector<std::shared_ptr<const std::string>>* bytes) {
+// Reads the regular files i of a directory target with want[i] (primary
+// nodes), one at a time, and calls fn(i, digest, bytes): their fs-verity
+// digest and, with `keep`, their bytes (else empty). A file that is not the
+// size the scan saw, or not a regular file any more, fails with kIOError
+// naming it.
+using TargetFileFn = std::function<Status(uint32_t, const Digest&, std::string&&)>;
+Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool keep,
+                     const TargetFileFn& fn) {
   uint64_t resolved = 0;
   std::vector<uint8_t> buf(1 << 20);
   return WalkSourceDirs(
@@ -327,7 +328,7 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
           }
           FsVerityHasher hasher;
           std::string content;
-          if (keep[idx]) content.reserve(n.size);
+          if (keep) content.reserve(n.size);
           uint64_t total = 0;
           for (;;) {
             const ssize_t r = read(fd, buf.data(), buf.size());
@@ -335,7 +336,7 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
             if (r < 0) return Status::FromErrno(errno, path() + ": read");
             if (r == 0) break;
             hasher.Update(buf.data(), static_cast<size_t>(r));
-            if (keep[idx])
+            if (keep)
               content.append(reinterpret_cast<const char*>(buf.data()), static_cast<size_t>(r));
             total += static_cast<uint64_t>(r);
           }
@@ -344,12 +345,7 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
                                    std::to_string(total) + " bytes, the scan saw " +
                                    std::to_string(n.size) + ")");
           }
-          const Digest d = hasher.Final();
-          if ((*digests)[idx] != Digest{} && (*digests)[idx] != d) {
-            return Status::IOError(path() + ": changed while the patch was built");
-          }
-          (*digests)[idx] = d;
-          if (keep[idx]) (*bytes)[idx] = std::make_shared<const std::string>(std::move(content));
+          CX_RETURN_IF_ERROR(fn(idx, hasher.Final(), std::move(content)));
         }
         return Status::Ok();
       },
@@ -418,6 +414,9 @@ class PatchAssembler {
     std::vector<uint32_t> plan_of;                  // patch node -> plan node
     std::unordered_map<uint32_t, uint32_t> placed;  // target primary -> patch node
     out_.nodes.clear();
+    // Files shipped as data are read from a directory target by the builder;
+    // an image target's are held in memory (SourceNode::content).
+    out_.root_path = target_.view ? "" : t_.tree->root_path;
     out_.nodes.emplace_back();
     plan_of.push_back(0);
     target_of_.push_back(0);
@@ -436,6 +435,11 @@ class PatchAssembler {
         n.rdev = a.rdev;
         n.symlink_target = a.symlink_target;
         n.xattrs = a.xattrs;
+        // For the builder's checks when it reads a directory target again.
+        n.dev = a.dev;
+        n.ino = a.ino;
+        n.ctime_sec = a.ctime_sec;
+        n.ctime_nsec = a.ctime_nsec;
         if (pn.opaque) n.flags |= kInodeOpaque;
         if (!S_ISDIR(a.mode)) {
           auto [it, inserted] = placed.try_emplace(t_.primary[ti], i);
@@ -512,15 +516,19 @@ class PatchAssembler {
     return Status::Ok();
   }
 
-  // Decides how each regular file is shipped and gathers the bytes.
+  // Decides how each regular file is shipped. Files are read one at a time;
+  // what a directory target ships as data the builder reads again from the
+  // directory, so memory holds one file (and its lower file) at a time, plus
+  // the deltas kept.
   Status Ship() {
-    std::vector<uint32_t> need;  // patch nodes needing the target's bytes
+    std::vector<char> need(t_.rel.size(), 0);  // target primaries: read to decide
     for (size_t i = 1; i < out_.nodes.size(); ++i) {
       SourceNode& n = out_.nodes[i];
       if (target_of_[i] < 0 || !S_ISREG(n.mode) || n.hardlink_of >= 0) continue;
       const auto ti = static_cast<uint32_t>(target_of_[i]);
       const Digest& d = t_.digest[t_.primary[ti]];
       n.content_digest = d;
+      node_of_[t_.primary[ti]] = static_cast<uint32_t>(i);
       if (n.size > 0) {
         const uint32_t* same = LowerAt(t_.rel[ti]);
         uint32_t src = UINT32_MAX;
@@ -536,79 +544,86 @@ class PatchAssembler {
           continue;
         }
       }
-      need.push_back(static_cast<uint32_t>(i));
-    }
-    std::vector<std::shared_ptr<const std::string>> bytes(t_.rel.size());
-    CX_RETURN_IF_ERROR(Gather(need, &bytes));
-    for (uint32_t i : need) {
-      SourceNode& n = out_.nodes[i];
-      const auto ti = static_cast<uint32_t>(target_of_[i]);
-      std::shared_ptr<const std::string> data = bytes[t_.primary[ti]];
-      if (!data || data->size() != n.size) {
-        return Status::Internal(t_.rel[ti] + ": target bytes not gathered");
+      if (target_.view || DeltaBase(ti) != UINT32_MAX) {
+        need[t_.primary[ti]] = 1;
+      } else {
+        ShipData(n, ti, nullptr);  // read by the builder from the directory
       }
-      CX_RETURN_IF_ERROR(ShipOne(n, ti, std::move(data)));
     }
-    return Status::Ok();
-  }
-
-  Status Gather(const std::vector<uint32_t>& need,
-                std::vector<std::shared_ptr<const std::string>>* bytes) {
     if (target_.view) {
-      for (uint32_t i : need) {
-        const uint32_t p = t_.primary[static_cast<uint32_t>(target_of_[i])];
+      for (uint32_t p = 0; p < need.size(); ++p) {
+        if (!need[p]) continue;
         CX_ASSIGN_OR_RETURN(std::string b, ReadViewFile(*target_.view, target_.view_nodes[p],
                                                         t_.node(p).size, "target /" + t_.rel[p]));
         if (FsVerityDigest(b.data(), b.size()) != t_.digest[p]) {
           return Status::Corruption("target /" + t_.rel[p] + ": content does not match its digest");
         }
-        (*bytes)[p] = std::make_shared<const std::string>(std::move(b));
+        CX_RETURN_IF_ERROR(ShipOne(p, std::move(b)));
       }
       return Status::Ok();
     }
-    std::vector<char> want(t_.rel.size(), 0);
-    for (uint32_t i : need) want[t_.primary[static_cast<uint32_t>(target_of_[i])]] = 1;
-    std::vector<Digest> digests = t_.digest;  // checked again: the file must not have changed
-    return ReadDirTarget(*t_.tree, want, want, &digests, bytes);
+    return ReadDirTarget(
+        *t_.tree, need, true, [this](uint32_t p, const Digest& d, std::string&& bytes) -> Status {
+          if (d != t_.digest[p]) {
+            return Status::IOError(t_.tree->PathOf(p) + ": changed while the patch was built");
+          }
+          return ShipOne(p, std::move(bytes));
+        });
   }
 
-  // Delta when it beats the compressed data, else the data.
-  Status ShipOne(SourceNode& n, uint32_t ti, std::shared_ptr<const std::string> data) {
-    const std::string& rel = t_.rel[ti];
-    if (opts_.use_deltas && !data->empty()) {
-      uint32_t base = UINT32_MAX;
-      if (const uint32_t* same = LowerAt(rel); same && S_ISREG(l_.node(*same).mode)) {
-        base = *same;
-      } else if (auto it = lower_by_name_.find(t_.node(ti).name); it != lower_by_name_.end()) {
-        base = it->second;
-      }
-      if (base != UINT32_MAX && l_.attrs(base).size > 0 &&
-          l_.rel[base].size() <= kMaxSourcePathLen) {
-        const uint32_t lp = l_.primary[base];
-        CX_ASSIGN_OR_RETURN(
-            std::string lower_bytes,
-            ReadViewFile(lower_, lower_nodes_[lp], l_.node(lp).size, "lower /" + l_.rel[base]));
-        DeltaOptions dopts = opts_.delta;
-        dopts.threads = opts_.threads;
-        auto as_span = [](const std::string& s) {
-          return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-        };
-        CX_ASSIGN_OR_RETURN(std::vector<uint8_t> delta,
-                            EncodeDelta(as_span(lower_bytes), as_span(*data), dopts));
-        if (delta.size() < CompressedSize(*data, opts_.zstd_level)) {
-          n.flags |= kInodeDelta;
-          n.source_path = l_.rel[base];
-          n.content = std::make_shared<const std::string>(delta.begin(), delta.end());
-          stats_->files.push_back({rel, Shipped::kDelta, n.source_path, n.size, delta.size()});
-          stats_->stored_file_bytes += delta.size();
-          return Status::Ok();
-        }
+  // The lower file a delta for target node `ti` is made against: the lower
+  // regular file at the same path, else one with the same name; UINT32_MAX
+  // for none (or deltas off, or an empty file).
+  uint32_t DeltaBase(uint32_t ti) const {
+    if (!opts_.use_deltas || t_.attrs(ti).size == 0) return UINT32_MAX;
+    uint32_t base = UINT32_MAX;
+    if (const uint32_t* same = LowerAt(t_.rel[ti]); same && S_ISREG(l_.node(*same).mode)) {
+      base = *same;
+    } else if (auto it = lower_by_name_.find(t_.node(ti).name); it != lower_by_name_.end()) {
+      base = it->second;
+    }
+    if (base == UINT32_MAX || l_.attrs(base).size == 0 || l_.rel[base].size() > kMaxSourcePathLen) {
+      return UINT32_MAX;
+    }
+    return base;
+  }
+
+  // Ships target file `p` (a primary node), whose bytes are `data`: a delta
+  // when one beats the compressed data, else the data.
+  Status ShipOne(uint32_t p, std::string&& data) {
+    SourceNode& n = out_.nodes[node_of_.at(p)];
+    if (data.size() != n.size) return Status::Internal(t_.rel[p] + ": size changed");
+    if (const uint32_t base = DeltaBase(p); base != UINT32_MAX) {
+      const uint32_t lp = l_.primary[base];
+      CX_ASSIGN_OR_RETURN(
+          std::string lower_bytes,
+          ReadViewFile(lower_, lower_nodes_[lp], l_.node(lp).size, "lower /" + l_.rel[base]));
+      DeltaOptions dopts = opts_.delta;
+      dopts.threads = opts_.threads;
+      auto as_span = [](const std::string& s) {
+        return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+      };
+      CX_ASSIGN_OR_RETURN(std::vector<uint8_t> delta,
+                          EncodeDelta(as_span(lower_bytes), as_span(data), dopts));
+      if (delta.size() < CompressedSize(data, opts_.zstd_level)) {
+        n.flags |= kInodeDelta;
+        n.source_path = l_.rel[base];
+        n.content = std::make_shared<const std::string>(delta.begin(), delta.end());
+        stats_->files.push_back({t_.rel[p], Shipped::kDelta, n.source_path, n.size, delta.size()});
+        stats_->stored_file_bytes += delta.size();
+        return Status::Ok();
       }
     }
-    stats_->files.push_back({rel, Shipped::kData, "", n.size, n.size});
+    // A directory target's file is read again by the builder; an image
+    // target's bytes come from memory.
+    ShipData(n, p, target_.view ? std::make_shared<const std::string>(std::move(data)) : nullptr);
+    return Status::Ok();
+  }
+
+  void ShipData(SourceNode& n, uint32_t ti, std::shared_ptr<const std::string> data) {
+    stats_->files.push_back({t_.rel[ti], Shipped::kData, "", n.size, n.size});
     stats_->stored_file_bytes += n.size;
     n.content = std::move(data);
-    return Status::Ok();
   }
 
   const Flat& t_;
@@ -620,6 +635,7 @@ class PatchAssembler {
   PatchStats* stats_;
   SourceTree out_;
   std::vector<int64_t> target_of_;  // per patch node: target node, -1 for a whiteout
+  std::unordered_map<uint32_t, uint32_t> node_of_;  // target primary file -> patch node
   std::unordered_map<std::string, uint32_t> lower_by_path_;
   std::map<Digest, uint32_t> lower_by_digest_;  // first lower regular file with the digest
   std::unordered_map<std::string, uint32_t> lower_by_name_;
@@ -659,14 +675,17 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
   if (!target.view) {
     // Every regular file's digest: what decides whether it changed.
     const size_t n = target.tree.nodes.size();
-    std::vector<char> want(n, 0), keep(n, 0);
+    std::vector<char> want(n, 0);
     for (size_t i = 0; i < n; ++i) {
       const SourceNode& s = target.tree.nodes[i];
       want[i] = S_ISREG(s.mode) && s.hardlink_of < 0;
     }
     tdigests.assign(n, Digest{});
-    std::vector<std::shared_ptr<const std::string>> unused(n);
-    CX_RETURN_IF_ERROR(ReadDirTarget(target.tree, want, keep, &tdigests, &unused));
+    CX_RETURN_IF_ERROR(
+        ReadDirTarget(target.tree, want, false, [&](uint32_t i, const Digest& d, std::string&&) {
+          tdigests[i] = d;
+          return Status::Ok();
+        }));
   }
   const Flat t = Flatten(target.tree, std::move(tdigests));
   const Flat l = Flatten(low.tree, low.digests);
@@ -689,6 +708,7 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
   b.chunk_log2 = opts.chunk_log2;
   b.threads = opts.threads;
   b.progress = opts.progress;
+  b.after_source_read = opts.after_source_read;
   CX_ASSIGN_OR_RETURN(stats.build, WriteImage(tree, b));
   return stats;
 }

@@ -75,6 +75,9 @@ struct PatchOptions {
   bool use_deltas = true;
   DeltaOptions delta;  // threads is taken from `threads`
   std::function<void(const BuildProgress&)> progress;
+  // Test hook, as BuildOptions::after_source_read: files of a directory
+  // target shipped as data are read (again) while the image is written.
+  std::function<void(const std::string& path, uint64_t bytes_read)> after_source_read;
 };
 
 // How one regular file of the patch is shipped.

@@ -767,6 +767,34 @@ TEST_F(PatchBuilderTest, TargetChangedSinceTheScanFailsNamingTheFile) {
   EXPECT_FALSE(fs::exists(work_->Join("o1")) || fs::exists(work_->Join("o2")));
 }
 
+// A new file of a directory target ships as data read from the directory
+// while the image is written (not held in memory), with the builder's
+// checks: a file that changes while it is read fails the patch, naming it.
+TEST_F(PatchBuilderTest, DataFilesAreReadFromTheTargetDirectoryWithTheBuildersChecks) {
+  Common(this, base_, target_);
+  const std::string big = test::RandomBytes(100000, 12);
+  WriteFile(target_ + "/big", big);
+  ASSERT_EQ(SealImage(base_, work_->Join("b.cryptex")).code(), Code::kOk);
+  auto lower = Open(work_->Join("b.cryptex"), {});
+  ASSERT_TRUE(lower);
+  auto target = ScanPatchTarget(target_);
+  ASSERT_TRUE(target.ok());
+  PatchOptions o = Options(work_->Join("o"));
+  std::vector<std::string> read_paths;
+  o.after_source_read = [&](const std::string& path, uint64_t done) {
+    read_paths.push_back(path);
+    if (done == 4096) {  // first chunk read: change the rest
+      WriteFile(target_ + "/big", test::RandomBytes(100000, 13));
+    }
+  };
+  auto r = MakePatch(*lower, *LowerIdentityOf(*lower), *target, o);
+  EXPECT_EQ(r.status().code(), Code::kIOError) << r.status().ToString();
+  EXPECT_TRUE(test::Contains(r.status().message(), target_ + "/big")) << r.status().ToString();
+  ASSERT_FALSE(read_paths.empty());
+  EXPECT_EQ(read_paths[0], target_ + "/big");
+  EXPECT_FALSE(fs::exists(work_->Join("o")));
+}
+
 // Same inputs, same epoch: the same bytes. A target given as an image gives
 // the same patch as the directory it was sealed from.
 TEST_F(PatchBuilderTest, ReproducibleAndTheSameFromADirectoryOrAnImage) {
