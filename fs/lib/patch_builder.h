@@ -108,6 +108,9 @@ struct PatchStats {
 // lower state, a target identical to the lower state (kInvalidArgument,
 // "nothing to patch"), and anything over the format limits. A target
 // directory file that changes while it is read fails with kIOError naming it.
+// Reads every target file once (digests); memory besides the two trees'
+// metadata: one changed file and its lower file at a time, the deltas kept,
+// and, for an image target only, the files shipped as data.
 Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const PatchTarget& target,
                              const PatchOptions& opts);
 
