@@ -48,7 +48,9 @@ struct ApplyTask {
 
 class LayerStack final : public View {
  public:
-  explicit LayerStack(std::vector<std::unique_ptr<Image>> images) : images_(std::move(images)) {}
+  // Decoded delta segments share the frame cache budget of `opts`.
+  LayerStack(std::vector<std::unique_ptr<Image>> images, const ImageOptions& opts)
+      : images_(std::move(images)), segment_cache_(opts.frame_cache_bytes) {}
 
   // Lays every patch over the state below it (see layer_stack.h).
   Status Build() {
@@ -250,7 +252,11 @@ class LayerStack final : public View {
     src.read_lower = [this, lower_node, what](uint64_t offset, std::span<uint8_t> out) {
       return ReadFullNode(lower_node, offset, out, what + " (lower file)");
     };
-    return std::make_unique<PatchedFile>(std::move(src), &delta_stats_);
+    PatchedFileEnv env;
+    env.stats = &delta_stats_;
+    env.cache = &segment_cache_;
+    env.cache_id = next_cache_id_++;
+    return std::make_unique<PatchedFile>(std::move(src), env);
   }
 
   // Fills `out` from an image's Read-like method; a short file is corruption.
@@ -422,6 +428,8 @@ class LayerStack final : public View {
   std::unordered_map<uint64_t, MergedDir> dirs_;
   std::unordered_map<uint64_t, SourcedFile> sourced_;
   mutable PatchedFileStats delta_stats_;
+  mutable SegmentCache segment_cache_;
+  uint64_t next_cache_id_ = 0;
 };
 
 std::string IdList(const std::vector<std::string>& ids) {
@@ -493,7 +501,7 @@ Result<std::unique_ptr<View>> OpenStack(const std::string& base,
     images.push_back(std::move(img));
     CX_RETURN_IF_ERROR(CheckBinding(*images[0], images, images.size() - 1));
   }
-  auto stack = std::make_unique<LayerStack>(std::move(images));
+  auto stack = std::make_unique<LayerStack>(std::move(images), opts);
   CX_RETURN_IF_ERROR(stack->Build());
   return std::unique_ptr<View>(std::move(stack));
 }

@@ -11,8 +11,8 @@ namespace cryptex {
 namespace {
 
 constexpr uint64_t kBlock = format::kBlockSize;
-// Decode granularity of the first-access pass and of reads: bounded memory
-// per call, whatever the file or request size.
+// Decode granularity of the first-access pass: bounded memory whatever the
+// file size.
 constexpr uint64_t kPieceBytes = 256 * 1024;
 
 uint64_t BlocksFor(uint64_t size) { return (size + kBlock - 1) / kBlock; }
@@ -66,14 +66,15 @@ Result<VerityLeaves> VerityLeaves::Parse(std::span<const uint8_t> bytes, uint64_
 struct PatchedFile::Loaded {
   std::vector<uint8_t> delta;  // readers point into it: never changes once loaded
   std::shared_ptr<const VerityLeaves> leaves;
+  uint64_t segment_size = 0;
 };
 
-PatchedFile::PatchedFile(PatchedFileSource src, PatchedFileStats* stats)
-    : src_(std::move(src)), stats_(stats) {}
+PatchedFile::PatchedFile(PatchedFileSource src, PatchedFileEnv env)
+    : src_(std::move(src)), env_(env) {}
 
-PatchedFile::PatchedFile(PatchedFileSource src, PatchedFileStats* stats, VerityLeaves leaves)
+PatchedFile::PatchedFile(PatchedFileSource src, PatchedFileEnv env, VerityLeaves leaves)
     : src_(std::move(src)),
-      stats_(stats),
+      env_(env),
       preset_leaves_(std::make_shared<const VerityLeaves>(std::move(leaves))) {}
 
 PatchedFile::~PatchedFile() = default;
@@ -96,18 +97,24 @@ Result<std::shared_ptr<const PatchedFile::Loaded>> PatchedFile::Load() const {
   auto l = std::make_shared<Loaded>();
   l->delta.resize(src_.delta_size);
   CX_RETURN_IF_ERROR(src_.read_delta(0, l->delta));
+  Status st;
   if (preset_leaves_) {
     if (preset_leaves_->size() != src_.size) {
       return Status::Internal(src_.context + ": leaves given for another size");
     }
     l->leaves = preset_leaves_;
-  } else {
-    // One pass over the decoded file, a piece at a time.
-    Status st = BuildLeaves(*l);
-    if (!st.ok()) {
-      if (st.code() == Code::kCorruption) failed_ = st;
-      return st;
+    auto reader = NewReader(*l);
+    st = reader.status();
+    if (st.ok()) {
+      l->segment_size = (*reader)->segment_size();
+      idle_.push_back(std::move(reader).value());
     }
+  } else {
+    st = BuildLeaves(*l);
+  }
+  if (!st.ok()) {
+    if (st.code() == Code::kCorruption) failed_ = st;
+    return st;
   }
   loaded_ = std::move(l);
   return loaded_;
@@ -115,24 +122,25 @@ Result<std::shared_ptr<const PatchedFile::Loaded>> PatchedFile::Load() const {
 
 Status PatchedFile::BuildLeaves(Loaded& l) const {
   CX_ASSIGN_OR_RETURN(auto reader, NewReader(l));
+  l.segment_size = reader->segment_size();
   std::vector<Digest> leaves;
   leaves.reserve(BlocksFor(src_.size));
-  const uint64_t piece = std::max<uint64_t>(reader->segment_size(), kPieceBytes) /
-                         reader->segment_size() * reader->segment_size();
+  const uint64_t piece =
+      std::max<uint64_t>(l.segment_size, kPieceBytes) / l.segment_size * l.segment_size;
   std::vector<uint8_t> buf(std::min<uint64_t>(piece, src_.size));
   for (uint64_t off = 0; off < src_.size; off += piece) {
     const uint64_t n = std::min<uint64_t>(piece, src_.size - off);
     const uint64_t before = reader->stats().segments_decoded;
     Status st = reader->ReadRange(off, std::span<uint8_t>(buf.data(), n));
-    if (stats_) stats_->segments_decoded += reader->stats().segments_decoded - before;
+    if (env_.stats) env_.stats->segments_decoded += reader->stats().segments_decoded - before;
     CX_RETURN_IF_ERROR(st);
     const std::vector<Digest> part = LeafHashes(buf.data(), n);
     leaves.insert(leaves.end(), part.begin(), part.end());
   }
-  if (stats_) ++stats_->trees_built;
+  if (env_.stats) ++env_.stats->trees_built;
   auto checked = VerityLeaves::Check(std::move(leaves), src_.size, src_.digest, src_.context);
   if (!checked.ok()) {
-    if (stats_) ++stats_->verify_failures;
+    if (env_.stats) ++env_.stats->verify_failures;
     return checked.status();
   }
   l.leaves = std::make_shared<const VerityLeaves>(std::move(checked).value());
@@ -145,8 +153,7 @@ Result<std::shared_ptr<const VerityLeaves>> PatchedFile::Leaves() const {
   return l->leaves;
 }
 
-Status PatchedFile::DecodeBlocks(const Loaded& l, uint64_t first_block, uint64_t count,
-                                 uint8_t* out) const {
+Status PatchedFile::DecodeRange(const Loaded& l, uint64_t offset, std::span<uint8_t> out) const {
   std::unique_ptr<DeltaReader> reader;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -158,46 +165,57 @@ Status PatchedFile::DecodeBlocks(const Loaded& l, uint64_t first_block, uint64_t
   if (!reader) {
     CX_ASSIGN_OR_RETURN(reader, NewReader(l));
   }
-  const uint64_t start = first_block * kBlock;
-  const uint64_t end = std::min(src_.size, (first_block + count) * kBlock);
-  std::memset(out + (end - start), 0, count * kBlock - (end - start));
   const uint64_t before = reader->stats().segments_decoded;
-  Status st = reader->ReadRange(start, std::span<uint8_t>(out, end - start));
-  if (stats_) stats_->segments_decoded += reader->stats().segments_decoded - before;
+  Status st = reader->ReadRange(offset, out);
+  if (env_.stats) env_.stats->segments_decoded += reader->stats().segments_decoded - before;
   if (!st.ok()) return st;  // the reader is dropped: its state after an error is not relied on
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (idle_.size() < kMaxIdleReaders) idle_.push_back(std::move(reader));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (idle_.size() < kMaxIdleReaders) idle_.push_back(std::move(reader));
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<const std::vector<uint8_t>>> PatchedFile::Segment(const Loaded& l,
+                                                                         uint64_t seg) const {
+  // Segments per file are at most kMaxDeltaSegments (2^20).
+  const uint64_t key = (env_.cache_id << 20) | seg;
+  if (env_.cache) {
+    if (auto hit = env_.cache->Get(key)) {
+      if (env_.stats) ++env_.stats->segment_cache_hits;
+      return hit;
+    }
   }
-  for (uint64_t i = 0; i < count; ++i) {
+  const uint64_t start = seg * l.segment_size;
+  const uint64_t len = std::min(l.segment_size, src_.size - start);
+  auto bytes = std::make_shared<std::vector<uint8_t>>(BlocksFor(len) * kBlock, 0);
+  CX_RETURN_IF_ERROR(DecodeRange(l, start, std::span<uint8_t>(bytes->data(), len)));
+  const uint64_t first_block = start / kBlock;
+  for (uint64_t i = 0; i < bytes->size() / kBlock; ++i) {
     // The tail of the last block is zero-padded, as fs-verity hashes it.
-    const Digest got = Sha256::Hash(out + i * kBlock, kBlock);
-    if (stats_) ++stats_->blocks_verified;
+    const Digest got = Sha256::Hash(bytes->data() + i * kBlock, kBlock);
+    if (env_.stats) ++env_.stats->blocks_verified;
     if (got != l.leaves->leaf(first_block + i)) {
-      if (stats_) ++stats_->verify_failures;
+      if (env_.stats) ++env_.stats->verify_failures;
       return Status::Corruption(src_.context + ": block at offset " +
                                 std::to_string((first_block + i) * kBlock) +
                                 " does not match the signed fs-verity tree");
     }
   }
-  return Status::Ok();
+  std::shared_ptr<const std::vector<uint8_t>> out = std::move(bytes);
+  if (env_.cache) env_.cache->Put(key, out, out->size());
+  return out;
 }
 
 Result<size_t> PatchedFile::Read(uint64_t offset, std::span<uint8_t> buf) const {
   if (offset >= src_.size || buf.empty()) return size_t{0};
   CX_ASSIGN_OR_RETURN(auto l, Load());
   const uint64_t end = offset + std::min<uint64_t>(buf.size(), src_.size - offset);
-  const uint64_t piece_blocks = kPieceBytes / kBlock;
-  std::vector<uint8_t> tmp;
-  uint64_t pos = offset;
-  while (pos < end) {
-    const uint64_t first = pos / kBlock;
-    const uint64_t count = std::min(piece_blocks, BlocksFor(end) - first);
-    tmp.resize(count * kBlock);
-    CX_RETURN_IF_ERROR(DecodeBlocks(*l, first, count, tmp.data()));
-    const uint64_t piece_end = std::min(end, (first + count) * kBlock);
-    std::memcpy(buf.data() + (pos - offset), tmp.data() + (pos - first * kBlock), piece_end - pos);
-    pos = piece_end;
+  for (uint64_t pos = offset; pos < end;) {
+    const uint64_t seg = pos / l->segment_size;
+    CX_ASSIGN_OR_RETURN(auto bytes, Segment(*l, seg));
+    const uint64_t seg_start = seg * l->segment_size;
+    const uint64_t n = std::min(end, seg_start + l->segment_size) - pos;
+    std::memcpy(buf.data() + (pos - offset), bytes->data() + (pos - seg_start), n);
+    pos += n;
   }
   return static_cast<size_t>(end - offset);
 }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "delta.h"
+#include "lru_cache.h"
 #include "sha256.h"
 #include "status.h"
 
@@ -63,8 +64,22 @@ class VerityLeaves final {
 struct PatchedFileStats {
   std::atomic<uint64_t> trees_built{0};       // first-access passes over a whole file
   std::atomic<uint64_t> segments_decoded{0};  // delta segments decoded, all readers
-  std::atomic<uint64_t> blocks_verified{0};   // 4 KiB blocks checked against a leaf
-  std::atomic<uint64_t> verify_failures{0};   // blocks or trees that did not match
+  std::atomic<uint64_t> segment_cache_hits{0};
+  std::atomic<uint64_t> blocks_verified{0};  // 4 KiB blocks checked against a leaf
+  std::atomic<uint64_t> verify_failures{0};  // blocks or trees that did not match
+};
+
+// Decoded, verified segments of the delta files of one view, keyed by
+// SegmentKey. Byte-bounded and thread safe (lru_cache.h).
+using SegmentCache = LruCache<std::vector<uint8_t>>;
+
+// What the delta files of one view share. Everything is optional and must
+// outlive the files.
+struct PatchedFileEnv {
+  PatchedFileStats* stats = nullptr;
+  SegmentCache* cache = nullptr;
+  // Distinct per file sharing `cache`: below 2^43.
+  uint64_t cache_id = 0;
 };
 
 // Where a delta file's bytes come from. The functions are called from any
@@ -80,25 +95,30 @@ struct PatchedFileSource {
   LowerReadFn read_lower;
 };
 
-// One delta file. Thread safe: Read may be called concurrently (each call
+// One delta file. Thread safe: Read may be called concurrently (each decode
 // takes a DeltaReader from a small pool, so decodes run in parallel).
+// Reads work in whole delta segments (the unit DeltaReader decodes anyway):
+// each segment is decoded, every block of it checked against its leaf, and
+// the verified segment kept in the shared cache, so the many small lower
+// reads a delta stacked on a delta makes decode each lower segment once.
 // Memory, after first access and until destruction: the delta's bytes, the
-// leaves (0.8% of the target) and up to kMaxIdleReaders idle readers.
+// leaves (0.8% of the target) and up to kMaxIdleReaders idle readers; plus
+// its share of the bounded cache.
 class PatchedFile final {
  public:
-  // `stats` may be null; it must outlive this object.
-  PatchedFile(PatchedFileSource src, PatchedFileStats* stats);
+  PatchedFile(PatchedFileSource src, PatchedFileEnv env);
   // With leaves already checked (e.g. from a store): no first-access pass.
-  PatchedFile(PatchedFileSource src, PatchedFileStats* stats, VerityLeaves leaves);
+  PatchedFile(PatchedFileSource src, PatchedFileEnv env, VerityLeaves leaves);
   ~PatchedFile();
   PatchedFile(const PatchedFile&) = delete;
   PatchedFile& operator=(const PatchedFile&) = delete;
 
   // Up to buf.size() bytes at `offset` (0 at or past EOF). Decodes only the
-  // segments overlapping the blocks of the range (plus, on first access, one
-  // pass over the whole file to build the leaves), and verifies every block
-  // against its leaf before copying any of it. kCorruption (naming the
-  // context and offset) on any mismatch: never wrong bytes.
+  // segments overlapping the range that are not cached (plus, on first
+  // access, one pass over the whole file to build the leaves), and verifies
+  // every block of them against its leaf before copying any of it.
+  // kCorruption (naming the context and offset) on any mismatch: never
+  // wrong bytes.
   Result<size_t> Read(uint64_t offset, std::span<uint8_t> buf) const;
   // The checked leaves, building them if needed (for a store to persist).
   Result<std::shared_ptr<const VerityLeaves>> Leaves() const;
@@ -112,16 +132,19 @@ class PatchedFile final {
   // One pass over the decoded file: l.leaves, checked. REQUIRES: mu_ held.
   Status BuildLeaves(Loaded& l) const;
   Result<std::unique_ptr<DeltaReader>> NewReader(const Loaded& l) const;
-  Status DecodeBlocks(const Loaded& l, uint64_t first_block, uint64_t count, uint8_t* out) const;
+  // Verified segment `seg` (zero-padded to whole blocks), from the cache or
+  // decoded.
+  Result<std::shared_ptr<const std::vector<uint8_t>>> Segment(const Loaded& l, uint64_t seg) const;
+  Status DecodeRange(const Loaded& l, uint64_t offset, std::span<uint8_t> out) const;
 
   PatchedFileSource src_;
-  PatchedFileStats* stats_;
+  PatchedFileEnv env_;
   mutable std::mutex mu_;  // guards loaded_, failed_, idle_
   mutable std::shared_ptr<const Loaded> loaded_;
   // A first-access pass that found corruption is not repeated: every later
   // read fails the same way at no cost. (I/O errors are retried.)
   mutable Status failed_;
-  mutable std::shared_ptr<const VerityLeaves> preset_leaves_;
+  std::shared_ptr<const VerityLeaves> preset_leaves_;
   mutable std::vector<std::unique_ptr<DeltaReader>> idle_;
 };
 
