@@ -9,11 +9,13 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "builder.h"
@@ -973,6 +975,42 @@ TEST_F(StackTest, DeltaOverADeltaDecodesEachLowerSegmentAFewTimes) {
   const uint64_t blocks = (mid.kids["f"].data.size() + top.kids["f"].data.size()) / 4096 + 2;
   EXPECT_LE(stats->blocks_verified.load(), 2 * blocks);
   EXPECT_GT(stats->segment_cache_hits.load(), 0u);
+}
+
+// View methods run concurrently, including the first access of a delta
+// file (one tree pass, the others wait for it) and reads sharing decoders.
+TEST_F(StackTest, ConcurrentReadsOfAColdStack) {
+  const Stack s = builder_.SealChain(Chain(2), "c");
+  auto v = builder_.Open(s);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  const View& view = **v;
+  const std::string want = ToolV2();
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(static_cast<uint64_t>(t));
+      for (int i = 0; i < 60; ++i) {
+        auto tool = view.Resolve("bin/tool");
+        if (!tool.ok()) {
+          ++bad;
+          continue;
+        }
+        const uint64_t off = rng() % want.size();
+        std::string buf(5000, '\0');
+        auto n = view.Read(tool->ino, off,
+                           std::span<uint8_t>(reinterpret_cast<uint8_t*>(buf.data()), buf.size()));
+        if (!n.ok() || buf.compare(0, *n, want, off, *n) != 0 ||
+            *n != std::min<uint64_t>(buf.size(), want.size() - off)) {
+          ++bad;
+        }
+        if (List(view, view.root()).size() != TargetTree().kids.size()) ++bad;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(DeltaStatsOf(view)->trees_built.load(), 2u);  // the tool at p1 and at p2
 }
 
 // A leaf that does not match the decoded block (leaves from a store built for
