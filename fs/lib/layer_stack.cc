@@ -100,6 +100,8 @@ class LayerStack final : public View {
   }
 
   Result<size_t> Read(uint64_t node, uint64_t offset, std::span<uint8_t> buf) const override {
+    if (FindDir(node))
+      return Status::IsDirectory("node " + std::to_string(node) + " is a directory");
     auto it = sourced_.find(node);
     if (it != sourced_.end()) {
       if (it->second.delta) return it->second.delta->Read(offset, buf);
@@ -110,6 +112,9 @@ class LayerStack final : public View {
   }
 
   Result<std::string> ReadLink(uint64_t node) const override {
+    if (FindDir(node)) {
+      return Status::InvalidArgument("node " + std::to_string(node) + " is not a symlink");
+    }
     CX_RETURN_IF_ERROR(CheckServed(node));
     return images_[NodeLayer(node)]->ReadLink(NodeIno(node));
   }
@@ -163,13 +168,13 @@ class LayerStack final : public View {
 
   Status CheckServed(uint64_t node) const { return LayerInode(node).status(); }
 
-  // A directory not merged is the base's.
+  // A directory not merged is the base's (Image::Lookup/ReadDir check the
+  // type of a base node); any other node is a patch's non-directory or a
+  // patch directory that is never served under its own id.
   Status CheckPlainDir(uint64_t dir) const {
-    CX_ASSIGN_OR_RETURN(InodeInfo in, LayerInode(dir));
-    if (!in.is_dir()) {
-      return Status::NotDirectory("node " + std::to_string(dir) + " is not a directory");
-    }
-    return Status::Ok();
+    if (NodeLayer(dir) == 0) return Status::Ok();
+    CX_RETURN_IF_ERROR(CheckServed(dir));
+    return Status::NotDirectory("node " + std::to_string(dir) + " is not a directory");
   }
 
   const std::string& PatchPath(uint32_t k) const { return images_[k]->path(); }

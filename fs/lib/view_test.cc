@@ -666,7 +666,19 @@ TYPED_TEST(ViewTest, NonFilesAndUnknownNodes) {
   auto etc = v.Resolve("etc");
   ASSERT_TRUE(etc.ok());
   EXPECT_FALSE(v.FileDigest(etc->ino).ok());
-  EXPECT_FALSE(v.ReadLink(etc->ino).ok());
+  // Directories a patch adds or replaces, and one it merges.
+  for (const char* dir : {"etc", "f2d", "opaque", "opaque/d"}) {
+    auto d = v.Resolve(dir);
+    ASSERT_TRUE(d.ok()) << dir;
+    std::vector<uint8_t> buf(10);
+    EXPECT_EQ(v.Read(d->ino, 0, buf).status().code(), Code::kIsDirectory) << dir;
+    EXPECT_EQ(v.ReadLink(d->ino).status().code(), Code::kInvalidArgument) << dir;
+  }
+  auto file = v.Resolve("f2d/child");
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(v.Lookup(file->ino, "x").status().code(), Code::kNotDirectory);
+  EXPECT_EQ(v.ReadDir(file->ino, 0, [](const DirEntry&, uint64_t) { return true; }).code(),
+            Code::kNotDirectory);
   EXPECT_EQ(v.GetAttr(NodeId(60, 1)).status().code(), Code::kNotFound);
   auto fifo = v.Resolve("fifo");
   ASSERT_TRUE(fifo.ok());
