@@ -27,9 +27,12 @@
 //  * Delta files are PatchedFile objects (patched_file.h), one per node,
 //    created at open and loaded on first read: that read decodes the file
 //    once to build its fs-verity leaves (checked against the signed digest)
-//    and keeps them, with the delta's bytes, for the view's lifetime
-//    (per node, not a bounded cache: patches are small). Later reads decode
-//    only the segments they need and check each block against its leaf.
+//    and keeps them, with the delta's bytes, for the view's lifetime (per
+//    node, not a bounded cache: patches are small). Reads then decode only
+//    the delta segments they overlap, check every block against its leaf,
+//    and keep the verified segments in one stack-wide LRU cache bounded by
+//    ImageOptions::frame_cache_bytes (so a delta over a delta decodes and
+//    verifies each lower segment once, not once per small lower read).
 #pragma once
 
 #include "patched_file.h"
