@@ -632,6 +632,12 @@ TYPED_TEST(ViewTest, RandomReadsOfAPatchedFile) {
   auto tool = v.Resolve("bin/tool");
   ASSERT_TRUE(tool.ok());
   ASSERT_EQ(tool->size, want.size());
+  if (TypeParam::kLayers > 0) {  // a delta of several image chunks in the top patch
+    auto raw = v.layers().back()->Resolve("bin/tool");
+    ASSERT_TRUE(raw.ok());
+    EXPECT_EQ(raw->flags, format::kInodeDelta);
+    EXPECT_GT(raw->stored_size, uint64_t{2} << kChunkLog2);
+  }
   std::mt19937_64 rng(42);
   std::vector<uint64_t> offsets = {0,
                                    1,
