@@ -166,7 +166,13 @@ class LayerStack final : public View {
     return in;
   }
 
-  Status CheckServed(uint64_t node) const { return LayerInode(node).status(); }
+  // Whether a non-merged node may be served. Base nodes are checked by the
+  // base image itself (a base holds no whiteouts), sparing the hot read path
+  // an inode fetch.
+  Status CheckServed(uint64_t node) const {
+    if (NodeLayer(node) == 0) return Status::Ok();
+    return LayerInode(node).status();
+  }
 
   // A directory not merged is the base's (Image::Lookup/ReadDir check the
   // type of a base node); any other node is a patch's non-directory or a
