@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "format.h"
 #include "terminal.h"
 
 namespace cryptex::cli {
@@ -56,6 +57,7 @@ Args::Args(int argc, char** argv, std::vector<std::string> with_value,
           value = argv[++i];
         }
         values_[name] = value;
+        all_values_[name].push_back(value);
       } else {
         error_ = "unknown option " + a;
         return;
@@ -74,27 +76,60 @@ std::optional<std::string> Args::Get(const std::string& name) const {
   return it->second;
 }
 
+std::vector<std::string> Args::GetAll(const std::string& name) const {
+  auto it = all_values_.find(name);
+  if (it == all_values_.end()) return {};
+  return it->second;
+}
+
 Result<TrustStore> LoadTrust(const Args& args) {
   CX_RETURN_IF_ERROR(CheckTrustSource(args.Has("--trust"), args.Has("--pubkey")));
   if (auto p = args.Get("--pubkey")) return TrustStore::LoadFile(*p);
   return TrustStore::LoadDir(args.Get("--trust").value_or(kDefaultTrustDir));
 }
 
-Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args) {
-  // A usage error (exit 2), not a failed signature check.
+namespace {
+
+// The trust store of `args` for opening `path`. Without a trusted key the
+// image cannot be authenticated: it is refused like a badly signed one
+// (exit 3), naming what is missing; both --trust and --pubkey is a usage
+// error (exit 2), not a failed signature check.
+Result<TrustStore> TrustFor(const std::string& path, const Args& args) {
   CX_RETURN_IF_ERROR(CheckTrustSource(args.Has("--trust"), args.Has("--pubkey")));
-  // The trust store must outlive the image only during Open (keys are used
-  // for the signature check only), so a local is enough.
   auto trust_or = LoadTrust(args);
   if (!trust_or.ok()) {
-    // Without a trusted key the image cannot be authenticated: it is refused
-    // like a badly signed one (exit 3), naming what is missing.
     return Status::Signature(path + ": cannot check the signature: " + trust_or.status().message());
   }
-  const TrustStore& trust = *trust_or;
+  return trust_or;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args) {
+  // The trust store must outlive the image only during Open (keys are used
+  // for the signature check only), so a local is enough.
+  CX_ASSIGN_OR_RETURN(TrustStore trust, TrustFor(path, args));
   ImageOptions opts;
   opts.trust = &trust;
   return Image::Open(path, opts);
+}
+
+Result<std::unique_ptr<View>> OpenView(const std::string& image,
+                                       const std::vector<std::string>& patches, const Args& args,
+                                       const std::string& option) {
+  // As in OpenImage, keys are used while the images are opened only.
+  CX_ASSIGN_OR_RETURN(TrustStore trust, TrustFor(image, args));
+  ImageOptions opts;
+  opts.trust = &trust;
+  for (const auto& p : patches) {
+    auto patch = Image::Open(p, opts);
+    if (!patch.ok()) return patch.status().Prefixed(option);
+    if ((*patch)->superblock().kind != format::kKindPatch) {
+      return Status::InvalidArgument(option + " " + p +
+                                     ": is a base image, not a patch (give it as IMAGE)");
+    }
+  }
+  return OpenStack(image, patches, opts);
 }
 
 std::string HumanBytes(uint64_t n) {

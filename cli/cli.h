@@ -12,6 +12,7 @@
 #include "image.h"
 #include "keys.h"
 #include "status.h"
+#include "view.h"
 
 namespace cryptex::cli {
 
@@ -32,10 +33,14 @@ class Args {
   bool help() const { return Has("--help") || Has("-h"); }
   bool Has(const std::string& name) const;
   std::optional<std::string> Get(const std::string& name) const;
+  // Every value given for a repeatable option, in command-line order (Get
+  // returns the last).
+  std::vector<std::string> GetAll(const std::string& name) const;
   const std::vector<std::string>& positional() const { return pos_; }
 
  private:
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> all_values_;
   std::vector<std::string> pos_;
   std::string error_;
 };
@@ -45,6 +50,13 @@ class Args {
 // skipped in a directory are warned about on stderr.
 Result<TrustStore> LoadTrust(const Args& args);
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const Args& args);
+// `image` with `patches` (bottom first) stacked on it (OpenStack), trusted as
+// OpenImage trusts. Before stacking, each patch is opened and checked to be a
+// patch image: a missing or unreadable one, or a base image given as a patch,
+// is refused naming it and `option` (the option that named it).
+Result<std::unique_ptr<View>> OpenView(const std::string& image,
+                                       const std::vector<std::string>& patches, const Args& args,
+                                       const std::string& option = "--patch");
 
 std::string HumanBytes(uint64_t n);
 
@@ -59,6 +71,7 @@ int CmdExtract(int argc, char** argv);
 int CmdMount(int argc, char** argv);
 int CmdUmount(int argc, char** argv);
 int CmdStatus(int argc, char** argv);
+int CmdDiff(int argc, char** argv);
 
 }  // namespace cryptex::cli
 

@@ -1,4 +1,4 @@
-// cryptex cat IMAGE PATH
+// cryptex cat IMAGE PATH [--patch P ...]
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,11 +10,13 @@
 namespace cryptex::cli {
 
 int CmdCat(int argc, char** argv) {
-  Args args(argc, argv, {"--trust", "--pubkey"}, {});
+  Args args(argc, argv, {"--trust", "--pubkey", "--patch"}, {});
   if (args.help()) {
     std::printf(
-        "usage: cryptex cat IMAGE PATH [--trust DIR | --pubkey FILE]\n\n"
-        "Writes file PATH of IMAGE to stdout. Every byte is verified before it is\n"
+        "usage: cryptex cat IMAGE PATH [--patch PATCH ...]\n"
+        "                   [--trust DIR | --pubkey FILE]\n\n"
+        "Writes file PATH of IMAGE (with --patch, repeatable and bottom first: of\n"
+        "IMAGE with the patches applied) to stdout. Every byte is verified before it is\n"
         "written; on a verification failure nothing more is written and the exit\n"
         "status is 3.\n");
     return kExitOk;
@@ -22,7 +24,7 @@ int CmdCat(int argc, char** argv) {
   if (!args.ok()) return Usage("cat", args.error());
   const auto& pos = args.positional();
   if (pos.size() != 2) return Usage("cat", "expected IMAGE PATH");
-  auto img = OpenImage(pos[0], args);
+  auto img = OpenView(pos[0], args.GetAll("--patch"), args);
   if (!img.ok()) return Fail("cat", img.status());
   auto in = (*img)->Resolve(pos[1]);
   if (!in.ok()) return Fail("cat", in.status());

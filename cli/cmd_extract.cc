@@ -1,4 +1,4 @@
-// cryptex extract IMAGE DIR
+// cryptex extract IMAGE DIR [--patch P ...]
 //
 // Safety: DIR must not exist; everything is created under a fresh temporary
 // directory next to it through directory file descriptors (openat/mkdirat/
@@ -66,9 +66,9 @@ std::string Shown(const std::string& path) {
 class Extractor {
  public:
   // Extracts into the empty directory `root`, whose identity is `root_id`.
-  Extractor(const Image& img, Fd root, DirId root_id)
+  Extractor(const View& img, Fd root, DirId root_id)
       : img_(img), stack_(std::move(root), root_id), root_(geteuid() == 0) {
-    nodes_.push_back({0, "", img.root_ino(), root_id});
+    nodes_.push_back({0, "", img.root(), root_id});
   }
 
   // Pass 1: every entry below the root, with content, links and the
@@ -93,8 +93,7 @@ class Extractor {
         continue;
       }
       ++frames.back().next;
-      if (e->type == format::kTypeWhiteout) continue;
-      CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetInode(e->ino));
+      CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetAttr(e->ino));
       if (!in.is_dir()) {
         CX_RETURN_IF_ERROR(Entry(node, e->name, in));
         continue;
@@ -114,7 +113,7 @@ class Extractor {
       chain.pop_back();
       auto path = [&] { return PathOf(node, ""); };
       CX_ASSIGN_OR_RETURN(Fd fd, stack_.Pop(path));
-      CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetInode(nodes_[node].ino));
+      CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetAttr(nodes_[node].ino));
       return ApplyFd(fd.get(), in, path);
     };
     for (size_t i = 1; i < nodes_.size(); ++i) {
@@ -131,7 +130,7 @@ class Extractor {
     }
     while (chain.size() > 1) CX_RETURN_IF_ERROR(leave());
     if (g_signal != 0) return Interrupted();
-    CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetInode(img_.root_ino()));
+    CX_ASSIGN_OR_RETURN(InodeInfo in, img_.GetAttr(img_.root()));
     return ApplyFd(stack_.fd(), in, [&] { return dest; });
   }
 
@@ -142,7 +141,7 @@ class Extractor {
   struct DirNode {
     size_t parent;
     std::string name;
-    uint64_t ino;  // in the image
+    uint64_t ino;  // node id in the view
     DirId id;      // on disk
   };
   // Pass 1's position in directory `node`: the index of its next entry.
@@ -375,7 +374,7 @@ class Extractor {
     return Status::Ok();
   }
 
-  const Image& img_;
+  const View& img_;
   DirStack stack_;  // pass 1 and 2: from the root to the current directory
   bool root_;
   std::vector<DirNode> nodes_;
@@ -416,7 +415,7 @@ Status CheckDestination(const std::string& dest) {
 }
 
 // Both passes into the fresh directory `tmp`.
-Status ExtractInto(const Image& img, const std::string& tmp, const std::string& dest,
+Status ExtractInto(const View& img, const std::string& tmp, const std::string& dest,
                    std::vector<std::string>* warnings) {
   Fd root(OpenDirAt(AT_FDCWD, tmp));
   if (!root.ok()) return Status::FromErrno(errno, tmp);
@@ -444,11 +443,13 @@ const char* SignalName(int sig) {
 }  // namespace
 
 int CmdExtract(int argc, char** argv) {
-  Args args(argc, argv, {"--trust", "--pubkey"}, {});
+  Args args(argc, argv, {"--trust", "--pubkey", "--patch"}, {});
   if (args.help()) {
     std::printf(
-        "usage: cryptex extract IMAGE DIR [--trust DIR | --pubkey FILE]\n\n"
-        "Extracts IMAGE into DIR, which must not exist. Every byte is verified.\n"
+        "usage: cryptex extract IMAGE DIR [--patch PATCH ...]\n"
+        "                       [--trust DIR | --pubkey FILE]\n\n"
+        "Extracts IMAGE (with --patch, repeatable and bottom first: IMAGE with the\n"
+        "patches applied) into DIR, which must not exist. Every byte is verified.\n"
         "As root, restores ownership, modes (incl. setuid/setgid/sticky), xattrs\n"
         "(incl. security.capability), device nodes, hard links and nanosecond\n"
         "mtimes; as another user, restores what it can and lists what it could not.\n"
@@ -475,7 +476,7 @@ int CmdExtract(int argc, char** argv) {
     return 128 + g_signal;
   };
 
-  auto img = OpenImage(pos[0], args);
+  auto img = OpenView(pos[0], args.GetAll("--patch"), args);
   if (g_signal != 0) return interrupted("");
   if (!img.ok()) return Fail("extract", img.status());
 

@@ -1,4 +1,4 @@
-// cryptex ls IMAGE [PATH] [-l]
+// cryptex ls IMAGE [PATH] [-l] [--patch P ...]
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -6,7 +6,6 @@
 #include <string>
 
 #include "cli.h"
-#include "format.h"
 #include "terminal.h"
 
 namespace cryptex::cli {
@@ -15,7 +14,7 @@ namespace {
 
 // One `ls -l` line. Names and symlink targets are escaped on a terminal
 // (terminal.h) and written byte for byte otherwise.
-void PrintLong(const Image& img, const InodeInfo& in, const std::string& name, bool tty) {
+void PrintLong(const View& view, const InodeInfo& in, const std::string& name, bool tty) {
   const std::string when = UtcTime(in.mtime_sec, "%Y-%m-%d %H:%M");
   std::string size;
   if (S_ISCHR(in.mode) || S_ISBLK(in.mode)) {
@@ -25,7 +24,7 @@ void PrintLong(const Image& img, const InodeInfo& in, const std::string& name, b
   }
   std::string suffix;
   if (in.is_symlink()) {
-    auto target = img.ReadLink(in.ino);
+    auto target = view.ReadLink(in.ino);
     suffix = " -> " + (target.ok() ? ForTerminal(*target, tty) : std::string("?"));
   }
   std::printf("%s %3u %5u %5u %12s %s %s%s\n", ModeString(in.mode).c_str(), in.nlink, in.uid,
@@ -35,11 +34,13 @@ void PrintLong(const Image& img, const InodeInfo& in, const std::string& name, b
 }  // namespace
 
 int CmdLs(int argc, char** argv) {
-  Args args(argc, argv, {"--trust", "--pubkey"}, {"-l"});
+  Args args(argc, argv, {"--trust", "--pubkey", "--patch"}, {"-l"});
   if (args.help()) {
     std::printf(
-        "usage: cryptex ls IMAGE [PATH] [-l] [--trust DIR | --pubkey FILE]\n\n"
-        "Lists directory PATH (default /) of IMAGE, verifying as it reads.\n"
+        "usage: cryptex ls IMAGE [PATH] [-l] [--patch PATCH ...]\n"
+        "                  [--trust DIR | --pubkey FILE]\n\n"
+        "Lists directory PATH (default /) of IMAGE, verifying as it reads; with\n"
+        "--patch (repeatable, bottom first), of IMAGE with the patches applied.\n"
         "-l shows mode, links, owner, size, modification time (UTC; seconds since the\n"
         "epoch when out of range) and symlink targets. On a terminal, names holding\n"
         "control characters or invalid UTF-8 are shown quoted for bash, as GNU ls\n"
@@ -49,7 +50,7 @@ int CmdLs(int argc, char** argv) {
   if (!args.ok()) return Usage("ls", args.error());
   const auto& pos = args.positional();
   if (pos.empty() || pos.size() > 2) return Usage("ls", "expected IMAGE [PATH]");
-  auto img = OpenImage(pos[0], args);
+  auto img = OpenView(pos[0], args.GetAll("--patch"), args);
   if (!img.ok()) return Fail("ls", img.status());
   const std::string path = pos.size() > 1 ? pos[1] : "/";
   auto in = (*img)->Resolve(path);
@@ -66,12 +67,11 @@ int CmdLs(int argc, char** argv) {
   }
   Status err;
   Status st = (*img)->ReadDir(in->ino, 0, [&](const DirEntry& e, uint64_t) {
-    if (e.type == format::kTypeWhiteout) return true;
     if (!lng) {
       std::printf("%s\n", ForTerminal(e.name, tty).c_str());
       return true;
     }
-    auto child = (*img)->GetInode(e.ino);
+    auto child = (*img)->GetAttr(e.ino);
     if (!child.ok()) {
       err = child.status();
       return false;

@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"ls", CmdLs, "list a directory of an image"},
     {"cat", CmdCat, "write a file of an image to stdout"},
     {"extract", CmdExtract, "extract an image into a new directory"},
+    {"diff", CmdDiff, "list what differs between two images, or what a patch changes"},
     {"mount", CmdMount, "mount an image with cryptexfs"},
     {"umount", CmdUmount, "unmount a cryptexfs mount"},
     {"status", CmdStatus, "show a mount's image and integrity counters"},

@@ -62,9 +62,9 @@ uint8_t* ThreadReadBuffer(size_t n) {
 
 }  // namespace
 
-Filesystem::Filesystem(std::unique_ptr<Image> image, Options options)
-    : image_(std::move(image)), options_(std::move(options)), pool_(options_.read_helpers) {
-  parents_[image_->root_ino()] = image_->root_ino();
+Filesystem::Filesystem(std::unique_ptr<View> view, Options options)
+    : view_(std::move(view)), options_(std::move(options)), pool_(options_.read_helpers) {
+  parents_[view_->root()] = view_->root();
 }
 
 void Filesystem::FillStat(const InodeInfo& in, struct stat* st) {
@@ -103,14 +103,14 @@ Result<uint64_t> Filesystem::ParentOf(uint64_t ino) {
   // Every directory inode the kernel holds came from lookup or readdirplus,
   // which record its parent, so this is a fallback: walk the tree breadth
   // first (bounded, cycle-safe), recording every directory's parent.
-  std::deque<uint64_t> queue{image_->root_ino()};
-  std::unordered_set<uint64_t> seen{image_->root_ino()};
+  std::deque<uint64_t> queue{view_->root()};
+  std::unordered_set<uint64_t> seen{view_->root()};
   uint64_t visited = 0;
   std::optional<uint64_t> found;
   while (!queue.empty() && !found) {
     uint64_t dir = queue.front();
     queue.pop_front();
-    Status st = image_->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
+    Status st = view_->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
       if (++visited > kWalkEntryLimit) return false;
       if (e.type != format::kTypeDirectory || !seen.insert(e.ino).second) return true;
       RecordParent(e.ino, dir);
@@ -126,7 +126,7 @@ Result<uint64_t> Filesystem::ParentOf(uint64_t ino) {
 }
 
 std::string Filesystem::DescribeInode(uint64_t ino) {
-  if (ino == image_->root_ino()) return "/";
+  if (ino == view_->root()) return "/";
   {
     std::shared_lock lock(paths_mu_);
     auto it = paths_.find(ino);
@@ -134,15 +134,15 @@ std::string Filesystem::DescribeInode(uint64_t ino) {
   }
   std::string result = "ino " + std::to_string(ino);
   std::deque<std::pair<uint64_t, std::string>> queue;
-  queue.emplace_back(image_->root_ino(), "");
-  std::unordered_set<uint64_t> seen{image_->root_ino()};
+  queue.emplace_back(view_->root(), "");
+  std::unordered_set<uint64_t> seen{view_->root()};
   uint64_t visited = 0;
   bool found = false;
   while (!queue.empty() && !found && visited <= kWalkEntryLimit) {
     auto [dir, path] = std::move(queue.front());
     queue.pop_front();
     // Errors only shorten the search: this is for a log line.
-    (void)image_->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
+    (void)view_->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
       if (++visited > kWalkEntryLimit) return false;
       if (e.ino == ino) {
         result = path + "/" + e.name;
@@ -162,7 +162,7 @@ std::string Filesystem::DescribeInode(uint64_t ino) {
 }
 
 Result<struct stat> Filesystem::DoGetattr(uint64_t ino) {
-  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
   struct stat st;
   FillStat(in, &st);
   return st;
@@ -175,18 +175,18 @@ Result<struct stat> Filesystem::DoLookup(uint64_t parent, std::string_view name)
     return DoGetattr(up);
   }
   if (name.size() > format::kMaxNameLen) return Status::NotFound("name too long");
-  CX_ASSIGN_OR_RETURN(DirEntry e, image_->Lookup(parent, name));
-  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(e.ino));
+  CX_ASSIGN_OR_RETURN(DirEntry e, view_->Lookup(parent, name));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(e.ino));
   if (in.is_dir()) RecordParent(e.ino, parent);
   struct stat st;
   FillStat(in, &st);
   return st;
 }
 
-Result<std::string> Filesystem::DoReadlink(uint64_t ino) { return image_->ReadLink(ino); }
+Result<std::string> Filesystem::DoReadlink(uint64_t ino) { return view_->ReadLink(ino); }
 
 Status Filesystem::DoOpen(uint64_t ino) {
-  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
   if (in.is_dir()) return Status::IsDirectory("inode " + std::to_string(ino));
   return Status::Ok();
 }
@@ -195,7 +195,7 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
   // All or nothing: a failure anywhere fails the whole request. A short
   // reply would tell the kernel the file ends there (it caches the smaller
   // size and zero-fills), i.e. wrong data instead of EIO.
-  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
   if (!in.is_reg()) return Status::IsDirectory("inode " + std::to_string(ino));
   if (offset >= in.size || size == 0) return std::span<const uint8_t>();
   size = static_cast<size_t>(std::min<uint64_t>({size, kMaxReadBytes, in.size - offset}));
@@ -206,7 +206,7 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
   // hashing dominate a cold read; one kernel request would otherwise keep
   // one core busy while the others idle).
   constexpr size_t kMaxPieces = 8;
-  const uint64_t chunk = image_->superblock().chunk_size();
+  const uint64_t chunk = base().superblock().chunk_size();
   const uint64_t first_chunk = offset / chunk;
   const uint64_t last_chunk = (offset + size - 1) / chunk;
   const uint64_t chunks = last_chunk - first_chunk + 1;
@@ -223,11 +223,11 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
     ++n;
   }
   struct Ctx {
-    const Image* image;
+    const View* view;
     uint64_t ino, offset;
     uint8_t* buf;
     Piece* pieces;
-  } ctx{image_.get(), ino, offset, buf, pieces.data()};
+  } ctx{view_.get(), ino, offset, buf, pieces.data()};
   pool_.ParallelFor(
       n,
       [](void* vctx, size_t i) {
@@ -235,7 +235,7 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
         Piece& p = c.pieces[i];
         for (uint64_t pos = p.begin; pos < p.end;) {
           auto got =
-              c.image->Read(c.ino, pos, std::span<uint8_t>(c.buf + (pos - c.offset), p.end - pos));
+              c.view->Read(c.ino, pos, std::span<uint8_t>(c.buf + (pos - c.offset), p.end - pos));
           if (!got.ok()) {
             p.st = got.status();
             return;
@@ -249,7 +249,9 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
       },
       &ctx);
   for (size_t i = 0; i < n; ++i) CX_RETURN_IF_ERROR(pieces[i].st);
-  if (pusher_) {
+  // Push serves the base image's files (node id == base inode); patch
+  // layers' files are read on demand only.
+  if (pusher_ && NodeLayer(ino) == 0) {
     if (offset == 0 && in.size <= chunk) pusher_->FileRead(ino);
     if (offset + size >= in.size) pusher_->ReachedEnd(ino);
   }
@@ -257,7 +259,7 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
 }
 
 void Filesystem::EnablePush(Pusher::StoreFn store) {
-  pusher_ = std::make_unique<Pusher>(*image_, std::move(store));
+  pusher_ = std::make_unique<Pusher>(base(), std::move(store));
 }
 
 bool Filesystem::StopPush(std::chrono::milliseconds timeout) {
@@ -265,7 +267,7 @@ bool Filesystem::StopPush(std::chrono::milliseconds timeout) {
 }
 
 Status Filesystem::DoOpendir(uint64_t ino) {
-  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
   if (!in.is_dir()) return Status::NotDirectory("inode " + std::to_string(ino));
   return Status::Ok();
 }
@@ -285,15 +287,15 @@ Status Filesystem::DoReaddir(uint64_t ino, uint64_t offset, bool plus, const Dir
     Result<uint64_t> up = ParentOf(ino);
     if (!up.ok() && up.status().code() != Code::kNotFound) return up.status();
     std::memset(&st, 0, sizeof(st));
-    st.st_ino = up.ok() ? *up : image_->root_ino();
+    st.st_ino = up.ok() ? *up : view_->root();
     st.st_mode = S_IFDIR;
     if (!emit("..", st, 2)) return Status::Ok();
   }
   uint64_t start = offset <= 2 ? 0 : offset - 2;
   Status inner;
-  Status outer = image_->ReadDir(ino, start, [&](const DirEntry& e, uint64_t index) {
+  Status outer = view_->ReadDir(ino, start, [&](const DirEntry& e, uint64_t index) {
     if (plus) {
-      Result<InodeInfo> in = image_->GetInode(e.ino);
+      Result<InodeInfo> in = view_->GetAttr(e.ino);
       if (!in.ok()) {
         inner = in.status();
         return false;
@@ -316,36 +318,42 @@ Status Filesystem::DoReaddir(uint64_t ino, uint64_t offset, bool plus, const Dir
 Result<struct statvfs> Filesystem::DoStatfs() {
   struct statvfs sv;
   std::memset(&sv, 0, sizeof(sv));
-  const SuperblockInfo& sb = image_->superblock();
+  uint64_t bytes = 0, inodes = 0;
+  for (const Image* layer : view_->layers()) {
+    bytes += layer->superblock().image_size;
+    inodes += layer->inode_count();
+  }
   sv.f_bsize = format::kBlockSize;
   sv.f_frsize = format::kBlockSize;
-  sv.f_blocks = (sb.image_size + format::kBlockSize - 1) / format::kBlockSize;
-  sv.f_files = image_->inode_count();
+  sv.f_blocks = (bytes + format::kBlockSize - 1) / format::kBlockSize;
+  sv.f_files = inodes;
   sv.f_namemax = format::kMaxNameLen;
   sv.f_flag = ST_RDONLY;
   return sv;
 }
 
 MountStatus Filesystem::CurrentStatus() const {
-  const ImageStats& s = image_->stats();
   MountStatus m;
-  m.image = image_->path();
-  static_assert(sizeof(m.root_hash) == sizeof(image_->superblock().root_hash));
-  std::memcpy(m.root_hash.data(), image_->superblock().root_hash.data(), m.root_hash.size());
+  m.image = base().path();
+  static_assert(sizeof(m.root_hash) == sizeof(base().superblock().root_hash));
+  std::memcpy(m.root_hash.data(), base().superblock().root_hash.data(), m.root_hash.size());
   m.verify_failures = integrity_failures_.load();
-  m.blocks_verified = s.blocks_verified.load();
-  m.cache_hits = s.frame_cache_hits.load();
-  m.cache_misses = s.frame_cache_misses.load();
+  for (const Image* layer : view_->layers()) {
+    const ImageStats& s = layer->stats();
+    m.blocks_verified += s.blocks_verified.load();
+    m.cache_hits += s.frame_cache_hits.load();
+    m.cache_misses += s.frame_cache_misses.load();
+  }
   m.files_pushed = files_pushed();
   return m;
 }
 
 Result<std::string> Filesystem::DoGetxattr(uint64_t ino, std::string_view name) {
-  return image_->GetXattr(ino, name);
+  return view_->GetXattr(ino, name);
 }
 
 Result<std::string> Filesystem::DoListxattr(uint64_t ino) {
-  CX_ASSIGN_OR_RETURN(std::vector<Xattr> xattrs, image_->ListXattrs(ino));
+  CX_ASSIGN_OR_RETURN(std::vector<Xattr> xattrs, view_->ListXattrs(ino));
   std::string out;
   for (const Xattr& x : xattrs) {
     out += x.name;
@@ -355,7 +363,7 @@ Result<std::string> Filesystem::DoListxattr(uint64_t ino) {
 }
 
 Status Filesystem::DoAccess(uint64_t ino, int mask, const Caller& caller) {
-  CX_ASSIGN_OR_RETURN(InodeInfo in, image_->GetInode(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
   int want = mask & (R_OK | W_OK | X_OK);
   if (want == 0) return Status::Ok();  // F_OK
   if (caller.uid == 0) {
@@ -389,7 +397,7 @@ void Filesystem::Log(const std::string& line) {
 // The library prefixes messages with the image path; the log line names the
 // image once, up front.
 std::string Filesystem::WithoutImagePath(const std::string& message) const {
-  const std::string prefix = image_->path() + ": ";
+  const std::string prefix = base().path() + ": ";
   if (message.rfind(prefix, 0) == 0) return message.substr(prefix.size());
   return message;
 }

@@ -1,5 +1,7 @@
 // The FUSE-independent half of cryptexfs: every operation as a DoX() that
-// returns a Result/Status, over one opened cryptex::Image. lowlevel.cc turns
+// returns a Result/Status, over one cryptex::View: a base image, or a base
+// with patches stacked on it (view.h). Inode numbers are the view's node ids
+// (the root is 1). lowlevel.cc turns
 // each into exactly one fuse_reply_*.
 //
 // Thread safety: all methods may be called concurrently (the FUSE
@@ -29,6 +31,7 @@
 #include "push.h"
 #include "status.h"
 #include "status_channel.h"
+#include "view.h"
 
 namespace cryptex::cxfs {
 
@@ -70,12 +73,14 @@ class Filesystem final {
     std::function<void()> after_init;
   };
 
-  // REQUIRES: image != nullptr.
-  Filesystem(std::unique_ptr<Image> image, Options options);
+  // REQUIRES: view != nullptr.
+  Filesystem(std::unique_ptr<View> view, Options options);
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
-  const Image& image() const { return *image_; }
+  const View& view() const { return *view_; }
+  // The base image (layer 0): geometry, statfs, push, the status' identity.
+  const Image& base() const { return *view_->layers().front(); }
   const Options& options() const { return options_; }
   // Called by the FUSE edge on every request; runs options().after_init once.
   void OnRequest() {
@@ -146,7 +151,7 @@ class Filesystem final {
   void Log(const std::string& line);
   std::string WithoutImagePath(const std::string& message) const;
 
-  const std::unique_ptr<Image> image_;
+  const std::unique_ptr<View> view_;
   const Options options_;
   ParallelPool pool_;  // decodes the chunks of one large read in parallel
   std::unique_ptr<Pusher> pusher_;

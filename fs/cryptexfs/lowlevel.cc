@@ -355,7 +355,7 @@ void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_
   try {
     Filesystem& fs = Fs(req);
     fs.OnRequest();
-    if (cmd != kStatusIoctl || (flags & FUSE_IOCTL_COMPAT) || ino != fs.image().root_ino()) {
+    if (cmd != kStatusIoctl || (flags & FUSE_IOCTL_COMPAT) || ino != fs.view().root()) {
       fuse_reply_err(req, ENOTTY);
       return;
     }

@@ -44,6 +44,7 @@ void PrintUsage(const char* prog) {
       "    -o cache_size=BYTES    decompressed-frame cache, K/M/G suffixes (default %lluM)\n"
       "    -o readahead=BYTES     the mount's readahead, K/M suffixes (default %lluM; 0: "
       "kernel's)\n"
+      "    -o patch=FILE          stack this patch over IMAGE (repeatable, bottom first)\n"
       "    -o no_push             store nothing in the page cache ahead of reads\n"
       "    -o open_handles        answer OPEN (kernels without no_open support)\n"
       "\n"
@@ -186,6 +187,21 @@ int Run(int argc, char** argv) {
                 Status::Unsupported(std::string("is a ") + (*image)->superblock().kind_name() +
                                     " image; cryptexfs mounts base images"));
   }
+  Result<std::unique_ptr<View>> view = [&]() -> Result<std::unique_ptr<View>> {
+    if (cfg.patches.empty()) return OpenImageView(std::move(*image));
+    // Patches stacked on the image, bottom first (paths resolved now:
+    // fuse_daemonize() changes directory to "/").
+    std::vector<std::string> patches;
+    for (const std::string& p : cfg.patches) {
+      char rp[PATH_MAX];
+      if (::realpath(p.c_str(), rp) == nullptr)
+        return Status::FromErrno(errno, p + ": cannot open");
+      patches.emplace_back(rp);
+    }
+    image->reset();
+    return OpenStack(resolved, patches, image_opts);
+  }();
+  if (!view.ok()) return Fail(cfg.image, view.status(), resolved);
 
   // Decoding threads: one per core, at most 8 (a read is cut into at most 8
   // pieces; each thread keeps a zstd context and a chunk-sized buffer).
@@ -204,10 +220,10 @@ int Run(int argc, char** argv) {
       };
     }
   }
-  Filesystem fs(std::move(*image), {cfg.image, /*log_to_syslog=*/!opts.foreground,
-                                    /*open_handles=*/cfg.open_handles,
-                                    /*read_helpers=*/decoders,
-                                    /*after_init=*/std::move(after_init)});
+  Filesystem fs(std::move(*view), {cfg.image, /*log_to_syslog=*/!opts.foreground,
+                                   /*open_handles=*/cfg.open_handles,
+                                   /*read_helpers=*/decoders,
+                                   /*after_init=*/std::move(after_init)});
   if (Status st = AddImpliedOptions(&args, resolved); !st.ok()) return Fail(cfg.image, st);
   const fuse_lowlevel_ops& ops = LowLevelOps();
   std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof(ops), &fs));

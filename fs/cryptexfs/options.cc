@@ -16,6 +16,7 @@ enum Key : int {
   kKeyOpenHandles,
   kKeyNoPush,
   kKeyReadahead,
+  kKeyPatch,
 };
 
 const fuse_opt kDriverOpts[] = {
@@ -25,6 +26,7 @@ const fuse_opt kDriverOpts[] = {
     FUSE_OPT_KEY("open_handles", kKeyOpenHandles),
     FUSE_OPT_KEY("no_push", kKeyNoPush),
     FUSE_OPT_KEY("readahead=", kKeyReadahead),
+    FUSE_OPT_KEY("patch=", kKeyPatch),
     FUSE_OPT_KEY("ro", kKeyDrop),
     FUSE_OPT_KEY("rw", kKeyDrop),
     FUSE_OPT_KEY("nofail", kKeyDrop),
@@ -81,6 +83,10 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
       st->cfg->readahead_bytes = bytes;
       return 0;
     }
+    case kKeyPatch:
+      if (*ValueOf(arg) == '\0') return fail("patch= needs a file");
+      st->cfg->patches.emplace_back(ValueOf(arg));
+      return 0;
     case kKeyOpenHandles:
       st->cfg->open_handles = true;
       return 0;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "keys.h"
 #include "parse_size.h"  // ParseSize, for the size options
@@ -25,7 +26,8 @@ struct DriverConfig {
   std::string image;                         // IMAGE as given on the command line
   std::string trust_dir = kDefaultTrustDir;  // trust=DIR
   bool trust_given = false;
-  std::string pubkey;                         // pubkey=FILE; replaces the trust directory
+  std::string pubkey;                // pubkey=FILE; replaces the trust directory
+  std::vector<std::string> patches;  // patch=FILE, repeatable: layers over IMAGE, bottom first
   uint64_t cache_bytes = kDefaultCacheBytes;  // cache_size=BYTES
   // readahead=BYTES: the mount's read_ahead_kb (sysfs bdi); 0 keeps the
   // kernel's 128K. Larger readahead gives larger READs, decoded in parallel.

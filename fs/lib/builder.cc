@@ -29,6 +29,7 @@
 #include "fsverity.h"
 #include "merkle.h"
 #include "output_file.h"
+#include "records.h"
 #include "superblock.h"
 
 namespace cryptex {
@@ -620,15 +621,20 @@ class ImageWriter {
     // the last chunk. Only valid once all of the file's jobs were created,
     // which holds because a file's last job is created before its flush.
     return count > 0 && extents_[first + count - 1].job == j.id &&
-           count == (tree_.nodes[file].size + chunk_ - 1) / chunk_;
+           count == (StoredSize(tree_.nodes[file]) + chunk_ - 1) / chunk_;
+  }
+
+  // Bytes the image stores for regular file `n` (InodeInfo::stored_bytes).
+  static uint64_t StoredSize(const SourceNode& n) {
+    if (n.flags & kInodeDelta) return n.content->size();
+    if (n.flags & kInodeLowerContent) return 0;
+    return n.size;
   }
 
   Result<uint32_t> WriteFrame(const Job& j) {
     if (frames_.size() >= kHoleFrame - 1) return Status::BadSource("too many frames");
-    DiskFrame f;
-    f.offset.set(out_->size());
-    f.stored_size.set(static_cast<uint32_t>(j.stored.size()));
-    f.raw_size.set(static_cast<uint32_t>(j.raw.size()));
+    const DiskFrame f = records::EncodeFrame({out_->size(), static_cast<uint32_t>(j.stored.size()),
+                                              static_cast<uint32_t>(j.raw.size())});
     CX_RETURN_IF_ERROR(out_->Append(j.stored.data(), j.stored.size()));
     frames_.push_back(f);
     stats_.stored_bytes += j.stored.size();
@@ -655,79 +661,69 @@ class ImageWriter {
     uint64_t xattr_index = 0, dirent_index = 0;
     for (uint32_t idx : primary_) {
       const SourceNode& n = tree_.nodes[idx];
-      DiskInode d;
-      std::memset(&d, 0, sizeof d);
-      d.mode.set(n.mode);
-      d.uid.set(n.uid);
-      d.gid.set(n.gid);
-      d.nlink.set(nlink_[ino_[idx]]);
-      d.mtime_sec.set(static_cast<uint64_t>(n.mtime_sec));
-      d.mtime_nsec.set(n.mtime_nsec);
-      d.flags.set(n.flags);
-      d.rdev.set(n.rdev);
-      d.xattr_count.set(static_cast<uint32_t>(n.xattrs.size()));
-      d.xattr_index.set(xattr_index);
+      InodeInfo d;
+      d.mode = n.mode;
+      d.uid = n.uid;
+      d.gid = n.gid;
+      d.nlink = nlink_[ino_[idx]];
+      d.mtime_sec = n.mtime_sec;
+      d.mtime_nsec = n.mtime_nsec;
+      d.flags = n.flags;
+      d.rdev = n.rdev;
+      d.xattr_count = static_cast<uint32_t>(n.xattrs.size());
+      d.xattr_index = xattr_index;
       for (const auto& [name, value] : n.xattrs) {
-        DiskXattr x;
-        x.name_offset.set(AddString(name));
-        x.value_offset.set(AddString(value));
-        x.name_len.set(static_cast<uint32_t>(name.size()));
-        x.value_len.set(static_cast<uint32_t>(value.size()));
-        AppendRecord(xattrs, x);
+        AppendRecord(xattrs, records::EncodeXattr({AddString(name), AddString(value),
+                                                   static_cast<uint32_t>(name.size()),
+                                                   static_cast<uint32_t>(value.size())}));
         ++xattr_index;
       }
       switch (n.mode & S_IFMT) {
         case S_IFDIR:
-          d.size.set(n.children.size());
-          d.payload.set(dirent_index);
-          d.payload_count.set(static_cast<uint32_t>(n.children.size()));
+          d.size = n.children.size();
+          d.payload = dirent_index;
+          d.payload_count = static_cast<uint32_t>(n.children.size());
           for (uint32_t c : n.children) {
             const SourceNode& cn = tree_.nodes[c];
-            DiskDirent e;
-            std::memset(&e, 0, sizeof e);
-            e.name_offset.set(AddString(cn.name));
-            e.name_len.set(static_cast<uint16_t>(cn.name.size()));
-            e.inode.set(ino_[c]);
-            e.type = EntryTypeFor(cn.mode, cn.flags);
-            AppendRecord(dirents, e);
+            AppendRecord(dirents, records::EncodeDirent(
+                                      {AddString(cn.name), static_cast<uint16_t>(cn.name.size()),
+                                       ino_[c], EntryTypeFor(cn.mode, cn.flags)}));
             ++dirent_index;
           }
           break;
         case S_IFREG: {
-          d.size.set(n.size);
+          d.size = n.size;
           const auto [first, count] = file_extents_[idx];
-          d.payload.set(extents.size() / sizeof(DiskExtent));
-          d.payload_count.set(count);
+          d.payload = extents.size() / sizeof(DiskExtent);
+          d.payload_count = count;
           for (uint32_t k = 0; k < count; ++k) {
             const PendingExtent& pe = extents_[first + k];
-            DiskExtent e;
-            e.frame.set(pe.job == kHoleJob ? kHoleFrame : job_frame_[pe.job]);
-            e.offset.set(pe.offset);
-            AppendRecord(extents, e);
+            AppendRecord(extents,
+                         records::EncodeExtent(
+                             {pe.job == kHoleJob ? kHoleFrame : job_frame_[pe.job], pe.offset}));
           }
           // A sourced file's digest is its target content's, given by the
           // patch builder (what was stored is a delta, or nothing).
-          const Digest& digest = n.is_sourced() ? n.content_digest : digests_[idx];
-          std::memcpy(d.digest, digest.data(), 32);
+          d.digest = n.is_sourced() ? n.content_digest : digests_[idx];
           if (n.is_sourced()) {
-            d.source_offset.set(AddString(n.source_path));
-            d.source_len.set(static_cast<uint32_t>(n.source_path.size()));
-            if (n.flags & kInodeDelta) d.stored_size.set(n.content->size());
+            d.source_offset = AddString(n.source_path);
+            d.source_len = static_cast<uint32_t>(n.source_path.size());
+            d.stored_size = StoredSize(n);
           }
           stats_.content_bytes += n.size;
           ++stats_.files;
           break;
         }
         case S_IFLNK:
-          d.size.set(n.symlink_target.size());
-          d.payload.set(AddString(n.symlink_target));
+          d.size = n.symlink_target.size();
+          d.payload = AddString(n.symlink_target);
           ++stats_.symlinks;
           break;
         default:
           ++stats_.other;
       }
       if (S_ISDIR(n.mode)) ++stats_.directories;
-      AppendRecord(inodes, d);
+      AppendRecord(inodes, records::EncodeInode(d));
     }
     for (const auto& f : frames_) AppendRecord(frames, f);
 

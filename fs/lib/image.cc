@@ -172,11 +172,13 @@ Result<std::string> Image::SourcePath(uint64_t ino) const {
 
 Result<uint64_t> Image::SingleFrameOf(uint64_t ino) const {
   CX_ASSIGN_OR_RETURN(InodeInfo in, impl_->GetInode(ino));
-  if (!in.is_reg() || in.is_sourced() || in.size == 0 || in.size > impl_->sb.chunk_size() || in.payload_count != 1)
+  if (!in.is_reg() || in.is_sourced() || in.size == 0 || in.size > impl_->sb.chunk_size() ||
+      in.payload_count != 1)
     return kNoFrame;
-  format::DiskExtent e;
-  CX_RETURN_IF_ERROR(impl_->ReadRecord(format::kRegionExtents, in.payload, &e));
-  return e.frame.get() == format::kHoleFrame ? kNoFrame : uint64_t{e.frame.get()};
+  format::DiskExtent disk;
+  CX_RETURN_IF_ERROR(impl_->ReadRecord(format::kRegionExtents, in.payload, &disk));
+  const records::Extent e = records::DecodeExtent(disk);
+  return e.frame == format::kHoleFrame ? kNoFrame : uint64_t{e.frame};
 }
 
 Result<std::string> Image::ReadLink(uint64_t ino) const {

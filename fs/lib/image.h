@@ -53,7 +53,9 @@ struct InodeInfo {
   bool is_reg() const;
   bool is_symlink() const;
   // Regular file whose content is (derived from) a lower-state file.
-  bool is_sourced() const { return (flags & (format::kInodeLowerContent | format::kInodeDelta)) != 0; }
+  bool is_sourced() const {
+    return (flags & (format::kInodeLowerContent | format::kInodeDelta)) != 0;
+  }
   // Bytes the image itself stores for a regular file: its size, the delta's
   // size, or 0 for lower content.
   uint64_t stored_bytes() const;

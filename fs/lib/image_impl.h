@@ -23,6 +23,7 @@
 #include "image.h"
 #include "lru_cache.h"
 #include "output_file.h"
+#include "records.h"
 #include "verified_blocks.h"
 
 namespace cryptex {
@@ -235,30 +236,10 @@ struct Image::Impl {
     }
     DiskInode d;
     CX_RETURN_IF_ERROR(ReadRecord(kRegionInodes, ino - 1, &d));
-    InodeInfo i;
-    i.ino = ino;
-    i.mode = d.mode.get();
-    i.uid = d.uid.get();
-    i.gid = d.gid.get();
-    i.nlink = d.nlink.get();
-    i.size = d.size.get();
-    i.mtime_sec = static_cast<int64_t>(d.mtime_sec.get());
-    i.mtime_nsec = d.mtime_nsec.get();
-    i.flags = d.flags.get();
-    i.rdev = d.rdev.get();
-    i.payload = d.payload.get();
-    i.payload_count = d.payload_count.get();
-    i.xattr_count = d.xattr_count.get();
-    i.xattr_index = d.xattr_index.get();
-    std::memcpy(i.digest.data(), d.digest, 32);
-    i.source_offset = d.source_offset.get();
-    i.source_len = d.source_len.get();
-    i.stored_size = d.stored_size.get();
+    CX_ASSIGN_OR_RETURN(InodeInfo i, records::DecodeInode(d, ino, path));
     auto bad = [&](const std::string& m) {
       return Status::Corruption(path + ": inode " + std::to_string(ino) + ": " + m);
     };
-    if (i.mtime_nsec >= 1000000000u) return bad("nanoseconds out of range");
-    if (i.flags & ~kInodeFlagsKnown) return bad("unknown flags");
     if ((i.flags & (kInodeWhiteout | kInodeOpaque)) && !(sb.incompat & kIncompatWhiteouts)) {
       return bad("whiteout/opaque flag in an image without the whiteouts feature");
     }
@@ -275,10 +256,7 @@ struct Image::Impl {
       if ((i.flags & kInodeLowerContent) && i.stored_size != 0) {
         return bad("lower-content inode with stored bytes");
       }
-    } else if (i.source_offset != 0 || i.source_len != 0 || i.stored_size != 0) {
-      return bad("source fields set without a lower-content or delta flag");
     }
-    if (d.reserved.get() != 0) return bad("reserved field is not zero");
     if (i.xattr_index > xattr_count || i.xattr_count > xattr_count - i.xattr_index) {
       return bad("xattr range out of bounds");
     }
@@ -315,17 +293,18 @@ struct Image::Impl {
   }
 
   Result<DirEntry> ReadDirent(uint64_t index) const {
-    DiskDirent d;
-    CX_RETURN_IF_ERROR(ReadRecord(kRegionDirents, index, &d));
+    DiskDirent disk;
+    CX_RETURN_IF_ERROR(ReadRecord(kRegionDirents, index, &disk));
+    const records::Dirent d = records::DecodeDirent(disk);
     DirEntry e;
-    e.ino = d.inode.get();
+    e.ino = d.ino;
     e.type = d.type;
-    const uint16_t len = d.name_len.get();
+    const uint16_t len = d.name_len;
     if (len == 0 || len > kMaxNameLen) {
       return Status::Corruption(path + ": directory entry " + std::to_string(index) +
                                 " has an invalid name (length " + std::to_string(len) + ")");
     }
-    CX_RETURN_IF_ERROR(ReadString(d.name_offset.get(), len, &e.name));
+    CX_RETURN_IF_ERROR(ReadString(d.name_offset, len, &e.name));
     if (!image_internal::ValidName(e.name)) {
       return Status::Corruption(path + ": directory entry " + std::to_string(index) +
                                 " has an invalid name");
@@ -460,9 +439,10 @@ struct Image::Impl {
     std::vector<XattrName> out;
     uint64_t list_bytes = 0, value_bytes = 0;
     for (uint64_t k = 0; k < in.xattr_count; ++k) {
-      DiskXattr x;
-      CX_RETURN_IF_ERROR(ReadRecord(kRegionXattrs, in.xattr_index + k, &x));
-      const uint32_t nl = x.name_len.get(), vl = x.value_len.get();
+      DiskXattr disk;
+      CX_RETURN_IF_ERROR(ReadRecord(kRegionXattrs, in.xattr_index + k, &disk));
+      const records::XattrRef x = records::DecodeXattr(disk);
+      const uint32_t nl = x.name_len, vl = x.value_len;
       if (nl == 0 || nl > kMaxXattrNameLen || vl > kMaxXattrValueLen) {
         return bad("xattr lengths out of range");
       }
@@ -474,8 +454,8 @@ struct Image::Impl {
                    std::to_string(image_internal::kMaxXattrListBytes) + " bytes of names, " +
                    std::to_string(image_internal::kMaxXattrValueBytes) + " bytes of values)");
       }
-      XattrName xn{std::string(), x.value_offset.get(), vl};
-      CX_RETURN_IF_ERROR(ReadString(x.name_offset.get(), nl, &xn.name));
+      XattrName xn{std::string(), x.value_offset, vl};
+      CX_RETURN_IF_ERROR(ReadString(x.name_offset, nl, &xn.name));
       if (xn.name.find('\0') != std::string::npos) return bad("NUL in xattr name");
       if (!out.empty() && !(out.back().name < xn.name)) {
         return bad("xattrs not sorted by name or duplicated (" + xn.name + ")");
@@ -505,7 +485,7 @@ struct Image::Impl {
   // then reports why).
   uint64_t FrameRawSize(uint32_t index) const {
     DiskFrame f;
-    return ReadRecord(kRegionFrames, index, &f).ok() ? f.raw_size.get() : 0;
+    return ReadRecord(kRegionFrames, index, &f).ok() ? records::DecodeFrame(f).raw_size : 0;
   }
 
   // Checks frame `index`'s descriptor, reads and verifies the blocks it
@@ -513,10 +493,11 @@ struct Image::Impl {
   // raw_size bytes. The bytes written are the frame's, or the call fails.
   template <typename Dst>
   Status DecodeFrame(uint32_t index, Dst&& dst) const {
-    DiskFrame f;
-    CX_RETURN_IF_ERROR(ReadRecord(kRegionFrames, index, &f));
-    const uint64_t off = f.offset.get();
-    const uint32_t stored = f.stored_size.get(), raw = f.raw_size.get();
+    DiskFrame disk;
+    CX_RETURN_IF_ERROR(ReadRecord(kRegionFrames, index, &disk));
+    const records::Frame f = records::DecodeFrame(disk);
+    const uint64_t off = f.offset;
+    const uint32_t stored = f.stored_size, raw = f.raw_size;
     const auto& data = sb.regions[kRegionData];
     if (raw == 0 || raw > sb.chunk_size() || stored == 0 || stored > raw || off < data.offset ||
         off > data.offset + data.length || stored > data.offset + data.length - off) {
@@ -532,10 +513,11 @@ struct Image::Impl {
     // Frames are laid out in index order without overlap: a frame's bytes
     // belong to it alone (no aliasing of one stored range as many frames).
     if (index > 0) {
-      DiskFrame prev;
-      CX_RETURN_IF_ERROR(ReadRecord(kRegionFrames, index - 1, &prev));
-      const uint64_t prev_off = prev.offset.get();
-      if (prev_off > off || prev.stored_size.get() > off - prev_off) {
+      DiskFrame prev_disk;
+      CX_RETURN_IF_ERROR(ReadRecord(kRegionFrames, index - 1, &prev_disk));
+      const records::Frame prev = records::DecodeFrame(prev_disk);
+      const uint64_t prev_off = prev.offset;
+      if (prev_off > off || prev.stored_size > off - prev_off) {
         return Status::Corruption(path + ": frame " + std::to_string(index) + " at offset " +
                                   std::to_string(off) + " overlaps frame " +
                                   std::to_string(index - 1) + " or is out of order");
@@ -586,25 +568,25 @@ struct Image::Impl {
         return Status::Corruption(path + ": inode " + std::to_string(in.ino) + ": chunk " +
                                   std::to_string(ci) + " has no extent");
       }
-      DiskExtent e;
-      CX_RETURN_IF_ERROR(ReadRecord(kRegionExtents, in.payload + ci, &e));
-      if (e.frame.get() == kHoleFrame) {
+      DiskExtent disk;
+      CX_RETURN_IF_ERROR(ReadRecord(kRegionExtents, in.payload + ci, &disk));
+      const records::Extent e = records::DecodeExtent(disk);
+      if (e.frame == kHoleFrame) {
         std::memset(buf.data() + done, 0, n);
-      } else if (in_chunk == 0 && n == chunk_len && e.offset.get() == 0 &&
-                 !frame_cache->Contains(e.frame.get()) &&
-                 FrameRawSize(e.frame.get()) == chunk_len) {
+      } else if (in_chunk == 0 && n == chunk_len && e.offset == 0 &&
+                 !frame_cache->Contains(e.frame) && FrameRawSize(e.frame) == chunk_len) {
         // The whole chunk is wanted and its frame holds exactly that chunk
         // (every chunk of a large file): decode straight into the caller's
         // buffer, skipping the frame cache and a copy; the caller keeps what
         // it reads (cryptexfs: the kernel page cache).
-        CX_RETURN_IF_ERROR(DecodeFrame(e.frame.get(), [&](uint32_t) { return buf.data() + done; }));
+        CX_RETURN_IF_ERROR(DecodeFrame(e.frame, [&](uint32_t) { return buf.data() + done; }));
       } else {
-        CX_ASSIGN_OR_RETURN(auto frame, GetFrame(e.frame.get()));
-        const uint64_t fo = e.offset.get();
+        CX_ASSIGN_OR_RETURN(auto frame, GetFrame(e.frame));
+        const uint64_t fo = e.offset;
         if (fo > frame->size() || chunk_len > frame->size() - fo) {
           return Status::Corruption(path + ": inode " + std::to_string(in.ino) + " extent " +
                                     std::to_string(ci) + " overruns frame " +
-                                    std::to_string(e.frame.get()));
+                                    std::to_string(e.frame));
         }
         std::memcpy(buf.data() + done, frame->data() + fo + in_chunk, n);
       }

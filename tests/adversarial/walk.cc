@@ -126,17 +126,31 @@ class Walker {
     if (!all.empty()) r_.xattrs[path] = all;
   }
 
+  // A patch's sourced file (its content needs the lower state) is walked as
+  // the bytes the image stores for it (a delta, or none) and its lower path.
   void ReadFile(const InodeInfo& in, const std::string& path) {
     std::string content;
     std::vector<uint8_t> buf(64u << 10);
-    const uint64_t want = std::min(in.size, limits_.max_file_bytes);
-    if (want < in.size) r_.truncated = true;
+    const bool sourced = in.is_sourced();
+    const uint64_t size = in.stored_bytes();
+    auto read = [&](uint64_t off) {
+      return sourced ? img_.ReadStored(in.ino, off, buf) : img_.Read(in.ino, off, buf);
+    };
+    if (sourced) {
+      if (auto p = img_.SourcePath(in.ino); !p.ok()) {
+        r_.errors.push_back(path + ": lower path: " + p.status().ToString());
+        r_.failed[path] = p.status().ToString();
+        return;
+      }
+    }
+    const uint64_t want = std::min(size, limits_.max_file_bytes);
+    if (want < size) r_.truncated = true;
     for (uint64_t off = 0; off < want;) {
       if (total_ >= limits_.max_total_bytes) {
         r_.truncated = true;
         return;
       }
-      auto n = img_.Read(in.ino, off, buf);
+      auto n = read(off);
       if (!n.ok()) {
         r_.errors.push_back(path + ": read at " + std::to_string(off) + ": " +
                             n.status().ToString());
@@ -152,8 +166,8 @@ class Walker {
       off += *n;
       total_ += *n;
     }
-    if (want < in.size) return;  // truncated: not a whole file
-    auto eof = img_.Read(in.ino, in.size, buf);
+    if (want < size) return;  // truncated: not a whole file
+    auto eof = read(size);
     if (eof.ok() && *eof != 0) r_.walker_errors.push_back(path + ": data past the end of file");
     r_.files[path] = std::move(content);
   }
