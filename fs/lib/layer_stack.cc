@@ -500,11 +500,10 @@ Result<std::unique_ptr<View>> OpenStack(const std::string& base,
                                         const std::vector<std::string>& patches,
                                         const ImageOptions& opts) {
   CX_ASSIGN_OR_RETURN(auto image, Image::Open(base, opts));
-  if (image->superblock().kind != format::kKindBase) {
-    return Status::InvalidArgument(base + ": is not a base image (kind " +
-                                   std::to_string(image->superblock().kind) + ")");
+  // OpenImageView refuses a base that is not one (its wording, one place).
+  if (patches.empty() || image->superblock().kind != format::kKindBase) {
+    return OpenImageView(std::move(image));
   }
-  if (patches.empty()) return OpenImageView(std::move(image));
   std::vector<std::unique_ptr<Image>> images;
   images.push_back(std::move(image));
   for (const std::string& p : patches) {
