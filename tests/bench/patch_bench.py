@@ -44,6 +44,7 @@ PAIRS = [("curl+libcurl4",
          ("libc6", [("libc6", "2.36-9+deb12u7", "2.36-9+deb12u14")])]
 SLACK = 16 << 10  # a .cxpatch may exceed its deltas by this much (the container)
 EPOCH = "1700000000"
+SHOWN = 12  # per-file rows printed (the largest files); the rest are summed
 
 
 def ratio(a, b):
@@ -155,12 +156,21 @@ def part1_codec(pairs, tool, work, repeat):
     print(f"{'file':40} {'new KiB':>8} {'codec':>8} {'bsdiff':>8} {'zstd':>8} "
           f"{'c/bsd':>6} {'c/zstd':>6} {'cpu c/b':>8} {'rss c/b':>8}")
     totals = {k: [0, 0.0, 0.0, 0] for k in ("ours", "bsdiff", "zstd")}
-    for tag, rel, size, r in rows:
+    shown = {id(x) for x in sorted(rows, key=lambda x: -x[2])[:SHOWN]}
+    rest = {k: 0 for k in ("n", "size", "ours", "bsdiff", "zstd")}
+    for row in rows:
+        tag, rel, size, r = row
         o, b, z = r["ours"], r["bsdiff"], r["zstd"]
-        label = f"{tag.split('+')[0]} {os.path.basename(rel)}"
-        print(f"{label[:40]:40} {size/1024:8.0f} {o.size:8} {b.size:8} {z.size:8} "
-              f"{ratio(o.size, b.size):6.2f} {ratio(o.size, z.size):6.2f} "
-              f"{ratio(o.med()[0], b.med()[0]):8.2f} {ratio(o.med()[2], b.med()[2]):8.2f}")
+        if id(row) in shown:
+            label = f"{tag.split('+')[0]} {os.path.basename(rel)}"
+            print(f"{label[:40]:40} {size/1024:8.0f} {o.size:8} {b.size:8} {z.size:8} "
+                  f"{ratio(o.size, b.size):6.2f} {ratio(o.size, z.size):6.2f} "
+                  f"{ratio(o.med()[0], b.med()[0]):8.2f} {ratio(o.med()[2], b.med()[2]):8.2f}")
+        else:
+            rest["n"] += 1
+            rest["size"] += size
+            for k in ("ours", "bsdiff", "zstd"):
+                rest[k] += r[k].size
         for k, s in r.items():
             cpu, wall, rss = s.med()
             t = totals[k]
@@ -168,6 +178,11 @@ def part1_codec(pairs, tool, work, repeat):
             t[1] += cpu
             t[2] += wall
             t[3] = max(t[3], rss)
+    if rest["n"]:
+        label = f"(the {rest['n']} smaller files, summed)"
+        print(f"{label:40} {rest['size']/1024:8.0f} {rest['ours']:8} {rest['bsdiff']:8} "
+              f"{rest['zstd']:8} {ratio(rest['ours'], rest['bsdiff']):6.2f} "
+              f"{ratio(rest['ours'], rest['zstd']):6.2f}")
     print(f"\ntotal over {len(rows)} changed ELF files:")
     print(f"{'':8} {'bytes':>10} {'cpu s':>8} {'wall s':>8} {'peak RSS MiB':>13}")
     for k, name in (("ours", "codec"), ("bsdiff", "bsdiff"), ("zstd", "zstd")):

@@ -146,10 +146,10 @@ Fetched FetchDeb(const Deb& deb) {
     return f;
   }
   TempDir tmp(cache);
-  chmod(tmp.path().c_str(), 0755);  // apt's _apt user writes the download
   const std::string spec = std::string(deb.package) + "=" + deb.version;
   CommandResult apt =
-      RunCommandCapture("cd " + Q(tmp.path()) + " && apt-get download -q " + Q(spec) + " 2>&1");
+      RunCommandCapture("cd " + Q(tmp.path()) +
+                        " && apt-get download -q -o APT::Sandbox::User=root " + Q(spec) + " 2>&1");
   std::string got;
   for (const auto& n : test::ListDirNames(tmp.path())) {
     if (n.size() > 4 && n.compare(n.size() - 4, 4, ".deb") == 0) got = tmp.Join(n);
@@ -162,9 +162,10 @@ Fetched FetchDeb(const Deb& deb) {
     const std::string url = std::string("https://snapshot.debian.org/file/") + deb.sha1;
     got = tmp.Join(name);
     const CommandResult snap = RunCommandCapture(
-        "python3 -c 'import sys, urllib.request; "
-        "open(sys.argv[2], \"wb\").write(urllib.request.urlopen(sys.argv[1], "
-        "timeout=60).read())' " +
+        "python3 -c 'import sys, urllib.request\n"
+        "try: data = urllib.request.urlopen(sys.argv[1], timeout=60).read()\n"
+        "except Exception as e: sys.exit(str(e))\n"
+        "open(sys.argv[2], \"wb\").write(data)' " +
         Q(url) + " " + Q(got) + " 2>&1");
     f.error += "\n" + url + " (exit " + std::to_string(snap.exit_code) + "): " + snap.out;
     if (snap.exit_code != 0) {
@@ -348,11 +349,12 @@ void ExpectPatchedTree(const std::string& lower, const std::string& want, const 
   std::string doc;
   const auto recorded = RecordedDigests(top_patch, keys, &doc);
   size_t missing = 0;
+  std::string first_missing;
   for (const auto& rel : changed) {
     SCOPED_TRACE(rel);
     const auto it = recorded.find(rel);
     if (it == recorded.end()) {
-      ++missing;
+      if (missing++ == 0) first_missing = rel;
       continue;
     }
     EXPECT_EQ(FsverityDigest(out + "/" + rel), it->second) << "extracted file";
@@ -360,7 +362,7 @@ void ExpectPatchedTree(const std::string& lower, const std::string& want, const 
   }
   EXPECT_EQ(missing, 0u) << missing << " of " << changed.size()
                          << " changed files have no (path, digest) in inspect --json, e.g. "
-                         << changed.front() << ":\n"
+                         << first_missing << ":\n"
                          << doc.substr(0, 4000);
   std::printf("[ info     ] %zu files with new content, %zu digests checked\n", changed.size(),
               changed.size() - missing);
