@@ -26,7 +26,9 @@
 // scripts/test.sh turns a skip into a failure when CI is set.
 //
 // Until `cryptex mkpatch` exists in the build, the patch tests fetch, unpack,
-// build and extract the base (checked against OLD) and then skip.
+// build and extract the base (checked against OLD) and then skip; until
+// `extract`/`verify` take --patch, they also make the patches and check the
+// digests inspect records against NEW, then skip.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -333,39 +335,52 @@ std::map<std::string, std::string> RecordedDigests(const std::string& patch, con
   return out;
 }
 
-// `out` (an extraction of base + patches) equals `want`: diff -r, the
-// metadata walk, and for every file whose content differs from `lower`, the
-// fs-verity digest of both against the one the top patch records.
-void ExpectPatchedTree(const std::string& lower, const std::string& want, const std::string& out,
-                       const std::string& top_patch, const Keys& keys) {
-  const CommandResult diff =
-      RunCommandCapture("diff -r --no-dereference " + Q(want) + " " + Q(out));
-  EXPECT_EQ(diff.exit_code, 0) << diff.err;
-  EXPECT_EQ(diff.out, "");
-  for (const auto& d : test::CompareTrees(want, out, /*content=*/false)) ADD_FAILURE() << d;
-
+// The files whose content differs between `lower` and `want` (relative
+// paths) with the fs-verity digest `patch` records for each (inspect --json),
+// checked against `fsverity digest` of the file in `want`. Every such file
+// must have one.
+std::map<std::string, std::string> ExpectRecordedDigests(const std::string& lower,
+                                                         const std::string& want,
+                                                         const std::string& patch,
+                                                         const Keys& keys) {
   const std::vector<std::string> changed = ContentChanged(lower, want);
-  ASSERT_FALSE(changed.empty()) << lower << " and " << want << " hold the same bytes";
+  EXPECT_FALSE(changed.empty()) << lower << " and " << want << " hold the same bytes";
   std::string doc;
-  const auto recorded = RecordedDigests(top_patch, keys, &doc);
-  size_t missing = 0;
+  const auto recorded = RecordedDigests(patch, keys, &doc);
+  std::map<std::string, std::string> out;
   std::string first_missing;
   for (const auto& rel : changed) {
     SCOPED_TRACE(rel);
     const auto it = recorded.find(rel);
     if (it == recorded.end()) {
-      if (missing++ == 0) first_missing = rel;
+      if (first_missing.empty()) first_missing = rel;
       continue;
     }
-    EXPECT_EQ(FsverityDigest(out + "/" + rel), it->second) << "extracted file";
     EXPECT_EQ(FsverityDigest(want + "/" + rel), it->second) << "source file";
+    out.insert(*it);
   }
-  EXPECT_EQ(missing, 0u) << missing << " of " << changed.size()
-                         << " changed files have no (path, digest) in inspect --json, e.g. "
-                         << first_missing << ":\n"
-                         << doc.substr(0, 4000);
-  std::printf("[ info     ] %zu files with new content, %zu digests checked\n", changed.size(),
-              changed.size() - missing);
+  EXPECT_EQ(out.size(), changed.size())
+      << changed.size() - out.size() << " of " << changed.size()
+      << " changed files have no (path, digest) in inspect --json, e.g. " << first_missing << ":\n"
+      << doc.substr(0, 4000);
+  std::printf("[ info     ] %s: %zu files with new content, %zu recorded digests checked\n",
+              patch.c_str(), changed.size(), out.size());
+  return out;
+}
+
+// `out` (an extraction of base + patches) equals `want`: diff -r, the
+// metadata walk, and `fsverity digest` of each file in `digests` (relative
+// path -> the digest the top patch records).
+void ExpectPatchedTree(const std::string& want, const std::string& out,
+                       const std::map<std::string, std::string>& digests) {
+  const CommandResult diff =
+      RunCommandCapture("diff -r --no-dereference " + Q(want) + " " + Q(out));
+  EXPECT_EQ(diff.exit_code, 0) << diff.err;
+  EXPECT_EQ(diff.out, "");
+  for (const auto& d : test::CompareTrees(want, out, /*content=*/false)) ADD_FAILURE() << d;
+  for (const auto& [rel, digest] : digests) {
+    EXPECT_EQ(FsverityDigest(out + "/" + rel), digest) << "extracted " << rel;
+  }
 }
 
 // The base alone extracts to OLD (runs before any patch command is needed).
@@ -386,6 +401,24 @@ void ExpectBaseRoundTrip(const std::string& base, const std::string& old, const 
       GTEST_SKIP() << "`" << CryptexBin() << " mkpatch` does not exist in this build; " \
                    << "the base was built and checked, the patch checks did not run";   \
     }                                                                                   \
+  } while (0)
+
+// True when `cryptex extract` and `cryptex verify` take --patch.
+bool HavePatchOption() {
+  for (const char* sub : {"extract", "verify"}) {
+    const CommandResult help = RunCryptex(std::string(sub) + " --help");
+    if (help.exit_code != 0 || !Contains(help.out + help.err, "--patch")) return false;
+  }
+  return true;
+}
+
+#define SKIP_UNLESS_PATCH_OPTION()                                                        \
+  do {                                                                                    \
+    if (!HavePatchOption()) {                                                             \
+      GTEST_SKIP() << "`cryptex extract|verify --patch` do not exist in this build; the " \
+                   << "patches were made and their recorded digests checked, the "        \
+                   << "extraction checks did not run";                                    \
+    }                                                                                     \
   } while (0)
 
 // ---- one update ------------------------------------------------------------------
@@ -416,6 +449,8 @@ TEST_P(DebianPatch, ExtractWithPatchEqualsNew) {
   const std::string patch = work.Join("update.cxpatch");
   ASSERT_NO_FATAL_FAILURE(
       MakePatch(base, {}, new_dir, patch, std::string("deb12-") + u.test_name, 1, keys));
+  const auto digests = ExpectRecordedDigests(old_dir, new_dir, patch, keys);
+  SKIP_UNLESS_PATCH_OPTION();
   CommandResult r =
       RunCryptex("verify -q " + Q(base) + PatchArgs({patch}) + " --trust " + Q(keys.trust));
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -423,7 +458,7 @@ TEST_P(DebianPatch, ExtractWithPatchEqualsNew) {
   const std::string out = work.Join("extracted");
   r = Extract(base, {patch}, out, keys);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  ExpectPatchedTree(old_dir, new_dir, out, patch, keys);
+  ExpectPatchedTree(new_dir, out, digests);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -456,6 +491,9 @@ TEST(DebianPatchChain, TwoUpdatesStacked) {
   const std::string p1 = work.Join("1-curl.cxpatch"), p2 = work.Join("2-libc6.cxpatch");
   ASSERT_NO_FATAL_FAILURE(MakePatch(base, {}, mid_dir, p1, "deb12-curl", 1, keys));
   ASSERT_NO_FATAL_FAILURE(MakePatch(base, {p1}, new_dir, p2, "deb12-libc6", 2, keys));
+  const auto digests1 = ExpectRecordedDigests(old_dir, mid_dir, p1, keys);
+  const auto digests2 = ExpectRecordedDigests(mid_dir, new_dir, p2, keys);
+  SKIP_UNLESS_PATCH_OPTION();
   CommandResult r =
       RunCryptex("verify -q " + Q(base) + PatchArgs({p1, p2}) + " --trust " + Q(keys.trust));
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -465,14 +503,14 @@ TEST(DebianPatchChain, TwoUpdatesStacked) {
     const std::string out = work.Join("mid.extracted");
     r = Extract(base, {p1}, out, keys);
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    ExpectPatchedTree(old_dir, mid_dir, out, p1, keys);
+    ExpectPatchedTree(mid_dir, out, digests1);
   }
   {
     SCOPED_TRACE("base + patch 1 + patch 2");
     const std::string out = work.Join("new.extracted");
     r = Extract(base, {p1, p2}, out, keys);
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    ExpectPatchedTree(mid_dir, new_dir, out, p2, keys);
+    ExpectPatchedTree(new_dir, out, digests2);
   }
   // Patch 2 reads only on top of base + patch 1: alone, or under patch 1, it
   // is refused and nothing is written.
