@@ -1,9 +1,12 @@
-// cryptex status MOUNTPOINT...
+// cryptex status MOUNTPOINT...   (a mount)
+// cryptex status [NAME...] [--store DIR]   (the device store: cmd_store.cc)
 //
 // Shows what a cryptexfs mount serves and its integrity counters. They come
 // from the driver through the status ioctl (fs/cryptexfs/status_channel.h),
 // after proving the path is a cryptexfs mount point: nothing in an image and
 // no plain directory can fake them.
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <string>
 
@@ -46,22 +49,41 @@ void PrintText(const std::string& mnt, const cxfs::MountStatus& s) {
       static_cast<unsigned long long>(s.files_pushed));
 }
 
+// Store status when --store is given, there is no argument, or an argument
+// is not a directory (a line name); mount status otherwise (today's use).
+bool IsStoreQuery(const Args& args) {
+  if (args.Has("--store") || args.positional().empty()) return true;
+  for (const auto& p : args.positional()) {
+    struct stat st;
+    if (stat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int CmdStatus(int argc, char** argv) {
-  Args args(argc, argv, {}, {"--json"});
+  Args args(argc, argv, {"--store", "--trust", "--pubkey"}, {"--json"});
   if (args.help()) {
     std::printf(
-        "usage: cryptex status MOUNTPOINT... [--json]\n\n"
+        "usage: cryptex status MOUNTPOINT... [--json]\n"
+        "       cryptex status [NAME...] [--json] [--store DIR]\n"
+        "                      [--trust DIR | --pubkey FILE]\n\n"
         "For each cryptexfs mount point: the image it serves, its root hash, and the\n"
         "integrity counters (blocks verified, verification failures, chunk cache\n"
         "hits and misses, files pushed), as the driver reports them.\n"
         "Exit status 3 if any mount has seen a verification failure, 5 if a path\n"
-        "is not a cryptexfs mount point, 1 on other errors.\n");
+        "is not a cryptexfs mount point, 1 on other errors.\n\n"
+        "With --store, no argument, or NAMEs that are not directories: the device\n"
+        "store's image lines (default $CRYPTEX_STORE, else /var/lib/cryptex): each\n"
+        "base, its installed patches (version, release counter, class, severity,\n"
+        "CVEs, active or not) and the highest release counter seen. Every stored\n"
+        "image is opened (signature, size, root digest): exit status 3 if one is\n"
+        "damaged, 5 if a NAME is not in the store.\n");
     return kExitOk;
   }
   if (!args.ok()) return Usage("status", args.error());
-  if (args.positional().empty()) return Usage("status", "expected MOUNTPOINT");
+  if (IsStoreQuery(args)) return StoreStatus(args);
   const bool json = args.Has("--json");
   int rc = kExitOk;
   Json list = Json::array();
