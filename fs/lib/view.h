@@ -83,7 +83,8 @@ Result<std::unique_ptr<View>> OpenImageView(std::unique_ptr<Image> image);
 // it, in order. Refusals name the patch and what does not match. With no
 // patches this is OpenImageView. Cost: opening every image, plus merging the
 // directories the patches touch (once, here; lookups do not grow with the
-// number of layers).
+// number of layers). Design, node ids, when sources bind, and the delta-file
+// counters (DeltaStatsOf): layer_stack.h.
 Result<std::unique_ptr<View>> OpenStack(const std::string& base,
                                         const std::vector<std::string>& patches,
                                         const ImageOptions& opts);

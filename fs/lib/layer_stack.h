@@ -1,0 +1,47 @@
+// The layer stack behind OpenStack (view.h): a base image with patches on it.
+//
+// Design (the overlay rules of docs/FORMAT.md §12 live here and only here):
+//  * Open merges, once, every directory some patch carries: layer by layer,
+//    bottom up, each patch directory's entries are laid over the merged
+//    entries below (same name replaced, whiteout removes, opaque starts
+//    empty). The result is one sorted vector per merged directory, found by
+//    node id in a hash map, so Lookup is a hash probe and a binary search and
+//    ReadDir an index, whatever the number of layers. A directory no patch
+//    carries is the base's, served by the base image directly (its whole
+//    subtree is the base's: a patch carries every ancestor of what it
+//    changes). Memory: the entries of the directories the patches carry.
+//  * Node ids (view.h): a directory carried by several layers keeps the
+//    lowest layer's id, attributes of the topmost layer carrying it, size =
+//    merged entry count, nlink = 2 + merged subdirectories. An opaque
+//    directory (other than the root) replaces the lower one: it gets the
+//    patch's id, like anything else a patch replaces. Patch directories are
+//    only served under their merged id; the raw id of a patch directory or
+//    a whiteout is kNotFound.
+//  * Sourced files (lower content, delta) resolve at open: before patch k is
+//    laid on, each of its sourced files' lower path is resolved in the state
+//    of layers 0..k-1 (metadata only: a few lookups per file). The lower
+//    node must be a regular file; for lower content its digest and size must
+//    equal the patch inode's, else OpenStack fails with kCorruption naming
+//    the patch, the path and both digests. A stack that opens therefore has
+//    every source bound; bytes are checked on read (below).
+//  * Delta files are PatchedFile objects (patched_file.h), one per node,
+//    created at open and loaded on first read: that read decodes the file
+//    once to build its fs-verity leaves (checked against the signed digest)
+//    and keeps them, with the delta's bytes, for the view's lifetime (per
+//    node, not a bounded cache: patches are small). Reads then decode only
+//    the delta segments they overlap, check every block against its leaf,
+//    and keep the verified segments in one stack-wide LRU cache bounded by
+//    ImageOptions::frame_cache_bytes (so a delta over a delta decodes and
+//    verifies each lower segment once, not once per small lower read).
+#pragma once
+
+#include "patched_file.h"
+#include "view.h"
+
+namespace cryptex {
+
+// The delta-file counters of a view made by OpenStack with at least one
+// patch; nullptr for any other view (e.g. an ImageView).
+const PatchedFileStats* DeltaStatsOf(const View& view);
+
+}  // namespace cryptex
