@@ -87,8 +87,8 @@ class StoreTest : public ::testing::Test {
     ASSERT_TRUE(t.ok()) << t.status().ToString();
     trust_ = std::make_unique<TrustStore>(std::move(*t));
     base_ = Seal("base.cryptex", format::kKindBase, BaseManifest(), FlatTree(BaseFiles()));
-    other_base_ = Seal("other.cryptex", format::kKindBase, BaseManifest(),
-                       FlatTree({{"a", "another base"}}));
+    other_base_ =
+        Seal("other.cryptex", format::kKindBase, BaseManifest(), FlatTree({{"a", "another base"}}));
     auto img = Image::Open(base_, Opts());
     ASSERT_TRUE(img.ok());
     base_root_ = (*img)->superblock().root_hash;
@@ -115,8 +115,7 @@ class StoreTest : public ::testing::Test {
   }
   std::string store_dir() const { return dir_.Join("store"); }
 
-  std::string Seal(const std::string& name, uint32_t kind, const Manifest& m,
-                   const SourceTree& t) {
+  std::string Seal(const std::string& name, uint32_t kind, const Manifest& m, const SourceTree& t) {
     BuildOptions b;
     b.output_path = dir_.Join(name);
     b.key = key_.get();
@@ -186,7 +185,9 @@ class StoreTest : public ::testing::Test {
     ASSERT_TRUE(l.ok()) << l.status().ToString();
   }
 
-  TempDir dir_;
+  // On a tmpfs: fsync is free there, so the crash loops run fast (a kill -9
+  // of the process is what they test, not power loss).
+  TempDir dir_{test::TmpfsDir()};
   std::unique_ptr<PrivateKey> key_;
   std::unique_ptr<TrustStore> trust_;
   std::string base_, other_base_;
@@ -227,9 +228,8 @@ TEST_F(StoreTest, AddInstallActivateRevertServeEachLevelExactly) {
   ASSERT_TRUE(store_->RevertAll(kLine, {}).ok());
   EXPECT_EQ(ReadAt("/a"), "base a");
   EXPECT_EQ(ReadAt("/b"), "base b");
-  EXPECT_EQ(Actions(),
-            (std::vector<std::string>{"add", "install p1", "activate p1", "install p2",
-                                      "activate p2", "revert p2", "revert-all"}));
+  EXPECT_EQ(Actions(), (std::vector<std::string>{"add", "install p1", "activate p1", "install p2",
+                                                 "activate p2", "revert p2", "revert-all"}));
   auto l = store_->ReadLine(kLine);
   ASSERT_TRUE(l.ok());
   EXPECT_TRUE(l->active.empty());
@@ -289,7 +289,7 @@ TEST_F(StoreTest, AddRefusesAnotherBaseUnderTheSameName) {
 class RefusalTest : public StoreTest {
  protected:
   void ExpectRefused(const std::string& patch, Code code, const std::string& why) {
-    const auto before = Snapshot(store_dir());
+    auto before = Snapshot(store_dir());
     auto st_before = store_->ReadState();
     ASSERT_TRUE(st_before.ok());
     const size_t records = Actions().size();
@@ -299,12 +299,14 @@ class RefusalTest : public StoreTest {
     EXPECT_TRUE(Contains(r.status().message(), why)) << r.status().message();
     auto after = Snapshot(store_dir());
     for (auto& [path, bytes] : after) {
-      if (path == "/history" || path == "/state") continue;
+      if (path == "/history" || path == "/state" || path == "/lock") continue;
       EXPECT_TRUE(before.count(path)) << "new file " << path;
-      if (before.count(path)) EXPECT_EQ(before.at(path), bytes) << "changed: " << path;
+      if (before.count(path)) {
+        EXPECT_EQ(before.at(path), bytes) << "changed: " << path;
+      }
     }
     for (auto& [path, bytes] : before) EXPECT_TRUE(after.count(path)) << "removed " << path;
-    EXPECT_TRUE(after.at("/history").starts_with(before.at("/history")));
+    EXPECT_TRUE(after["/history"].starts_with(before["/history"]));
     auto st_after = store_->ReadState();
     ASSERT_TRUE(st_after.ok());
     StoreState a = *st_after, b = *st_before;
@@ -353,12 +355,13 @@ TEST_F(RefusalTest, MissingOrInactiveDependencyIsRefusedAndRecorded) {
 }
 
 TEST_F(RefusalTest, PatchForALineNotInTheStoreIsRefusedAndRecorded) {
+  fs::create_directories(store_dir());
   ExpectRefused(Patch("p1", 6, {}, {{"a", "x"}}), Code::kNotFound, "cryptex add it first");
 }
 
 TEST_F(StoreTest, UntrustedPatchIsRefusedWithoutARecord) {
   AddBase();
-  const std::string p1 = Patch("p1", 6, {}, {{"a", "x"}});
+  const std::string p1 = Patch("p1", 6, {}, {{"a", test::RandomBytes(200000, 3)}});
   auto k2 = PrivateKey::Generate();
   ASSERT_TRUE(k2.ok());
   key_ = std::make_unique<PrivateKey>(std::move(*k2));
@@ -371,7 +374,7 @@ TEST_F(StoreTest, UntrustedPatchIsRefusedWithoutARecord) {
   // A patch corrupted after signing: refused by the full check, recorded.
   std::string bytes = ReadFile(p1);
   const std::string bad = dir_.Join("bad.cxpatch");
-  bytes[bytes.size() - 100] ^= 0xff;
+  bytes[bytes.size() / 2] ^= 0xff;  // file data: the signature still verifies
   WriteFile(bad, bytes);
   auto r2 = store_->Install(bad, true, {});
   ASSERT_FALSE(r2.ok());
@@ -401,8 +404,8 @@ TEST_F(StoreTest, RevertWithActiveDependentsIsRefusedNamingThem) {
 
 TEST_F(StoreTest, TamperedPatchInTheStoreIsReportedNeverServed) {
   AddBase();
-  ASSERT_TRUE(store_->Install(Patch("p1", 6, {}, {{"a", std::string(100000, 'P')}}), true, {})
-                  .ok());
+  ASSERT_TRUE(
+      store_->Install(Patch("p1", 6, {}, {{"a", std::string(100000, 'P')}}), true, {}).ok());
   ASSERT_EQ(ReadAt("/a"), std::string(100000, 'P'));
   const std::string path = store_->PatchPath(kLine, "p1");
   // A byte of the data region: status (cheap) cannot see it; a read must fail.
@@ -571,6 +574,7 @@ class CrashTest : public StoreTest {
   void CrashAtEveryPoint(const std::string& args, const std::string& old_state,
                          const std::string& new_state) {
     const std::string pristine = dir_.Join("pristine");
+    fs::remove_all(pristine);
     fs::copy(store_dir(), pristine, fs::copy_options::recursive);
     const std::string count_file = dir_.Join("count");
     ASSERT_EQ(RunWithEnv("CRYPTEX_TEST_CRASH_COUNT=" + Q(count_file), args), 0);
@@ -598,8 +602,7 @@ TEST_F(CrashTest, InstallActivateRevertSurviveACrashAtEveryPoint) {
   const std::string p1 = Patch("p1", 6, {}, {{"a", "patched"}, {"n", "new"}});
   const std::string trust = " --trust " + Q(dir_.Join("keys"));
   const std::string st = " --store " + Q(store_dir());
-  CrashAtEveryPoint("install " + Q(p1) + st + trust, "installed: active:",
-                    "installed: p1 active:");
+  CrashAtEveryPoint("install " + Q(p1) + st + trust, "installed: active:", "installed: p1 active:");
   CrashAtEveryPoint("activate p1" + st, "installed: p1 active:", "installed: p1 active: p1");
   CrashAtEveryPoint("revert p1" + st, "installed: p1 active: p1", "installed: p1 active:");
   CrashAtEveryPoint("remove p1" + st, "installed: p1 active:", "installed: active:");
@@ -614,13 +617,16 @@ TEST_F(CrashTest, RandomKillNineLoop) {
   const std::string st = "--store=" + store_dir();
   std::mt19937 rng(12345);
   int killed = 0;
+  int64_t duration_us[3] = {50000, 50000, 50000};  // adapted to the machine below
   for (int i = 0; i < trials; ++i) {
     const std::string id = "r" + std::to_string(i);
     const std::string patch = Patch(id, 6, {}, {{"a", "patch " + id}});
     std::vector<std::vector<std::string>> steps = {
         {"install", patch, st, trust}, {"activate", id, st}, {"revert", id, st}};
-    for (auto& argv_s : steps) {
+    for (size_t step = 0; step < steps.size(); ++step) {
+      auto& argv_s = steps[step];
       const std::string before = LineSummary();
+      const auto started = std::chrono::steady_clock::now();
       const pid_t pid = fork();
       if (pid == 0) {
         std::vector<char*> argv;
@@ -634,11 +640,19 @@ TEST_F(CrashTest, RandomKillNineLoop) {
         execv(bin.c_str(), argv.data());
         _exit(127);
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 15000));
+      // Somewhere in the command's run time (as last measured), or after it.
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(rng() % (duration_us[step] * 5 / 4 + 1)));
       kill(pid, SIGKILL);
       int ws = 0;
       waitpid(pid, &ws, 0);
-      if (WIFSIGNALED(ws)) ++killed;
+      if (WIFSIGNALED(ws)) {
+        ++killed;
+      } else {
+        duration_us[step] = std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::steady_clock::now() - started)
+                                .count();
+      }
       const std::string after = LineSummary();
       ASSERT_FALSE(after.starts_with("error")) << after;
       // Finish the step if it did not commit.
@@ -647,12 +661,16 @@ TEST_F(CrashTest, RandomKillNineLoop) {
                                            (argv_s.size() > 3 ? " " + Q(argv_s[3]) : ""));
         ASSERT_EQ(r.exit_code, 0) << "trial " << i << " " << argv_s[0] << ": " << r.err;
       }
-      ASSERT_EQ(Cx("history --verify").exit_code, 0) << "trial " << i;
+      auto h = store_->History();  // as `history --verify`, in process (fast)
+      ASSERT_TRUE(h.ok()) << "trial " << i << ": " << h.status().ToString();
     }
-    ASSERT_EQ(Cx("status", true).exit_code, 0) << "trial " << i;
+    if (i % 25 == 24) {
+      ASSERT_EQ(Cx("status", true).exit_code, 0) << "trial " << i;
+    }
   }
   std::printf("%d trials x 3 commands, %d killed mid-way\n", trials, killed);
   EXPECT_GT(killed, trials / 4) << "the kills should land inside the commands";
+  EXPECT_LT(killed, trials * 3) << "some commands should complete";
   auto l = store_->ReadLine(kLine);
   ASSERT_TRUE(l.ok());
   EXPECT_EQ(l->patches.size(), size_t(trials));
