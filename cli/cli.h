@@ -63,6 +63,7 @@ std::string HumanBytes(uint64_t n);
 using CommandFn = int (*)(int argc, char** argv);
 int CmdKeygen(int argc, char** argv);
 int CmdBuild(int argc, char** argv);
+int CmdMkpatch(int argc, char** argv);
 int CmdVerify(int argc, char** argv);
 int CmdInspect(int argc, char** argv);
 int CmdLs(int argc, char** argv);

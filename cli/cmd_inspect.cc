@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "cli.h"
 #include "format.h"
@@ -46,6 +48,65 @@ Result<InodeCounts> Count(const Image& img) {
   return c;
 }
 
+// One entry of a patch's tree and how the patch ships it (inspect works on
+// the patch alone: the raw Image API, no lower state).
+struct PatchEntry {
+  std::string path;     // "/a/b"
+  std::string how;      // delta, lower_content, data, whiteout, opaque_dir, symlink, ...
+  std::string source;   // delta, lower_content: "/" + the lower file's path
+  uint64_t size = 0;    // regular files: the target's size
+  uint64_t stored = 0;  // regular files: bytes the patch stores
+  std::string digest;   // regular files: the target's fs-verity digest (hex)
+};
+
+// Every entry of the patch but plain (merged) directories, depth first in
+// name order. `depth` of `dir`: deeper than the format allows is refused.
+Status ListPatch(const Image& img, uint64_t dir, const std::string& prefix, uint32_t depth,
+                 std::vector<PatchEntry>* out) {
+  if (depth > format::kMaxDirDepth) {
+    return Status::Unsupported(img.path() + ": " + prefix.substr(0, 200) +
+                               "...: directories nested deeper than " +
+                               std::to_string(format::kMaxDirDepth) + " levels");
+  }
+  std::vector<DirEntry> entries;
+  CX_RETURN_IF_ERROR(img.ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
+    entries.push_back(e);
+    return true;
+  }));
+  for (const DirEntry& e : entries) {
+    PatchEntry p;
+    p.path = prefix + "/" + e.name;
+    CX_ASSIGN_OR_RETURN(InodeInfo in, img.GetInode(e.ino));
+    if (e.type == format::kTypeWhiteout) {
+      p.how = "whiteout";
+    } else if (in.is_dir()) {
+      if (in.flags & format::kInodeOpaque) {
+        p.how = "opaque_dir";
+        out->push_back(p);
+      }
+      CX_RETURN_IF_ERROR(ListPatch(img, e.ino, p.path, depth + 1, out));
+      continue;
+    } else if (in.is_reg()) {
+      p.size = in.size;
+      p.stored = in.stored_bytes();
+      p.digest = HexEncode(in.digest);
+      if (in.is_sourced()) {
+        CX_ASSIGN_OR_RETURN(std::string src, img.SourcePath(e.ino));
+        p.source = "/" + src;
+        p.how = (in.flags & format::kInodeDelta) ? "delta" : "lower_content";
+      } else {
+        p.how = "data";
+      }
+    } else if (in.is_symlink()) {
+      p.how = "symlink";
+    } else {
+      p.how = "special";
+    }
+    out->push_back(std::move(p));
+  }
+  return Status::Ok();
+}
+
 // Manifest times: "-" for none, else ISO 8601 UTC.
 std::string Time(uint64_t t) {
   if (t == 0) return "-";
@@ -54,7 +115,7 @@ std::string Time(uint64_t t) {
 }
 
 Json JsonDocument(const std::string& path, const Image& img, const InodeCounts& c,
-                  const std::string& verity) {
+                  const std::string& verity, const std::vector<PatchEntry>& entries) {
   const auto& sb = img.superblock();
   const auto& m = img.manifest();
   Json j;
@@ -95,12 +156,28 @@ Json JsonDocument(const std::string& path, const Image& img, const InodeCounts& 
                      {"salt", HexEncode(sb.salt)},
                      {"levels", sb.tree_levels}};
   j["veritysetup_command"] = verity;
+  if (sb.kind == format::kKindPatch) {
+    Json files = Json::array();
+    for (const PatchEntry& e : entries) {
+      Json f;
+      f["path"] = e.path;
+      f["how"] = e.how;
+      if (!e.source.empty()) f["source"] = e.source;
+      if (!e.digest.empty()) {
+        f["size"] = e.size;
+        f["stored_bytes"] = e.stored;
+        f["digest"] = e.digest;
+      }
+      files.push_back(std::move(f));
+    }
+    j["patch_entries"] = std::move(files);
+  }
   return j;
 }
 // Human-readable form. Text from the image (manifest strings) and the path
 // are escaped on a terminal (terminal.h); piped, they are written as is.
 void PrintText(const std::string& path, const Image& img, const InodeCounts& c,
-               const std::string& verity) {
+               const std::string& verity, const std::vector<PatchEntry>& entries) {
   const bool tty = StdoutIsTerminal();
   const auto t = [tty](const std::string& s) { return ForTerminal(s, tty); };
   const auto& sb = img.superblock();
@@ -117,7 +194,7 @@ void PrintText(const std::string& path, const Image& img, const InodeCounts& c,
     std::printf("applies to:      %s\n",
                 m.base_root_digest ? HexEncode(*m.base_root_digest).c_str() : "-");
     for (const auto& r : m.requires_patches) std::printf("requires:        %s\n", t(r).c_str());
-    std::printf("severity:        %s\n", t(m.severity).c_str());
+    std::printf("severity:        %s\n", m.severity.empty() ? "-" : t(m.severity).c_str());
     for (const auto& cve : m.cves) std::printf("fixes:           %s\n", t(cve).c_str());
     std::printf("released:        %s\n", Time(m.released_at).c_str());
     std::printf("activation:      %s\n", t(m.activation).c_str());
@@ -140,6 +217,25 @@ void PrintText(const std::string& path, const Image& img, const InodeCounts& c,
       static_cast<unsigned long long>(sb.hash_offset), sb.tree_levels);
   std::printf("salt:            %s\n", HexEncode(sb.salt).c_str());
   std::printf("check the tree independently with:\n  %s\n", verity.c_str());
+  if (sb.kind != format::kKindPatch) return;
+  std::printf("patch entries:\n");
+  for (const PatchEntry& e : entries) {
+    std::string how;
+    if (e.how == "delta") {
+      how = "delta against " + t(e.source) + ": " + std::to_string(e.stored) + " bytes";
+    } else if (e.how == "lower_content") {
+      how = "lower content " + t(e.source);
+    } else if (e.how == "data") {
+      how = "data: " + std::to_string(e.stored) + " bytes";
+    } else if (e.how == "opaque_dir") {
+      how = "opaque dir";
+    } else {
+      how = e.how;
+    }
+    if (!e.digest.empty())
+      how += " (" + std::to_string(e.size) + " bytes, digest " + e.digest + ")";
+    std::printf("  %s: %s\n", t(e.path).c_str(), how.c_str());
+  }
 }
 
 }  // namespace
@@ -151,6 +247,9 @@ int CmdInspect(int argc, char** argv) {
         "usage: cryptex inspect IMAGE [--json] [--trust DIR | --pubkey FILE]\n\n"
         "Shows the manifest, contents summary, sizes, compression ratio, root hash,\n"
         "verity parameters and the veritysetup command line that checks the tree.\n"
+        "For a patch, also what it applies to and how it ships each entry (delta\n"
+        "against a lower file, lower content, data, whiteout, opaque dir); no base\n"
+        "is needed.\n"
         "The signature is checked first (default trust dir /etc/cryptex/keys).\n");
     return kExitOk;
   }
@@ -162,14 +261,21 @@ int CmdInspect(int argc, char** argv) {
   Result<InodeCounts> counts = Count(**img);
   if (!counts.ok()) return Fail("inspect", counts.status());
   const SuperblockInfo& sb = (*img)->superblock();
+  std::vector<PatchEntry> entries;
+  if (sb.kind == format::kKindPatch) {
+    if (Status st = ListPatch(**img, (*img)->root_ino(), "", 0, &entries); !st.ok()) {
+      return Fail("inspect", st);
+    }
+  }
   if (args.Has("--json")) {
-    return PrintJson("inspect", JsonDocument(path, **img, *counts, sb.VeritysetupCommand(path)));
+    return PrintJson("inspect",
+                     JsonDocument(path, **img, *counts, sb.VeritysetupCommand(path), entries));
   }
   // On a terminal the path is quoted for bash with escapes instead of raw
   // control bytes; otherwise for any POSIX sh, byte for byte.
   const std::string verity =
       StdoutIsTerminal() ? sb.VeritysetupCommand(path, ShellEscape) : sb.VeritysetupCommand(path);
-  PrintText(path, **img, *counts, verity);
+  PrintText(path, **img, *counts, verity, entries);
   return kExitOk;
 }
 

@@ -19,6 +19,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"keygen", CmdKeygen, "create an Ed25519 signing key pair"},
     {"build", CmdBuild, "seal a directory tree into a signed image"},
+    {"mkpatch", CmdMkpatch, "make a signed patch from a base (and patches) to a new tree"},
     {"verify", CmdVerify, "check an image completely (signature, tree, chunks, digests)"},
     {"inspect", CmdInspect, "show an image's manifest, sizes and verity parameters"},
     {"ls", CmdLs, "list a directory of an image"},

@@ -1,0 +1,716 @@
+// MakePatch: compare a target tree with a lower state and seal the
+// difference as a patch image (see patch_builder.h).
+#include "patch_builder.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "format.h"
+#include "fsverity.h"
+
+namespace cryptex {
+
+using namespace format;
+
+Result<LowerIdentity> LowerIdentityOf(const View& lower) {
+  const std::vector<const Image*> layers = lower.layers();
+  if (layers.empty()) return Status::InvalidArgument("lower state has no base image");
+  LowerIdentity id;
+  id.base_root = layers[0]->superblock().root_hash;
+  id.base_name = layers[0]->manifest().name;
+  id.base_version = layers[0]->manifest().version;
+  for (size_t i = 1; i < layers.size(); ++i) id.patch_ids.push_back(layers[i]->manifest().patch_id);
+  return id;
+}
+
+Result<PatchTarget> ScanPatchTarget(const std::string& dir) {
+  PatchTarget t;
+  CX_ASSIGN_OR_RETURN(t.tree, ScanDirectory(dir));
+  return t;
+}
+
+Result<PatchTarget> PatchTargetFromView(const View& view) {
+  PatchTarget t;
+  auto& nodes = t.tree.nodes;
+  CX_ASSIGN_OR_RETURN(InodeInfo root, view.GetAttr(view.root()));
+  std::unordered_map<uint64_t, uint32_t> first_of;  // non-directory node -> first tree index
+  auto fill = [&](SourceNode& n, const InodeInfo& in, uint64_t node) -> Status {
+    n.mode = in.mode;
+    n.uid = in.uid;
+    n.gid = in.gid;
+    n.size = in.size;
+    n.mtime_sec = in.mtime_sec;
+    n.mtime_nsec = in.mtime_nsec;
+    if (S_ISCHR(in.mode) || S_ISBLK(in.mode)) n.rdev = in.rdev;
+    if (in.is_symlink()) {
+      CX_ASSIGN_OR_RETURN(n.symlink_target, view.ReadLink(node));
+    }
+    CX_ASSIGN_OR_RETURN(std::vector<Xattr> xs, view.ListXattrs(node));
+    for (auto& x : xs) n.xattrs.emplace_back(std::move(x.name), std::move(x.value));
+    std::sort(n.xattrs.begin(), n.xattrs.end());
+    return Status::Ok();
+  };
+  nodes.emplace_back();
+  CX_RETURN_IF_ERROR(fill(nodes[0], root, view.root()));
+  t.view_nodes.push_back(view.root());
+  t.digests.emplace_back();
+  // Breadth first: a directory's children are appended together, after it.
+  for (uint32_t i = 0; i < nodes.size(); ++i) {
+    if (!S_ISDIR(nodes[i].mode)) continue;
+    std::vector<DirEntry> entries;
+    CX_RETURN_IF_ERROR(view.ReadDir(t.view_nodes[i], 0, [&](const DirEntry& e, uint64_t) {
+      entries.push_back(e);
+      return true;
+    }));
+    for (const DirEntry& e : entries) {
+      if (nodes.size() >= 0xFFFFFFF0u) return Status::BadSource("target image: too many entries");
+      const auto idx = static_cast<uint32_t>(nodes.size());
+      CX_ASSIGN_OR_RETURN(InodeInfo in, view.GetAttr(e.ino));
+      SourceNode n;
+      n.name = e.name;
+      n.parent = i;
+      Digest digest{};
+      auto [it, inserted] =
+          in.is_dir() ? std::pair{first_of.end(), true} : first_of.try_emplace(e.ino, idx);
+      if (!inserted) {
+        n.hardlink_of = it->second;
+        n.mode = in.mode;
+      } else {
+        CX_RETURN_IF_ERROR(fill(n, in, e.ino));
+        if (in.is_reg()) {
+          digest = in.digest;
+          t.tree.total_file_bytes += in.size;
+          ++t.tree.regular_files;
+        }
+      }
+      nodes[i].children.push_back(idx);
+      nodes.push_back(std::move(n));
+      t.view_nodes.push_back(e.ino);
+      t.digests.push_back(digest);
+    }
+  }
+  t.view = &view;
+  return t;
+}
+
+namespace {
+
+// A tree with what the comparison needs: relative paths, hard-link groups
+// and content digests.
+struct Flat {
+  const SourceTree* tree = nullptr;
+  std::vector<std::string> rel;       // '/'-joined path from the root ("" for it)
+  std::vector<uint32_t> primary;      // the node carrying the attributes of i's inode
+  std::vector<uint32_t> group_count;  // per primary: names of its inode
+  // Per primary with several names: the sorted relative paths of all of them.
+  std::unordered_map<uint32_t, std::vector<std::string>> group_paths;
+  std::vector<Digest> digest;   // per primary regular file
+  std::vector<uint64_t> below;  // per directory: nodes in its subtree (itself included)
+  std::vector<char> has_links;  // per node: a multi-name inode in its subtree
+
+  const SourceNode& attrs(uint32_t i) const { return tree->nodes[primary[i]]; }
+  const SourceNode& node(uint32_t i) const { return tree->nodes[i]; }
+};
+
+Flat Flatten(const SourceTree& tree, std::vector<Digest> digests) {
+  Flat f;
+  f.tree = &tree;
+  const size_t n = tree.nodes.size();
+  f.rel.resize(n);
+  f.primary.resize(n);
+  f.group_count.assign(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const SourceNode& s = tree.nodes[i];
+    if (i > 0) f.rel[i] = s.parent == 0 ? s.name : f.rel[s.parent] + "/" + s.name;
+    f.primary[i] =
+        s.hardlink_of >= 0 ? static_cast<uint32_t>(s.hardlink_of) : static_cast<uint32_t>(i);
+    ++f.group_count[f.primary[i]];
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (f.group_count[f.primary[i]] > 1) f.group_paths[f.primary[i]].push_back(f.rel[i]);
+  }
+  for (auto& [p, paths] : f.group_paths) std::sort(paths.begin(), paths.end());
+  f.digest = std::move(digests);
+  f.digest.resize(n);
+  f.below.assign(n, 1);
+  f.has_links.assign(n, 0);
+  for (size_t i = n; i-- > 1;) {  // children after parents: fold bottom up
+    const SourceNode& s = tree.nodes[i];
+    if (f.group_count[f.primary[i]] > 1) f.has_links[i] = 1;
+    f.below[s.parent] += f.below[i];
+    f.has_links[s.parent] |= f.has_links[i];
+  }
+  return f;
+}
+
+bool SameGroup(const Flat& t, uint32_t ti, const Flat& l, uint32_t li) {
+  const bool tmulti = t.group_count[t.primary[ti]] > 1, lmulti = l.group_count[l.primary[li]] > 1;
+  if (!tmulti && !lmulti) return true;  // both {this path}
+  if (tmulti != lmulti) return false;
+  return t.group_paths.at(t.primary[ti]) == l.group_paths.at(l.primary[li]);
+}
+
+// Attributes a directory carries: type, permissions, owner, time, xattrs.
+bool SameAttrs(const SourceNode& a, const SourceNode& b) {
+  return a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime_sec == b.mtime_sec &&
+         a.mtime_nsec == b.mtime_nsec && a.xattrs == b.xattrs;
+}
+
+// The content of a non-directory: the same type assumed.
+bool SameContent(const Flat& t, uint32_t ti, const Flat& l, uint32_t li) {
+  const SourceNode& a = t.attrs(ti);
+  const SourceNode& b = l.attrs(li);
+  if ((a.mode & S_IFMT) != (b.mode & S_IFMT)) return false;
+  if (S_ISREG(a.mode))
+    return a.size == b.size && t.digest[t.primary[ti]] == l.digest[l.primary[li]];
+  if (S_ISLNK(a.mode)) return a.symlink_target == b.symlink_target;
+  if (S_ISCHR(a.mode) || S_ISBLK(a.mode)) return a.rdev == b.rdev;
+  return true;
+}
+
+// A non-directory target node unchanged from the lower node at its path.
+bool SameLeaf(const Flat& t, uint32_t ti, const Flat& l, uint32_t li) {
+  return SameAttrs(t.attrs(ti), l.attrs(li)) && SameContent(t, ti, l, li) &&
+         SameGroup(t, ti, l, li);
+}
+
+// One node of the patch tree being planned.
+struct PlanNode {
+  std::string name;
+  int64_t target = -1;  // target node; -1 for a whiteout
+  bool opaque = false;
+  std::vector<uint32_t> children;  // plan indices, in name order
+};
+
+// Plans the patch tree: which target nodes it carries, where whiteouts go,
+// which directories are opaque.
+class Planner {
+ public:
+  Planner(const Flat& t, const Flat& l) : t_(t), l_(l) {}
+
+  // Plan index 0 is the root. Empty (no node but the root, root attributes
+  // unchanged) when the trees are equal: *changed false.
+  std::vector<PlanNode> Plan(bool* changed) {
+    plan_.clear();
+    plan_.push_back(PlanNode{"", 0, false, {}});
+    const bool below = DiffDir(0, 0, 0).differs;
+    *changed = below || !SameAttrs(t_.attrs(0), l_.attrs(0));
+    return std::move(plan_);
+  }
+
+ private:
+  uint32_t Add(std::string name, int64_t target) {
+    plan_.push_back(PlanNode{std::move(name), target, false, {}});
+    return static_cast<uint32_t>(plan_.size() - 1);
+  }
+
+  // Adds plan node `child` to `parent`'s entries. (A function, so that the
+  // child is made, reallocating plan_, before plan_[parent] is looked up.)
+  void Append(uint32_t parent, uint32_t child) { plan_[parent].children.push_back(child); }
+
+  // Plan node for target node `ti` and everything below it.
+  uint32_t AddFull(uint32_t ti, bool opaque) {
+    const uint32_t p = Add(t_.node(ti).name, ti);
+    plan_[p].opaque = opaque;
+    if (S_ISDIR(t_.node(ti).mode)) {
+      for (uint32_t c : t_.node(ti).children) {
+        Append(p, AddFull(c, false));
+      }
+    }
+    return p;
+  }
+
+  struct DirDiff {
+    bool differs = false;  // anything below differs (or the directory became opaque)
+    uint64_t nodes = 0;    // plan nodes below it
+  };
+
+  // Fills plan node `p` (target dir `ti`, lower dir `li`) with what differs
+  // below it.
+  DirDiff DiffDir(uint32_t p, uint32_t ti, uint32_t li) {
+    const auto& tc = t_.node(ti).children;
+    const auto& lc = l_.node(li).children;
+    uint64_t removed = 0;  // lower names gone
+    uint64_t merged = 0;   // plan nodes below p when merged
+    size_t a = 0, b = 0;
+    while (a < tc.size() || b < lc.size()) {
+      const int cmp = a == tc.size()   ? 1
+                      : b == lc.size() ? -1
+                                       : t_.node(tc[a]).name.compare(l_.node(lc[b]).name);
+      if (cmp > 0) {  // only in the lower state
+        Append(p, Add(l_.node(lc[b]).name, -1));
+        ++removed;
+        ++merged;
+        ++b;
+        continue;
+      }
+      if (cmp < 0) {  // new
+        Append(p, AddFull(tc[a], false));
+        merged += t_.below[tc[a]];
+        ++a;
+        continue;
+      }
+      const uint32_t tn = tc[a++], ln = lc[b++];
+      const bool tdir = S_ISDIR(t_.node(tn).mode), ldir = S_ISDIR(l_.node(ln).mode);
+      if (tdir && ldir) {
+        const uint32_t cp = Add(t_.node(tn).name, tn);
+        const DirDiff below = DiffDir(cp, tn, ln);
+        if (below.differs || !SameAttrs(t_.attrs(tn), l_.attrs(ln))) {
+          Append(p, cp);
+          merged += 1 + below.nodes;
+        }
+      } else if (tdir) {  // a directory replaces a non-directory: nothing to merge
+        Append(p, AddFull(tn, true));
+        merged += t_.below[tn];
+      } else if (ldir || !SameLeaf(t_, tn, l_, ln)) {
+        Append(p, Add(t_.node(tn).name, tn));
+        ++merged;
+      }
+    }
+    // Replacing the directory whole costs a node per target node below it;
+    // merging, the nodes planned above (whiteouts included). Only worth it
+    // when names were removed. A hard link below could not be copied (the
+    // copy would be a new inode), and the root stays merged.
+    const uint64_t whole = t_.below[ti] - 1;
+    if (ti != 0 && removed > 0 && whole < merged && !t_.has_links[ti]) {
+      plan_[p].children.clear();
+      plan_[p].opaque = true;
+      for (uint32_t c : tc) Append(p, AddFull(c, false));
+      return {true, whole};
+    }
+    return {merged > 0, merged};
+  }
+
+  const Flat& t_;
+  const Flat& l_;
+  std::vector<PlanNode> plan_;
+};
+
+// Reads the regular files i of a directory target with want[i] (primary
+// nodes), one at a time, and calls fn(i, digest, bytes): their fs-verity
+// digest and, with `keep`, their bytes (else empty). A file that is not the
+// size the scan saw, or not a regular file any more, fails with kIOError
+// naming it.
+using TargetFileFn = std::function<Status(uint32_t, const Digest&, std::string&&)>;
+Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool keep,
+                     const TargetFileFn& fn) {
+  uint64_t resolved = 0;
+  std::vector<uint8_t> buf(1 << 20);
+  return WalkSourceDirs(
+      tree,
+      [&](uint32_t dir, int dfd) -> Status {
+        for (uint32_t idx : tree.nodes[dir].children) {
+          const SourceNode& n = tree.nodes[idx];
+          if (!want[idx]) continue;
+          const auto path = [&] { return tree.PathOf(idx); };
+          // O_NONBLOCK: a file replaced by a fifo since the scan must not hang.
+          const int fd =
+              openat(dfd, n.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+          if (fd < 0) return Status::FromErrno(errno, path() + ": cannot open");
+          struct Closer {
+            int fd;
+            ~Closer() { close(fd); }
+          } closer{fd};
+          struct stat st;
+          if (fstat(fd, &st) != 0) return Status::FromErrno(errno, path());
+          if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != n.size) {
+            return Status::IOError(path() + ": changed since the scan");
+          }
+          FsVerityHasher hasher;
+          std::string content;
+          if (keep) content.reserve(n.size);
+          uint64_t total = 0;
+          for (;;) {
+            const ssize_t r = read(fd, buf.data(), buf.size());
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) return Status::FromErrno(errno, path() + ": read");
+            if (r == 0) break;
+            hasher.Update(buf.data(), static_cast<size_t>(r));
+            if (keep)
+              content.append(reinterpret_cast<const char*>(buf.data()), static_cast<size_t>(r));
+            total += static_cast<uint64_t>(r);
+          }
+          if (total != n.size) {
+            return Status::IOError(path() + ": changed while it was read (" +
+                                   std::to_string(total) + " bytes, the scan saw " +
+                                   std::to_string(n.size) + ")");
+          }
+          CX_RETURN_IF_ERROR(fn(idx, hasher.Final(), std::move(content)));
+        }
+        return Status::Ok();
+      },
+      &resolved);
+}
+
+Result<std::string> ReadViewFile(const View& view, uint64_t node, uint64_t size,
+                                 const std::string& what) {
+  std::string out(size, '\0');
+  for (uint64_t off = 0; off < size;) {
+    CX_ASSIGN_OR_RETURN(size_t n,
+                        view.Read(node, off,
+                                  std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()) + off,
+                                                     static_cast<size_t>(size - off))));
+    if (n == 0) return Status::Corruption(what + ": shorter than its size");
+    off += n;
+  }
+  return out;
+}
+
+// Roughly the bytes the builder would store for `data` (zstd at `level`).
+uint64_t CompressedSize(const std::string& data, int level) {
+  std::vector<char> out(ZSTD_compressBound(data.size()));
+  const size_t r = ZSTD_compress(out.data(), out.size(), data.data(), data.size(), level);
+  return ZSTD_isError(r) ? data.size() : std::min<uint64_t>(r, data.size());
+}
+
+// The patch being assembled: the plan laid out as a SourceTree.
+class PatchAssembler {
+ public:
+  // `lower_nodes`: the view node of each node of `l`.
+  PatchAssembler(const Flat& t, const Flat& l, const std::vector<uint64_t>& lower_nodes,
+                 const PatchTarget& target, const View& lower, const PatchOptions& opts,
+                 PatchStats* stats)
+      : t_(t),
+        l_(l),
+        lower_nodes_(lower_nodes),
+        target_(target),
+        lower_(lower),
+        opts_(opts),
+        stats_(stats) {
+    for (size_t i = 0; i < l_.rel.size(); ++i) {
+      const SourceNode& n = l_.node(static_cast<uint32_t>(i));
+      lower_by_path_.emplace(l_.rel[i], static_cast<uint32_t>(i));
+      if (!S_ISREG(n.mode)) continue;
+      const uint32_t p = l_.primary[i];
+      lower_by_digest_.try_emplace(l_.digest[p], static_cast<uint32_t>(i));
+      lower_by_name_.try_emplace(n.name, static_cast<uint32_t>(i));
+    }
+  }
+
+  Result<SourceTree> Assemble(const std::vector<PlanNode>& plan) {
+    CX_RETURN_IF_ERROR(Lay(plan));
+    CX_RETURN_IF_ERROR(CheckGroups());
+    CX_RETURN_IF_ERROR(Count());
+    CX_RETURN_IF_ERROR(Ship());
+    std::sort(stats_->files.begin(), stats_->files.end(),
+              [](const ShippedFile& a, const ShippedFile& b) { return a.path < b.path; });
+    return std::move(out_);
+  }
+
+ private:
+  // Breadth first, as the builder expects (parents before children, a
+  // directory's children together).
+  Status Lay(const std::vector<PlanNode>& plan) {
+    std::vector<uint32_t> plan_of;                  // patch node -> plan node
+    std::unordered_map<uint32_t, uint32_t> placed;  // target primary -> patch node
+    out_.nodes.clear();
+    // Files shipped as data are read from a directory target by the builder;
+    // an image target's are held in memory (SourceNode::content).
+    out_.root_path = target_.view ? "" : t_.tree->root_path;
+    out_.nodes.emplace_back();
+    plan_of.push_back(0);
+    target_of_.push_back(0);
+    for (uint32_t i = 0; i < out_.nodes.size(); ++i) {
+      const PlanNode& pn = plan[plan_of[i]];
+      if (pn.target >= 0) {
+        const auto ti = static_cast<uint32_t>(pn.target);
+        SourceNode& n = out_.nodes[i];
+        const SourceNode& a = t_.attrs(ti);
+        n.mode = a.mode;
+        n.uid = a.uid;
+        n.gid = a.gid;
+        n.size = a.size;
+        n.mtime_sec = a.mtime_sec;
+        n.mtime_nsec = a.mtime_nsec;
+        n.rdev = a.rdev;
+        n.symlink_target = a.symlink_target;
+        n.xattrs = a.xattrs;
+        // For the builder's checks when it reads a directory target again.
+        n.dev = a.dev;
+        n.ino = a.ino;
+        n.ctime_sec = a.ctime_sec;
+        n.ctime_nsec = a.ctime_nsec;
+        if (pn.opaque) n.flags |= kInodeOpaque;
+        if (!S_ISDIR(a.mode)) {
+          auto [it, inserted] = placed.try_emplace(t_.primary[ti], i);
+          if (!inserted) n.hardlink_of = it->second;
+        }
+      } else {
+        SourceNode& n = out_.nodes[i];
+        n.mode = S_IFCHR;
+        n.flags = kInodeWhiteout;
+      }
+      for (uint32_t c : pn.children) {
+        const auto idx = static_cast<uint32_t>(out_.nodes.size());
+        out_.nodes[i].children.push_back(idx);
+        SourceNode child;
+        child.name = plan[c].name;
+        child.parent = i;
+        out_.nodes.push_back(std::move(child));
+        plan_of.push_back(c);
+        target_of_.push_back(plan[c].target);
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Every name of an inode the patch carries must be in the patch: a name
+  // left in the lower state would keep the old inode.
+  Status CheckGroups() const {
+    std::unordered_map<uint32_t, uint32_t> names;  // target primary -> names in the patch
+    for (size_t i = 1; i < out_.nodes.size(); ++i) {
+      if (target_of_[i] < 0 || S_ISDIR(out_.nodes[i].mode)) continue;
+      ++names[t_.primary[static_cast<uint32_t>(target_of_[i])]];
+    }
+    for (const auto& [p, count] : names) {
+      if (count != t_.group_count[p]) {
+        return Status::Internal(t_.rel[p] + ": " + std::to_string(count) + " of " +
+                                std::to_string(t_.group_count[p]) +
+                                " hard-link names planned into the patch");
+      }
+    }
+    return Status::Ok();
+  }
+
+  const uint32_t* LowerAt(const std::string& rel) const {
+    auto it = lower_by_path_.find(rel);
+    return it == lower_by_path_.end() ? nullptr : &it->second;
+  }
+
+  Status Count() {
+    for (size_t i = 0; i < out_.nodes.size(); ++i) {  // the root too: its attributes
+      if (target_of_[i] < 0) {
+        ++stats_->removed;
+        continue;
+      }
+      if (out_.nodes[i].flags & kInodeOpaque) ++stats_->opaque_dirs;
+      const auto ti = static_cast<uint32_t>(target_of_[i]);
+      const uint32_t* li = LowerAt(t_.rel[ti]);
+      if (!li) {
+        ++stats_->added;
+        continue;
+      }
+      const bool tdir = S_ISDIR(t_.node(ti).mode), ldir = S_ISDIR(l_.node(*li).mode);
+      if (tdir && ldir) {
+        if (!SameAttrs(t_.attrs(ti), l_.attrs(*li))) {
+          ++stats_->changed;
+          ++stats_->metadata_only;
+        }
+      } else if (tdir || ldir) {
+        ++stats_->changed;
+      } else if (!SameLeaf(t_, ti, l_, *li)) {
+        ++stats_->changed;
+        if (SameContent(t_, ti, l_, *li)) ++stats_->metadata_only;
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Decides how each regular file is shipped. Files are read one at a time;
+  // what a directory target ships as data the builder reads again from the
+  // directory, so memory holds one file (and its lower file) at a time, plus
+  // the deltas kept.
+  Status Ship() {
+    std::vector<char> need(t_.rel.size(), 0);  // target primaries: read to decide
+    for (size_t i = 1; i < out_.nodes.size(); ++i) {
+      SourceNode& n = out_.nodes[i];
+      if (target_of_[i] < 0 || !S_ISREG(n.mode) || n.hardlink_of >= 0) continue;
+      const auto ti = static_cast<uint32_t>(target_of_[i]);
+      const Digest& d = t_.digest[t_.primary[ti]];
+      n.content_digest = d;
+      node_of_[t_.primary[ti]] = static_cast<uint32_t>(i);
+      if (n.size > 0) {
+        const uint32_t* same = LowerAt(t_.rel[ti]);
+        uint32_t src = UINT32_MAX;
+        if (same && S_ISREG(l_.node(*same).mode) && l_.digest[l_.primary[*same]] == d) {
+          src = *same;
+        } else if (auto it = lower_by_digest_.find(d); it != lower_by_digest_.end()) {
+          src = it->second;
+        }
+        if (src != UINT32_MAX && l_.rel[src].size() <= kMaxSourcePathLen) {
+          n.flags |= kInodeLowerContent;
+          n.source_path = l_.rel[src];
+          stats_->files.push_back({t_.rel[ti], Shipped::kLowerContent, n.source_path, n.size, 0});
+          continue;
+        }
+      }
+      if (target_.view || DeltaBase(ti) != UINT32_MAX) {
+        need[t_.primary[ti]] = 1;
+      } else {
+        ShipData(n, ti, nullptr);  // read by the builder from the directory
+      }
+    }
+    if (target_.view) {
+      for (uint32_t p = 0; p < need.size(); ++p) {
+        if (!need[p]) continue;
+        CX_ASSIGN_OR_RETURN(std::string b, ReadViewFile(*target_.view, target_.view_nodes[p],
+                                                        t_.node(p).size, "target /" + t_.rel[p]));
+        if (FsVerityDigest(b.data(), b.size()) != t_.digest[p]) {
+          return Status::Corruption("target /" + t_.rel[p] + ": content does not match its digest");
+        }
+        CX_RETURN_IF_ERROR(ShipOne(p, std::move(b)));
+      }
+      return Status::Ok();
+    }
+    return ReadDirTarget(
+        *t_.tree, need, true, [this](uint32_t p, const Digest& d, std::string&& bytes) -> Status {
+          if (d != t_.digest[p]) {
+            return Status::IOError(t_.tree->PathOf(p) + ": changed while the patch was built");
+          }
+          return ShipOne(p, std::move(bytes));
+        });
+  }
+
+  // The lower file a delta for target node `ti` is made against: the lower
+  // regular file at the same path, else one with the same name; UINT32_MAX
+  // for none (or deltas off, or an empty file).
+  uint32_t DeltaBase(uint32_t ti) const {
+    if (!opts_.use_deltas || t_.attrs(ti).size == 0) return UINT32_MAX;
+    uint32_t base = UINT32_MAX;
+    if (const uint32_t* same = LowerAt(t_.rel[ti]); same && S_ISREG(l_.node(*same).mode)) {
+      base = *same;
+    } else if (auto it = lower_by_name_.find(t_.node(ti).name); it != lower_by_name_.end()) {
+      base = it->second;
+    }
+    if (base == UINT32_MAX || l_.attrs(base).size == 0 || l_.rel[base].size() > kMaxSourcePathLen) {
+      return UINT32_MAX;
+    }
+    return base;
+  }
+
+  // Ships target file `p` (a primary node), whose bytes are `data`: a delta
+  // when one beats the compressed data, else the data.
+  Status ShipOne(uint32_t p, std::string&& data) {
+    SourceNode& n = out_.nodes[node_of_.at(p)];
+    if (data.size() != n.size) return Status::Internal(t_.rel[p] + ": size changed");
+    if (const uint32_t base = DeltaBase(p); base != UINT32_MAX) {
+      const uint32_t lp = l_.primary[base];
+      CX_ASSIGN_OR_RETURN(
+          std::string lower_bytes,
+          ReadViewFile(lower_, lower_nodes_[lp], l_.node(lp).size, "lower /" + l_.rel[base]));
+      DeltaOptions dopts = opts_.delta;
+      dopts.threads = opts_.threads;
+      auto as_span = [](const std::string& s) {
+        return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+      };
+      CX_ASSIGN_OR_RETURN(std::vector<uint8_t> delta,
+                          EncodeDelta(as_span(lower_bytes), as_span(data), dopts));
+      if (delta.size() < CompressedSize(data, opts_.zstd_level)) {
+        n.flags |= kInodeDelta;
+        n.source_path = l_.rel[base];
+        n.content = std::make_shared<const std::string>(delta.begin(), delta.end());
+        stats_->files.push_back({t_.rel[p], Shipped::kDelta, n.source_path, n.size, delta.size()});
+        stats_->stored_file_bytes += delta.size();
+        return Status::Ok();
+      }
+    }
+    // A directory target's file is read again by the builder; an image
+    // target's bytes come from memory.
+    ShipData(n, p, target_.view ? std::make_shared<const std::string>(std::move(data)) : nullptr);
+    return Status::Ok();
+  }
+
+  void ShipData(SourceNode& n, uint32_t ti, std::shared_ptr<const std::string> data) {
+    stats_->files.push_back({t_.rel[ti], Shipped::kData, "", n.size, n.size});
+    stats_->stored_file_bytes += n.size;
+    n.content = std::move(data);
+  }
+
+  const Flat& t_;
+  const Flat& l_;
+  const std::vector<uint64_t>& lower_nodes_;
+  const PatchTarget& target_;
+  const View& lower_;
+  const PatchOptions& opts_;
+  PatchStats* stats_;
+  SourceTree out_;
+  std::vector<int64_t> target_of_;  // per patch node: target node, -1 for a whiteout
+  std::unordered_map<uint32_t, uint32_t> node_of_;  // target primary file -> patch node
+  std::unordered_map<std::string, uint32_t> lower_by_path_;
+  std::map<Digest, uint32_t> lower_by_digest_;  // first lower regular file with the digest
+  std::unordered_map<std::string, uint32_t> lower_by_name_;
+};
+
+Status CheckOptions(const LowerIdentity& id, const PatchOptions& opts, Manifest* m) {
+  if (!opts.key) return Status::InvalidArgument("no signing key");
+  if (opts.output_path.empty()) return Status::InvalidArgument("no output path");
+  if (struct stat st; lstat(opts.output_path.c_str(), &st) == 0) {
+    return Status::Exists(opts.output_path + ": already exists");
+  }
+  *m = opts.manifest;
+  if (m->patch_id.empty()) return Status::InvalidArgument("a patch needs an id");
+  for (const auto& p : id.patch_ids) {
+    if (p == m->patch_id) {
+      return Status::InvalidArgument("patch id " + p + " is already in the lower state");
+    }
+  }
+  if (m->name.empty()) m->name = id.base_name;
+  if (m->version.empty()) m->version = id.base_version;
+  m->base_root_digest = id.base_root;
+  m->requires_patches = id.patch_ids;
+  return m->Validate();
+}
+
+}  // namespace
+
+Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const PatchTarget& target,
+                             const PatchOptions& opts) {
+  Manifest manifest;
+  CX_RETURN_IF_ERROR(CheckOptions(id, opts, &manifest));
+  CX_ASSIGN_OR_RETURN(PatchTarget low, PatchTargetFromView(lower));
+  if (target.tree.nodes.empty() || !S_ISDIR(target.tree.nodes[0].mode)) {
+    return Status::InvalidArgument("target has no root directory");
+  }
+  std::vector<Digest> tdigests = target.digests;
+  if (!target.view) {
+    // Every regular file's digest: what decides whether it changed.
+    const size_t n = target.tree.nodes.size();
+    std::vector<char> want(n, 0);
+    for (size_t i = 0; i < n; ++i) {
+      const SourceNode& s = target.tree.nodes[i];
+      want[i] = S_ISREG(s.mode) && s.hardlink_of < 0;
+    }
+    tdigests.assign(n, Digest{});
+    CX_RETURN_IF_ERROR(
+        ReadDirTarget(target.tree, want, false, [&](uint32_t i, const Digest& d, std::string&&) {
+          tdigests[i] = d;
+          return Status::Ok();
+        }));
+  }
+  const Flat t = Flatten(target.tree, std::move(tdigests));
+  const Flat l = Flatten(low.tree, low.digests);
+
+  bool changed = false;
+  const std::vector<PlanNode> plan = Planner(t, l).Plan(&changed);
+  if (!changed) {
+    return Status::InvalidArgument("the target is identical to the lower state: nothing to patch");
+  }
+  PatchStats stats;
+  PatchAssembler assembler(t, l, low.view_nodes, target, lower, opts, &stats);
+  CX_ASSIGN_OR_RETURN(SourceTree tree, assembler.Assemble(plan));
+
+  BuildOptions b;
+  b.output_path = opts.output_path;
+  b.key = opts.key;
+  b.manifest = std::move(manifest);
+  b.kind = kKindPatch;
+  b.zstd_level = opts.zstd_level;
+  b.chunk_log2 = opts.chunk_log2;
+  b.threads = opts.threads;
+  b.progress = opts.progress;
+  b.after_source_read = opts.after_source_read;
+  CX_ASSIGN_OR_RETURN(stats.build, WriteImage(tree, b));
+  return stats;
+}
+
+}  // namespace cryptex
