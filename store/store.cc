@@ -14,6 +14,7 @@
 
 #include "durable.h"
 #include "format.h"
+#include "layer_stack.h"
 #include "output_file.h"
 #include "trees.h"
 
@@ -88,38 +89,43 @@ PatchEntry EntryFromManifest(const Manifest& m) {
 // Refusals of policy (rollback, binding): not usage errors, not corruption.
 Status Refused(const std::string& msg) { return Status::Permission(msg); }
 
-// Stacks `patches` (bottom first) on `base`. `trees[i]` is patch i's tree
-// file or "" (see OpenWithTrees in the store below).
+// Stacks `patches` (bottom first) on `base`, handing the stack the
+// persisted leaves of their delta files: `trees[i]` is patch i's tree file
+// or "" (none). The stack checks each against its signed digest.
 Result<std::unique_ptr<View>> OpenStackWithTrees(const std::string& base,
                                                  const std::vector<std::string>& patches,
                                                  const std::vector<std::string>& trees,
                                                  const ImageOptions& opts) {
-  (void)trees;  // The layer stack takes persisted trees once it can (see Store::OpenLevel).
-  return OpenStack(base, patches, opts);
+  std::vector<TreeMap> maps(patches.size());
+  for (size_t i = 0; i < trees.size() && i < patches.size(); ++i) {
+    if (trees[i].empty()) continue;
+    CX_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(trees[i]));
+    CX_ASSIGN_OR_RETURN(maps[i], DecodeTrees(bytes, trees[i]));
+  }
+  StackOptions so;
+  so.persisted_leaves = [&maps](uint32_t layer,
+                                uint64_t ino) -> std::optional<std::vector<uint8_t>> {
+    if (layer == 0 || layer > maps.size()) return std::nullopt;
+    auto it = maps[layer - 1].find(ino);
+    if (it == maps[layer - 1].end()) return std::nullopt;
+    return std::move(it->second);
+  };
+  return OpenStack(base, patches, opts, std::move(so));
 }
 
-// Reads every delta file of the top layer of `view` (patch image `patch`)
-// once, which checks it decodes to its signed digest, and returns the
-// fs-verity leaves built on the way, by inode number.
+// Decodes every delta file of the top layer of `view` (patch image
+// `patch`) once, building its fs-verity leaves and checking them against
+// the signed digest (DeltaLeavesOf), and returns the leaves by inode
+// number. Unchanged files and lower-content files are not read.
 Result<TreeMap> BuildTrees(const View& view, const Image& patch, const std::string& what) {
   TreeMap trees;
   const uint32_t layer = static_cast<uint32_t>(view.layers().size() - 1);
-  std::vector<uint8_t> buf(1 << 20);
   for (uint64_t ino = 1; ino <= patch.inode_count(); ++ino) {
     CX_ASSIGN_OR_RETURN(InodeInfo in, patch.GetInode(ino));
     if (!in.is_reg() || !(in.flags & format::kInodeDelta)) continue;
-    const uint64_t node = NodeId(layer, ino);
-    uint64_t off = 0;
-    while (off < in.size) {
-      auto n = view.Read(node, off, buf);
-      if (!n.ok()) return n.status().Prefixed(what);
-      if (*n == 0) {
-        return Status::Corruption(what + ": delta file inode " + std::to_string(ino) + " ends at " +
-                                  std::to_string(off) + " of " + std::to_string(in.size) +
-                                  " bytes");
-      }
-      off += *n;
-    }
+    auto leaves = DeltaLeavesOf(view, NodeId(layer, ino));
+    if (!leaves.ok()) return leaves.status().Prefixed(what);
+    trees.emplace(ino, (*leaves)->Serialize());
   }
   return trees;
 }
