@@ -130,6 +130,24 @@ Result<TreeMap> BuildTrees(const View& view, const Image& patch, const std::stri
   return trees;
 }
 
+// Every entry of tree file `tree` hashes up to the signed digest of its file
+// in patch image `patch` (what OpenStack will require of it).
+Status CheckTrees(const std::string& patch, const std::string& tree, const ImageOptions& opts) {
+  CX_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(tree));
+  CX_ASSIGN_OR_RETURN(TreeMap trees, DecodeTrees(bytes, tree));
+  CX_ASSIGN_OR_RETURN(auto img, Image::Open(patch, opts));
+  for (const auto& [ino, leaves] : trees) {
+    CX_ASSIGN_OR_RETURN(InodeInfo in, img->GetInode(ino));
+    if (!in.is_reg() || !(in.flags & format::kInodeDelta)) {
+      return Status::Corruption(tree + ": inode " + std::to_string(ino) + " is not a delta file");
+    }
+    CX_RETURN_IF_ERROR(
+        VerityLeaves::Parse(leaves, in.size, in.digest, tree + ": inode " + std::to_string(ino))
+            .status());
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 // ---- locking and transactions ------------------------------------------------
@@ -379,9 +397,7 @@ Result<std::vector<Damage>> Store::Check() const {
     for (const auto& p : l.patches) {
       check_image(name, p.id, PatchPath(name, p.id), p.size, p.root);
       if (p.tree_bytes != 0) {
-        auto t = ReadWholeFile(TreePath(name, p.id));
-        Status problem = t.status();
-        if (t.ok()) problem = DecodeTrees(*t, TreePath(name, p.id)).status();
+        const Status problem = CheckTrees(PatchPath(name, p.id), TreePath(name, p.id), Opts());
         if (!problem.ok()) out.push_back({name, p.id, problem});
       }
     }

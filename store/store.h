@@ -77,7 +77,8 @@ class Store final {
   Result<std::vector<HistoryRecord>> History(uint64_t* uncommitted = nullptr) const;
   // Cheap checks of every stored file against the state: each image opens
   // (signature, superblock), has the recorded size and root digest; each
-  // tree file parses. O(number of files), reads no file content.
+  // persisted tree hashes up to its file's signed digest. Reads no file
+  // content: cost O(files + tree bytes), 0.8% of the changed files' sizes.
   Result<std::vector<Damage>> Check() const;
 
   // ---- changes (exclusive lock; each commits history records) ----

@@ -25,6 +25,8 @@
 #include "durable.h"
 #include "exit_codes.h"
 #include "format.h"
+#include "layer_stack.h"
+#include "patch_builder.h"
 #include "test_util.h"
 
 namespace cryptex::store {
@@ -280,6 +282,160 @@ TEST_F(StoreTest, AddRefusesAnotherBaseUnderTheSameName) {
   EXPECT_EQ(r.status().code(), Code::kExists);
   EXPECT_TRUE(Contains(r.status().message(), kLine)) << r.status().message();
   EXPECT_EQ(Actions(), std::vector<std::string>{"add"});
+}
+
+// ---- delta files: one pass at install, persisted trees ---------------------------------
+
+// A base with one large library (`lib`, kLibSize random bytes) and a patch
+// made by the patch builder that changes a few bytes of it (a delta).
+class DeltaStoreTest : public StoreTest {
+ protected:
+  static constexpr size_t kLibSize = 8u << 20;
+  void SetUp() override {
+    StoreTest::SetUp();
+    lib_ = test::RandomBytes(kLibSize, 11);
+    const std::string src = dir_.Join("src");
+    fs::create_directories(src);
+    WriteFile(src + "/lib", lib_);
+    WriteFile(src + "/a", "base a");
+    auto tree = ScanDirectory(src);
+    ASSERT_TRUE(tree.ok());
+    fs::remove(base_);
+    base_ = Seal("base.cryptex", format::kKindBase, BaseManifest(), *tree);
+    auto img = Image::Open(base_, Opts());
+    ASSERT_TRUE(img.ok());
+    base_root_ = (*img)->superblock().root_hash;
+    // The target: a few bytes changed in the middle of the library.
+    new_lib_ = lib_;
+    for (size_t i = 0; i < 16; ++i) new_lib_[kLibSize / 2 + i * 4099] ^= 0x5a;
+    const std::string tgt = dir_.Join("target");
+    fs::create_directories(tgt);
+    WriteFile(tgt + "/lib", new_lib_);
+    WriteFile(tgt + "/a", "base a");
+    fs::last_write_time(tgt + "/a", fs::last_write_time(src + "/a"));
+    auto lower = OpenStack(base_, {}, Opts());
+    ASSERT_TRUE(lower.ok());
+    auto id = LowerIdentityOf(**lower);
+    ASSERT_TRUE(id.ok());
+    auto target = ScanPatchTarget(tgt);
+    ASSERT_TRUE(target.ok());
+    PatchOptions po;
+    po.output_path = dir_.Join("delta.cxpatch");
+    po.key = key_.get();
+    po.manifest.patch_id = "d1";
+    po.manifest.release_counter = 6;
+    auto stats = MakePatch(**lower, *id, *target, po);
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    bool has_delta = false;
+    for (const auto& f : stats->files) has_delta |= f.path == "lib" && f.how == Shipped::kDelta;
+    ASSERT_TRUE(has_delta) << "the patch builder did not ship lib as a delta";
+    patch_ = po.output_path;
+  }
+  std::string lib_, new_lib_, patch_;
+};
+
+uint64_t TreeBytes(const std::string& dir) {
+  uint64_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) n += e.file_size();
+  }
+  return n;
+}
+
+TEST_F(DeltaStoreTest, InstallBuildsAndPersistsTheTreeSoReadsNeedNoPass) {
+  AddBase();
+  const uint64_t before = TreeBytes(store_dir());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto e = store_->Install(patch_, true, {});
+  const double install_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  const uint64_t growth = TreeBytes(store_dir()) - before;
+  EXPECT_EQ(e->tree_files, 1u);
+  // 32 bytes per 4 KiB block of the changed file, plus the framing.
+  EXPECT_LE(e->tree_bytes, kLibSize / 4096 * 32 + 64);
+  // Disk: the patch, its trees, and a few hundred bytes of state/history.
+  EXPECT_LE(growth, e->size + kLibSize / 100 + 4096);
+  const auto t1 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(store_->Revert("", "d1", {}).ok());
+  const double revert_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+  std::printf(
+      "install of a %s-byte patch changing %zu-byte lib: %.1f ms; disk growth %llu bytes "
+      "(patch %llu, tree %llu, copy of the file would be %zu); revert %.2f ms\n",
+      std::to_string(e->size).c_str(), kLibSize, install_ms, (unsigned long long)growth,
+      (unsigned long long)e->size, (unsigned long long)e->tree_bytes, kLibSize, revert_ms);
+  ASSERT_TRUE(store_->Activate("", "d1", {}).ok());
+
+  auto v = store_->OpenLevel(kLine, "");
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(ReadAt("/lib"), new_lib_);
+  EXPECT_EQ(ReadAt("/lib", "base"), lib_);
+  // A read through a fresh view uses the persisted leaves: no whole-file pass.
+  auto in = (*v)->Resolve("/lib");
+  ASSERT_TRUE(in.ok());
+  std::vector<uint8_t> buf(4096);
+  auto n = (*v)->Read(in->ino, kLibSize / 2, buf);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(buf.data()), *n),
+            new_lib_.substr(kLibSize / 2, 4096));
+  const PatchedFileStats* ds = DeltaStatsOf(**v);
+  ASSERT_NE(ds, nullptr);
+  EXPECT_EQ(ds->trees_built.load(), 0u) << "the mount decoded the whole file again";
+}
+
+TEST_F(DeltaStoreTest, TamperedPersistedTreeIsRefusedNeverServed) {
+  AddBase();
+  ASSERT_TRUE(store_->Install(patch_, true, {}).ok());
+  const std::string tree = store_->TreePath(kLine, "d1");
+  ASSERT_TRUE(fs::exists(tree));
+  test::FlipByte(tree, test::FileSize(tree) - 5);
+  const std::string got = ReadAt("/lib");
+  EXPECT_TRUE(Contains(got, "corruption")) << got.substr(0, 200);
+  EXPECT_TRUE(Contains(got, "persisted hash tree")) << got.substr(0, 200);
+  const CommandResult s = Cx("status", true);
+  EXPECT_EQ(s.exit_code, cli::kExitIntegrity) << s.out << s.err;
+  EXPECT_TRUE(Contains(s.out, "DAMAGED d1")) << s.out;
+  // The base level does not need the patch.
+  EXPECT_EQ(ReadAt("/lib", "base"), lib_);
+}
+
+TEST_F(DeltaStoreTest, CorruptDeltaIsRefusedAtInstall) {
+  AddBase();
+  // A patch whose delta decodes to other bytes than the signed digest says:
+  // install (one pass over the decoded file) refuses it, recorded.
+  auto lower = OpenStack(base_, {}, Opts());
+  ASSERT_TRUE(lower.ok());
+  auto img = Image::Open(patch_, Opts());
+  ASSERT_TRUE(img.ok());
+  auto in = (*img)->Resolve("/lib");
+  ASSERT_TRUE(in.ok());
+  ASSERT_TRUE(in->flags & format::kInodeDelta);
+  // Re-seal the same delta with a wrong target digest.
+  SourceTree t = FlatTree({});
+  SourceNode n;
+  n.name = "lib";
+  n.mode = S_IFREG | 0644;
+  n.size = in->size;
+  n.flags = format::kInodeDelta;
+  n.source_path = "lib";
+  n.content_digest = in->digest;
+  n.content_digest[0] ^= 1;
+  std::string delta(in->stored_size, '\0');
+  auto r = (*img)->ReadStored(in->ino, 0,
+                              std::span(reinterpret_cast<uint8_t*>(delta.data()), delta.size()));
+  ASSERT_TRUE(r.ok());
+  n.content = std::make_shared<const std::string>(delta);
+  t.nodes.push_back(n);
+  t.nodes[0].children.push_back(1);
+  Manifest m = (*img)->manifest();
+  m.patch_id = "bad";
+  const std::string bad = Seal("bad.cxpatch", format::kKindPatch, m, t);
+  auto e = store_->Install(bad, true, {});
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), Code::kCorruption) << e.status().ToString();
+  EXPECT_EQ(Actions().back(), "refuse bad");
+  EXPECT_FALSE(fs::exists(store_->PatchPath(kLine, "bad")));
 }
 
 // ---- refusals ----------------------------------------------------------------------
