@@ -70,51 +70,6 @@ const std::vector<std::string> kWithValue = {
     "--cve"};
 const std::vector<std::string> kFlags = {"--quiet", "-q", "--no-delta"};
 
-bool In(const std::vector<std::string>& v, const std::string& s) {
-  for (const auto& x : v)
-    if (x == s) return true;
-  return false;
-}
-
-// Takes every --on and --cve (as "--on X" or "--on=X") out of argv, in
-// order, and leaves the rest (argv[0] included) for Args. Values of other
-// options are skipped as Args would take them, so "--id --on" is an id.
-struct Repeated {
-  std::vector<std::string> on, cves;
-  std::vector<char*> rest;
-  std::string error;
-};
-Repeated TakeRepeated(int argc, char** argv) {
-  Repeated r;
-  r.rest.push_back(argv[0]);
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--") {
-      for (; i < argc; ++i) r.rest.push_back(argv[i]);
-      break;
-    }
-    std::string name = a, value;
-    const size_t eq = a.find('=');
-    const bool has_eq = a.rfind("--", 0) == 0 && eq != std::string::npos;
-    if (has_eq) name = a.substr(0, eq);
-    if (name == "--on" || name == "--cve") {
-      if (has_eq) {
-        value = a.substr(eq + 1);
-      } else if (i + 1 < argc) {
-        value = argv[++i];
-      } else {
-        r.error = "option " + name + " needs a value";
-        return r;
-      }
-      (name == "--on" ? r.on : r.cves).push_back(value);
-      continue;
-    }
-    r.rest.push_back(argv[i]);
-    if (!has_eq && In(kWithValue, name) && i + 1 < argc) r.rest.push_back(argv[++i]);
-  }
-  return r;
-}
-
 std::optional<uint64_t> ParseU64(const std::string& s) {
   if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
   errno = 0;
@@ -155,13 +110,11 @@ const char* HowName(Shipped how) {
 }  // namespace
 
 int CmdMkpatch(int argc, char** argv) {
-  Repeated rep = TakeRepeated(argc, argv);
-  Args args(static_cast<int>(rep.rest.size()), rep.rest.data(), kWithValue, kFlags);
+  Args args(argc, argv, kWithValue, kFlags);
   if (args.help()) {
     std::fputs(kHelp, stdout);
     return kExitOk;
   }
-  if (!rep.error.empty()) return Usage("mkpatch", rep.error);
   if (!args.ok()) return Usage("mkpatch", args.error());
   if (!args.positional().empty()) {
     return Usage("mkpatch", "unexpected argument " + args.positional()[0]);
@@ -193,7 +146,7 @@ int CmdMkpatch(int argc, char** argv) {
     }
     m.severity = *s;
   }
-  for (const auto& cve : rep.cves) {
+  for (const auto& cve : args.GetAll("--cve")) {
     if (!ValidCve(cve)) {
       return Usage("mkpatch", "--cve " + cve + ": not a CVE id (CVE-YYYY-NNNN)");
     }
@@ -242,6 +195,7 @@ int CmdMkpatch(int argc, char** argv) {
     opts.threads = static_cast<int>(*v);
   }
   opts.use_deltas = !args.Has("--no-delta");
+  const std::vector<std::string> on = args.GetAll("--on");
   if (Status st = CheckTrustSource(args.Has("--trust"), args.Has("--pubkey")); !st.ok()) {
     return Fail("mkpatch", st);
   }
@@ -251,7 +205,7 @@ int CmdMkpatch(int argc, char** argv) {
     Manifest probe = m;
     if (probe.name.empty()) probe.name = "-";
     probe.base_root_digest = Digest{};
-    probe.requires_patches = rep.on;
+    probe.requires_patches = on;
     if (Status st = probe.Validate(); !st.ok()) return Fail("mkpatch", st);
   }
   if (struct stat st; lstat(out->c_str(), &st) == 0) {
@@ -269,7 +223,7 @@ int CmdMkpatch(int argc, char** argv) {
   }
   ImageOptions io;
   io.trust = &*trust;
-  auto lower = OpenStack(*from, rep.on, io);
+  auto lower = OpenStack(*from, on, io);
   if (!lower.ok()) return Fail("mkpatch", lower.status());
   auto identity = LowerIdentityOf(**lower);
   if (!identity.ok()) return Fail("mkpatch", identity.status());
