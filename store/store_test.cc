@@ -442,7 +442,7 @@ TEST_F(DeltaStoreTest, CorruptDeltaIsRefusedAtInstall) {
 
 // Each refusal: the store's files are unchanged except the history, which
 // gained exactly one "refuse" record, and the state file's history anchor.
-class RefusalTest : public StoreTest {
+class StoreRefusalTest : public StoreTest {
  protected:
   void ExpectRefused(const std::string& patch, Code code, const std::string& why) {
     auto before = Snapshot(store_dir());
@@ -476,7 +476,7 @@ class RefusalTest : public StoreTest {
   }
 };
 
-TEST_F(RefusalTest, OlderReleaseCounterIsRefusedAndRecorded) {
+TEST_F(StoreRefusalTest, OlderReleaseCounterIsRefusedAndRecorded) {
   AddBase();
   ASSERT_TRUE(store_->Install(Patch("p1", 9, {}, {{"a", "x"}}), true, {}).ok());
   ASSERT_TRUE(store_->RevertAll(kLine, {}).ok());
@@ -486,7 +486,7 @@ TEST_F(RefusalTest, OlderReleaseCounterIsRefusedAndRecorded) {
   ExpectRefused(Patch("older", 4, {}, {{"a", "old"}}), Code::kPermission, "rollback refused");
 }
 
-TEST_F(RefusalTest, ReplayOfAnInstalledPatchIsRefusedAndRecorded) {
+TEST_F(StoreRefusalTest, ReplayOfAnInstalledPatchIsRefusedAndRecorded) {
   AddBase();
   const std::string p1 = Patch("p1", 6, {}, {{"a", "x"}});
   ASSERT_TRUE(store_->Install(p1, true, {}).ok());
@@ -495,7 +495,7 @@ TEST_F(RefusalTest, ReplayOfAnInstalledPatchIsRefusedAndRecorded) {
   ExpectRefused(p1, Code::kExists, "already installed");
 }
 
-TEST_F(RefusalTest, WrongBaseIsRefusedAndRecorded) {
+TEST_F(StoreRefusalTest, WrongBaseIsRefusedAndRecorded) {
   AddBase();
   auto other = Image::Open(other_base_, Opts());
   ASSERT_TRUE(other.ok());
@@ -503,14 +503,14 @@ TEST_F(RefusalTest, WrongBaseIsRefusedAndRecorded) {
   ExpectRefused(Patch("p1", 6, {}, {{"a", "x"}}, {}, &d), Code::kPermission, "is for base");
 }
 
-TEST_F(RefusalTest, MissingOrInactiveDependencyIsRefusedAndRecorded) {
+TEST_F(StoreRefusalTest, MissingOrInactiveDependencyIsRefusedAndRecorded) {
   AddBase();
   ExpectRefused(Patch("p2", 7, {"p1"}, {{"a", "x"}}), Code::kPermission, "missing: p1");
   ASSERT_TRUE(store_->Install(Patch("p1", 6, {}, {{"a", "y"}}), false, {}).ok());
   ExpectRefused(dir_.Join("p2.cxpatch"), Code::kPermission, "missing: p1");  // installed, inactive
 }
 
-TEST_F(RefusalTest, PatchForALineNotInTheStoreIsRefusedAndRecorded) {
+TEST_F(StoreRefusalTest, PatchForALineNotInTheStoreIsRefusedAndRecorded) {
   fs::create_directories(store_dir());
   ExpectRefused(Patch("p1", 6, {}, {{"a", "x"}}), Code::kNotFound, "cryptex add it first");
 }
@@ -578,7 +578,7 @@ TEST_F(StoreTest, TamperedPatchInTheStoreIsReportedNeverServed) {
 
 // ---- history ------------------------------------------------------------------------
 
-class HistoryTest : public StoreTest {
+class StoreHistoryTest : public StoreTest {
  protected:
   void SetUp() override {
     StoreTest::SetUp();
@@ -613,7 +613,7 @@ class HistoryTest : public StoreTest {
   std::vector<std::string> lines_;
 };
 
-TEST_F(HistoryTest, EditedRecordIsDetected) {
+TEST_F(StoreHistoryTest, EditedRecordIsDetected) {
   auto l = lines_;
   const size_t at = l[1].find("\"install\"");
   ASSERT_NE(at, std::string::npos);
@@ -622,28 +622,28 @@ TEST_F(HistoryTest, EditedRecordIsDetected) {
   ExpectDetected("record 3");  // record 3's prev no longer matches
 }
 
-TEST_F(HistoryTest, EditedLastRecordIsDetected) {
+TEST_F(StoreHistoryTest, EditedLastRecordIsDetected) {
   auto l = lines_;
   l[3].replace(l[3].find("\"revert\""), 8, "\"revers\"");
   WriteHistory(l);
   ExpectDetected("last committed record was edited");
 }
 
-TEST_F(HistoryTest, ReorderedRecordsAreDetected) {
+TEST_F(StoreHistoryTest, ReorderedRecordsAreDetected) {
   auto l = lines_;
   std::swap(l[1], l[2]);
   WriteHistory(l);
   ExpectDetected("sequence number");
 }
 
-TEST_F(HistoryTest, TruncatedHistoryIsDetected) {
+TEST_F(StoreHistoryTest, TruncatedHistoryIsDetected) {
   WriteHistory({lines_[0], lines_[1], lines_[2]});
   ExpectDetected("truncated");
   WriteHistory({});
   ExpectDetected("truncated");
 }
 
-TEST_F(HistoryTest, RemovedMiddleRecordIsDetected) {
+TEST_F(StoreHistoryTest, RemovedMiddleRecordIsDetected) {
   WriteHistory({lines_[0], lines_[2], lines_[3]});
   ExpectDetected("record 2");
 }
@@ -698,7 +698,7 @@ int RunWithEnv(const std::string& env, const std::string& args) {
   return 128 + WTERMSIG(st);
 }
 
-class CrashTest : public StoreTest {
+class StoreCrashTest : public StoreTest {
  protected:
   // The line's (installed ids, active ids) as a string, or the error.
   std::string LineSummary() {
@@ -753,7 +753,7 @@ class CrashTest : public StoreTest {
   }
 };
 
-TEST_F(CrashTest, InstallActivateRevertSurviveACrashAtEveryPoint) {
+TEST_F(StoreCrashTest, InstallActivateRevertSurviveACrashAtEveryPoint) {
   AddBase();
   const std::string p1 = Patch("p1", 6, {}, {{"a", "patched"}, {"n", "new"}});
   const std::string trust = " --trust " + Q(dir_.Join("keys"));
@@ -765,7 +765,7 @@ TEST_F(CrashTest, InstallActivateRevertSurviveACrashAtEveryPoint) {
 }
 
 // kill -9 at random moments of install, activate and revert.
-TEST_F(CrashTest, RandomKillNineLoop) {
+TEST_F(StoreCrashTest, RandomKillNineLoop) {
   AddBase();
   const char* env = std::getenv("CRYPTEX_STORE_KILL_TRIALS");
   const int trials = env ? std::atoi(env) : 200;
