@@ -284,15 +284,94 @@ TEST_F(StoreTest, AddRefusesAnotherBaseUnderTheSameName) {
   EXPECT_EQ(Actions(), std::vector<std::string>{"add"});
 }
 
+// Runs `cryptex ARGS` with extra environment; returns the wait status.
+int RunWithEnv(const std::string& env, const std::string& args) {
+  const std::string cmd = env + " " + Q(test::CryptexBin()) + " " + args + " >/dev/null 2>&1";
+  const int st = system(cmd.c_str());
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  return 128 + WTERMSIG(st);
+}
+
+class StoreCrashTest : public StoreTest {
+ protected:
+  // Paths under `dir`, sorted.
+  static std::vector<std::string> Names(const std::string& dir) {
+    std::vector<std::string> out;
+    for (const auto& [path, bytes] : Snapshot(dir)) out.push_back(path);
+    return out;
+  }
+
+  // The line's (installed ids, active ids) as a string, or the error.
+  std::string LineSummary() {
+    auto l = store_->ReadLine(kLine);
+    if (!l.ok()) return "error: " + l.status().ToString();
+    std::string s = "installed:";
+    for (const auto& p : l->patches) s += " " + p.id;
+    s += " active:";
+    for (const auto& a : l->active) s += " " + a;
+    return s;
+  }
+
+  // Everything a reader and the next command rely on after a crash.
+  void ExpectSound(const std::string& old_state, const std::string& new_state,
+                   const std::string& ctx) {
+    SCOPED_TRACE(ctx);
+    const CommandResult s = Cx("status", true);
+    EXPECT_EQ(s.exit_code, 0) << s.out << s.err;
+    const CommandResult v = Cx("history --verify");
+    EXPECT_EQ(v.exit_code, 0) << v.err;
+    const std::string now = LineSummary();
+    EXPECT_TRUE(now == old_state || now == new_state) << now;
+    // What a mount would serve: the level opens and reads (if the line exists).
+    if (!now.starts_with("error")) {
+      EXPECT_FALSE(ReadAt("/a").starts_with("error")) << ReadAt("/a");
+    }
+  }
+
+  // For each crash point k of `args` (run on a copy of the prepared store):
+  // kill at k, check, then run it again and check it reaches the new state.
+  void CrashAtEveryPoint(const std::string& args, const std::string& old_state,
+                         const std::string& new_state) {
+    const std::string pristine = dir_.Join("pristine");
+    fs::remove_all(pristine);
+    fs::copy(store_dir(), pristine, fs::copy_options::recursive);
+    const std::string count_file = dir_.Join("count");
+    ASSERT_EQ(RunWithEnv("CRYPTEX_TEST_CRASH_COUNT=" + Q(count_file), args), 0);
+    ASSERT_EQ(LineSummary(), new_state);
+    const std::vector<std::string> clean_names = Names(store_dir());
+    const int points = std::stoi(ReadFile(count_file));
+    ASSERT_GT(points, 3);
+    for (int k = 1; k <= points; ++k) {
+      fs::remove_all(store_dir());
+      fs::copy(pristine, store_dir(), fs::copy_options::recursive);
+      const int rc = RunWithEnv("CRYPTEX_TEST_CRASH_AT=" + std::to_string(k), args);
+      ASSERT_EQ(rc, 128 + SIGKILL) << "crash point " << k << " of " << points;
+      ExpectSound(old_state, new_state, args + ": crash point " + std::to_string(k));
+      const int again = RunWithEnv("", args);
+      const std::string now = LineSummary();
+      EXPECT_TRUE(again == 0 || now == new_state) << "point " << k << ": rerun exit " << again;
+      EXPECT_EQ(now, new_state) << "point " << k;
+      EXPECT_EQ(Cx("history --verify").exit_code, 0) << "point " << k;
+      // The next command cleaned up what the killed one left: no history
+      // past the committed records, no file the state does not name.
+      uint64_t uncommitted = 1;
+      ASSERT_TRUE(store_->History(&uncommitted).ok());
+      EXPECT_EQ(uncommitted, 0u) << "point " << k;
+      EXPECT_EQ(Names(store_dir()), clean_names) << "point " << k;
+    }
+    std::printf("%s: %d crash points, each recovered\n", args.c_str(), points);
+  }
+};
+
 // ---- delta files: one pass at install, persisted trees ---------------------------------
 
 // A base with one large library (`lib`, kLibSize random bytes) and a patch
 // made by the patch builder that changes a few bytes of it (a delta).
-class DeltaStoreTest : public StoreTest {
+class DeltaStoreTest : public StoreCrashTest {
  protected:
   static constexpr size_t kLibSize = 8u << 20;
   void SetUp() override {
-    StoreTest::SetUp();
+    StoreCrashTest::SetUp();
     lib_ = test::RandomBytes(kLibSize, 11);
     const std::string src = dir_.Join("src");
     fs::create_directories(src);
@@ -382,6 +461,14 @@ TEST_F(DeltaStoreTest, InstallBuildsAndPersistsTheTreeSoReadsNeedNoPass) {
   const PatchedFileStats* ds = DeltaStatsOf(**v);
   ASSERT_NE(ds, nullptr);
   EXPECT_EQ(ds->trees_built.load(), 0u) << "the mount decoded the whole file again";
+}
+
+TEST_F(DeltaStoreTest, InstallWithATreeSurvivesACrashAtEveryPoint) {
+  AddBase();
+  CrashAtEveryPoint("install --activate " + Q(patch_) + " --store " + Q(store_dir()) + " --trust " +
+                        Q(dir_.Join("keys")),
+                    "installed: active:", "installed: d1 active: d1");
+  EXPECT_EQ(ReadAt("/lib"), new_lib_);
 }
 
 TEST_F(DeltaStoreTest, TamperedPersistedTreeIsRefusedNeverServed) {
@@ -690,68 +777,14 @@ TEST_F(StoreTest, ConcurrentInstallsSerialize) {
 
 // ---- crash safety ----------------------------------------------------------------------
 
-// Runs `cryptex ARGS` with extra environment; returns the wait status.
-int RunWithEnv(const std::string& env, const std::string& args) {
-  const std::string cmd = env + " " + Q(test::CryptexBin()) + " " + args + " >/dev/null 2>&1";
-  const int st = system(cmd.c_str());
-  if (WIFEXITED(st)) return WEXITSTATUS(st);
-  return 128 + WTERMSIG(st);
+TEST_F(StoreCrashTest, AddSurvivesACrashAtEveryPoint) {
+  fs::create_directories(store_dir());
+  const std::string none = LineSummary();
+  ASSERT_TRUE(none.starts_with("error: not found")) << none;
+  CrashAtEveryPoint(
+      "add " + Q(base_) + " --store " + Q(store_dir()) + " --trust " + Q(dir_.Join("keys")), none,
+      "installed: active:");
 }
-
-class StoreCrashTest : public StoreTest {
- protected:
-  // The line's (installed ids, active ids) as a string, or the error.
-  std::string LineSummary() {
-    auto l = store_->ReadLine(kLine);
-    if (!l.ok()) return "error: " + l.status().ToString();
-    std::string s = "installed:";
-    for (const auto& p : l->patches) s += " " + p.id;
-    s += " active:";
-    for (const auto& a : l->active) s += " " + a;
-    return s;
-  }
-
-  // Everything a reader and the next command rely on after a crash.
-  void ExpectSound(const std::string& old_state, const std::string& new_state,
-                   const std::string& ctx) {
-    SCOPED_TRACE(ctx);
-    const CommandResult s = Cx("status", true);
-    EXPECT_EQ(s.exit_code, 0) << s.out << s.err;
-    const CommandResult v = Cx("history --verify");
-    EXPECT_EQ(v.exit_code, 0) << v.err;
-    const std::string now = LineSummary();
-    EXPECT_TRUE(now == old_state || now == new_state) << now;
-    // What a mount would serve: the level opens and reads.
-    EXPECT_FALSE(ReadAt("/a").starts_with("error")) << ReadAt("/a");
-  }
-
-  // For each crash point k of `args` (run on a copy of the prepared store):
-  // kill at k, check, then run it again and check it reaches the new state.
-  void CrashAtEveryPoint(const std::string& args, const std::string& old_state,
-                         const std::string& new_state) {
-    const std::string pristine = dir_.Join("pristine");
-    fs::remove_all(pristine);
-    fs::copy(store_dir(), pristine, fs::copy_options::recursive);
-    const std::string count_file = dir_.Join("count");
-    ASSERT_EQ(RunWithEnv("CRYPTEX_TEST_CRASH_COUNT=" + Q(count_file), args), 0);
-    ASSERT_EQ(LineSummary(), new_state);
-    const int points = std::stoi(ReadFile(count_file));
-    ASSERT_GT(points, 3);
-    for (int k = 1; k <= points; ++k) {
-      fs::remove_all(store_dir());
-      fs::copy(pristine, store_dir(), fs::copy_options::recursive);
-      const int rc = RunWithEnv("CRYPTEX_TEST_CRASH_AT=" + std::to_string(k), args);
-      ASSERT_EQ(rc, 128 + SIGKILL) << "crash point " << k << " of " << points;
-      ExpectSound(old_state, new_state, args + ": crash point " + std::to_string(k));
-      const int again = RunWithEnv("", args);
-      const std::string now = LineSummary();
-      EXPECT_TRUE(again == 0 || now == new_state) << "point " << k << ": rerun exit " << again;
-      EXPECT_EQ(now, new_state) << "point " << k;
-      EXPECT_EQ(Cx("history --verify").exit_code, 0) << "point " << k;
-    }
-    std::printf("%s: %d crash points, each recovered\n", args.c_str(), points);
-  }
-};
 
 TEST_F(StoreCrashTest, InstallActivateRevertSurviveACrashAtEveryPoint) {
   AddBase();
