@@ -13,6 +13,7 @@ pkgs=(
   clang-format
   libdivsufsort-dev bsdiff time                      # delta encoder; its benchmark
   groff-base                                         # man page lint (tests/install)
+  ca-certificates                                    # debian_patch_test: https to snapshot.debian.org
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -22,4 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# tests/oracle/debian_patch_test fetches .debs with `apt-get download`, which
+# needs the package lists (a fresh container may have none).
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
 fi

@@ -174,7 +174,13 @@ class LayerStack final : public View {
     return in;
   }
 
-  Status CheckServed(uint64_t node) const { return LayerInode(node).status(); }
+  // Whether a non-merged node may be served. Base nodes are checked by the
+  // base image itself (a base holds no whiteouts), sparing the hot read path
+  // an inode fetch.
+  Status CheckServed(uint64_t node) const {
+    if (NodeLayer(node) == 0) return Status::Ok();
+    return LayerInode(node).status();
+  }
 
   // A directory not merged is the base's (Image::Lookup/ReadDir check the
   // type of a base node); any other node is a patch's non-directory or a
@@ -529,11 +535,10 @@ Result<std::unique_ptr<View>> OpenStack(const std::string& base,
                                         const std::vector<std::string>& patches,
                                         const ImageOptions& opts, StackOptions stack_opts) {
   CX_ASSIGN_OR_RETURN(auto image, Image::Open(base, opts));
-  if (image->superblock().kind != format::kKindBase) {
-    return Status::InvalidArgument(base + ": is not a base image (kind " +
-                                   std::to_string(image->superblock().kind) + ")");
+  // OpenImageView refuses a base that is not one (its wording, one place).
+  if (patches.empty() || image->superblock().kind != format::kKindBase) {
+    return OpenImageView(std::move(image));
   }
-  if (patches.empty()) return OpenImageView(std::move(image));
   std::vector<std::unique_ptr<Image>> images;
   images.push_back(std::move(image));
   for (const std::string& p : patches) {
