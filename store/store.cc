@@ -154,8 +154,15 @@ Status CheckTrees(const std::string& patch, const std::string& tree, const Image
 
 class Store::Lock {
  public:
-  static Result<Lock> Take(const std::string& dir) {
-    CX_RETURN_IF_ERROR(EnsureDir(dir));
+  // Creates the store directory only if `create` (add); otherwise a missing
+  // store is kNotFound naming it.
+  static Result<Lock> Take(const std::string& dir, bool create) {
+    struct stat st;
+    if (create) {
+      CX_RETURN_IF_ERROR(EnsureDir(dir));
+    } else if (stat(dir.c_str(), &st) != 0) {
+      return Status::NotFound(dir + ": no store here (cryptex add creates one)");
+    }
     const std::string path = dir + "/lock";
     const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return Status::FromErrno(errno, path + ": open");
@@ -183,8 +190,8 @@ class Store::Lock {
 // history records.
 class Store::Txn {
  public:
-  static Result<Txn> Begin(const Store& s) {
-    CX_ASSIGN_OR_RETURN(Lock lock, Lock::Take(s.dir_));
+  static Result<Txn> Begin(const Store& s, bool create = false) {
+    CX_ASSIGN_OR_RETURN(Lock lock, Lock::Take(s.dir_, create));
     CX_ASSIGN_OR_RETURN(StoreState st, s.ReadState());
     Txn t(s, std::move(lock), std::move(st));
     CX_RETURN_IF_ERROR(t.Recover());
@@ -437,7 +444,7 @@ Result<LineState> Store::Add(const std::string& image, const Actor& actor, bool*
   }
   const Manifest& m = src->manifest();
   CX_RETURN_IF_ERROR(CheckStoreName(m.name, image + ": image name"));
-  CX_ASSIGN_OR_RETURN(Txn txn, Txn::Begin(*this));
+  CX_ASSIGN_OR_RETURN(Txn txn, Txn::Begin(*this, /*create=*/true));
   auto it = txn.state().lines.find(m.name);
   if (it != txn.state().lines.end()) {
     if (it->second.base_root == src->superblock().root_hash) return it->second;

@@ -261,6 +261,8 @@ TEST_F(StoreTest, CommandsShowStatusAndHistory) {
   EXPECT_EQ(hd[1]["who"], "command");
   EXPECT_EQ(hd[1]["severity"], "high");
   EXPECT_EQ(Cx("history --verify").exit_code, 0);
+  EXPECT_EQ(Cx("history " + std::string(kLine)).out, Cx("history").out);
+  EXPECT_EQ(Cx("history other.line").out, "");
   EXPECT_EQ(Cx("status --json nosuch.line", true).exit_code, cli::kExitNotFound);
   // revert and remove through the commands
   EXPECT_EQ(Cx("remove p1").exit_code, 1);  // active
@@ -598,6 +600,13 @@ TEST_F(StoreRefusalTest, MissingOrInactiveDependencyIsRefusedAndRecorded) {
 }
 
 TEST_F(StoreRefusalTest, PatchForALineNotInTheStoreIsRefusedAndRecorded) {
+  // No store yet: only add creates one.
+  auto r = store_->Install(Patch("p0", 6, {}, {{"a", "x"}}), true, {});
+  EXPECT_EQ(r.status().code(), Code::kNotFound) << r.status().ToString();
+  EXPECT_TRUE(Contains(r.status().message(), "no store here")) << r.status().message();
+  EXPECT_FALSE(fs::exists(store_dir()));
+  EXPECT_EQ(Cx("activate p0").exit_code, cli::kExitNotFound);
+  EXPECT_FALSE(fs::exists(store_dir()));
   fs::create_directories(store_dir());
   ExpectRefused(Patch("p1", 6, {}, {{"a", "x"}}), Code::kNotFound, "cryptex add it first");
 }
