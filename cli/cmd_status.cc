@@ -49,15 +49,17 @@ void PrintText(const std::string& mnt, const cxfs::MountStatus& s) {
       static_cast<unsigned long long>(s.files_pushed));
 }
 
-// Store status when --store is given, there is no argument, or an argument
-// is not a directory (a line name); mount status otherwise (today's use).
+// Store status when --store is given, there is no argument, or every
+// argument could be a line name (no '/': line names have none) and is not
+// a directory; mount status otherwise (`cryptex status /mnt/app`).
 bool IsStoreQuery(const Args& args) {
   if (args.Has("--store") || args.positional().empty()) return true;
   for (const auto& p : args.positional()) {
     struct stat st;
-    if (stat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return true;
+    if (p.find('/') != std::string::npos) return false;
+    if (stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return false;
   }
-  return false;
+  return true;
 }
 
 }  // namespace
@@ -74,12 +76,13 @@ int CmdStatus(int argc, char** argv) {
         "hits and misses, files pushed), as the driver reports them.\n"
         "Exit status 3 if any mount has seen a verification failure, 5 if a path\n"
         "is not a cryptexfs mount point, 1 on other errors.\n\n"
-        "With --store, no argument, or NAMEs that are not directories: the device\n"
-        "store's image lines (default $CRYPTEX_STORE, else /var/lib/cryptex): each\n"
-        "base, its installed patches (version, release counter, class, severity,\n"
-        "CVEs, active or not) and the highest release counter seen. Every stored\n"
-        "image is opened (signature, size, root digest): exit status 3 if one is\n"
-        "damaged, 5 if a NAME is not in the store.\n");
+        "With --store, no argument, or NAMEs (no '/') that are not directories: the\n"
+        "device store's image lines (default $CRYPTEX_STORE, else /var/lib/cryptex):\n"
+        "each base, its installed patches (version, release counter, class,\n"
+        "severity, CVEs, active or not) and the highest release counter seen. Every\n"
+        "stored image is opened (signature, size, root digest) and every persisted\n"
+        "hash tree checked: exit status 3 if one is damaged, 5 if a NAME is not in\n"
+        "the store.\n");
     return kExitOk;
   }
   if (!args.ok()) return Usage("status", args.error());

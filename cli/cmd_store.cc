@@ -294,13 +294,10 @@ int CmdHistory(int argc, char** argv) {
 // `cryptex status [NAME] --store ...`: the store's lines (cmd_status.cc
 // sends here anything that is not a mount point).
 int StoreStatus(const Args& args) {
-  TrustStore trust;
   std::unique_ptr<Store> s;
-  if (int rc = OpenWithTrust("status", args, &trust, &s); rc != kExitOk) return rc;
+  if (int rc = OpenNoTrust("status", args, &s); rc != kExitOk) return rc;
   auto st = s->ReadState();
   if (!st.ok()) return Fail("status", st.status());
-  auto damage = s->Check();
-  if (!damage.ok()) return Fail("status", damage.status());
   const auto& names = args.positional();
   for (const auto& n : names) {
     if (!st->lines.count(n)) {
@@ -308,6 +305,11 @@ int StoreStatus(const Args& args) {
                                              " (and not a cryptexfs mount point)"));
     }
   }
+  // The stored images are opened: that needs the trusted keys.
+  TrustStore trust;
+  if (int rc = OpenWithTrust("status", args, &trust, &s); rc != kExitOk) return rc;
+  auto damage = s->Check();
+  if (!damage.ok()) return Fail("status", damage.status());
   const bool json = args.Has("--json");
   const bool tty = StdoutIsTerminal();
   Json lines = Json::array();
