@@ -206,8 +206,10 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> PatchedFile::Segment(const L
 }
 
 Result<size_t> PatchedFile::Read(uint64_t offset, std::span<uint8_t> buf) const {
-  if (offset >= src_.size || buf.empty()) return size_t{0};
+  // Loaded (so checked against the signed digest) even to read nothing: an
+  // empty target whose digest is wrong is refused too.
   CX_ASSIGN_OR_RETURN(auto l, Load());
+  if (offset >= src_.size || buf.empty()) return size_t{0};
   const uint64_t end = offset + std::min<uint64_t>(buf.size(), src_.size - offset);
   for (uint64_t pos = offset; pos < end;) {
     const uint64_t seg = pos / l->segment_size;

@@ -1031,6 +1031,39 @@ TEST_F(StackTest, ConcurrentReadsOfAColdStack) {
   EXPECT_EQ(DeltaStatsOf(view)->trees_built.load(), 2u);  // the tool at p1 and at p2
 }
 
+// An empty target is checked against its digest too (reading nothing is no
+// excuse to serve a file the signature does not describe).
+TEST_F(StackTest, EmptyDeltaTargetIsCheckedAgainstItsDigest) {
+  const std::string lower = "lower bytes";
+  auto delta = EncodeDelta(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(lower.data()), lower.size()), {});
+  ASSERT_TRUE(delta.ok());
+  for (const std::string signed_content : {"", "x"}) {
+    PatchedFileSource s;
+    s.context = "test: empty";
+    s.digest = FsVerityDigest(signed_content.data(), signed_content.size());
+    s.delta_size = delta->size();
+    s.read_delta = [&](uint64_t off, std::span<uint8_t> out) {
+      std::copy_n(delta->begin() + static_cast<ptrdiff_t>(off), out.size(), out.begin());
+      return Status::Ok();
+    };
+    s.lower_size = lower.size();
+    s.read_lower = [&](uint64_t off, std::span<uint8_t> out) {
+      std::copy_n(lower.begin() + static_cast<ptrdiff_t>(off), out.size(), out.begin());
+      return Status::Ok();
+    };
+    PatchedFile f(std::move(s), {});
+    std::vector<uint8_t> buf(16);
+    auto n = f.Read(0, buf);
+    if (signed_content.empty()) {
+      ASSERT_TRUE(n.ok()) << n.status().ToString();
+      EXPECT_EQ(*n, 0u);
+    } else {
+      EXPECT_EQ(n.status().code(), Code::kCorruption);
+    }
+  }
+}
+
 // A leaf that does not match the decoded block (leaves from a store built for
 // other content of the same digest cannot exist; here the lower bytes change
 // after the tree was built): the block is refused, not served.

@@ -483,7 +483,7 @@ TEST_F(LibraryPatchTest, PatchGivenAsImageIsRefused) {
 
 // ---- through the layer stack (enable when OpenStack stacks patches) -------------
 
-TEST_F(LibraryPatchTest, DISABLED_LsCatExtractVerifyReadThePatchedTree) {
+TEST_F(LibraryPatchTest, LsCatExtractVerifyReadThePatchedTree) {
   const std::string p = " --patch " + Q(patch_);
   const CommandResult ls = Cx("ls " + Q(old_) + p);
   ASSERT_EQ(ls.exit_code, kExitOk) << ls.err;
@@ -509,7 +509,7 @@ TEST_F(LibraryPatchTest, DISABLED_LsCatExtractVerifyReadThePatchedTree) {
   EXPECT_TRUE(Contains(v.out, patch_ + ": OK")) << v.out;
 }
 
-TEST_F(LibraryPatchTest, DISABLED_DiffToPatchListsWhatThePatchChanges) {
+TEST_F(LibraryPatchTest, DiffToPatchListsWhatThePatchChanges) {
   const CommandResult r = Cx("diff " + Q(old_) + " --to-patch " + Q(patch_));
   ASSERT_EQ(r.exit_code, kExitOk) << r.err;
   EXPECT_EQ(r.out,
@@ -528,7 +528,7 @@ TEST_F(LibraryPatchTest, DISABLED_DiffToPatchListsWhatThePatchChanges) {
 
 // A patch does not diff against itself: OLD+P to OLD+P+P is refused by the
 // stack (P's required patches are not what is below it).
-TEST_F(LibraryPatchTest, DISABLED_PatchStackedOnItselfIsRefused) {
+TEST_F(LibraryPatchTest, PatchStackedOnItselfIsRefused) {
   const CommandResult r =
       Cx("diff " + Q(old_) + " --patch " + Q(patch_) + " --to-patch " + Q(patch_));
   EXPECT_NE(r.exit_code, kExitOk);
@@ -537,7 +537,7 @@ TEST_F(LibraryPatchTest, DISABLED_PatchStackedOnItselfIsRefused) {
 
 // A patch applies to exactly the base it was made for: on another base it is
 // refused, naming the patch, and nothing is read or written.
-TEST_F(LibraryPatchTest, DISABLED_PatchOnTheWrongBaseIsRefused) {
+TEST_F(LibraryPatchTest, PatchOnTheWrongBaseIsRefused) {
   TempDir out;
   for (const std::string& args :
        {"ls " + Q(new_), "cat " + Q(new_) + " /content", "verify " + Q(new_),
