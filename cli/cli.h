@@ -73,6 +73,15 @@ int CmdMount(int argc, char** argv);
 int CmdUmount(int argc, char** argv);
 int CmdStatus(int argc, char** argv);
 int CmdDiff(int argc, char** argv);
+// The device store (cmd_store.cc).
+int CmdAdd(int argc, char** argv);
+int CmdInstall(int argc, char** argv);
+int CmdActivate(int argc, char** argv);
+int CmdRevert(int argc, char** argv);
+int CmdRemove(int argc, char** argv);
+int CmdHistory(int argc, char** argv);
+// `cryptex status` of store lines (args parsed by CmdStatus).
+int StoreStatus(const Args& args);
 
 }  // namespace cryptex::cli
 

@@ -1,9 +1,12 @@
-// cryptex status MOUNTPOINT...
+// cryptex status MOUNTPOINT...   (a mount)
+// cryptex status [NAME...] [--store DIR]   (the device store: cmd_store.cc)
 //
 // Shows what a cryptexfs mount serves and its integrity counters. They come
 // from the driver through the status ioctl (fs/cryptexfs/status_channel.h),
 // after proving the path is a cryptexfs mount point: nothing in an image and
 // no plain directory can fake them.
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <string>
 
@@ -46,22 +49,44 @@ void PrintText(const std::string& mnt, const cxfs::MountStatus& s) {
       static_cast<unsigned long long>(s.files_pushed));
 }
 
+// Store status when --store is given, there is no argument, or every
+// argument could be a line name (no '/': line names have none) and is not
+// a directory; mount status otherwise (`cryptex status /mnt/app`).
+bool IsStoreQuery(const Args& args) {
+  if (args.Has("--store") || args.positional().empty()) return true;
+  for (const auto& p : args.positional()) {
+    struct stat st;
+    if (p.find('/') != std::string::npos) return false;
+    if (stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int CmdStatus(int argc, char** argv) {
-  Args args(argc, argv, {}, {"--json"});
+  Args args(argc, argv, {"--store", "--trust", "--pubkey"}, {"--json"});
   if (args.help()) {
     std::printf(
-        "usage: cryptex status MOUNTPOINT... [--json]\n\n"
+        "usage: cryptex status MOUNTPOINT... [--json]\n"
+        "       cryptex status [NAME...] [--json] [--store DIR]\n"
+        "                      [--trust DIR | --pubkey FILE]\n\n"
         "For each cryptexfs mount point: the image it serves, its root hash, and the\n"
         "integrity counters (blocks verified, verification failures, chunk cache\n"
         "hits and misses, files pushed), as the driver reports them.\n"
         "Exit status 3 if any mount has seen a verification failure, 5 if a path\n"
-        "is not a cryptexfs mount point, 1 on other errors.\n");
+        "is not a cryptexfs mount point, 1 on other errors.\n\n"
+        "With --store, no argument, or NAMEs (no '/') that are not directories: the\n"
+        "device store's image lines (default $CRYPTEX_STORE, else /var/lib/cryptex):\n"
+        "each base, its installed patches (version, release counter, class,\n"
+        "severity, CVEs, active or not) and the highest release counter seen. Every\n"
+        "stored image is opened (signature, size, root digest) and every persisted\n"
+        "hash tree checked: exit status 3 if one is damaged, 5 if a NAME is not in\n"
+        "the store.\n");
     return kExitOk;
   }
   if (!args.ok()) return Usage("status", args.error());
-  if (args.positional().empty()) return Usage("status", "expected MOUNTPOINT");
+  if (IsStoreQuery(args)) return StoreStatus(args);
   const bool json = args.Has("--json");
   int rc = kExitOk;
   Json list = Json::array();

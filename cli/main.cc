@@ -28,7 +28,13 @@ constexpr Command kCommands[] = {
     {"diff", CmdDiff, "list what differs between two images, or what a patch changes"},
     {"mount", CmdMount, "mount an image with cryptexfs"},
     {"umount", CmdUmount, "unmount a cryptexfs mount"},
-    {"status", CmdStatus, "show a mount's image and integrity counters"},
+    {"status", CmdStatus, "show a mount's counters, or the store's lines and patches"},
+    {"add", CmdAdd, "register a base image in the device store"},
+    {"install", CmdInstall, "check and install a patch into the store"},
+    {"activate", CmdActivate, "activate an installed patch"},
+    {"revert", CmdRevert, "deactivate a patch, or all patches of a line"},
+    {"remove", CmdRemove, "delete an inactive patch from the store"},
+    {"history", CmdHistory, "show or verify the store's history"},
 };
 
 void PrintUsage(FILE* out) {

@@ -49,8 +49,11 @@ struct ApplyTask {
 class LayerStack final : public View {
  public:
   // Decoded delta segments share the frame cache budget of `opts`.
-  LayerStack(std::vector<std::unique_ptr<Image>> images, const ImageOptions& opts)
-      : images_(std::move(images)), segment_cache_(opts.frame_cache_bytes) {}
+  LayerStack(std::vector<std::unique_ptr<Image>> images, const ImageOptions& opts,
+             StackOptions stack_opts)
+      : images_(std::move(images)),
+        stack_opts_(std::move(stack_opts)),
+        segment_cache_(opts.frame_cache_bytes) {}
 
   // Lays every patch over the state below it (see layer_stack.h).
   Status Build() {
@@ -145,6 +148,11 @@ class LayerStack final : public View {
   }
 
   const PatchedFileStats& delta_stats() const { return delta_stats_; }
+  // The delta file serving `node`, or nullptr.
+  const PatchedFile* delta_file(uint64_t node) const {
+    auto it = sourced_.find(node);
+    return it == sourced_.end() ? nullptr : it->second.delta.get();
+  }
 
  private:
   const MergedDir* FindDir(uint64_t node) const {
@@ -239,15 +247,17 @@ class LayerStack final : public View {
                                     std::to_string(in.size) + " bytes)");
         }
       } else {
-        sf.delta = MakePatchedFile(k, in, what, *lower);
+        CX_ASSIGN_OR_RETURN(sf.delta, MakePatchedFile(k, in, what, *lower));
       }
       sourced_.emplace(NodeId(k, ino), std::move(sf));
       return Status::Ok();
     });
   }
 
-  std::unique_ptr<PatchedFile> MakePatchedFile(uint32_t k, const InodeInfo& in,
-                                               const std::string& what, const InodeInfo& lower) {
+  // The delta file, with its persisted leaves if stack_opts_ has them.
+  Result<std::unique_ptr<PatchedFile>> MakePatchedFile(uint32_t k, const InodeInfo& in,
+                                                       const std::string& what,
+                                                       const InodeInfo& lower) {
     PatchedFileSource src;
     src.context = what;
     src.size = in.size;
@@ -267,6 +277,15 @@ class LayerStack final : public View {
     env.stats = &delta_stats_;
     env.cache = &segment_cache_;
     env.cache_id = next_cache_id_++;
+    if (stack_opts_.persisted_leaves) {
+      std::optional<std::vector<uint8_t>> bytes = stack_opts_.persisted_leaves(k, in.ino);
+      if (bytes) {
+        CX_ASSIGN_OR_RETURN(
+            VerityLeaves leaves,
+            VerityLeaves::Parse(*bytes, in.size, in.digest, what + " (persisted hash tree)"));
+        return std::make_unique<PatchedFile>(std::move(src), env, std::move(leaves));
+      }
+    }
     return std::make_unique<PatchedFile>(std::move(src), env);
   }
 
@@ -439,6 +458,7 @@ class LayerStack final : public View {
   std::unordered_map<uint64_t, MergedDir> dirs_;
   std::unordered_map<uint64_t, SourcedFile> sourced_;
   mutable PatchedFileStats delta_stats_;
+  const StackOptions stack_opts_;
   mutable SegmentCache segment_cache_;
   uint64_t next_cache_id_ = 0;
 };
@@ -496,9 +516,24 @@ const PatchedFileStats* DeltaStatsOf(const View& view) {
   return stack ? &stack->delta_stats() : nullptr;
 }
 
+Result<std::shared_ptr<const VerityLeaves>> DeltaLeavesOf(const View& view, uint64_t node) {
+  const auto* stack = dynamic_cast<const LayerStack*>(&view);
+  const PatchedFile* f = stack ? stack->delta_file(node) : nullptr;
+  if (f == nullptr) {
+    return Status::NotFound("node " + std::to_string(node) + " is not a delta file");
+  }
+  return f->Leaves();
+}
+
 Result<std::unique_ptr<View>> OpenStack(const std::string& base,
                                         const std::vector<std::string>& patches,
                                         const ImageOptions& opts) {
+  return OpenStack(base, patches, opts, StackOptions{});
+}
+
+Result<std::unique_ptr<View>> OpenStack(const std::string& base,
+                                        const std::vector<std::string>& patches,
+                                        const ImageOptions& opts, StackOptions stack_opts) {
   CX_ASSIGN_OR_RETURN(auto image, Image::Open(base, opts));
   // OpenImageView refuses a base that is not one (its wording, one place).
   if (patches.empty() || image->superblock().kind != format::kKindBase) {
@@ -511,7 +546,7 @@ Result<std::unique_ptr<View>> OpenStack(const std::string& base,
     images.push_back(std::move(img));
     CX_RETURN_IF_ERROR(CheckBinding(*images[0], images, images.size() - 1));
   }
-  auto stack = std::make_unique<LayerStack>(std::move(images), opts);
+  auto stack = std::make_unique<LayerStack>(std::move(images), opts, std::move(stack_opts));
   CX_RETURN_IF_ERROR(stack->Build());
   return std::unique_ptr<View>(std::move(stack));
 }

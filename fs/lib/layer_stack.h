@@ -35,10 +35,39 @@
 //    verifies each lower segment once, not once per small lower read).
 #pragma once
 
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "patched_file.h"
 #include "view.h"
 
 namespace cryptex {
+
+// Options of a stack beyond ImageOptions.
+struct StackOptions {
+  // Persisted fs-verity leaves (a store keeps them: store/trees.h). Called
+  // at open for each delta file, with its layer (1 = the first patch) and
+  // inode in that patch image; returns the bytes VerityLeaves::Serialize
+  // made, or nullopt to build them on first read. The bytes are untrusted:
+  // they are accepted only if they hash up to the file's signed digest
+  // (VerityLeaves::Parse), else OpenStack fails with kCorruption naming the
+  // patch and the file. Called during OpenStack only.
+  std::function<std::optional<std::vector<uint8_t>>(uint32_t layer, uint64_t ino)> persisted_leaves;
+};
+
+// OpenStack (view.h) with `stack_opts`.
+Result<std::unique_ptr<View>> OpenStack(const std::string& base,
+                                        const std::vector<std::string>& patches,
+                                        const ImageOptions& opts, StackOptions stack_opts);
+
+// The checked fs-verity leaves of delta file `node` of a view made by
+// OpenStack, built with one pass over the decoded file if they were not
+// yet (a store persists them at install). kNotFound if `node` is not a
+// delta file of a stack.
+Result<std::shared_ptr<const VerityLeaves>> DeltaLeavesOf(const View& view, uint64_t node);
 
 // The delta-file counters of a view made by OpenStack with at least one
 // patch; nullptr for any other view (e.g. an ImageView).

@@ -1,0 +1,49 @@
+// Durable file operations of the device store (docs/STORE.md, "Crash
+// safety"), each followed by a crash point.
+//
+// Crash points: every step that changes what is on disk (a write, an fsync,
+// a rename, a link, a truncate) calls CrashPoint() after it. With the
+// environment variable CRYPTEX_TEST_CRASH_AT=N (tests only) the process
+// kills itself with SIGKILL at the Nth point, as `kill -9` would; with
+// CRYPTEX_TEST_CRASH_COUNT=FILE it writes the number of points it passed to
+// FILE at exit, so a test can enumerate them all.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "status.h"
+
+namespace cryptex::store {
+
+// One crash point (see above). `what` names it in the count file.
+void CrashPoint(const char* what);
+
+// Replaces `path` with `bytes` atomically and durably: writes `path`.tmp,
+// fsyncs it, renames it over `path`, fsyncs the directory. A reader sees the
+// old or the new file, never a mix; after a crash at any step the file is
+// the old or the new one (a stale `path`.tmp may remain; the next write
+// replaces it).
+Status ReplaceFile(const std::string& path, std::span<const uint8_t> bytes, int mode = 0644);
+
+// Appends `bytes` to `path` (created if missing) and fsyncs it.
+Status AppendDurable(const std::string& path, std::span<const uint8_t> bytes);
+
+// Truncates `path` to `size` and fsyncs it.
+Status TruncateDurable(const std::string& path, uint64_t size);
+
+// fsync of directory `dir`.
+Status SyncDir(const std::string& dir);
+
+// mkdir `dir` (mode 0755) if missing, then fsyncs its parent.
+Status EnsureDir(const std::string& dir);
+
+// The whole of `path`; kNotFound if missing.
+Result<std::string> ReadWholeFile(const std::string& path);
+
+// Copies the regular file `src` into `fd` (from offset 0), with
+// copy_file_range where the kernel can (no bytes through user space).
+Status CopyInto(const std::string& src, int fd, const std::string& dest_what, uint64_t* size);
+
+}  // namespace cryptex::store
