@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <set>
 #include <mutex>
+#include <set>
 #include <unordered_set>
 #include <utility>
 
@@ -83,8 +83,8 @@ std::shared_ptr<const Filesystem::Generation> Filesystem::MakeGeneration(
   for (size_t i = 0; i < layers.size(); ++i) {
     uint32_t slot = 0;
     if (i > 0) {
-      const auto [it, inserted] = slot_by_root_.emplace(layers[i]->superblock().root_hash,
-                                                        static_cast<uint32_t>(slot_by_root_.size() + 1));
+      const auto [it, inserted] = slot_by_root_.emplace(
+          layers[i]->superblock().root_hash, static_cast<uint32_t>(slot_by_root_.size() + 1));
       slot = it->second;
     }
     g->slot_of_layer.push_back(slot);

@@ -194,7 +194,7 @@ class Filesystem final {
 
   struct Generation {
     std::shared_ptr<const View> view;
-    std::vector<uint32_t> slot_of_layer;                 // layer index -> slot
+    std::vector<uint32_t> slot_of_layer;                   // layer index -> slot
     std::unordered_map<uint32_t, uint32_t> layer_of_slot;  // slot -> layer index
   };
   // A request's inode in a generation that serves it.

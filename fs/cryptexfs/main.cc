@@ -24,6 +24,7 @@
 #include "lowlevel.h"
 #include "options.h"
 #include "sd_notify.h"
+#include "store.h"
 
 namespace cryptex::cxfs {
 namespace {
@@ -166,10 +167,6 @@ int Run(int argc, char** argv) {
 
   // Open and check the image before anything is mounted: a refused image
   // leaves no mount behind.
-  char resolved[PATH_MAX];
-  if (::realpath(cfg.image.c_str(), resolved) == nullptr) {
-    return Fail(cfg.image, Status::FromErrno(errno, "cannot open"));
-  }
   Result<TrustStore> trust =
       cfg.pubkey.empty() ? TrustStore::LoadDir(cfg.trust_dir) : TrustStore::LoadFile(cfg.pubkey);
   // Without a trusted key the image cannot be authenticated: refused like a
@@ -180,6 +177,25 @@ int Run(int argc, char** argv) {
   ImageOptions image_opts;
   image_opts.trust = &*trust;
   image_opts.frame_cache_bytes = static_cast<size_t>(cfg.cache_bytes);
+  char resolved[PATH_MAX];
+  // A store line (store=DIR): IMAGE is the line's name; the mount serves its
+  // active level (or the pinned level=) and follows activations.
+  std::shared_ptr<store::Store> line_store;
+  if (!cfg.store_dir.empty()) {
+    char dir[PATH_MAX];
+    if (::realpath(cfg.store_dir.c_str(), dir) == nullptr) {
+      return Fail(cfg.store_dir, Status::FromErrno(errno, "cannot open the store"));
+    }
+    Result<std::unique_ptr<store::Store>> st = store::Store::Open(dir, &*trust);
+    if (!st.ok()) return Fail(cfg.store_dir, st.status());
+    line_store = std::move(*st);
+    const std::string base = line_store->BasePath(cfg.image);
+    if (::realpath(base.c_str(), resolved) == nullptr) {
+      return Fail(cfg.image, Status::NotFound(std::string(dir) + ": no line named " + cfg.image));
+    }
+  } else if (::realpath(cfg.image.c_str(), resolved) == nullptr) {
+    return Fail(cfg.image, Status::FromErrno(errno, "cannot open"));
+  }
   Result<std::unique_ptr<Image>> image = Image::Open(resolved, image_opts);
   if (!image.ok()) return Fail(cfg.image, image.status(), resolved);
   if ((*image)->superblock().kind != format::kKindBase) {
@@ -188,6 +204,10 @@ int Run(int argc, char** argv) {
                                     " image; cryptexfs mounts base images"));
   }
   Result<std::unique_ptr<View>> view = [&]() -> Result<std::unique_ptr<View>> {
+    if (line_store) {
+      image->reset();
+      return line_store->OpenLevel(cfg.image, cfg.level, image_opts);
+    }
     if (cfg.patches.empty()) return OpenImageView(std::move(*image));
     // Patches stacked on the image, bottom first (paths resolved now:
     // fuse_daemonize() changes directory to "/").
@@ -235,6 +255,21 @@ int Run(int argc, char** argv) {
       return fuse_lowlevel_notify_store(s, ino, static_cast<off_t>(offset), &bv,
                                         fuse_buf_copy_flags{});
     });
+  }
+  if (line_store && cfg.level.empty()) {
+    // Live activation: `cryptex activate/revert` asks (reload ioctl); the
+    // next level is the line's committed state, read afresh.
+    fs.EnableReload([line_store, name = cfg.image,
+                     image_opts] { return line_store->OpenLevel(name, "", image_opts); },
+                    Filesystem::Notifier{[s = se.get()](uint64_t parent, const std::string& name) {
+                                           // -ENOENT: the kernel holds no such entry; nothing to
+                                           // drop.
+                                           (void)fuse_lowlevel_notify_inval_entry(
+                                               s, parent, name.c_str(), name.size());
+                                         },
+                                         [s = se.get()](uint64_t ino) {
+                                           (void)fuse_lowlevel_notify_inval_inode(s, ino, 0, 0);
+                                         }});
   }
   if (fuse_set_signal_handlers(se.get()) != 0) return 1;
   if (fuse_session_mount(se.get(), mountpoint.get()) != 0) {

@@ -17,6 +17,8 @@ enum Key : int {
   kKeyNoPush,
   kKeyReadahead,
   kKeyPatch,
+  kKeyStore,
+  kKeyLevel,
 };
 
 const fuse_opt kDriverOpts[] = {
@@ -27,6 +29,8 @@ const fuse_opt kDriverOpts[] = {
     FUSE_OPT_KEY("no_push", kKeyNoPush),
     FUSE_OPT_KEY("readahead=", kKeyReadahead),
     FUSE_OPT_KEY("patch=", kKeyPatch),
+    FUSE_OPT_KEY("store=", kKeyStore),
+    FUSE_OPT_KEY("level=", kKeyLevel),
     FUSE_OPT_KEY("ro", kKeyDrop),
     FUSE_OPT_KEY("rw", kKeyDrop),
     FUSE_OPT_KEY("nofail", kKeyDrop),
@@ -87,6 +91,14 @@ int ProcessArg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
       if (*ValueOf(arg) == '\0') return fail("patch= needs a file");
       st->cfg->patches.emplace_back(ValueOf(arg));
       return 0;
+    case kKeyStore:
+      st->cfg->store_dir = ValueOf(arg);
+      if (st->cfg->store_dir.empty()) return fail("store= needs a directory");
+      return 0;
+    case kKeyLevel:
+      st->cfg->level = ValueOf(arg);
+      if (st->cfg->level.empty()) return fail("level= needs base or a patch id");
+      return 0;
     case kKeyOpenHandles:
       st->cfg->open_handles = true;
       return 0;
@@ -118,6 +130,12 @@ Status ParseDriverArgs(fuse_args* args, DriverConfig* cfg) {
   ParseState st{cfg, 0, {}};
   if (fuse_opt_parse(args, &st, kDriverOpts, ProcessArg) != 0) {
     return Status::InvalidArgument(st.error.empty() ? "cannot parse the command line" : st.error);
+  }
+  if (!cfg->level.empty() && cfg->store_dir.empty()) {
+    return Status::InvalidArgument("level= needs store= (it pins a store line)");
+  }
+  if (!cfg->store_dir.empty() && !cfg->patches.empty()) {
+    return Status::InvalidArgument("patch= and store= exclude each other (a line has its patches)");
   }
   return CheckTrustSource(cfg->trust_given, !cfg->pubkey.empty());
 }

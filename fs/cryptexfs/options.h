@@ -26,7 +26,9 @@ struct DriverConfig {
   std::string image;                         // IMAGE as given on the command line
   std::string trust_dir = kDefaultTrustDir;  // trust=DIR
   bool trust_given = false;
-  std::string pubkey;                // pubkey=FILE; replaces the trust directory
+  std::string pubkey;     // pubkey=FILE; replaces the trust directory
+  std::string store_dir;  // store=DIR: IMAGE names a line of this store (live activation)
+  std::string level;      // level=base|ID with store=: pinned at that level, never reloaded
   std::vector<std::string> patches;  // patch=FILE, repeatable: layers over IMAGE, bottom first
   uint64_t cache_bytes = kDefaultCacheBytes;  // cache_size=BYTES
   // readahead=BYTES: the mount's read_ahead_kb (sysfs bdi); 0 keeps the
