@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <set>
 #include <mutex>
 #include <unordered_set>
 #include <utility>
@@ -63,8 +64,190 @@ uint8_t* ThreadReadBuffer(size_t n) {
 }  // namespace
 
 Filesystem::Filesystem(std::unique_ptr<View> view, Options options)
-    : view_(std::move(view)), options_(std::move(options)), pool_(options_.read_helpers) {
-  parents_[view_->root()] = view_->root();
+    : options_(std::move(options)), pool_(options_.read_helpers) {
+  base_ = view->layers().front();
+  base_root_ = base_->superblock().root_hash;
+  std::shared_ptr<const View> first(std::move(view));
+  anchor_ = first;  // owns base_ for the life of the mount (push, statfs)
+  {
+    std::unique_lock lock(gen_mu_);
+    current_ = MakeGeneration(std::move(first));
+  }
+  parents_[kRootIno] = kRootIno;
+}
+
+std::shared_ptr<const Filesystem::Generation> Filesystem::MakeGeneration(
+    std::shared_ptr<const View> view) {
+  auto g = std::make_shared<Generation>();
+  const std::vector<const Image*> layers = view->layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    uint32_t slot = 0;
+    if (i > 0) {
+      const auto [it, inserted] = slot_by_root_.emplace(layers[i]->superblock().root_hash,
+                                                        static_cast<uint32_t>(slot_by_root_.size() + 1));
+      slot = it->second;
+    }
+    g->slot_of_layer.push_back(slot);
+    g->layer_of_slot[slot] = static_cast<uint32_t>(i);
+  }
+  g->view = std::move(view);
+  return g;
+}
+
+std::shared_ptr<const Filesystem::Generation> Filesystem::Current() const {
+  std::shared_lock lock(gen_mu_);
+  return current_;
+}
+
+Result<Filesystem::Target> Filesystem::Find(uint64_t ino) const {
+  const uint32_t slot = NodeLayer(ino);
+  std::shared_lock lock(gen_mu_);
+  if (slot == 0) return Target{current_, ino};  // the base: layer 0 everywhere
+  if (auto it = current_->layer_of_slot.find(slot); it != current_->layer_of_slot.end()) {
+    return Target{current_, NodeId(it->second, NodeIno(ino))};
+  }
+  for (auto r = retired_.rbegin(); r != retired_.rend(); ++r) {
+    if (auto it = (*r)->layer_of_slot.find(slot); it != (*r)->layer_of_slot.end()) {
+      return Target{*r, NodeId(it->second, NodeIno(ino))};
+    }
+  }
+  return Status::NotFound("inode " + std::to_string(ino) + " is no longer served");
+}
+
+void Filesystem::EnableReload(Reopen reopen, Notifier notify) {
+  reopen_ = std::move(reopen);
+  notify_ = std::move(notify);
+}
+
+size_t Filesystem::generations() const {
+  std::shared_lock lock(gen_mu_);
+  return 1 + retired_.size();
+}
+
+void Filesystem::Remember(uint64_t ino) {
+  const uint32_t slot = NodeLayer(ino);
+  if (slot == 0) return;  // base inodes are served by every generation
+  std::unique_lock lock(gen_mu_);
+  ++slot_refs_[slot];
+}
+
+void Filesystem::Forget(uint64_t ino, uint64_t nlookup) {
+  const uint32_t slot = NodeLayer(ino);
+  if (slot == 0) return;
+  std::unique_lock lock(gen_mu_);
+  auto it = slot_refs_.find(slot);
+  if (it == slot_refs_.end()) return;
+  it->second -= std::min(it->second, nlookup);
+  if (it->second == 0) {
+    slot_refs_.erase(it);
+    PruneRetired();
+  }
+}
+
+// Keeps, newest first, only the retired generations that serve a slot some
+// remembered inode needs and no generation kept so far serves: at most one
+// per such slot, so memory stays bounded however many reloads there were.
+void Filesystem::PruneRetired() {
+  std::unordered_set<uint32_t> needed;
+  for (const auto& [slot, refs] : slot_refs_) {
+    if (refs > 0 && current_->layer_of_slot.count(slot) == 0) needed.insert(slot);
+  }
+  std::vector<std::shared_ptr<const Generation>> keep;
+  for (auto r = retired_.rbegin(); r != retired_.rend() && !needed.empty(); ++r) {
+    bool useful = false;
+    for (const auto& [slot, layer] : (*r)->layer_of_slot) {
+      if (needed.erase(slot) > 0) useful = true;
+    }
+    if (useful) keep.push_back(*r);
+  }
+  std::reverse(keep.begin(), keep.end());
+  retired_ = std::move(keep);
+}
+
+Status Filesystem::Reload() {
+  std::lock_guard reload_lock(reload_mu_);
+  if (!reopen_) {
+    return Status::Unsupported("this mount serves fixed images; only a store line reloads");
+  }
+  CX_ASSIGN_OR_RETURN(std::unique_ptr<View> view, reopen_());
+  if (view->layers().front()->superblock().root_hash != base_root_) {
+    return Status::InvalidArgument("the line's base image changed; unmount and mount again");
+  }
+  std::shared_ptr<const Generation> before, after;
+  {
+    std::unique_lock lock(gen_mu_);
+    before = current_;
+    after = MakeGeneration(std::shared_ptr<const View>(std::move(view)));
+    if (after->slot_of_layer == before->slot_of_layer) return Status::Ok();  // same level
+    current_ = after;
+    retired_.push_back(before);
+    PruneRetired();
+  }
+  {
+    // Parents and paths are rebuilt from lookups of the new level.
+    std::unique_lock lock(parents_mu_);
+    parents_.clear();
+    parents_[kRootIno] = kRootIno;
+  }
+  {
+    std::unique_lock lock(paths_mu_);
+    paths_.clear();
+  }
+  Invalidate(*before, *after);
+  reloads_.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+// Every path a layer that came or went carries (its directories, and each
+// name in them, whiteouts included), as the kernel knows it in either
+// generation: the directory inodes (attributes and listings) and their
+// (directory, name) entries. For an opaque directory, also every name the
+// old level listed there. Nothing else changed, so nothing else is dropped
+// from the kernel's caches.
+void Filesystem::Invalidate(const Generation& before, const Generation& after) {
+  if (!notify_.inval_entry || !notify_.inval_inode) return;
+  std::vector<const Image*> changed;
+  auto collect = [&](const Generation& from, const Generation& other) {
+    const std::vector<const Image*> layers = from.view->layers();
+    for (const auto& [slot, layer] : from.layer_of_slot) {
+      if (slot != 0 && other.layer_of_slot.count(slot) == 0) changed.push_back(layers[layer]);
+    }
+  };
+  collect(before, after);
+  collect(after, before);
+  std::set<std::pair<uint64_t, std::string>> entries;
+  std::set<uint64_t> dirs;
+  for (const Image* layer : changed) {
+    std::deque<std::pair<uint64_t, std::string>> queue{{1, ""}};  // patch dir inode, path
+    while (!queue.empty()) {
+      auto [dir, path] = std::move(queue.front());
+      queue.pop_front();
+      std::vector<uint64_t> known;  // this path's directory inode in each generation
+      for (const Generation* g : {&before, &after}) {
+        Result<InodeInfo> in = g->view->Resolve(path);
+        if (in.ok() && in->is_dir()) known.push_back(ToIno(*g, in->ino));
+      }
+      for (uint64_t d : known) dirs.insert(d);
+      Result<InodeInfo> self = layer->GetInode(dir);
+      if (self.ok() && (self->flags & format::kInodeOpaque)) {
+        Result<InodeInfo> old_dir = before.view->Resolve(path);
+        if (old_dir.ok() && old_dir->is_dir()) {
+          (void)before.view->ReadDir(old_dir->ino, 0, [&](const DirEntry& e, uint64_t) {
+            for (uint64_t d : known) entries.emplace(d, e.name);
+            return true;
+          });
+        }
+      }
+      // Errors only leave entries cached: the layer was verified at open.
+      (void)layer->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
+        for (uint64_t d : known) entries.emplace(d, e.name);
+        if (e.type == format::kTypeDirectory) queue.emplace_back(e.ino, path + "/" + e.name);
+        return true;
+      });
+    }
+  }
+  for (const auto& [parent, name] : entries) notify_.inval_entry(parent, name);
+  for (uint64_t d : dirs) notify_.inval_inode(d);
 }
 
 void Filesystem::FillStat(const InodeInfo& in, struct stat* st) {
@@ -103,19 +286,23 @@ Result<uint64_t> Filesystem::ParentOf(uint64_t ino) {
   // Every directory inode the kernel holds came from lookup or readdirplus,
   // which record its parent, so this is a fallback: walk the tree breadth
   // first (bounded, cycle-safe), recording every directory's parent.
-  std::deque<uint64_t> queue{view_->root()};
-  std::unordered_set<uint64_t> seen{view_->root()};
+  const std::shared_ptr<const Generation> g = Current();
+  std::deque<uint64_t> queue{kRootIno};
+  std::unordered_set<uint64_t> seen{kRootIno};
   uint64_t visited = 0;
   std::optional<uint64_t> found;
   while (!queue.empty() && !found) {
     uint64_t dir = queue.front();
     queue.pop_front();
-    Status st = view_->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
+    Result<Target> t = Find(dir);
+    if (!t.ok()) continue;
+    Status st = t->gen->view->ReadDir(t->node, 0, [&](const DirEntry& e, uint64_t) {
       if (++visited > kWalkEntryLimit) return false;
-      if (e.type != format::kTypeDirectory || !seen.insert(e.ino).second) return true;
-      RecordParent(e.ino, dir);
-      queue.push_back(e.ino);
-      if (e.ino == ino) found = dir;
+      const uint64_t child = ToIno(*t->gen, e.ino);
+      if (e.type != format::kTypeDirectory || !seen.insert(child).second) return true;
+      RecordParent(child, dir);
+      queue.push_back(child);
+      if (child == ino) found = dir;
       return !found;
     });
     CX_RETURN_IF_ERROR(st);
@@ -126,7 +313,7 @@ Result<uint64_t> Filesystem::ParentOf(uint64_t ino) {
 }
 
 std::string Filesystem::DescribeInode(uint64_t ino) {
-  if (ino == view_->root()) return "/";
+  if (ino == kRootIno) return "/";
   {
     std::shared_lock lock(paths_mu_);
     auto it = paths_.find(ino);
@@ -134,23 +321,26 @@ std::string Filesystem::DescribeInode(uint64_t ino) {
   }
   std::string result = "ino " + std::to_string(ino);
   std::deque<std::pair<uint64_t, std::string>> queue;
-  queue.emplace_back(view_->root(), "");
-  std::unordered_set<uint64_t> seen{view_->root()};
+  queue.emplace_back(kRootIno, "");
+  std::unordered_set<uint64_t> seen{kRootIno};
   uint64_t visited = 0;
   bool found = false;
   while (!queue.empty() && !found && visited <= kWalkEntryLimit) {
     auto [dir, path] = std::move(queue.front());
     queue.pop_front();
     // Errors only shorten the search: this is for a log line.
-    (void)view_->ReadDir(dir, 0, [&](const DirEntry& e, uint64_t) {
+    Result<Target> t = Find(dir);
+    if (!t.ok()) continue;
+    (void)t->gen->view->ReadDir(t->node, 0, [&](const DirEntry& e, uint64_t) {
       if (++visited > kWalkEntryLimit) return false;
-      if (e.ino == ino) {
+      const uint64_t child = ToIno(*t->gen, e.ino);
+      if (child == ino) {
         result = path + "/" + e.name;
         found = true;
         return false;
       }
-      if (e.type == format::kTypeDirectory && seen.insert(e.ino).second) {
-        queue.emplace_back(e.ino, path + "/" + e.name);
+      if (e.type == format::kTypeDirectory && seen.insert(child).second) {
+        queue.emplace_back(child, path + "/" + e.name);
       }
       return true;
     });
@@ -162,9 +352,11 @@ std::string Filesystem::DescribeInode(uint64_t ino) {
 }
 
 Result<struct stat> Filesystem::DoGetattr(uint64_t ino) {
-  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, t.gen->view->GetAttr(t.node));
   struct stat st;
   FillStat(in, &st);
+  st.st_ino = ino;
   return st;
 }
 
@@ -175,18 +367,25 @@ Result<struct stat> Filesystem::DoLookup(uint64_t parent, std::string_view name)
     return DoGetattr(up);
   }
   if (name.size() > format::kMaxNameLen) return Status::NotFound("name too long");
-  CX_ASSIGN_OR_RETURN(DirEntry e, view_->Lookup(parent, name));
-  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(e.ino));
-  if (in.is_dir()) RecordParent(e.ino, parent);
+  CX_ASSIGN_OR_RETURN(Target t, Find(parent));
+  CX_ASSIGN_OR_RETURN(DirEntry e, t.gen->view->Lookup(t.node, name));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, t.gen->view->GetAttr(e.ino));
+  const uint64_t child = ToIno(*t.gen, e.ino);
+  if (in.is_dir()) RecordParent(child, parent);
   struct stat st;
   FillStat(in, &st);
+  st.st_ino = child;
   return st;
 }
 
-Result<std::string> Filesystem::DoReadlink(uint64_t ino) { return view_->ReadLink(ino); }
+Result<std::string> Filesystem::DoReadlink(uint64_t ino) {
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  return t.gen->view->ReadLink(t.node);
+}
 
 Status Filesystem::DoOpen(uint64_t ino) {
-  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, t.gen->view->GetAttr(t.node));
   if (in.is_dir()) return Status::IsDirectory("inode " + std::to_string(ino));
   return Status::Ok();
 }
@@ -195,7 +394,8 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
   // All or nothing: a failure anywhere fails the whole request. A short
   // reply would tell the kernel the file ends there (it caches the smaller
   // size and zero-fills), i.e. wrong data instead of EIO.
-  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, t.gen->view->GetAttr(t.node));
   if (!in.is_reg()) return Status::IsDirectory("inode " + std::to_string(ino));
   if (offset >= in.size || size == 0) return std::span<const uint8_t>();
   size = static_cast<size_t>(std::min<uint64_t>({size, kMaxReadBytes, in.size - offset}));
@@ -227,7 +427,7 @@ Result<std::span<const uint8_t>> Filesystem::DoRead(uint64_t ino, uint64_t offse
     uint64_t ino, offset;
     uint8_t* buf;
     Piece* pieces;
-  } ctx{view_.get(), ino, offset, buf, pieces.data()};
+  } ctx{t.gen->view.get(), t.node, offset, buf, pieces.data()};
   pool_.ParallelFor(
       n,
       [](void* vctx, size_t i) {
@@ -267,7 +467,8 @@ bool Filesystem::StopPush(std::chrono::milliseconds timeout) {
 }
 
 Status Filesystem::DoOpendir(uint64_t ino) {
-  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, t.gen->view->GetAttr(t.node));
   if (!in.is_dir()) return Status::NotDirectory("inode " + std::to_string(ino));
   return Status::Ok();
 }
@@ -287,28 +488,32 @@ Status Filesystem::DoReaddir(uint64_t ino, uint64_t offset, bool plus, const Dir
     Result<uint64_t> up = ParentOf(ino);
     if (!up.ok() && up.status().code() != Code::kNotFound) return up.status();
     std::memset(&st, 0, sizeof(st));
-    st.st_ino = up.ok() ? *up : view_->root();
+    st.st_ino = up.ok() ? *up : kRootIno;
     st.st_mode = S_IFDIR;
     if (!emit("..", st, 2)) return Status::Ok();
   }
   uint64_t start = offset <= 2 ? 0 : offset - 2;
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  const View& view = *t.gen->view;
   Status inner;
-  Status outer = view_->ReadDir(ino, start, [&](const DirEntry& e, uint64_t index) {
+  Status outer = view.ReadDir(t.node, start, [&](const DirEntry& e, uint64_t index) {
+    const uint64_t child = ToIno(*t.gen, e.ino);
     if (plus) {
-      Result<InodeInfo> in = view_->GetAttr(e.ino);
+      Result<InodeInfo> in = view.GetAttr(e.ino);
       if (!in.ok()) {
         inner = in.status();
         return false;
       }
       FillStat(*in, &st);
+      st.st_ino = child;
     } else {
       std::memset(&st, 0, sizeof(st));
-      st.st_ino = e.ino;
+      st.st_ino = child;
       st.st_mode = ModeOfType(e.type);
     }
     if (!emit(e.name, st, index + 3)) return false;
     // Only once the kernel has the entry (readdirplus creates its inode).
-    if (plus && e.type == format::kTypeDirectory) RecordParent(e.ino, ino);
+    if (plus && e.type == format::kTypeDirectory) RecordParent(child, ino);
     return true;
   });
   CX_RETURN_IF_ERROR(inner);
@@ -319,7 +524,7 @@ Result<struct statvfs> Filesystem::DoStatfs() {
   struct statvfs sv;
   std::memset(&sv, 0, sizeof(sv));
   uint64_t bytes = 0, inodes = 0;
-  for (const Image* layer : view_->layers()) {
+  for (const Image* layer : Current()->view->layers()) {
     bytes += layer->superblock().image_size;
     inodes += layer->inode_count();
   }
@@ -338,7 +543,7 @@ MountStatus Filesystem::CurrentStatus() const {
   static_assert(sizeof(m.root_hash) == sizeof(base().superblock().root_hash));
   std::memcpy(m.root_hash.data(), base().superblock().root_hash.data(), m.root_hash.size());
   m.verify_failures = integrity_failures_.load();
-  for (const Image* layer : view_->layers()) {
+  for (const Image* layer : Current()->view->layers()) {
     const ImageStats& s = layer->stats();
     m.blocks_verified += s.blocks_verified.load();
     m.cache_hits += s.frame_cache_hits.load();
@@ -349,11 +554,13 @@ MountStatus Filesystem::CurrentStatus() const {
 }
 
 Result<std::string> Filesystem::DoGetxattr(uint64_t ino, std::string_view name) {
-  return view_->GetXattr(ino, name);
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  return t.gen->view->GetXattr(t.node, name);
 }
 
 Result<std::string> Filesystem::DoListxattr(uint64_t ino) {
-  CX_ASSIGN_OR_RETURN(std::vector<Xattr> xattrs, view_->ListXattrs(ino));
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  CX_ASSIGN_OR_RETURN(std::vector<Xattr> xattrs, t.gen->view->ListXattrs(t.node));
   std::string out;
   for (const Xattr& x : xattrs) {
     out += x.name;
@@ -363,7 +570,8 @@ Result<std::string> Filesystem::DoListxattr(uint64_t ino) {
 }
 
 Status Filesystem::DoAccess(uint64_t ino, int mask, const Caller& caller) {
-  CX_ASSIGN_OR_RETURN(InodeInfo in, view_->GetAttr(ino));
+  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
+  CX_ASSIGN_OR_RETURN(InodeInfo in, t.gen->view->GetAttr(t.node));
   int want = mask & (R_OK | W_OK | X_OK);
   if (want == 0) return Status::Ok();  // F_OK
   if (caller.uid == 0) {

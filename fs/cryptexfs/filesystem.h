@@ -1,7 +1,6 @@
 // The FUSE-independent half of cryptexfs: every operation as a DoX() that
-// returns a Result/Status, over one cryptex::View: a base image, or a base
-// with patches stacked on it (view.h). Inode numbers are the view's node ids
-// (the root is 1). lowlevel.cc turns
+// returns a Result/Status, over a cryptex::View: a base image, or a base
+// with patches stacked on it (view.h). lowlevel.cc turns
 // each into exactly one fuse_reply_*.
 //
 // Thread safety: all methods may be called concurrently (the FUSE
@@ -16,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -34,6 +34,20 @@
 #include "view.h"
 
 namespace cryptex::cxfs {
+
+// Live activation. The mount serves one *generation* (a View) at a time and
+// Reload() swaps in the next one. Inode numbers the kernel sees are
+// NodeId(slot, ino): a slot names one layer image for the life of the mount
+// (slot 0 is the base; a patch gets a slot by its signed root hash), so
+//  * a node keeps its inode number in every generation holding its layer
+//    (unchanged files keep their numbers and page cache across activations);
+//  * a changed file is a new inode (its patch's slot);
+//  * an inode of a layer no longer active is still served, by the newest
+//    retired generation that holds it: a patch binds to exactly one lower
+//    state (FORMAT.md section 12), so (layer, ino) means the same bytes in
+//    every generation. Descriptors opened before an activation keep reading
+//    the old bytes until closed. A retired generation is dropped once the
+//    kernel has forgotten (FORGET) every inode only it can serve.
 
 // The image is immutable: the kernel may cache entries and attributes for a
 // day (and negative lookups too).
@@ -73,14 +87,41 @@ class Filesystem final {
     std::function<void()> after_init;
   };
 
+  // Opens the next generation's view (e.g. a store line's active level).
+  using Reopen = std::function<Result<std::unique_ptr<View>>()>;
+  // Kernel cache invalidation (fuse_lowlevel_notify_inval_entry / _inode).
+  struct Notifier {
+    std::function<void(uint64_t parent, const std::string& name)> inval_entry;
+    std::function<void(uint64_t ino)> inval_inode;
+  };
+
   // REQUIRES: view != nullptr.
   Filesystem(std::unique_ptr<View> view, Options options);
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
-  const View& view() const { return *view_; }
   // The base image (layer 0): geometry, statfs, push, the status' identity.
-  const Image& base() const { return *view_->layers().front(); }
+  // The same in every generation.
+  const Image& base() const { return *base_; }
+  uint64_t root() const { return kRootIno; }
+  static constexpr uint64_t kRootIno = 1;
+
+  // Makes Reload() possible: `reopen` gives the next view, `notify` reaches
+  // the kernel. Call before serving.
+  void EnableReload(Reopen reopen, Notifier notify);
+  bool reloadable() const { return static_cast<bool>(reopen_); }
+  // Opens the next view and swaps it in, then invalidates the kernel's
+  // entries and attributes of exactly the paths the layers that came or went
+  // carry; returns once new lookups see the new level. kInvalidArgument if
+  // the new view has another base. Serialised: one reload at a time.
+  Status Reload();
+  // Lookup accounting (the kernel's nlookup): Remember after every entry
+  // reply that creates a reference, Forget on FORGET.
+  void Remember(uint64_t ino);
+  void Forget(uint64_t ino, uint64_t nlookup);
+  // Generations kept (the current one included); for tests and status.
+  size_t generations() const;
+  uint64_t reloads() const { return reloads_.load(); }
   const Options& options() const { return options_; }
   // Called by the FUSE edge on every request; runs options().after_init once.
   void OnRequest() {
@@ -151,7 +192,41 @@ class Filesystem final {
   void Log(const std::string& line);
   std::string WithoutImagePath(const std::string& message) const;
 
-  const std::unique_ptr<View> view_;
+  struct Generation {
+    std::shared_ptr<const View> view;
+    std::vector<uint32_t> slot_of_layer;                 // layer index -> slot
+    std::unordered_map<uint32_t, uint32_t> layer_of_slot;  // slot -> layer index
+  };
+  // A request's inode in a generation that serves it.
+  struct Target {
+    std::shared_ptr<const Generation> gen;
+    uint64_t node;  // the view's node id
+  };
+  Result<Target> Find(uint64_t ino) const;
+  std::shared_ptr<const Generation> Current() const;
+  static uint64_t ToIno(const Generation& g, uint64_t node) {
+    return NodeId(g.slot_of_layer[NodeLayer(node)], NodeIno(node));
+  }
+  // A generation for `view`, assigning slots to new layers. REQUIRES gen_mu_.
+  std::shared_ptr<const Generation> MakeGeneration(std::shared_ptr<const View> view);
+  // Drops retired generations no remembered inode needs. REQUIRES gen_mu_.
+  void PruneRetired();
+  // The (parent, name) entries and inodes to invalidate between two
+  // generations; see Reload.
+  void Invalidate(const Generation& before, const Generation& after);
+
+  std::shared_ptr<const View> anchor_;  // the first view: owns base_
+  const Image* base_ = nullptr;
+  Digest base_root_{};
+  mutable std::shared_mutex gen_mu_;
+  std::shared_ptr<const Generation> current_;               // GUARDED_BY(gen_mu_)
+  std::vector<std::shared_ptr<const Generation>> retired_;  // newest last; GUARDED_BY(gen_mu_)
+  std::map<Digest, uint32_t> slot_by_root_;                 // GUARDED_BY(gen_mu_)
+  std::unordered_map<uint32_t, uint64_t> slot_refs_;  // lookups per patch slot; GUARDED_BY(gen_mu_)
+  std::mutex reload_mu_;                              // one Reload at a time
+  Reopen reopen_;
+  Notifier notify_;
+  std::atomic<uint64_t> reloads_{0};
   const Options options_;
   ParallelPool pool_;  // decodes the chunks of one large read in parallel
   std::unique_ptr<Pusher> pusher_;

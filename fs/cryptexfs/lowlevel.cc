@@ -110,14 +110,27 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       return Status::Ok();
     }
     fuse_entry_param e = EntryFor(*r);
-    fuse_reply_entry(req, &e);
+    // Counted before the reply (a FORGET may follow it at once), taken
+    // back if the kernel did not get it.
+    fs.Remember(e.ino);
+    if (fuse_reply_entry(req, &e) != 0) fs.Forget(e.ino, 1);
     return Status::Ok();
   });
 }
 
-// Inode numbers are the image's, stable for the mount: nothing to forget.
-void OpForget(fuse_req_t req, fuse_ino_t /*ino*/, uint64_t /*nlookup*/) { fuse_reply_none(req); }
-void OpForgetMulti(fuse_req_t req, size_t /*count*/, fuse_forget_data* /*forgets*/) {
+// The kernel's lookup counts release retired generations (filesystem.h).
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  try {
+    Fs(req).Forget(ino, nlookup);
+  } catch (...) {
+  }
+  fuse_reply_none(req);
+}
+void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  try {
+    for (size_t i = 0; i < count; ++i) Fs(req).Forget(forgets[i].ino, forgets[i].nlookup);
+  } catch (...) {
+  }
   fuse_reply_none(req);
 }
 
@@ -247,6 +260,7 @@ void ReaddirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
   Serve(req, {plus ? "readdirplus" : "readdir", ino}, [&](Filesystem& fs) -> Status {
     char* buf = ThreadDirBuffer(size);
     size_t used = 0;
+    std::vector<uint64_t> remembered;  // readdirplus entries the kernel will count
     auto emit = [&](const std::string& name, const struct stat& st, uint64_t next) {
       size_t room = size - used;
       size_t need;
@@ -269,13 +283,19 @@ void ReaddirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
       }
       if (need > room) return false;
       used += need;
+      if (plus && !IsDotOrDotDot(name)) {
+        fs.Remember(st.st_ino);
+        remembered.push_back(st.st_ino);
+      }
       return true;
     };
     Status st = fs.DoReaddir(ino, static_cast<uint64_t>(off), plus, emit);
     // Entries already packed are good; the next call starts at the failing
     // one and reports the error then.
     if (!st.ok() && used == 0) return st;
-    fuse_reply_buf(req, buf, used);
+    if (fuse_reply_buf(req, buf, used) != 0) {
+      for (uint64_t i : remembered) fs.Forget(i, 1);
+    }
     return Status::Ok();
   });
 }
@@ -348,15 +368,34 @@ void OpCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) 
   ReplyReadOnly(req);
 }
 // ---- status ------------------------------------------------------------------
-// The status ioctl (status_channel.h) on the root directory; every other
-// ioctl, and this one elsewhere, is ENOTTY.
+// The status and reload ioctls (status_channel.h) on the root directory;
+// every other ioctl, and these elsewhere, is ENOTTY. Reload is for root and
+// the mount's owner only (EPERM), EOPNOTSUPP on a mount that cannot reload,
+// EIO (logged) if the next level does not open.
 void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*,
              unsigned flags, const void*, size_t, size_t out_bufsz) noexcept {
   try {
     Filesystem& fs = Fs(req);
     fs.OnRequest();
-    if (cmd != kStatusIoctl || (flags & FUSE_IOCTL_COMPAT) || ino != fs.view().root()) {
+    if ((cmd != kStatusIoctl && cmd != kReloadIoctl) || (flags & FUSE_IOCTL_COMPAT) ||
+        ino != fs.root()) {
       fuse_reply_err(req, ENOTTY);
+      return;
+    }
+    if (cmd == kReloadIoctl) {
+      const fuse_ctx* ctx = fuse_req_ctx(req);
+      if (ctx->uid != 0 && ctx->uid != getuid()) {
+        fuse_reply_err(req, EPERM);
+        return;
+      }
+      const Status st = fs.Reload();
+      if (st.ok()) {
+        fuse_reply_ioctl(req, 0, nullptr, 0);
+      } else {
+        fuse_reply_err(req, st.code() == Code::kUnsupported
+                                ? EOPNOTSUPP
+                                : fs.ErrnoForFailure(st, ErrorSite("reload", ino)));
+      }
       return;
     }
     StatusWire wire;

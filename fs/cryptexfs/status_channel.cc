@@ -157,4 +157,40 @@ Result<MountStatus> QueryMountStatus(const std::string& path) {
   return s;
 }
 
+Status ReloadMount(const std::string& mountpoint) {
+  CX_RETURN_IF_ERROR(QueryMountStatus(mountpoint).status());
+  Fd fd(::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return Status::FromErrno(errno, mountpoint);
+  if (::ioctl(fd.get(), kReloadIoctl) != 0) {
+    switch (errno) {
+      case EOPNOTSUPP:
+        return Status::Unsupported(mountpoint + ": serves fixed images (not a store line)");
+      case EPERM:
+      case EACCES:
+        return Status::Permission(mountpoint + ": only root or the mount's owner may reload it");
+      case ENOTTY:
+      case ENOSYS:
+        return Status::Unsupported(mountpoint + ": its cryptexfs cannot reload");
+      default:
+        return Status::FromErrno(errno, mountpoint + ": reload (the driver logged why)");
+    }
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> CryptexfsMounts() {
+  std::vector<std::string> out;
+  std::ifstream in("/proc/self/mountinfo");
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream words(line);
+    std::vector<std::string> f;
+    for (std::string w; words >> w;) f.push_back(w);
+    size_t sep = 6;
+    while (sep < f.size() && f[sep] != "-") ++sep;
+    if (f.size() < 5 || sep + 1 >= f.size() || f[sep + 1] != kMountType) continue;
+    out.push_back(UnescapeMountField(f[4]));
+  }
+  return out;
+}
+
 }  // namespace cryptex::cxfs

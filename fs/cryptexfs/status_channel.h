@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "status.h"
 
@@ -59,6 +60,10 @@ inline constexpr uint32_t kStatusVersion = 1;
 // ioctl(mountpoint_fd, kStatusIoctl, StatusWire*): answered on the root only.
 inline constexpr unsigned int kStatusIoctl = _IOR(0xCE, 0x01, StatusWire);
 
+// ioctl(mountpoint_fd, kReloadIoctl): the driver opens the line's current
+// level and serves it; returns once new opens see it (live activation).
+inline constexpr unsigned int kReloadIoctl = _IO(0xCE, 0x02);
+
 // Fills *wire. kInvalidArgument if the image path does not fit.
 Status EncodeStatus(const MountStatus& status, StatusWire* wire);
 // kCorruption naming `what` if the reply is malformed.
@@ -70,6 +75,14 @@ Result<MountStatus> DecodeStatus(const StatusWire& wire, const std::string& what
 // system, a FUSE mount of another type. kCorruption if the driver's answer
 // is malformed or names another image than the mount table's source.
 Result<MountStatus> QueryMountStatus(const std::string& mountpoint);
+
+// Asks the cryptexfs mount at `mountpoint` (checked as QueryMountStatus
+// does) to serve its line's current level. kUnsupported if it serves fixed
+// images, kPermission if the caller may not, kIOError otherwise.
+Status ReloadMount(const std::string& mountpoint);
+
+// Mount points of every cryptexfs mount in /proc/self/mountinfo.
+std::vector<std::string> CryptexfsMounts();
 
 // One /proc/self/mountinfo field with its \ooo escapes decoded.
 std::string UnescapeMountField(std::string_view field);
