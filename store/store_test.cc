@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -609,6 +610,48 @@ TEST_F(StoreRefusalTest, PatchForALineNotInTheStoreIsRefusedAndRecorded) {
   EXPECT_FALSE(fs::exists(store_dir()));
   fs::create_directories(store_dir());
   ExpectRefused(Patch("p1", 6, {}, {{"a", "x"}}), Code::kNotFound, "cryptex add it first");
+}
+
+TEST_F(StoreRefusalTest, PatchIdThatIsNoFileNameIsRefusedAndRecorded) {
+  AddBase();
+  for (const std::string id : {"../evil", ".hidden", "a/b"}) {
+    SCOPED_TRACE(id);
+    Manifest m;
+    m.name = kLine;
+    m.version = "x";
+    m.patch_id = id;
+    m.release_counter = 6;
+    m.base_root_digest = base_root_;
+    const std::string p = Seal("odd.cxpatch", format::kKindPatch, m, FlatTree({{"a", "x"}}));
+    ExpectRefused(p, Code::kInvalidArgument, "cannot name a file in the store");
+    fs::remove(p);
+  }
+}
+
+// Readers take no lock: while activations and reverts run, every read of
+// the state is a whole committed state (one of the two levels).
+TEST_F(StoreTest, ReadersNeverSeeAHalfAppliedState) {
+  AddBase();
+  ASSERT_TRUE(store_->Install(Patch("p1", 6, {}, {{"a", "1"}}), false, {}).ok());
+  std::atomic<bool> done{false};
+  std::atomic<int> reads{0}, bad{0};
+  std::thread reader([&] {
+    auto s = Store::Open(store_dir(), trust_.get());
+    while (!done) {
+      auto l = (*s)->ReadLine(kLine);
+      auto h = (*s)->History();
+      if (!l.ok() || !h.ok() || l->patches.size() != 1 || l->active.size() > 1) ++bad;
+      ++reads;
+    }
+  });
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(store_->Activate("", "p1", {}).ok());
+    ASSERT_TRUE(store_->Revert("", "p1", {}).ok());
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(reads.load(), 10);
 }
 
 TEST_F(StoreTest, UntrustedPatchIsRefusedWithoutARecord) {
