@@ -1,5 +1,7 @@
 // The device store commands (docs/STORE.md): cryptex add, install, activate,
 // revert, remove, history, and the store side of cryptex status.
+#include <limits.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 
 #include "cli.h"
 #include "json.h"
+#include "status_channel.h"
 #include "store.h"
 #include "terminal.h"
 
@@ -104,6 +107,46 @@ Json RecordJson(const store::HistoryRecord& r) {
   return j;
 }
 
+// Live activation: asks every cryptexfs mount of a line of this store to
+// serve its line's committed level, and waits until each does. With
+// `live` false (a change of reboot-class patches only) mounts are left
+// alone and the change takes effect at their next mount. Returns kExitOk,
+// or kExitError if a mount could not follow (the change itself is committed).
+int FollowMounts(const std::string& cmd, const Store& s, bool live) {
+  char dir[PATH_MAX];
+  if (::realpath(s.dir().c_str(), dir) == nullptr) return kExitOk;
+  const std::string prefix = std::string(dir) + "/";
+  int rc = kExitOk;
+  for (const std::string& mp : cxfs::CryptexfsMounts()) {
+    auto st = cxfs::QueryMountStatus(mp);
+    if (!st.ok() || st->image.rfind(prefix, 0) != 0) continue;
+    const std::string where = ForTerminal(mp, StdoutIsTerminal());
+    if (!live) {
+      std::printf("%s: takes effect at its next mount (reboot-class patch)\n", where.c_str());
+      continue;
+    }
+    const Status r = cxfs::ReloadMount(mp);
+    if (r.ok()) {
+      std::printf("%s: now serving the new level\n", where.c_str());
+    } else if (r.code() != Code::kUnsupported) {  // a pinned level= mount stays
+      std::fprintf(stderr, "cryptex %s: %s\n", cmd.c_str(), r.message().c_str());
+      rc = kExitError;
+    }
+  }
+  return rc;
+}
+
+// Whether a change of patch `id` goes live on running mounts (relaunch
+// class), from the committed state.
+bool LiveChange(const Store& s, const std::string& id) {
+  auto st = s.ReadState();
+  if (!st.ok()) return true;
+  for (const auto& [name, line] : st->lines) {
+    if (const store::PatchEntry* p = line.Find(id)) return p->activation != "reboot";
+  }
+  return true;
+}
+
 }  // namespace
 
 int CmdAdd(int argc, char** argv) {
@@ -163,6 +206,7 @@ int CmdInstall(int argc, char** argv) {
   std::printf("installed %s (%s)%s\n", ForTerminal(p->id, StdoutIsTerminal()).c_str(),
               ForTerminal(p->version, StdoutIsTerminal()).c_str(),
               args.Has("--activate") ? ", active" : "");
+  if (args.Has("--activate")) return FollowMounts("install", *s, p->activation != "reboot");
   return kExitOk;
 }
 
@@ -186,7 +230,7 @@ int CmdActivate(int argc, char** argv) {
       s->Activate(args.Get("--line").value_or(""), args.positional()[0], ActorOf(args));
   if (!st.ok()) return Fail("activate", st);
   std::printf("activated %s\n", ForTerminal(args.positional()[0], StdoutIsTerminal()).c_str());
-  return kExitOk;
+  return FollowMounts("activate", *s, LiveChange(*s, args.positional()[0]));
 }
 
 int CmdRevert(int argc, char** argv) {
@@ -215,7 +259,8 @@ int CmdRevert(int argc, char** argv) {
   if (!st.ok()) return Fail("revert", st);
   std::printf("reverted %s%s\n", args.Has("--all") ? "all patches of " : "",
               ForTerminal(what, StdoutIsTerminal()).c_str());
-  return kExitOk;
+  // Undoing is always live: a revert must not wait for a remount.
+  return FollowMounts("revert", *s, true);
 }
 
 int CmdRemove(int argc, char** argv) {
