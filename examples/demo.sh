@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The cryptex demo: seal the sample component, check it three ways, read it
 # without mounting, mount it with cryptexfs (every block verified on read),
-# and show what happens to a tampered copy.
+# show what happens to a tampered copy, then ship a signed patch, install it
+# in a device store, activate it live on the running mount, show the history
+# and revert it.
 #
 # Usage: examples/demo.sh [WORKDIR]   (default: a fresh temporary directory)
 # Needs a build in ./build (scripts/build.sh). Run as root for the mount part.
@@ -16,7 +18,11 @@ mnt="$work/mnt"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
-cleanup() { mountpoint -q "$mnt" 2>/dev/null && fusermount3 -u "$mnt" || true; }
+cleanup() {
+  for m in "$mnt" "$work/live" "$work/pinned"; do
+    mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m" || true
+  done
+}
 trap cleanup EXIT
 
 cd "$work"
@@ -77,5 +83,64 @@ rc=0
 "$bin" verify tampered.cryptex --trust trust || rc=$?
 if [ "$rc" -ne 3 ]; then echo "unexpected: verify exit status $rc (want 3)"; exit 1; fi
 echo "(exit status 3 = integrity failure: the flipped byte was found and named)"
+
+step "9. The vendor fixes the library and ships a signed patch, not a new image"
+rm -rf fixed && cp -a "$here/sample-tree" fixed
+python3 - fixed/lib/libgreet.so.1 <<'PY'
+import sys
+p = sys.argv[1]
+with open(p, "r+b") as f:  # a few bytes of "code" change, as in a security fix
+    f.seek(150000)
+    f.write(b"PATCHED")
+PY
+echo 1.0.1 > fixed/share/doc/greeter/VERSION
+touch -r "$here/sample-tree/share/doc/greeter/VERSION" fixed/share/doc/greeter/VERSION
+run "$bin" mkpatch --from greeter.cryptex --to fixed -o greeter-1.0.1.cxpatch \
+  --key vendor.key --trust trust --id greeter-1.0.1 --version 1.0.1 --severity high \
+  --cve CVE-2026-10001 --class relaunch --release-counter 2 --epoch 1767312000
+run ls -l greeter.cryptex greeter-1.0.1.cxpatch
+run "$bin" inspect greeter-1.0.1.cxpatch --trust trust
+run "$bin" diff greeter.cryptex --to-patch greeter-1.0.1.cxpatch --trust trust
+run "$bin" extract greeter.cryptex --patch greeter-1.0.1.cxpatch patched --trust trust
+run diff -r --no-dereference fixed patched && echo "base + patch identical to the fixed tree"
+
+if [ -x "$fsbin" ] && [ -e /dev/fuse ] && [ "$(id -u)" -eq 0 ]; then
+  store="$work/store"
+  step "10. A device: a store with the base, mounted live (cryptexfs -o store=)"
+  run "$bin" add greeter.cryptex --store "$store" --trust trust
+  mkdir -p "$work/live" "$work/pinned"
+  run "$fsbin" org.example.greeter "$work/live" -o store="$store",trust="$work/trust"
+  run "$work/live/bin/greet"
+  run ls -i "$work/live/lib/libgreet.so.1" "$work/live/bin/greet"
+
+  step "11. Install the patch (checked completely), then activate it live"
+  run "$bin" install greeter-1.0.1.cxpatch --store "$store" --trust trust
+  exec 7<"$work/live/lib/libgreet.so.1"  # a process that has the old library open
+  run "$bin" activate greeter-1.0.1 --store "$store" --reason "fixes CVE-2026-10001"
+  run "$work/live/bin/greet"
+  run ls -i "$work/live/lib/libgreet.so.1" "$work/live/bin/greet"
+  echo "(the changed file is a new inode; unchanged files keep theirs)"
+  printf 'already-open descriptor still reads the old bytes: '
+  if cmp -s /dev/fd/7 "$here/sample-tree/lib/libgreet.so.1"; then echo yes; else
+    echo "no"; exit 1; fi
+  exec 7<&-
+  run diff -r --no-dereference fixed "$work/live" && echo "live mount identical to the fixed tree"
+  run "$fsbin" org.example.greeter "$work/pinned" -o store="$store",trust="$work/trust",level=base
+  run diff -q "$work/pinned/lib/libgreet.so.1" "$work/live/lib/libgreet.so.1" || true
+  echo "(level=base pins a mount at the base, beside the live one)"
+
+  step "12. What is applied, why, and which CVEs it fixes"
+  run "$bin" status org.example.greeter --store "$store" --trust trust
+  run "$bin" history --store "$store"
+  run "$bin" history --store "$store" --verify
+
+  step "13. Revert: back to the base exactly, on the running mount"
+  run "$bin" revert greeter-1.0.1 --store "$store" --reason "demo"
+  run "$work/live/bin/greet"
+  run diff -r --no-dereference "$here/sample-tree" "$work/live" && echo "live mount back to the base"
+  run "$bin" history --store "$store"
+  run "$bin" umount "$work/pinned"
+  run "$bin" umount "$work/live"
+fi
 
 step "Done. Work directory: $work"
