@@ -35,6 +35,7 @@ static_assert(kDefaultCacheBytes % (1u << 20) == 0 && kDefaultReadaheadBytes % (
 void PrintUsage(const char* prog) {
   std::printf(
       "usage: %s IMAGE MOUNTPOINT [options]\n"
+      "       %s NAME MOUNTPOINT -o store=DIR[,level=base|ID] [options]\n"
       "\n"
       "Mounts the sealed cryptex image IMAGE read-only at MOUNTPOINT; every\n"
       "block served is verified against the image's signed Merkle tree.\n"
@@ -46,13 +47,16 @@ void PrintUsage(const char* prog) {
       "    -o readahead=BYTES     the mount's readahead, K/M suffixes (default %lluM; 0: "
       "kernel's)\n"
       "    -o patch=FILE          stack this patch over IMAGE (repeatable, bottom first)\n"
+      "    -o store=DIR           IMAGE is a line of this store: serve its active level,\n"
+      "                           following activations live\n"
+      "    -o level=base|ID       with store=: pinned at that level\n"
       "    -o no_push             store nothing in the page cache ahead of reads\n"
       "    -o open_handles        answer OPEN (kernels without no_open support)\n"
       "\n"
       "Always implied: -o ro,default_permissions (the kernel enforces the owners\n"
       "and modes recorded in the image, for every user).\n"
       "\n",
-      prog, kDefaultTrustDir, static_cast<unsigned long long>(kDefaultCacheBytes >> 20),
+      prog, prog, kDefaultTrustDir, static_cast<unsigned long long>(kDefaultCacheBytes >> 20),
       static_cast<unsigned long long>(kDefaultReadaheadBytes >> 20));
 }
 

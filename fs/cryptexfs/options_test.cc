@@ -89,6 +89,42 @@ TEST(ParseDriverArgsTest, Errors) {
   EXPECT_EQ(st.message(), CheckTrustSource(true, true).message());  // the CLI's wording
 }
 
+TEST(ParseDriverArgsTest, StoreLevelAndPatches) {
+  DriverConfig cfg;
+  Status st;
+  auto rest = Parse({"cryptexfs", "org.example.app", "/mnt", "-o",
+                     "store=/var/lib/cryptex,level=base,allow_other"},
+                    &cfg, &st);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(cfg.image, "org.example.app");
+  EXPECT_EQ(cfg.store_dir, "/var/lib/cryptex");
+  EXPECT_EQ(cfg.level, "base");
+  std::vector<std::string> want = {"cryptexfs", "-o", "allow_other", "/mnt"};
+  EXPECT_EQ(rest, want);
+
+  DriverConfig p;
+  Parse({"cryptexfs", "a.cryptex", "/mnt", "-o", "patch=/p/1.cxpatch,patch=/p/2.cxpatch"}, &p, &st);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(p.patches, (std::vector<std::string>{"/p/1.cxpatch", "/p/2.cxpatch"}));
+}
+
+TEST(ParseDriverArgsTest, StoreOptionConflictsAreRefused) {
+  Status st;
+  DriverConfig a;
+  Parse({"cryptexfs", "a", "/mnt", "-o", "level=base"}, &a, &st);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("store="), std::string::npos) << st.message();
+  DriverConfig b;
+  Parse({"cryptexfs", "a", "/mnt", "-o", "store=/s,patch=/p"}, &b, &st);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  DriverConfig c;
+  Parse({"cryptexfs", "a", "/mnt", "-o", "store="}, &c, &st);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  DriverConfig d;
+  Parse({"cryptexfs", "a", "/mnt", "-o", "patch="}, &d, &st);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+}
+
 TEST(AddImpliedOptionsTest, EscapesFsname) {
   fuse_args args = FUSE_ARGS_INIT(0, nullptr);
   ASSERT_EQ(fuse_opt_add_arg(&args, "cryptexfs"), 0);
