@@ -2,7 +2,8 @@
 # Hardening jobs CI runs after the README's test command (docs/TESTING.md):
 #   1. the whole suite (but the two big oracle trees) under ASan + UBSan,
 #      real FUSE mounts included;
-#   2. ThreadSanitizer on the concurrent readers (library and driver pool);
+#   2. ThreadSanitizer on the concurrent readers (library, layer stack and
+#      driver pool);
 #   3. every libFuzzer target for FUZZ_SECONDS (default 60) each.
 # Any sanitizer report, test failure or fuzz finding fails the run.
 set -euo pipefail
@@ -21,8 +22,9 @@ lap "ASan+UBSan suite"
 
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_TSAN=ON -DCRYPTEX_WERROR=ON >/dev/null
-cmake --build build-tsan -j"$jobs" --target image_concurrency_test parallel_test push_test
+cmake --build build-tsan -j"$jobs" --target image_concurrency_test parallel_test push_test view_test
 build-tsan/fs/lib/image_concurrency_test
+build-tsan/fs/lib/view_test --gtest_filter='*Concurren*'
 build-tsan/fs/cryptexfs/parallel_test
 build-tsan/fs/cryptexfs/push_test
 lap "ThreadSanitizer"
