@@ -373,8 +373,11 @@ def part3_cold(cx, lines, work, repeat):
     print(f"\n== 3. cold read of the largest changed file: live mount (base + patch from the "
           f"store) vs a base image of NEW mounted; {repeat} alternating runs, each remounted, "
           f"caches dropped; medians; target live/plain <= {TARGET_RATIO}")
+    print("(live: a mount of the store's line with the patch active; activated: mounted "
+          "at the base, the patch activated on the running mount, then read; plain: NEW built "
+          "as a base image)")
     print(f"{'line':7} {'file':40} {'bytes':>10} {'live ms':>9} {'plain ms':>9} "
-          f"{'ratio':>6}  target")
+          f"{'ratio':>6} {'activ. ms':>10} {'ratio':>6}  target")
     for line in lines:
         st = fresh_store(cx, line, os.path.join(work, f"store.{line.tag}"), install=True,
                          activate=True)
@@ -382,15 +385,26 @@ def part3_cold(cx, lines, work, repeat):
                                line.name)
         rel = line.largest
         want = hashlib.sha256(open(os.path.join(line.new, rel), "rb").read()).hexdigest()
+        st2 = fresh_store(cx, line, os.path.join(work, f"store.{line.tag}.act"), install=True)
         mnt = os.path.join(work, f"mnt.{line.tag}")
+
+        def activated():
+            cx.mount_line(line.name, st2, mnt)
+            os.stat(os.path.join(mnt, rel))  # the base's file is known to the kernel
+            run(cx.store(st2, "activate", line.pid))
+
+        def unmount_activated():
+            run(cx.store(st2, "revert", line.pid))
+
         sides = {"live": lambda: cx.mount_line(line.name, st, mnt),
-                 "plain": lambda: cx.mount(plain, mnt, f"trust={cx.trust}")}
+                 "plain": lambda: cx.mount(plain, mnt, f"trust={cx.trust}"),
+                 "activated": activated}
         walls = {k: [] for k in sides}
         for i in range(repeat):
-            for k in (("live", "plain") if i % 2 == 0 else ("plain", "live")):
+            for k in (list(sides) if i % 2 == 0 else list(reversed(list(sides)))):
                 sides[k]()
                 try:
-                    drop_all([st, plain])
+                    drop_all([st, st2, plain])
                     t0 = time.monotonic()
                     subprocess.run(["sh", "-c", 'cat "$1" > /dev/null', "sh",
                                     os.path.join(mnt, rel)], check=True)
@@ -400,11 +414,14 @@ def part3_cold(cx, lines, work, repeat):
                         if got.hexdigest() != want:
                             raise SystemExit(f"DEFECT: {k} mount serves wrong bytes for {rel}")
                 finally:
+                    if k == "activated":
+                        unmount_activated()
                     cx.umount(mnt)
-        a, b = med(walls["live"]), med(walls["plain"])
+        a, b, c = med(walls["live"]), med(walls["plain"]), med(walls["activated"])
         size = os.path.getsize(os.path.join(line.new, rel))
         print(f"{line.tag:7} {rel[-40:]:40} {size:10} {a*1000:9.1f} {b*1000:9.1f} "
-              f"{ratio(a, b):6.2f}  {verdict(ratio(a, b) <= TARGET_RATIO)}")
+              f"{ratio(a, b):6.2f} {c*1000:10.1f} {ratio(c, b):6.2f}  "
+              f"{verdict(max(ratio(a, b), ratio(c, b)) <= TARGET_RATIO)}")
 
 
 def part4_layers(cx, work, layers, repeat, dirs=100, files=50):
