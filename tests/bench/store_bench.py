@@ -27,7 +27,7 @@ store=ST,trust=T` where a part needs a mount):
    and times `cat FILE > /dev/null`. Target live/plain <= 1.5.
 4. a base of DIRS x FILES small files; LAYERS chained patches (--on), patch i
    changes 3 files in 3 directories; one store with patch 1 active, one with
-   all LAYERS active, both mounted. Alternating, caches dropped before each:
+   all LAYERS active (and one with the base alone, for reference), all mounted. Alternating, caches dropped before each:
    stat of every path (in-process, ns per path) and `ls -lR` (ms). Target:
    LAYERS/1 about 1 (<= 1.5).
 
@@ -426,7 +426,7 @@ def part3_cold(cx, lines, work, repeat):
 
 def part4_layers(cx, work, layers, repeat, dirs=100, files=50):
     print(f"\n== 4. lookup and ls -lR: {dirs} dirs x {files} files, {layers} chained "
-          f"patches (3 files in 3 dirs each) active vs 1; {repeat} alternating runs, "
+          f"patches (3 files in 3 of the first half of the dirs each) active vs 1 (and the base alone); {repeat} alternating runs, "
           f"caches dropped before each; medians; target {layers}/1 <= {TARGET_RATIO}")
     tree = os.path.join(work, f"layers.tree")
     shutil.rmtree(tree, ignore_errors=True)
@@ -445,7 +445,7 @@ def part4_layers(cx, work, layers, repeat, dirs=100, files=50):
     t0 = time.monotonic()
     for i in range(1, layers + 1):
         for k in range(3):
-            rel = f"dir{(i * 7 + k * 31) % dirs:03}/file{(i + k) % files:03}"
+            rel = f"dir{(i * 7 + k * 31) % (dirs // 2):03}/file{(i + k) % files:03}"
             write(os.path.join(tree, rel), f"{rel} patched by {i}\n".encode() * 8)
         out = os.path.join(work, f"layers{layers}.p{i}.cxpatch")
         if os.path.exists(out):
@@ -453,7 +453,7 @@ def part4_layers(cx, work, layers, repeat, dirs=100, files=50):
         patches.append(cx.mkpatch(base, tree, out, f"lp{i}", i + 1, on=list(patches)))
     mk = time.monotonic() - t0
     stores = {}
-    for n in (1, layers):
+    for n in (0, 1, layers):
         st = os.path.join(work, f"store.layers{n}")
         shutil.rmtree(st, ignore_errors=True)
         cx.add(base, st)
@@ -465,20 +465,28 @@ def part4_layers(cx, work, layers, repeat, dirs=100, files=50):
             for n, st in stores.items()}
     try:
         # The top level serves the last patch's bytes.
-        last = f"dir{(layers * 7) % dirs:03}/file{layers % files:03}"
+        last = f"dir{(layers * 7) % (dirs // 2):03}/file{layers % files:03}"
         if open(os.path.join(mnts[layers], last), "rb").read() != \
                 open(os.path.join(tree, last), "rb").read():
             raise SystemExit(f"DEFECT: {mnts[layers]}/{last} is not patch {layers}'s content")
-        res = {n: {"stat": [], "ls": []} for n in mnts}
+        res = {n: {"stat": [], "hot": [], "cold": [], "ls": []} for n in mnts}
+        touched = [p for p in paths if int(p[3:6]) < dirs // 2]
+        untouched = [p for p in paths if int(p[3:6]) >= dirs // 2]
         for i in range(repeat):
             order = list(mnts) if i % 2 == 0 else list(reversed(list(mnts)))
             for n in order:
                 m = mnts[n]
                 drop_all(list(stores.values()))
                 t0 = time.monotonic()
-                for rel in paths:
+                for rel in touched:
                     os.stat(os.path.join(m, rel))
-                res[n]["stat"].append((time.monotonic() - t0) / len(paths))
+                t1 = time.monotonic()
+                for rel in untouched:
+                    os.stat(os.path.join(m, rel))
+                t2 = time.monotonic()
+                res[n]["stat"].append((t2 - t0) / len(paths))
+                res[n]["hot"].append((t1 - t0) / len(touched))
+                res[n]["cold"].append((t2 - t1) / len(untouched))
                 drop_all(list(stores.values()))
                 t0 = time.monotonic()
                 subprocess.run(["ls", "-lR", m], check=True, stdout=subprocess.DEVNULL)
@@ -486,9 +494,13 @@ def part4_layers(cx, work, layers, repeat, dirs=100, files=50):
     finally:
         for m in mnts.values():
             cx.umount(m)
-    print(f"{'active':>7} {'stat us/path':>13} {'ls -lR ms':>10}")
+    print("(touched: the paths in the directories the patches change, dirs 0 to "
+          f"{dirs // 2 - 1}; untouched: the others)")
+    print(f"{'active':>7} {'stat us/path':>13} {'touched':>8} {'untouched':>10} {'ls -lR ms':>10}")
     for n in mnts:
-        print(f"{n:7} {med(res[n]['stat'])*1e6:13.1f} {med(res[n]['ls'])*1000:10.1f}")
+        r = res[n]
+        print(f"{n if n else 'base':>7} {med(r['stat'])*1e6:13.1f} {med(r['hot'])*1e6:8.1f} "
+              f"{med(r['cold'])*1e6:10.1f} {med(r['ls'])*1000:10.1f}")
     rs = ratio(med(res[layers]["stat"]), med(res[1]["stat"]))
     rl = ratio(med(res[layers]["ls"]), med(res[1]["ls"]))
     print(f"{layers}/1: stat {rs:.2f}, ls -lR {rl:.2f} (target <= {TARGET_RATIO}) "
@@ -499,7 +511,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(here, "../../build"))
-    ap.add_argument("--repeat", type=int, help="runs per measurement (default 5; quick 3)")
+    ap.add_argument("--repeat", type=int, help="runs per measurement (default 7; quick 3)")
     ap.add_argument("--cycles", type=int, help="activate/revert pairs (default 20; quick 6)")
     ap.add_argument("--layers", type=int, help="patches for part 4 (default 50; quick 10)")
     ap.add_argument("--quick", action="store_true", help="fewer runs and layers")
@@ -509,7 +521,7 @@ def main():
     ap.add_argument("--no-big", action="store_true")
     ap.add_argument("--parts", default="1234")
     a = ap.parse_args()
-    repeat = a.repeat or (3 if a.quick else 5)
+    repeat = a.repeat or (3 if a.quick else 7)
     cycles = a.cycles or (6 if a.quick else 20)
     layers = a.layers or (10 if a.quick else 50)
     build = os.path.abspath(a.build)
