@@ -20,19 +20,25 @@ store=ST,trust=T` where a part needs a mount):
    < 50 ms each, and the big line within 1.5x of the small one (independent
    of file size). Once, untimed: the mount serves the patched bytes after
    activate and the base bytes after revert.
-3. cold read of the largest changed file (libc6, big) through the live mount
-   vs the same file in a freshly built base image of the NEW tree mounted
-   with cryptexfs: each run remounts (untimed), drops the caches (echo 3 >
-   drop_caches, posix_fadvise DONTNEED on the images and the store's files)
-   and times `cat FILE > /dev/null`. Target live/plain <= 1.5.
-4. a base of DIRS x FILES small files; LAYERS chained patches (--on), patch i
-   changes 3 files in 3 directories; one store with patch 1 active, one with
-   all LAYERS active (and one with the base alone, for reference), all mounted. Alternating, caches dropped before each:
-   stat of every path (in-process, ns per path) and `ls -lR` (ms). Target:
-   LAYERS/1 about 1 (<= 1.5).
+3. cold read of the largest changed file (libc6, big): "live" (a mount of
+   the store's line, patch active), "activated" (mounted at the base, the
+   patch activated on the running mount) vs "plain" (a freshly built base
+   image of the NEW tree mounted with cryptexfs). Each run mounts (untimed),
+   drops the caches (echo 3 > drop_caches, posix_fadvise DONTNEED on the
+   images and the store's files) and times `cat FILE > /dev/null`; the bytes
+   are checked once. Target live/plain <= 1.5.
+4. a base of 100 x 50 small files; LAYERS chained patches (--on), patch i
+   changes 3 files in 3 of the first 50 directories. Stores with the base
+   alone, patch 1 active and all LAYERS active, all mounted; alternating,
+   caches dropped before each: stat of every path (in-process, us per path,
+   also split into the directories the patches touch and the others) and
+   `ls -lR` (ms). Target LAYERS/1 about 1 (<= 1.5).
 
 usage: store_bench.py [--build DIR] [--repeat N] [--quick] [--workdir DIR]
-                      [--big PATH] [--no-big] [--deb-cache DIR]
+                      [--cycles N] [--layers N] [--parts 1234] [--big PATH]
+                      [--no-big] [--deb-cache DIR]
+--quick: 3 runs, 6 activate/revert pairs, 10 layers (default 7, 20, 50; a
+full run takes about a minute on an idle 2-core machine).
 Needs root (drop_caches, FUSE mounts), fusermount3, a built build/cli/cryptex
 and build/fs/cryptexfs/cryptexfs, and the Debian archive (or the .deb cache).
 """
@@ -428,7 +434,7 @@ def part4_layers(cx, work, layers, repeat, dirs=100, files=50):
     print(f"\n== 4. lookup and ls -lR: {dirs} dirs x {files} files, {layers} chained "
           f"patches (3 files in 3 of the first half of the dirs each) active vs 1 (and the base alone); {repeat} alternating runs, "
           f"caches dropped before each; medians; target {layers}/1 <= {TARGET_RATIO}")
-    tree = os.path.join(work, f"layers.tree")
+    tree = os.path.join(work, "layers.tree")
     shutil.rmtree(tree, ignore_errors=True)
     paths = []
     for d in range(dirs):
