@@ -14,8 +14,10 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-# Debian ships stripped binaries (lintian: unstripped-binary-or-object).
+# Debian ships stripped binaries (lintian: unstripped-binary-or-object) and
+# compressed man pages: deb-prebuild.cmake does the rest on the staged tree.
 set(CPACK_STRIP_FILES ON)
+set(CPACK_PRE_BUILD_SCRIPTS ${CMAKE_CURRENT_LIST_DIR}/deb-prebuild.cmake)
 # The libraries, with their versions, from dpkg-shlibdeps over the installed
 # binaries (libfuse3-3, libzstd1, libssl3, libdivsufsort3, libc6, libstdc++6,
 # libgcc-s1; libinih1 once something links it); fuse3 for mount.fuse3 and
