@@ -99,12 +99,17 @@ if command -v lintian >/dev/null; then
   mkdir -m 0755 "$work/lint"
   install -m 0644 "$deb" "$work/lint/"
   chmod 0755 "$work"
+  # Exit 0: no errors; 1: errors (tags at --fail-on error); else it broke.
+  lint_rc=0
   HOME=$work/lint setpriv --reuid=65534 --regid=65534 --clear-groups \
     lintian --display-info --tag-display-limit 0 "$work/lint/${deb##*/}" >"$work/lintian.log" 2>&1 ||
-    true
-  echo "deb_test: lintian ${deb##*/}:"
+    lint_rc=$?
+  echo "deb_test: lintian ${deb##*/} (exit $lint_rc):"
   sed 's/^/  /' "$work/lintian.log"
-  ! grep -q '^E: ' "$work/lintian.log" || bad "lintian reports errors (above)"
+  [ $lint_rc -le 1 ] || bad "lintian did not run (exit $lint_rc, above)"
+  if [ $lint_rc -eq 1 ] || grep -q '^E: ' "$work/lintian.log"; then
+    bad "lintian reports errors (above)"
+  fi
 else
   skip "no lintian (scripts/deps.sh installs it)"
 fi
