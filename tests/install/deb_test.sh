@@ -77,9 +77,9 @@ for bin in "$work/data/usr/bin/"*; do
     has_dep "$pkg" || bad "${bin##*/} links $lib ($pkg) but Depends lacks $pkg: $depends"
   done
 done
-# What the binaries must link today; libdivsufsort3 joins this list once a
-# command links the delta encoder (the NEEDED check above adds it anyway).
-for pkg in libfuse3-3 libzstd1 libssl3; do
+# What the binaries must link today (libdivsufsort3: cryptex mkpatch's delta
+# encoder).
+for pkg in libfuse3-3 libzstd1 libssl3 libdivsufsort3; do
   has_dep "$pkg" || bad "Depends lacks $pkg: $depends"
 done
 if has_dep libinih1 && ! grep -qx libinih1 <<<"$needed_pkgs"; then
