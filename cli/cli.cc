@@ -47,7 +47,9 @@ Args::Args(int argc, char** argv, std::vector<std::string> with_value,
         has_eq = true;
       }
       if (in(flags, name) && !has_eq) {
-        values_[name] = "1";
+        // A std::string, not the literal: assigning "1" makes GCC 12 at -O3
+        // report a false -Wrestrict (GCC bug 105329).
+        values_[name] = std::string("1");
       } else if (in(with_value, name)) {
         if (!has_eq) {
           if (i + 1 >= argc) {

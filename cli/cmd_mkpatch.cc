@@ -203,7 +203,9 @@ int CmdMkpatch(int argc, char** argv) {
   // against the limits every reader enforces, before any work.
   {
     Manifest probe = m;
-    if (probe.name.empty()) probe.name = "-";
+    // A std::string, not the literal: assigning "-" makes GCC 12 at -O3
+    // report a false -Wrestrict (GCC bug 105329).
+    if (probe.name.empty()) probe.name = std::string("-");
     probe.base_root_digest = Digest{};
     probe.requires_patches = on;
     if (Status st = probe.Validate(); !st.ok()) return Fail("mkpatch", st);

@@ -327,7 +327,9 @@ int CmdHistory(int argc, char** argv) {
     if (!r.patch.empty()) line += " " + r.patch;
     if (!r.version.empty()) line += " (" + r.version + ")";
     if (!r.severity.empty()) line += " severity " + r.severity;
-    if (!r.cves.empty()) line += " " + List(r.cves);
+    // append(), not `line += " " + List(...)`: GCC 12 at -O3 reports a false
+    // -Wrestrict in that operator+ (GCC bug 105329).
+    if (!r.cves.empty()) line.append(" ").append(List(r.cves));
     line += " by " + r.who;
     if (!r.reason.empty()) line += ": " + r.reason;
     std::printf("%s\n", ForTerminal(line, tty).c_str());

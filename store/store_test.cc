@@ -618,7 +618,9 @@ TEST_F(StoreRefusalTest, PatchIdThatIsNoFileNameIsRefusedAndRecorded) {
     SCOPED_TRACE(id);
     Manifest m;
     m.name = kLine;
-    m.version = "x";
+    // A std::string, not the literal: assigning "x" makes GCC 12 at -O3
+    // report a false -Wrestrict (GCC bug 105329).
+    m.version = std::string("x");
     m.patch_id = id;
     m.release_counter = 6;
     m.base_root_digest = base_root_;
@@ -810,7 +812,9 @@ TEST_F(StoreTest, ConcurrentInstallsSerialize) {
   constexpr int kN = 6;
   std::vector<std::string> patches;
   for (int i = 0; i < kN; ++i) {
-    patches.push_back(Patch("c" + std::to_string(i), 6, {}, {{"a", std::to_string(i)}}));
+    std::string id(1, 'c');  // appended: "c" + std::to_string(i) trips GCC 12 -Wrestrict
+    id += std::to_string(i);
+    patches.push_back(Patch(id, 6, {}, {{"a", std::to_string(i)}}));
   }
   std::vector<std::thread> threads;
   for (int i = 0; i < kN; ++i) {

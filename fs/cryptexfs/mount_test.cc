@@ -1744,8 +1744,11 @@ struct StatusRun {
 StatusRun RunCli(const std::string& cli, const std::string& dir,
                  const std::vector<std::string>& args) {
   std::string cmd = StatusQ(cli);
-  for (const std::string& a : args) cmd += " " + StatusQ(a);
-  cmd += " >" + StatusQ(dir + "/cli.out") + " 2>" + StatusQ(dir + "/cli.err") + " </dev/null";
+  // Appended piece by piece, not `cmd += " " + StatusQ(a)`: GCC 12 at -O3
+  // reports a false -Wrestrict in that operator+ (GCC bug 105329).
+  for (const std::string& a : args) cmd.append(" ").append(StatusQ(a));
+  cmd.append(" >").append(StatusQ(dir + "/cli.out"));
+  cmd.append(" 2>").append(StatusQ(dir + "/cli.err")).append(" </dev/null");
   StatusRun r;
   const int st = std::system(cmd.c_str());
   r.exit_code = st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;

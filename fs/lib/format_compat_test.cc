@@ -11,8 +11,11 @@
 namespace cryptex {
 namespace {
 
+// From the source directory CMake names, not from __FILE__: packagers'
+// -ffile-prefix-map (Debian's default flags) rewrites __FILE__ to a
+// relative path.
 std::filesystem::path RefDir() {
-  return std::filesystem::path(__FILE__).parent_path() / "../../tests/reference/v1";
+  return std::filesystem::path(CRYPTEX_SOURCE_DIR) / "tests/reference/v1";
 }
 
 TEST(FormatCompat, ReadsVersion1ReferenceImage) {

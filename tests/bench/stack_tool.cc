@@ -109,7 +109,11 @@ int Build(const std::string& dir, int patches) {
     BuildOptions p = o;
     p.kind = format::kKindPatch;
     p.output_path = dir + "/p" + std::to_string(i) + ".cxpatch";
-    p.manifest.patch_id = "p" + std::to_string(i);
+    // Appended: `"p" + std::to_string(i)` makes GCC 12 at -O3 report a
+    // false -Wrestrict (GCC bug 105329).
+    std::string id(1, 'p');
+    id += std::to_string(i);
+    p.manifest.patch_id = std::move(id);
     p.manifest.base_root_digest = base->root_hash;
     p.manifest.requires_patches = ids;
     auto r = WriteImage(PatchTree(i), p);

@@ -521,7 +521,11 @@ MountRun ReadThroughMount(const std::string& cryptexfs, const std::string& image
   const std::string umount = "fusermount3 -u -z '" + mnt + "' 2>/dev/null";
   if (std::system(umount.c_str()) != 0) {
     const std::string umount2 = "umount -l '" + mnt + "' 2>/dev/null";
-    (void)std::system(umount2.c_str());
+    // Best effort, but said when it fails. (A (void) cast does not silence
+    // warn_unused_result, which -D_FORTIFY_SOURCE puts on system().)
+    if (std::system(umount2.c_str()) != 0) {
+      std::fprintf(stderr, "campaign: could not unmount %s\n", mnt.c_str());
+    }
   }
   const auto stop = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
@@ -841,7 +845,8 @@ int Main(int argc, char** argv) {
   std::printf("\n%.1f s\n", secs);
   const std::string rm = "rm -rf '" + work + "'";
   if (!mount_with.empty()) rmdir(mnt.c_str());
-  (void)std::system(rm.c_str());
+  if (std::system(rm.c_str()) != 0)
+    std::fprintf(stderr, "campaign: could not remove %s\n", work.c_str());
   const bool bad = Bad(lib_rows) || Bad(mnt_rows);
   std::printf("%s\n", bad ? "FAILED: wrong data, crashes, hangs or missed flips" : "PASSED");
   return bad ? 1 : 0;

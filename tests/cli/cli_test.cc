@@ -687,7 +687,12 @@ CommandResult Py(const std::string& json_file, const std::string& script,
   std::string cmd = "python3 -c " +
                     Q("import json,sys\nd=json.load(open(sys.argv[1]))\n" + script) + " " +
                     Q(json_file);
-  for (const auto& a : args) cmd += " " + Q(a);
+  // Two appends, not `cmd += " " + Q(a)`: GCC 12 at -O3 reports a false
+  // -Wrestrict in that operator+ (GCC bug 105329).
+  for (const auto& a : args) {
+    cmd += ' ';
+    cmd += Q(a);
+  }
   return RunCommandCapture(cmd);
 }
 

@@ -9,7 +9,8 @@
 #     the installed man pages render (groff -ww) and pass check_man.py
 #     against the installed programs;
 #   - nothing is installed outside DESTDIR/PREFIX;
-#   - `mount -t fuse.cryptexfs` finds the installed cryptexfs with no helper
+#   - `mount -t fuse.cryptexfs`, and `mount DIR` with an fstab line (a
+#     temporary fstab, mount -T), find the installed cryptexfs with no helper
 #     of ours: in a private mount namespace the installed bin is bind-mounted
 #     on /usr/local/bin (the default prefix; mount(8) resets PATH to
 #     /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin and runs
@@ -40,7 +41,7 @@ expect_mode 644 lib/systemd/system/cryptex-mount@.service
 expect_mode 644 share/man/man1/cryptex.1
 expect_mode 644 share/man/man8/cryptexfs.8
 expect_mode 644 share/bash-completion/completions/cryptex
-for doc in README.md DESIGN.md FORMAT.md cryptexfs.md; do expect_mode 644 "share/doc/cryptex/$doc"; done
+for doc in README.md DESIGN.md FORMAT.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
 
 stray=$(find "$dest" -mindepth 1 -not -path "$root" -not -path "$root/*" \
   -not -path "$dest/opt" -print)
@@ -80,13 +81,20 @@ mount_via_mount8() {
   cp "$w/k.pub" "$w/keys/"
   "$root/bin/cryptex" build "$w/tree" -o "$w/img.cryptex" --key "$w/k" --name t --version 1 \
     >/dev/null 2>&1 || { bad "installed cryptex build failed"; return; }
+  # The fstab line a user writes (docs/PACKAGING.md), read by `mount DIR`
+  # from a temporary fstab (mount -T).
+  echo "$w/img.cryptex $w/mnt fuse.cryptexfs ro,nodev,nosuid,nofail,_netdev,trust=$w/keys 0 0" \
+    >"$w/fstab"
   local out
   out=$(unshare -m --propagation private sh -c "
     mount --bind '$root/bin' /usr/local/bin || exit 9
     PATH=/bin mount -t fuse.cryptexfs -o trust='$w/keys' '$w/img.cryptex' '$w/mnt' || exit 1
+    cat '$w/mnt/f'; umount '$w/mnt' || exit 1
+    PATH=/bin mount -T '$w/fstab' '$w/mnt' || exit 2
+    grep ' $w/mnt .* - fuse.cryptexfs ' /proc/self/mountinfo | grep -q ' ro[, ]' || exit 3
     cat '$w/mnt/f'; umount '$w/mnt'" 2>&1) ||
-    bad "mount -t fuse.cryptexfs with cryptexfs in /usr/local/bin: $out"
-  [ "$out" = leaf ] || bad "mount -t fuse.cryptexfs served '$out', want 'leaf'"
+    bad "mount -t fuse.cryptexfs / fstab line (exit $?) with cryptexfs in /usr/local/bin: $out"
+  [ "$out" = $'leaf\nleaf' ] || bad "mount -t fuse.cryptexfs and fstab served '$out', want 'leaf' twice"
 }
 skipped=0
 if [ "$(id -u)" -eq 0 ] && [ -c /dev/fuse ] && command -v unshare >/dev/null; then
