@@ -758,7 +758,14 @@ TEST_F(ActivationTest, ManyActivationsKeepTheDriverMemoryBounded) {
   // Still the base, whole.
   EXPECT_TRUE(ReadPath(mnt + "/big.bin").bytes == v0);
   EXPECT_GT(rss50, 0u);
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in its quarantine (256 MiB by default), so a
+  // driver built with it grows by what it frees; the open images above are
+  // the check there.
+  (void)rss;
+#else
   EXPECT_LE(rss, rss50 + 8 * 1024) << "retired generations are not released";
+#endif
 }
 
 // ---- 5. reboot class ----------------------------------------------------------------
