@@ -784,7 +784,9 @@ TEST_F(PatchBuilderTest, DataFilesAreReadFromTheTargetDirectoryWithTheBuildersCh
   o.after_source_read = [&](const std::string& path, uint64_t done) {
     read_paths.push_back(path);
     if (done == 4096) {  // first chunk read: change the rest
-      WriteFile(target_ + "/big", test::RandomBytes(100000, 13));
+      // One byte longer: a same-size rewrite within one clock tick keeps
+      // mtime and ctime (coarse kernel timestamps) and is undetectable.
+      WriteFile(target_ + "/big", test::RandomBytes(100001, 13));
     }
   };
   auto r = MakePatch(*lower, *LowerIdentityOf(*lower), *target, o);
