@@ -3,6 +3,8 @@
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <vector>
 
@@ -84,6 +86,11 @@ Result LoadedPlugin::DecideOnce(const policy::PatchFacts& patch, const policy::D
 Result LoadedPlugin::Decide(const policy::PatchFacts& patch, const policy::DeviceFacts& device,
                             const policy::Options& options, size_t reason_cap) const {
   Result r = DecideOnce(patch, device, options, reason_cap);
+  // CX_PRINT_REASONS=1 shows every reason (to read them, e.g. for the README).
+  if (const char* p = std::getenv("CX_PRINT_REASONS"); p != nullptr && *p == '1') {
+    fprintf(stderr, "[rc %d verdict %d until %lld] %s\n", r.rc, r.verdict,
+            static_cast<long long>(r.until), r.reason.c_str());
+  }
   EXPECT_TRUE(ValidUtf8(r.reason)) << r.reason;
   if (r.rc == 0) {
     EXPECT_GE(r.verdict, CX_VERDICT_INSTALL);
