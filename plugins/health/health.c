@@ -138,7 +138,7 @@ static int hl_decide(const cx_policy_input* in, cx_policy_decision* out) {
     cxu_add(&r, "activation ");
     cxu_add_utc(&r, p->activated_at);
   } else {
-    cxu_add(&r, "ever (activation time unknown)");
+    cxu_add(&r, "activation (time unknown: every result counts)");
   }
   cxu_add(&r, " (");
   hl_add_rules(&r, &c);

@@ -119,7 +119,7 @@ INSTANTIATE_TEST_SUITE_P(
              kTwo,
              {Fail("http", 5), Fail("disk", 6)},
              Rv,
-             {"since ever (activation time unknown)"},
+             {"since activation (time unknown: every result counts)"},
              PatchState::kActive,
              0},
         Case{"ManyFailuresListedBriefly",
