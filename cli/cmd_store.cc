@@ -216,8 +216,10 @@ int CmdActivate(int argc, char** argv) {
     std::printf(
         "usage: cryptex activate ID [--line NAME] [--store DIR] [--reason TEXT]\n\n"
         "Activates installed patch ID on top of its line's active patches. The\n"
-        "patches it requires must be exactly the active ones, in order. A change of\n"
-        "the state file only: no image is read or written. --line names the line\n"
+        "patches it requires must be exactly the active ones, in order. The stored\n"
+        "patch must still be the bytes install stored (size and SHA-256): a damaged\n"
+        "one is refused (exit 3, recorded). Reads the patch once, never the base;\n"
+        "writes only the state file and the history. --line names the line\n"
         "when several hold a patch with that id.\n\n%s",
         kStoreHelp);
     return kExitOk;
