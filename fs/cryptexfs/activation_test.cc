@@ -929,7 +929,9 @@ TEST_F(ActivationTest, PatchDamagedWhileActiveAndMountedGivesEioAndStatusReports
 // `status` and `history --verify` pass, the line is in the old state or the
 // new one, a mount of the line serves exactly that state's level (diff -r
 // and metadata against its source tree), and the command run again reaches
-// the new state, which a mount then serves.
+// the new state, which a fresh mount then serves and a mount that was
+// running all along serves too (a command killed after its commit, before
+// the mounts followed, is completed by running it again).
 TEST_F(ActivationTest, CrashAtEveryPointLeavesAStateAMountServesExactly) {
   struct Step {
     std::string args;    // after `cryptex`, before --store
@@ -971,6 +973,8 @@ TEST_F(ActivationTest, CrashAtEveryPointLeavesAStateAMountServesExactly) {
     EXPECT_EQ(d->Stop(), 0) << d->log();
     drivers_.pop_back();
   };
+  const std::string live = work_->Join("mnt_crash_live");
+  ASSERT_NE(Mount(st, live), nullptr);
   int total = 0;
   for (const Step& step : steps) {
     const std::string cmd = Q(test::CryptexBin()) + " " + step.args + " --store " + Q(st) +
@@ -994,6 +998,10 @@ TEST_F(ActivationTest, CrashAtEveryPointLeavesAStateAMountServesExactly) {
       ASSERT_EQ(
           test::RunCommand("rm -rf " + Q(st) + " && cp -a " + Q(pristine) + " " + Q(st)).exit_code,
           0);
+      // The running mount serves the old level before each crash.
+      ASSERT_TRUE(ReloadMount(live).ok());
+      ASSERT_EQ(ReadPath(live + "/hello.txt").bytes,
+                test::ReadFile(V(step.active_before ? 1 : 0) + "/hello.txt"));
       const CommandResult c = test::RunCommand("CRYPTEX_TEST_CRASH_AT=" + std::to_string(k) + " " +
                                                cmd + " >/dev/null 2>&1");
       ASSERT_EQ(c.exit_code, 128 + SIGKILL);
@@ -1011,6 +1019,7 @@ TEST_F(ActivationTest, CrashAtEveryPointLeavesAStateAMountServesExactly) {
       ASSERT_TRUE(summary(&now)) << now;
       EXPECT_EQ(now, new_state);
       EXPECT_EQ(Cx("history --verify", false, st).exit_code, 0);
+      EXPECT_SERVES(live, V(step.active_after ? 1 : 0));
       ++total;
     }
     // Leave the store in the new state for the next step (a clean run).
