@@ -1004,6 +1004,44 @@ TEST_F(StoreCrashTest, RandomKillNineLoop) {
   EXPECT_TRUE(l->active.empty());
 }
 
+// A state written before the digests were recorded (no "sha256" in the
+// patch entries): activation checks the stored patch against its signed
+// root instead, which needs the trusted keys; without them it is refused,
+// saying why, never made live unchecked.
+TEST_F(StoreTest, PatchInstalledWithoutRecordedDigestsIsCheckedAgainstItsSignedRoot) {
+  AddBase();
+  const std::string content = test::RandomBytes(200000, 22);
+  ASSERT_TRUE(store_->Install(Patch("p1", 6, {}, {{"a", content}}), false, {}).ok());
+  {
+    auto st = store_->ReadState();
+    ASSERT_TRUE(st.ok());
+    for (auto& p : st->lines.at(kLine).patches) {
+      p.sha256.reset();
+      p.tree_sha256.reset();
+    }
+    WriteFile(store_dir() + "/state", st->Encode());
+  }
+  ASSERT_FALSE(Contains(ReadFile(store_dir() + "/state"), "sha256"));
+  auto no_trust = Store::Open(store_dir(), nullptr);
+  ASSERT_TRUE(no_trust.ok());
+  const Status refused = (*no_trust)->Activate("", "p1", {});
+  EXPECT_EQ(refused.code(), Code::kUnsupported) << refused.ToString();
+  EXPECT_TRUE(Contains(refused.message(), "needs the trusted keys")) << refused.message();
+  // With the keys: a damaged data byte is found by the full check.
+  const std::string path = store_->PatchPath(kLine, "p1");
+  test::FlipByte(path, test::FileSize(path) / 2);
+  const Status damaged = store_->Activate("", "p1", {});
+  EXPECT_EQ(damaged.code(), Code::kCorruption) << damaged.ToString();
+  EXPECT_TRUE(Contains(damaged.message(), path)) << damaged.message();
+  EXPECT_EQ(Cx("status", true).exit_code, cli::kExitIntegrity);
+  test::FlipByte(path, test::FileSize(path) / 2);
+  ASSERT_TRUE(store_->Activate("", "p1", {}).ok());
+  EXPECT_EQ(ReadAt("/a"), content);
+  EXPECT_EQ(Cx("status", true).exit_code, 0);
+  EXPECT_EQ(Actions(), (std::vector<std::string>{"add", "install p1", "refuse p1", "refuse p1",
+                                                 "activate p1"}));
+}
+
 // Revert touches nothing but the state file and the history; activate
 // reads only the patch it makes live (never the base).
 TEST_F(StoreTest, RevertReadsAndWritesNoImage) {
