@@ -15,6 +15,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -318,6 +319,31 @@ TEST_F(PluginHostTest, ChildInheritsNoDescriptorOfTheCaller) {
   close(pipe_fds[0]);
   close(pipe_fds[1]);
   EXPECT_EQ(v.reason, "stdin=eof");
+}
+
+// Set by ChildDoesNotRunTheCallersAtexitHandlers.
+pid_t g_main_pid = 0;
+char g_atexit_marker[512];
+
+void AtexitMarker() {
+  if (getpid() == g_main_pid || g_atexit_marker[0] == '\0') return;
+  const int fd = open(g_atexit_marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0) close(fd);
+}
+
+// The child ends with _exit(): the caller's atexit handlers do not run in it
+// (nor is the caller's buffered stdio flushed by it).
+TEST_F(PluginHostTest, ChildDoesNotRunTheCallersAtexitHandlers) {
+  TempDir tmp;
+  const std::string marker = tmp.Join("atexit-ran");
+  ASSERT_LT(marker.size(), sizeof(g_atexit_marker));
+  std::snprintf(g_atexit_marker, sizeof(g_atexit_marker), "%s", marker.c_str());
+  g_main_pid = getpid();
+  ASSERT_EQ(std::atexit(AtexitMarker), 0);
+  const Vote v = DecideFixture("fixed", {});
+  EXPECT_FALSE(v.failed) << v.reason;
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "an atexit handler ran in the child";
+  g_atexit_marker[0] = '\0';
 }
 
 TEST_F(PluginHostTest, ChildAddressSpaceIsLimited) {
