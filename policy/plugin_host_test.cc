@@ -35,8 +35,32 @@ std::string BuildDir() {
   const char* env = std::getenv("CRYPTEX_BUILD_DIR");
   return env != nullptr && *env != '\0' ? env : CRYPTEX_DEFAULT_BUILD_DIR;
 }
-std::string FixtureDir() { return BuildDir() + "/policy/testdata"; }
-std::string ShippedDir() { return BuildDir() + "/plugins/lib"; }
+// The fixtures (built into BUILD/policy/testdata) and the shipped auto.so,
+// copied once per test process into a fresh 0755 directory as root-owned
+// 0644 files: the loader's checks then pass whatever the build tree's owner
+// and umask were.
+const std::string& PluginCopies() {
+  static TempDir dir;
+  static const bool copied = [] {
+    namespace fs = std::filesystem;
+    EXPECT_EQ(chmod(dir.path().c_str(), 0755), 0);
+    std::vector<fs::path> files = {fs::path(BuildDir()) / "plugins/lib/auto.so"};
+    for (const auto& e : fs::directory_iterator(BuildDir() + "/policy/testdata")) {
+      if (e.path().extension() == ".so") files.push_back(e.path());
+    }
+    for (const auto& f : files) {
+      const std::string to = dir.Join(f.filename().string());
+      fs::copy_file(f, to);
+      EXPECT_EQ(chown(to.c_str(), 0, 0), 0) << to;
+      EXPECT_EQ(chmod(to.c_str(), 0644), 0) << to;
+    }
+    return true;
+  }();
+  (void)copied;
+  return dir.path();
+}
+std::string FixtureDir() { return PluginCopies(); }
+std::string ShippedDir() { return PluginCopies(); }
 
 std::set<std::string> OpenFds() {
   std::set<std::string> fds;
