@@ -473,6 +473,31 @@ TEST_F(PluginHostTest, ExamplePluginBuildsAgainstTheHeaderAlone) {
   EXPECT_TRUE(Contains(bad.status().message(), "allow: \"urgent\"")) << bad.status().ToString();
 }
 
+// Calls from several threads at once (each forks its own children) all get
+// their own answers.
+TEST_F(PluginHostTest, ConcurrentCallersGetTheirOwnAnswers) {
+  auto p = Plugin::Load(FixtureDir(), "fixed", {{"echo", "now"}});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const Plugin& plugin = *p;
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&plugin, &errors, t] {
+      for (int i = 0; i < 10; ++i) {
+        DeviceFacts device;
+        device.now = t * 1000 + i;
+        const Vote v = plugin.Decide(PatchFacts{}, device);
+        if (v.failed || v.reason != "now=" + std::to_string(device.now)) {
+          errors[t] = v.reason;
+          return;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+}
+
 // ---- The loader's file checks, on copies in a directory the test controls.
 
 class LoaderTest : public PluginHostTest {
