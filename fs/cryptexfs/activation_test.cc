@@ -315,7 +315,18 @@ class ActivationTest : public ::testing::Test {
     test::WriteFile(v0 + "/delta.bin", RandomBytes(512 << 10, 5));
     mkdir((v0 + "/olddir").c_str(), 0755);
     test::WriteFile(v0 + "/olddir/f", "in a directory p1 removes\n");
+    // A directory whose listing takes many readdir replies (p1 adds a name
+    // that sorts first and removes one in the middle: every later position
+    // holds another name).
+    mkdir((v0 + "/many").c_str(), 0755);
+    for (int i = 0; i < 1500; ++i) {
+      char name[32];
+      std::snprintf(name, sizeof name, "/many/n%04d", i);
+      test::WriteFile(v0 + name, std::to_string(i));
+    }
     Must(test::RunCommand("cp -a " + Q(v0) + " " + Q(v1)), "cp v1");
+    test::WriteFile(v1 + "/many/a-first", "added by p1\n");
+    unlink((v1 + "/many/n0750").c_str());
     test::WriteFile(v1 + "/hello.txt", "hello p1\n");
     {  // Changed in place at a few spots and grown (a real fix, not new
        // random bytes: the delta encoder stays fast, also under ASan).
@@ -661,6 +672,9 @@ TEST_F(ActivationTest, ConcurrentReadersSeeOneVersionOfEachFileNeverAMix) {
   }
   const std::set<std::vector<std::string>> listings = {test::ListDirNames(V(0)),
                                                        test::ListDirNames(V(1))};
+  // A listing in many replies comes from one level too, never from two.
+  const std::set<std::vector<std::string>> many_listings = {test::ListDirNames(V(0) + "/many"),
+                                                            test::ListDirNames(V(1) + "/many")};
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> reads{0}, lists{0};
   std::mutex mu;
@@ -690,6 +704,13 @@ TEST_F(ActivationTest, ConcurrentReadersSeeOneVersionOfEachFileNeverAMix) {
         if (i % 4 == 0) {
           const std::vector<std::string> names = test::ListDirNames(mnt);
           if (listings.count(names) == 0) fail("a listing equal to no version's");
+          ++lists;
+        } else if (i % 4 == 1) {
+          const std::vector<std::string> names = test::ListDirNames(mnt + "/many");
+          if (many_listings.count(names) == 0) {
+            fail("a listing of many/ equal to no version's (" + std::to_string(names.size()) +
+                 " names)");
+          }
           ++lists;
         }
       }

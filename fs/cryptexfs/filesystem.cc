@@ -26,6 +26,22 @@ namespace {
 constexpr uint64_t kWalkEntryLimit = 4u << 20;
 constexpr size_t kMaxCachedPaths = 1024;
 
+// Directory listing cookies (the offsets readdir hands the kernel): a
+// listing that spans several replies must continue in the generation it
+// began in, or a reload between two replies would join the first part of
+// one level's listing to the rest of another's. A cookie below 2^31 (so
+// that 32-bit readdir callers never get EOVERFLOW) carries that generation's
+// sequence number (1..kListingSeqs) in bits 24..30 and the stream position
+// in bits 0..23; kListingEnd as position marks the end of the listing, so a
+// listing that fit in one reply ends the same whatever happened since.
+// Directories too big for 24 bits (16 million entries) get unpinned cookies:
+// the position with bit 40 set (they continue in the current generation).
+constexpr uint32_t kListingSeqs = 127;
+constexpr uint64_t kListingPosBits = 24;
+constexpr uint64_t kListingEnd = (uint64_t{1} << kListingPosBits) - 1;
+constexpr uint64_t kUnpinnedCookie = uint64_t{1} << 40;
+constexpr auto kListingIdle = std::chrono::seconds(10);
+
 mode_t ModeOfType(uint8_t type) {
   switch (type) {
     case format::kTypeRegular:
@@ -79,6 +95,8 @@ Filesystem::Filesystem(std::unique_ptr<View> view, Options options)
 std::shared_ptr<const Filesystem::Generation> Filesystem::MakeGeneration(
     std::shared_ptr<const View> view) {
   auto g = std::make_shared<Generation>();
+  last_seq_ = last_seq_ % kListingSeqs + 1;
+  g->seq = last_seq_;
   const std::vector<const Image*> layers = view->layers();
   for (size_t i = 0; i < layers.size(); ++i) {
     uint32_t slot = 0;
@@ -112,6 +130,43 @@ Result<Filesystem::Target> Filesystem::Find(uint64_t ino) const {
     }
   }
   return Status::NotFound("inode " + std::to_string(ino) + " is no longer served");
+}
+
+Result<Filesystem::Target> Filesystem::FindForListing(uint64_t ino, uint32_t seq) {
+  if (seq == 0) return Find(ino);  // a position someone made up (seekdir)
+  std::shared_ptr<const Generation> g;
+  {
+    std::shared_lock lock(gen_mu_);
+    if (current_->seq == seq) g = current_;
+    for (auto r = retired_.rbegin(); !g && r != retired_.rend(); ++r) {
+      if ((*r)->seq == seq) g = *r;
+    }
+  }
+  if (!g) {
+    std::lock_guard lock(listings_mu_);
+    if (auto it = listings_.find(seq); it != listings_.end()) g = it->second.gen;
+  }
+  const std::string gone = "the listing of inode " + std::to_string(ino) +
+                           " began at a level no longer served; list the directory again";
+  if (!g) return Status::IOError(gone);
+  const uint32_t slot = NodeLayer(ino);
+  if (slot == 0) return Target{g, ino};
+  if (auto it = g->layer_of_slot.find(slot); it != g->layer_of_slot.end()) {
+    return Target{g, NodeId(it->second, NodeIno(ino))};
+  }
+  return Status::IOError(gone);
+}
+
+void Filesystem::NoteListing(const std::shared_ptr<const Generation>& gen, bool began, bool ended) {
+  if (!reopen_ || (began && ended)) return;  // one reply: nothing to continue
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(listings_mu_);
+  std::erase_if(listings_, [&](const auto& kv) { return now - kv.second.touched > kListingIdle; });
+  Listings& l = listings_[gen->seq];
+  if (l.gen != gen) l = Listings{gen, 0, now};  // a seq reused: the old entry is stale
+  l.touched = now;
+  if (began) ++l.open;
+  if (ended && --l.open <= 0) listings_.erase(gen->seq);
 }
 
 void Filesystem::EnableReload(Reopen reopen, Notifier notify) {
@@ -474,15 +529,39 @@ Status Filesystem::DoOpendir(uint64_t ino) {
 }
 
 Status Filesystem::DoReaddir(uint64_t ino, uint64_t offset, bool plus, const DirEmitter& emit) {
-  CX_RETURN_IF_ERROR(DoOpendir(ino));
-  struct stat st;
+  // Where the listing continues: see the cookies at the top of this file.
+  Target t;
+  uint64_t pos = offset;
+  bool pinned = true;
   if (offset == 0) {
+    CX_ASSIGN_OR_RETURN(t, Find(ino));
+  } else if (offset & kUnpinnedCookie) {
+    pinned = false;
+    pos = offset & (kUnpinnedCookie - 1);
+    CX_ASSIGN_OR_RETURN(t, Find(ino));
+  } else {
+    pos = offset & kListingEnd;
+    if (pos == kListingEnd) return Status::Ok();
+    CX_ASSIGN_OR_RETURN(t, FindForListing(ino, static_cast<uint32_t>(offset >> kListingPosBits)));
+  }
+  const View& view = *t.gen->view;
+  CX_ASSIGN_OR_RETURN(InodeInfo dir, view.GetAttr(t.node));
+  if (!dir.is_dir()) return Status::NotDirectory("inode " + std::to_string(ino));
+  const uint64_t entries = dir.size;  // a directory's size is its entry count
+  if (offset == 0 && entries + 3 >= kListingEnd) pinned = false;
+  auto cookie = [&](uint64_t next) -> uint64_t {
+    if (!pinned) return next | kUnpinnedCookie;
+    if (next >= entries + 2) next = kListingEnd;  // after the last entry
+    return (uint64_t{t.gen->seq} << kListingPosBits) | next;
+  };
+  struct stat st;
+  if (pos == 0) {
     std::memset(&st, 0, sizeof(st));
     st.st_ino = ino;
     st.st_mode = S_IFDIR;
-    if (!emit(".", st, 1)) return Status::Ok();
+    if (!emit(".", st, cookie(1), false)) return Status::Ok();
   }
-  if (offset <= 1) {
+  if (pos <= 1) {
     // A directory the walk cannot place (a bounded walk gave up) gets the
     // root as "..": only getdents(2) callers see it, the kernel does not.
     Result<uint64_t> up = ParentOf(ino);
@@ -490,11 +569,13 @@ Status Filesystem::DoReaddir(uint64_t ino, uint64_t offset, bool plus, const Dir
     std::memset(&st, 0, sizeof(st));
     st.st_ino = up.ok() ? *up : kRootIno;
     st.st_mode = S_IFDIR;
-    if (!emit("..", st, 2)) return Status::Ok();
+    if (!emit("..", st, cookie(2), false)) return Status::Ok();
   }
-  uint64_t start = offset <= 2 ? 0 : offset - 2;
-  CX_ASSIGN_OR_RETURN(Target t, Find(ino));
-  const View& view = *t.gen->view;
+  uint64_t start = pos <= 2 ? 0 : pos - 2;
+  // Entries of a level no longer current are listed, never linked: the
+  // kernel must not cache a name to an inode the current level lacks.
+  const bool link = t.gen == Current();
+  bool full = false;
   Status inner;
   Status outer = view.ReadDir(t.node, start, [&](const DirEntry& e, uint64_t index) {
     const uint64_t child = ToIno(*t.gen, e.ino);
@@ -511,13 +592,18 @@ Status Filesystem::DoReaddir(uint64_t ino, uint64_t offset, bool plus, const Dir
       st.st_ino = child;
       st.st_mode = ModeOfType(e.type);
     }
-    if (!emit(e.name, st, index + 3)) return false;
+    if (!emit(e.name, st, cookie(index + 3), link)) {
+      full = true;
+      return false;
+    }
     // Only once the kernel has the entry (readdirplus creates its inode).
-    if (plus && e.type == format::kTypeDirectory) RecordParent(child, ino);
+    if (plus && link && e.type == format::kTypeDirectory) RecordParent(child, ino);
     return true;
   });
   CX_RETURN_IF_ERROR(inner);
-  return outer;
+  CX_RETURN_IF_ERROR(outer);
+  if (pinned) NoteListing(t.gen, /*began=*/pos == 0, /*ended=*/!full);
+  return Status::Ok();
 }
 
 Result<struct statvfs> Filesystem::DoStatfs() {

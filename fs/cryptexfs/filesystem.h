@@ -155,8 +155,10 @@ class Filesystem final {
   // directories' parents are recorded); otherwise only st_ino and the type
   // bits of st_mode are set. "." and ".." always carry only those. On error,
   // entries already emitted stay valid.
-  using DirEmitter =
-      std::function<bool(const std::string& name, const struct stat& attr, uint64_t next)>;
+  // `link` is false for entries of a listing that continues at a level no
+  // longer current: the kernel must list them but not make them inodes.
+  using DirEmitter = std::function<bool(const std::string& name, const struct stat& attr,
+                                        uint64_t next, bool link)>;
   Status DoReaddir(uint64_t ino, uint64_t offset, bool plus, const DirEmitter& emit);
 
   Result<struct statvfs> DoStatfs();
@@ -193,6 +195,7 @@ class Filesystem final {
   std::string WithoutImagePath(const std::string& message) const;
 
   struct Generation {
+    uint32_t seq = 0;  // 1..kListingSeqs, in turn: names it in listing cookies
     std::shared_ptr<const View> view;
     std::vector<uint32_t> slot_of_layer;                   // layer index -> slot
     std::unordered_map<uint32_t, uint32_t> layer_of_slot;  // slot -> layer index
@@ -200,9 +203,13 @@ class Filesystem final {
   // A request's inode in a generation that serves it.
   struct Target {
     std::shared_ptr<const Generation> gen;
-    uint64_t node;  // the view's node id
+    uint64_t node = 0;  // the view's node id
   };
   Result<Target> Find(uint64_t ino) const;
+  // The generation a directory listing that began in generation `seq`
+  // continues in (its cookies name it; see DoReaddir), and ino's node there.
+  // kIOError if that generation is gone.
+  Result<Target> FindForListing(uint64_t ino, uint32_t seq);
   std::shared_ptr<const Generation> Current() const;
   static uint64_t ToIno(const Generation& g, uint64_t node) {
     return NodeId(g.slot_of_layer[NodeLayer(node)], NodeIno(node));
@@ -222,6 +229,18 @@ class Filesystem final {
   std::shared_ptr<const Generation> current_;               // GUARDED_BY(gen_mu_)
   std::vector<std::shared_ptr<const Generation>> retired_;  // newest last; GUARDED_BY(gen_mu_)
   std::map<Digest, uint32_t> slot_by_root_;                 // GUARDED_BY(gen_mu_)
+  uint32_t last_seq_ = 0;                                   // GUARDED_BY(gen_mu_)
+  // Listings in progress (begun, not yet at their end) by generation seq:
+  // the generation stays alive for them until they end, or kListingIdle
+  // after their last reply (an abandoned listing). See DoReaddir.
+  struct Listings {
+    std::shared_ptr<const Generation> gen;
+    int open = 0;
+    std::chrono::steady_clock::time_point touched;
+  };
+  void NoteListing(const std::shared_ptr<const Generation>& gen, bool began, bool ended);
+  std::mutex listings_mu_;
+  std::map<uint32_t, Listings> listings_;             // GUARDED_BY(listings_mu_)
   std::unordered_map<uint32_t, uint64_t> slot_refs_;  // lookups per patch slot; GUARDED_BY(gen_mu_)
   std::mutex reload_mu_;                              // one Reload at a time
   Reopen reopen_;

@@ -261,14 +261,15 @@ void ReaddirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
     char* buf = ThreadDirBuffer(size);
     size_t used = 0;
     std::vector<uint64_t> remembered;  // readdirplus entries the kernel will count
-    auto emit = [&](const std::string& name, const struct stat& st, uint64_t next) {
+    auto emit = [&](const std::string& name, const struct stat& st, uint64_t next, bool link) {
       size_t room = size - used;
       size_t need;
       if (plus) {
         fuse_entry_param e;
-        if (IsDotOrDotDot(name)) {
+        if (IsDotOrDotDot(name) || !link) {
           // No lookup count for "." and "..": the kernel ignores their
-          // attributes (passthrough_ll.c does the same).
+          // attributes (passthrough_ll.c does the same). Nor for entries
+          // listed but not linked (nodeid 0: the kernel makes no dentry).
           std::memset(&e, 0, sizeof(e));
           e.attr.st_ino = st.st_ino;
           e.attr.st_mode = st.st_mode;
@@ -283,7 +284,7 @@ void ReaddirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
       }
       if (need > room) return false;
       used += need;
-      if (plus && !IsDotOrDotDot(name)) {
+      if (plus && link && !IsDotOrDotDot(name)) {
         fs.Remember(st.st_ino);
         remembered.push_back(st.st_ino);
       }
