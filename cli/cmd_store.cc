@@ -107,12 +107,14 @@ Json RecordJson(const store::HistoryRecord& r) {
   return j;
 }
 
-// Live activation: asks every cryptexfs mount of a line of this store to
+}  // namespace
+
+// Live activation (cli.h): asks every cryptexfs mount of a line of this store to
 // serve its line's committed level, and waits until each does. With
 // `live` false (a change of reboot-class patches only) mounts are left
 // alone and the change takes effect at their next mount. Returns kExitOk,
 // or kExitError if a mount could not follow (the change itself is committed).
-int FollowMounts(const std::string& cmd, const Store& s, bool live) {
+int FollowMounts(const std::string& cmd, const Store& s, bool live, bool quiet) {
   char dir[PATH_MAX];
   if (::realpath(s.dir().c_str(), dir) == nullptr) return kExitOk;
   const std::string prefix = std::string(dir) + "/";
@@ -122,12 +124,14 @@ int FollowMounts(const std::string& cmd, const Store& s, bool live) {
     if (!st.ok() || st->image.rfind(prefix, 0) != 0) continue;
     const std::string where = ForTerminal(mp, StdoutIsTerminal());
     if (!live) {
-      std::printf("%s: takes effect at its next mount (reboot-class patch)\n", where.c_str());
+      if (!quiet) {
+        std::printf("%s: takes effect at its next mount (reboot-class patch)\n", where.c_str());
+      }
       continue;
     }
     const Status r = cxfs::ReloadMount(mp);
     if (r.ok()) {
-      std::printf("%s: now serving the new level\n", where.c_str());
+      if (!quiet) std::printf("%s: now serving the new level\n", where.c_str());
     } else if (r.code() != Code::kUnsupported) {  // a pinned level= mount stays
       std::fprintf(stderr, "cryptex %s: %s\n", cmd.c_str(), r.message().c_str());
       rc = kExitError;
@@ -135,6 +139,8 @@ int FollowMounts(const std::string& cmd, const Store& s, bool live) {
   }
   return rc;
 }
+
+namespace {
 
 // Whether a change of patch `id` goes live on running mounts (relaunch
 // class), from the committed state.
@@ -385,6 +391,7 @@ int StoreStatus(const Args& args) {
       for (const auto& p : l.patches) ps.push_back(PatchJson(l, p));
       j["patches"] = ps;
       j["damaged"] = dj;
+      (void)PendingOfLine(*s, *st, name, &j);
       lines.push_back(j);
       continue;
     }
@@ -400,6 +407,7 @@ int StoreStatus(const Args& args) {
       if (!p.cves.empty()) t += ", " + List(p.cves);
       t += ", installed " + Time(p.installed_at) + "\n";
     }
+    t += PendingOfLine(*s, *st, name, nullptr);
     std::printf("%s%s", ForTerminal(t, tty).c_str(), ForTerminal(dtext, tty).c_str());
   }
   if (json) {
