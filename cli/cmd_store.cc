@@ -104,6 +104,19 @@ Json RecordJson(const store::HistoryRecord& r) {
   j["severity"] = r.severity;
   j["who"] = r.who;
   j["reason"] = r.reason;
+  if (!r.verdict.empty()) j["verdict"] = r.verdict;  // "decide" records (docs/POLICY.md)
+  if (r.until != 0) j["until"] = Time(r.until);
+  if (!r.votes.empty()) {
+    Json vs = Json::array();
+    for (const auto& v : r.votes) {
+      vs.push_back({{"plugin", v.plugin},
+                    {"verdict", v.verdict},
+                    {"until", v.until != 0 ? Json(Time(v.until)) : Json(nullptr)},
+                    {"reason", v.reason},
+                    {"failed", v.failed}});
+    }
+    j["votes"] = vs;
+  }
   return j;
 }
 

@@ -320,8 +320,9 @@ Result<Config> ParseConfig(std::string_view text, const std::string& path) {
 Result<Config> LoadConfig(const std::string& path, bool missing_ok) {
   auto bytes = store::ReadWholeFile(path);
   if (!bytes.ok()) {
-    if (bytes.status().code() == Code::kNotFound && missing_ok) return DefaultConfig();
-    return bytes.status().Prefixed(path + ": configuration");
+    if (bytes.status().code() != Code::kNotFound) return bytes.status();
+    if (missing_ok) return DefaultConfig();
+    return Status::NotFound(path + ": no such configuration file");
   }
   return ParseConfig(*bytes, path);
 }
