@@ -239,7 +239,8 @@ int CmdApprove(int argc, char** argv) {
   if (args.positional().size() != 1) return Usage("approve", "expected one patch ID");
   Config cfg;
   TrustStore trust;
-  if (int rc = Prepare("approve", args, &cfg, &trust, nullptr); rc != kExitOk) return rc;
+  std::vector<policy::ChainMember> chain;  // loaded to check the plugins' options
+  if (int rc = Prepare("approve", args, &cfg, &trust, &chain); rc != kExitOk) return rc;
   const std::string& id = args.positional()[0];
   const Status st = policy::Approve(cfg, trust, args.Get("--line").value_or(""), id,
                                     args.Get("--reason").value_or(""));

@@ -190,8 +190,11 @@ Result<Offers> CollectOffers(const Config& cfg, const Store& s, const store::Sto
         bad = img.status();
       } else if ((*img)->superblock().kind != format::kKindPatch) {
         bad = Status::InvalidArgument(path + ": a base image, not a patch");
-      } else if (!store::CheckStoreName((*img)->manifest().patch_id, path + ": patch id").ok()) {
-        bad = store::CheckStoreName((*img)->manifest().patch_id, path + ": patch id");
+      } else if (Status n = store::CheckStoreName((*img)->manifest().patch_id, path + ": patch id");
+                 !n.ok()) {
+        bad = n;
+      } else if (Status v = (*img)->VerifyAll(); !v.ok()) {
+        bad = v.Prefixed(path);  // every block and file digest: offered only if whole
       }
       if (!bad.ok()) {
         out.refused.emplace_back(path, bad.ToString());
@@ -400,8 +403,12 @@ Result<std::vector<ChainMember>> LoadChain(const Config& cfg) {
     if (p.ok()) {
       m.plugin = std::make_shared<const Plugin>(std::move(*p));
     } else if (p.status().code() == Code::kInvalidArgument) {
-      return Status::InvalidArgument((cfg.path.empty() ? std::string("configuration") : cfg.path) +
-                                     ": [plugin." + name + "]: " + p.status().message());
+      // The plugin refused its options: a config error, at its section.
+      auto line = cfg.plugin_lines.find(name);
+      const std::string where =
+          (cfg.path.empty() ? std::string("configuration") : cfg.path) +
+          (line == cfg.plugin_lines.end() ? "" : ":" + std::to_string(line->second));
+      return Status::InvalidArgument(where + ": [plugin." + name + "] " + p.status().message());
     } else {
       m.load_error = p.status();
     }
@@ -521,7 +528,7 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
       d.chain.reason = "requires [" + Join(o.requires_patches) + "] active in that order; [" +
                        Join(act) + "] are active";
     } else if (prev != nullptr && prev->verdict == "reject" && prev->chain == fingerprint &&
-               p.state != PatchState::kActive && p.approved_at <= prev->at) {
+               p.state != PatchState::kActive && p.approved_at < prev->at) {
       // A rejection holds until the chain's configuration changes or the
       // patch is approved after it.
       d.held = true;

@@ -314,6 +314,9 @@ Result<Config> ParseConfig(std::string_view text, const std::string& path) {
   for (HealthCheck& h : p.cfg.health) {
     if (h.timeout.count() == 0) h.timeout = p.cfg.health_timeout;
   }
+  for (const auto& [sec, line] : p.sections) {
+    if (sec.rfind("plugin.", 0) == 0) p.cfg.plugin_lines[sec.substr(7)] = line;
+  }
   return p.cfg;
 }
 

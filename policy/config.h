@@ -40,6 +40,7 @@ struct Config {
   std::chrono::milliseconds health_timeout{30000};  // default per check
   uint32_t health_keep = 100;                       // results kept per check
   std::map<std::string, Options> plugin_options;    // [plugin.NAME], file order
+  std::map<std::string, int> plugin_lines;          // line of each [plugin.NAME] header
   std::vector<HealthCheck> health;                  // [health.NAME], file order
 
   // Options of plugin `name` (empty if it has no section).
