@@ -309,7 +309,8 @@ int CmdHistory(int argc, char** argv) {
     std::printf(
         "usage: cryptex history [NAME] [--json] [--verify] [--store DIR]\n\n"
         "The store's history, oldest first (of line NAME only, if given): when,\n"
-        "which action (add, install, activate, revert, revert-all, remove, refuse),\n"
+        "which action (add, install, activate, revert, revert-all, remove, refuse,\n"
+        "and the policy agent's decide and approve),\n"
         "the patch, its version, severity and CVEs, who asked and why. The hash\n"
         "chain is checked every time; --verify prints only the verdict.\n"
         "Exit status: 0 intact, 3 the history was edited, reordered or truncated.\n\n%s",

@@ -173,3 +173,23 @@ TEST(ConfigTest, Durations) {
 
 }  // namespace
 }  // namespace cryptex::policy
+
+namespace cryptex::policy {
+namespace {
+
+using std::chrono::milliseconds;
+
+// The shipped example parses (and says what docs/POLICY.md says it does).
+TEST(ConfigTest, ExampleParses) {
+  const std::string path = std::string(CRYPTEX_SOURCE_DIR) + "/examples/cryptex.conf";
+  auto c = LoadConfig(path, false);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->plugins, (std::vector<std::string>{"revocation", "health", "defer"}));
+  EXPECT_EQ(c->patch_dir, "/var/lib/cryptex/offered");
+  ASSERT_EQ(c->health.size(), 1u);
+  EXPECT_EQ(c->health[0].timeout, milliseconds(10000));
+  EXPECT_EQ(c->OptionsOf("health"), (Options{{"failures", "2"}}));
+}
+
+}  // namespace
+}  // namespace cryptex::policy
