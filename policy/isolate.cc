@@ -113,8 +113,10 @@ void CloseFrom(int first) {
   std::vector<int> kept;
   for (int fd : keep_fds) kept.push_back(fcntl(fd, F_DUPFD, high));
   if (answer < 0) _exit(124);
-  const int devnull = open("/dev/null", O_RDONLY);
-  if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(2, 1) < 0) _exit(124);
+  const int devnull = open("/dev/null", O_RDWR);
+  if (devnull < 0 || dup2(devnull, 0) < 0) _exit(124);
+  if (fcntl(2, F_GETFD) < 0 && dup2(devnull, 2) < 0) _exit(124);  // the caller had no stderr
+  if (dup2(2, 1) < 0) _exit(124);
   if (dup2(answer, kAnswerFd) < 0) _exit(124);
   for (size_t i = 0; i < kept.size(); ++i) {
     if (kept[i] < 0 || dup2(kept[i], kFirstChildFd + static_cast<int>(i)) < 0) _exit(124);

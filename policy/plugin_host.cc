@@ -400,7 +400,10 @@ Status CheckProbe(const ProbeReport& r, const std::string& path) {
                                ")");
   }
   if (r.has_decide == 0) return Status::Unsupported(p + "plugin table has no decide function");
-  if (r.name_len == 0 || r.name_len > kMaxTableName || r.name.size() != r.name_len) {
+  if (r.name_len > 0 && r.name_len <= kMaxTableName && r.name.size() != r.name_len) {
+    return Status::Unsupported(p + "plugin name has a NULL pointer");
+  }
+  if (r.name_len == 0 || r.name_len > kMaxTableName) {
     return Status::Unsupported(p + "plugin name must be 1.." + std::to_string(kMaxTableName) +
                                " bytes (it is " + std::to_string(r.name_len) + ")");
   }

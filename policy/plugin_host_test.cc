@@ -15,7 +15,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -33,8 +35,32 @@ std::string BuildDir() {
   const char* env = std::getenv("CRYPTEX_BUILD_DIR");
   return env != nullptr && *env != '\0' ? env : CRYPTEX_DEFAULT_BUILD_DIR;
 }
-std::string FixtureDir() { return BuildDir() + "/policy/testdata"; }
-std::string ShippedDir() { return BuildDir() + "/plugins/lib"; }
+// The fixtures (built into BUILD/policy/testdata) and the shipped auto.so,
+// copied once per test process into a fresh 0755 directory as root-owned
+// 0644 files: the loader's checks then pass whatever the build tree's owner
+// and umask were.
+const std::string& PluginCopies() {
+  static TempDir dir;
+  static const bool copied = [] {
+    namespace fs = std::filesystem;
+    EXPECT_EQ(chmod(dir.path().c_str(), 0755), 0);
+    std::vector<fs::path> files = {fs::path(BuildDir()) / "plugins/lib/auto.so"};
+    for (const auto& e : fs::directory_iterator(BuildDir() + "/policy/testdata")) {
+      if (e.path().extension() == ".so") files.push_back(e.path());
+    }
+    for (const auto& f : files) {
+      const std::string to = dir.Join(f.filename().string());
+      fs::copy_file(f, to);
+      EXPECT_EQ(chown(to.c_str(), 0, 0), 0) << to;
+      EXPECT_EQ(chmod(to.c_str(), 0644), 0) << to;
+    }
+    return true;
+  }();
+  (void)copied;
+  return dir.path();
+}
+std::string FixtureDir() { return PluginCopies(); }
+std::string ShippedDir() { return PluginCopies(); }
 
 std::set<std::string> OpenFds() {
   std::set<std::string> fds;
@@ -304,8 +330,44 @@ TEST_F(PluginHostTest, ChildInheritsNoDescriptorOfTheCaller) {
   close(extra);
   EXPECT_FALSE(v.failed) << v.reason;
   EXPECT_EQ(v.reason, "fds=0,1,2,3,4,");
+  // Even when the caller's stdin has data.
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  ASSERT_EQ(write(pipe_fds[1], "x", 1), 1);
+  const int saved_stdin = dup(0);
+  ASSERT_GE(saved_stdin, 0);
+  ASSERT_EQ(dup2(pipe_fds[0], 0), 0);
   v = DecideFixture("fixed", {{"echo", "stdin"}});
+  dup2(saved_stdin, 0);
+  close(saved_stdin);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
   EXPECT_EQ(v.reason, "stdin=eof");
+}
+
+// Set by ChildDoesNotRunTheCallersAtexitHandlers.
+pid_t g_main_pid = 0;
+char g_atexit_marker[512];
+
+void AtexitMarker() {
+  if (getpid() == g_main_pid || g_atexit_marker[0] == '\0') return;
+  const int fd = open(g_atexit_marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0) close(fd);
+}
+
+// The child ends with _exit(): the caller's atexit handlers do not run in it
+// (nor is the caller's buffered stdio flushed by it).
+TEST_F(PluginHostTest, ChildDoesNotRunTheCallersAtexitHandlers) {
+  TempDir tmp;
+  const std::string marker = tmp.Join("atexit-ran");
+  ASSERT_LT(marker.size(), sizeof(g_atexit_marker));
+  std::snprintf(g_atexit_marker, sizeof(g_atexit_marker), "%s", marker.c_str());
+  g_main_pid = getpid();
+  ASSERT_EQ(std::atexit(AtexitMarker), 0);
+  const Vote v = DecideFixture("fixed", {});
+  EXPECT_FALSE(v.failed) << v.reason;
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "an atexit handler ran in the child";
+  g_atexit_marker[0] = '\0';
 }
 
 TEST_F(PluginHostTest, ChildAddressSpaceIsLimited) {
@@ -337,6 +399,103 @@ TEST_F(PluginHostTest, RobustToSignalsInTheCaller) {
   EXPECT_FALSE(ok.failed) << ok.reason;
   EXPECT_EQ(ok.reason, "fine");
   ExpectFailedVote(hang, FixtureDir() + "/loop.so", "timed out after 300 ms");
+}
+
+int64_t Utc(const char* iso) {
+  tm t{};
+  EXPECT_NE(strptime(iso, "%Y-%m-%dT%H:%M:%S", &t), nullptr) << iso;
+  return static_cast<int64_t>(timegm(&t));
+}
+
+// examples/policy-plugin builds with `cc -shared -fPIC` against a directory
+// holding nothing but the public header, loads, and decides as documented.
+TEST_F(PluginHostTest, ExamplePluginBuildsAgainstTheHeaderAlone) {
+  TempDir tmp;
+  const std::string inc = tmp.Join("include");
+  const std::string plugins = tmp.Join("plugins");
+  std::filesystem::create_directories(inc + "/cryptex");
+  std::filesystem::create_directories(plugins);
+  ASSERT_EQ(chmod(tmp.path().c_str(), 0755), 0);
+  ASSERT_EQ(chmod(plugins.c_str(), 0755), 0);
+  std::filesystem::copy_file(
+      std::string(CRYPTEX_SOURCE_DIR) + "/policy/include/cryptex/policy_plugin.h",
+      inc + "/cryptex/policy_plugin.h");
+  const std::string src = std::string(CRYPTEX_SOURCE_DIR) + "/examples/policy-plugin/weekend.c";
+  const auto cc = test::RunCommandCapture(
+      "cc -std=c99 -shared -fPIC -O2 -Wall -Wextra -Werror -I " + test::ShellQuote(inc) + " -o " +
+      test::ShellQuote(plugins + "/weekend.so") + " " + test::ShellQuote(src));
+  ASSERT_EQ(cc.exit_code, 0) << cc.err;
+  ASSERT_EQ(chmod((plugins + "/weekend.so").c_str(), 0644), 0);
+
+  auto p = Plugin::Load(plugins, "weekend", {});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  PatchFacts low;
+  low.severity = "low";
+  PatchFacts critical;
+  critical.severity = "critical";
+  DeviceFacts device;
+  const int64_t monday = Utc("2026-11-30T00:00:00");
+
+  device.now = Utc("2026-11-25T12:00:00");  // a Wednesday
+  Vote v = p->Decide(low, device);
+  EXPECT_FALSE(v.failed) << v.reason;
+  EXPECT_EQ(v.verdict, Verdict::kInstall);
+  for (const char* weekend :
+       {"2026-11-28T00:00:00", "2026-11-28T10:00:00", "2026-11-29T23:59:59"}) {
+    SCOPED_TRACE(weekend);
+    device.now = Utc(weekend);
+    v = p->Decide(low, device);
+    EXPECT_FALSE(v.failed) << v.reason;
+    EXPECT_EQ(v.verdict, Verdict::kDefer);
+    EXPECT_EQ(v.until, monday);
+    EXPECT_EQ(v.reason, "weekend freeze until " + std::to_string(monday) + " (Monday 00:00 UTC)");
+    EXPECT_EQ(p->Decide(critical, device).verdict, Verdict::kInstall);
+  }
+  device.now = monday;
+  EXPECT_EQ(p->Decide(low, device).verdict, Verdict::kInstall);
+
+  // allow = high lets high patches through on a weekend; bad options are
+  // refused as a config error naming the key.
+  auto high = Plugin::Load(plugins, "weekend", {{"allow", "high"}});
+  ASSERT_TRUE(high.ok()) << high.status().ToString();
+  PatchFacts h;
+  h.severity = "high";
+  device.now = Utc("2026-11-28T10:00:00");
+  EXPECT_EQ(high->Decide(h, device).verdict, Verdict::kInstall);
+  EXPECT_EQ(high->Decide(low, device).verdict, Verdict::kDefer);
+  auto bad = Plugin::Load(plugins, "weekend", {{"alow", "high"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(bad.status().message(), "unknown option \"alow\""))
+      << bad.status().ToString();
+  bad = Plugin::Load(plugins, "weekend", {{"allow", "urgent"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(Contains(bad.status().message(), "allow: \"urgent\"")) << bad.status().ToString();
+}
+
+// Calls from several threads at once (each forks its own children) all get
+// their own answers.
+TEST_F(PluginHostTest, ConcurrentCallersGetTheirOwnAnswers) {
+  auto p = Plugin::Load(FixtureDir(), "fixed", {{"echo", "now"}});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const Plugin& plugin = *p;
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&plugin, &errors, t] {
+      for (int i = 0; i < 10; ++i) {
+        DeviceFacts device;
+        device.now = t * 1000 + i;
+        const Vote v = plugin.Decide(PatchFacts{}, device);
+        if (v.failed || v.reason != "now=" + std::to_string(device.now)) {
+          errors[t] = v.reason;
+          return;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
 }
 
 // ---- The loader's file checks, on copies in a directory the test controls.

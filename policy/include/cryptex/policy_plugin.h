@@ -43,7 +43,9 @@
  *    never from the wall clock (that is what makes `cryptex policy simulate
  *    --at TIME` truthful). A crash, hang, non-zero return, out-of-range
  *    verdict, reason longer than reason_cap or not UTF-8 makes the host
- *    record a failure and treat the vote as a deferral.
+ *    record a failure and treat the vote as a deferral. So do a reason
+ *    holding a NUL byte, a deferral with `until` < 0, and a verdict left
+ *    unset (the host fills it with an invalid value before the call).
  *  - Times are Unix seconds (UTC).
  */
 #ifndef CRYPTEX_POLICY_PLUGIN_H
