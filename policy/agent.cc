@@ -560,6 +560,27 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
     const bool changed = prev == nullptr || !prev->SameAs(now);
     if (!changed) now.at = prev->at;
     d.recorded = d.action != "none" || changed;
+    // The identity of what would be acted on: a failed action is retried only
+    // when the decision or the offered file changes.
+    std::string target = o.file;
+    if (struct stat fsb{}; !o.file.empty() && stat(o.file.c_str(), &fsb) == 0) {
+      target += " " + std::to_string(fsb.st_size) + " " + std::to_string(fsb.st_mtim.tv_sec) + "." +
+                std::to_string(fsb.st_mtim.tv_nsec);
+    }
+    if (!changed && d.action != "none" && !prev->failed.empty() &&
+        prev->failed.substr(0, prev->failed.find('\n')) == target) {
+      d.outcome =
+          Status::Permission("not retried: this decision failed before on the same patch (" +
+                             prev->failed.substr(prev->failed.find('\n') + 1) +
+                             "); it is tried again when the decision or the offered file changes");
+      now.failed = prev->failed;
+      d.recorded = false;
+      report.failed = true;
+      if (opts.log) opts.log(JournalLine(d));
+      seen[key] = now;
+      report.decisions.push_back(std::move(d));
+      continue;
+    }
 
     if (d.action == "install+activate" || d.action == "activate") {
       act.push_back(p.id);
@@ -582,6 +603,7 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
       }
       if (!d.outcome.ok()) {
         report.failed = true;
+        now.failed = target + "\n" + d.outcome.ToString();
         // Undo the run's view of the change.
         if (d.action == "revert") {
           act.push_back(p.id);

@@ -56,7 +56,8 @@ std::string Decisions::Encode() const {
                {"at", d.at},
                {"chain", d.chain},
                {"activation", d.activation},
-               {"activated_at", d.activated_at}};
+               {"activated_at", d.activated_at},
+               {"failed", d.failed}};
   }
   j["patches"] = ps;
   j["refused_files"] = refused_files;
@@ -82,6 +83,7 @@ Result<Decisions> Decisions::Decode(const std::string& bytes, const std::string&
       d.chain = v.at("chain").get<std::string>();
       d.activation = v.at("activation").get<std::string>();
       d.activated_at = v.at("activated_at").get<int64_t>();
+      d.failed = v.value("failed", "");
       out.by_patch[key] = std::move(d);
     }
     out.refused_files = j.at("refused_files").get<std::map<std::string, std::string>>();

@@ -35,6 +35,10 @@ struct Decision {
   std::string chain;         // fingerprint of the chain's configuration (reject holds while equal)
   std::string activation;    // relaunch | reboot
   int64_t activated_at = 0;  // when the agent activated it (0: it did not)
+  // The action of this decision failed ("FILE-SIGNATURE\nmessage"): the same
+  // decision on the same file is not retried (so that a patch the store
+  // refuses does not add records every run).
+  std::string failed;
 
   // The same decision (what is compared to decide whether to record it).
   bool SameAs(const Decision& o) const {

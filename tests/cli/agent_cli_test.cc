@@ -127,6 +127,22 @@ class AgentCliTest : public ::testing::Test {
     };
     p1_ = mkpatch("p1", 1, 2, "");
     p2_ = mkpatch("p2", 2, 3, p1_);
+    // A reboot-class p1.
+    pr_ = work_->Join("pr.cxpatch");
+    Must(
+        RunCryptex("mkpatch --from " + Q(base_) + " --to " + Q(V(1)) + " -o " + Q(pr_) + " --key " +
+                   Q(key) + " --id pr --class reboot --release-counter 2 --trust " + Q(trust_)),
+        "mkpatch pr");
+    // A patch of line app for another base (1.1): the store refuses it.
+    const std::string other = work_->Join("other.cryptex");
+    Must(RunCryptex("build " + Q(V(1)) + " -o " + Q(other) + " --key " + Q(key) + " --name " +
+                    kLine + " --version 1.1"),
+         "build other");
+    px_ = work_->Join("px.cxpatch");
+    Must(
+        RunCryptex("mkpatch --from " + Q(other) + " --to " + Q(V(2)) + " -o " + Q(px_) + " --key " +
+                   Q(key) + " --id px --class relaunch --release-counter 5 --trust " + Q(trust_)),
+        "mkpatch px");
     // The plugin directory: root-owned, 0755, the shipped plugins and the
     // host's fault fixtures.
     plugins_ = work_->Join("plugins");
@@ -240,7 +256,7 @@ class AgentCliTest : public ::testing::Test {
     return MountedType(mnt) == "fuse.cryptexfs";
   }
 
-  static inline std::string skip_, error_, trust_, base_, p1_, p2_, plugins_;
+  static inline std::string skip_, error_, trust_, base_, p1_, p2_, pr_, px_, plugins_;
   static inline TempDir* work_ = nullptr;
   std::string dir_, store_, offered_, conf_;
   std::vector<std::string> mounts_;
@@ -478,6 +494,44 @@ TEST_F(AgentCliTest, UnverifiedOfferedFileIsRefusedOnceAndNeverOffered) {
   EXPECT_TRUE(Contains(Records("refuse")[0]["reason"], "p1.cxpatch"));
   ASSERT_EQ(Agent().exit_code, 0);
   EXPECT_EQ(Records("refuse").size(), 1u);  // recorded once
+}
+
+// ---- a patch the store refuses: recorded once, not retried every run -------------
+
+TEST_F(AgentCliTest, RefusedInstallIsNotRetriedUntilSomethingChanges) {
+  Offer(px_);
+  Conf("auto");
+  const CommandResult r = Agent();
+  EXPECT_EQ(r.exit_code, kExitError) << r.out << r.err;
+  EXPECT_TRUE(Contains(r.out, "app px: install -> install+activate")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "FAILED")) << r.out;
+  ASSERT_EQ(Records("refuse").size(), 1u);  // the store's own record of why
+  const size_t n = History().size();
+  for (int i = 0; i < 2; ++i) {
+    const CommandResult again = Agent();
+    EXPECT_EQ(again.exit_code, kExitError);
+    EXPECT_TRUE(Contains(again.out, "not retried")) << again.out;
+  }
+  EXPECT_EQ(History().size(), n);
+  // A new file (here: the same bytes rewritten) is tried again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(test::RunCommand("touch " + Q(offered_ + "/px.cxpatch")).exit_code, 0);
+  EXPECT_EQ(Agent().exit_code, kExitError);
+  EXPECT_EQ(Records("refuse").size(), 2u);
+}
+
+// ---- reboot-class patches: activated, pending until the next mount -----------------
+
+TEST_F(AgentCliTest, StatusShowsRebootClassPatchPending) {
+  Offer(pr_);
+  Conf("auto");
+  ASSERT_EQ(Agent().exit_code, 0);
+  EXPECT_EQ(Active(), std::vector<std::string>{"pr"});
+  const Json st = Status();
+  ASSERT_EQ(st["reboot_pending"].size(), 1u) << st.dump(1);
+  EXPECT_EQ(st["reboot_pending"][0]["patch"], "pr");
+  const CommandResult text = RunCryptex("status --store " + Q(store_) + " --trust " + Q(trust_));
+  EXPECT_TRUE(Contains(text.out, "reboot pending: pr (reboot class")) << text.out;
 }
 
 // ---- the local revocation flag -----------------------------------------------------------
