@@ -195,8 +195,10 @@ int CmdAgent(int argc, char** argv) {
       std::fflush(stdout);
     };
   }
-  opts.follow_mounts = [json](const store::Store& s, bool live) {
-    return FollowMounts("agent", s, live, /*quiet=*/json) == kExitOk
+  // Quiet: one line per decision (a mount that cannot follow still says so
+  // on stderr, and the decision's line says FAILED).
+  opts.follow_mounts = [](const store::Store& s, bool live) {
+    return FollowMounts("agent", s, live, /*quiet=*/true) == kExitOk
                ? Status::Ok()
                : Status::IOError("a mount could not follow the change (see above)");
   };
