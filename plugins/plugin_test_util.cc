@@ -28,7 +28,12 @@ LoadedPlugin::LoadedPlugin(const std::string& path) {
       table_->struct_size < sizeof(cx_policy_plugin) || table_->decide == nullptr) {
     ADD_FAILURE() << path << ": bad plugin table";
     table_ = nullptr;
+    return;
   }
+  // The agent loads NAME.so by the name in its config: the table says the same.
+  std::string file = path.substr(path.rfind('/') + 1);
+  EXPECT_EQ(std::string(table_->name.ptr, table_->name.len), file.substr(0, file.size() - 3));
+  EXPECT_NE(table_->check_options, nullptr) << path;
 }
 
 LoadedPlugin::~LoadedPlugin() {

@@ -14,6 +14,7 @@ pkgs=(
   libdivsufsort-dev bsdiff time                      # delta encoder; its benchmark
   groff-base                                         # man page lint (tests/install)
   ca-certificates                                    # debian_patch_test: https to snapshot.debian.org
+  tzdata                                             # the window policy plugin: IANA time zones
   lintian debootstrap file                           # the .deb: lint, clean-root install (deb_test)
 )
 missing=()

@@ -192,9 +192,13 @@ int cxu_ieq(cx_str a, cx_str b) {
   return 1;
 }
 
+/* rest->ptr after the last item. Not NULL: a value {NULL, 0} is an empty
+ * string, which yields one (empty) item like any other empty value. */
+static const char cxu_list_end[1] = {0};
+
 int cxu_next_item(cx_str* rest, cx_str* item) {
   size_t i = 0;
-  if (rest->ptr == NULL) return 0;
+  if (rest->ptr == cxu_list_end) return 0;
   while (i < rest->len && rest->ptr[i] != ',') i++;
   item->ptr = rest->ptr;
   item->len = i;
@@ -203,7 +207,7 @@ int cxu_next_item(cx_str* rest, cx_str* item) {
     rest->ptr += i + 1;
     rest->len -= i + 1;
   } else {
-    rest->ptr = NULL; /* exhausted: a trailing comma still yields an empty item */
+    rest->ptr = cxu_list_end; /* a trailing comma still yields an empty item */
     rest->len = 0;
   }
   return 1;

@@ -57,7 +57,8 @@ cx_str cxu_trim(cx_str s);
 int cxu_eq(cx_str a, cx_str b);  /* byte-equal */
 int cxu_ieq(cx_str a, cx_str b); /* ASCII case-insensitive */
 /* Next item of a comma-separated list, trimmed. Returns 0 when `rest` is
- * exhausted. Items may be empty (callers refuse them). */
+ * exhausted. Items may be empty (callers refuse them): an empty value is one
+ * empty item, never an empty list. */
 int cxu_next_item(cx_str* rest, cx_str* item);
 
 /* A decimal number without sign, <= max. Returns 0 if valid. */

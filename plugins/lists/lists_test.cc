@@ -1,6 +1,7 @@
 // The lists plugin (lists.c), loaded from its built .so and called directly.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -246,6 +247,19 @@ INSTANTIATE_TEST_SUITE_P(
                    {"max_level: given more than once"}},
         BadOptions{"PinSingular", {{"pin", "web"}}, {"unknown key \"pin\"", "pin_lines"}}),
     [](const testing::TestParamInfo<BadOptions>& i) { return i.param.name; });
+
+// A host may pass an empty value as {NULL, 0}: still an empty value, refused
+// -- never an empty allow list that would hold every patch.
+TEST(ListsOptions, NullEmptyValueRefused) {
+  for (const char* key : {"deny_ids", "allow_ids", "allow_cves", "pin_lines", "max_level"}) {
+    cx_option option{{key, strlen(key)}, {nullptr, 0}};
+    char err[256];
+    size_t err_len = 0;
+    EXPECT_NE(Plugin().table()->check_options(&option, 1, err, sizeof err, &err_len), 0) << key;
+    EXPECT_NE(std::string(err, err_len).find(std::string(key) + ": \"\""), std::string::npos)
+        << std::string(err, err_len);
+  }
+}
 
 TEST(ListsOptions, AcceptedFormsPass) {
   EXPECT_EQ(Plugin().CheckOptions(kDeny).rc, 0);

@@ -515,9 +515,9 @@ static int win_decide_in_zone(const win_cfg* c, const cx_policy_input* in, cx_po
 static int win_decide(const cx_policy_input* in, cx_policy_decision* out) {
   win_cfg c;
   cxu_text r;
-  char saved[256];
   const char* old;
-  int had_old, rc;
+  char* saved = 0;
+  int rc;
   cxu_init(&r);
   if (win_parse(in->options, in->option_count, &c, &r) != 0) return cxu_fail(out, &r);
   if (in->patch->state == CX_PATCH_ACTIVE) {
@@ -525,15 +525,22 @@ static int win_decide(const cx_policy_input* in, cx_policy_decision* out) {
     return cxu_decide(out, CX_VERDICT_INSTALL, 0, &r);
   }
   old = getenv("TZ");
-  had_old = old != 0 && strlen(old) < sizeof saved;
-  if (had_old) strcpy(saved, old);
-  setenv("TZ", c.zone, 1);
+  if (old != 0 && (saved = strdup(old)) == 0) {
+    cxu_add(&r, "window: out of memory");
+    return cxu_fail(out, &r);
+  }
+  if (setenv("TZ", c.zone, 1) != 0) {
+    free(saved);
+    cxu_add(&r, "window: cannot set TZ");
+    return cxu_fail(out, &r);
+  }
   tzset();
   rc = win_decide_in_zone(&c, in, out, &r);
-  if (had_old)
+  if (saved != 0)
     setenv("TZ", saved, 1);
   else
     unsetenv("TZ");
+  free(saved);
   tzset();
   return rc;
 }

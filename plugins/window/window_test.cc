@@ -259,6 +259,22 @@ INSTANTIATE_TEST_SUITE_P(
              {"defer: paused until 2026-12-01T00:00 Europe/Berlin"}},
         Case{"AtPauseEnd", kBerlinPause, "2026-11-30 23:00", I, "", {}},
         Case{"PauseExpired", kBerlinPause, "2027-06-01 12:00", I, "", {}},
+        Case{"PauseEndsInsideTheSpringForwardGap",
+             {{"hours", "00:00-24:00"},
+              {"timezone", "Europe/Berlin"},
+              {"pause_until", "2026-03-29T02:30"}},
+             "2026-03-29 00:59:59",
+             D,
+             "2026-03-29 01:00",
+             {"opens 2026-03-29 03:00 CEST"}},
+        Case{"PauseEndsInTheRepeatedHour",
+             {{"hours", "00:00-24:00"},
+              {"timezone", "Europe/Berlin"},
+              {"pause_until", "2026-10-25T02:30"}},
+             "2026-10-24 12:00",
+             D,
+             "2026-10-25 00:30",
+             {"opens 2026-10-25 02:30 CEST"}},
         Case{"PauseThenWindow",
              {{"hours", "02:00-05:00"},
               {"timezone", "Europe/Berlin"},
@@ -414,6 +430,18 @@ TEST(WindowZone, TheCallersTzIsRestored) {
   unsetenv("TZ");
   r = Plugin().Decide(patch, device, kBerlinWeekdays);
   EXPECT_EQ(getenv("TZ"), nullptr);
+}
+
+TEST(WindowZone, ALongCallersTzIsRestored) {
+  std::string tz = ":" + std::string(1000, 'x');
+  setenv("TZ", tz.c_str(), 1);
+  PatchFacts patch;
+  DeviceFacts device;
+  device.now = Utc("2026-11-30 01:00");
+  EXPECT_EQ(Plugin().Decide(patch, device, kBerlinWeekdays).verdict, CX_VERDICT_INSTALL);
+  ASSERT_NE(getenv("TZ"), nullptr);
+  EXPECT_EQ(getenv("TZ"), tz);
+  unsetenv("TZ");
 }
 
 TEST(WindowZone, TzdirIsHonouredAndAMissingDatabaseRefused) {
