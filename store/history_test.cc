@@ -3,12 +3,13 @@
 // the bytes it always had (so old histories keep their hash chain), old
 // lines decode with them empty, and new records round-trip. Also the agent's
 // state files (decisions.h).
+#include "history.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "decisions.h"
-#include "history.h"
 #include "test_util.h"
 
 namespace cryptex::store {
