@@ -100,7 +100,8 @@ namespace cryptex::cli {
 // asks every cryptexfs mount of a line of `s` to serve its line's committed
 // level, and waits until each does; with `live` false (reboot-class
 // patches) mounts are left alone. Prints one line per mount (not if
-// `quiet`). Returns kExitOk, or kExitError if a mount could not follow.
+// `quiet`; errors always go to stderr). Returns kExitOk, or kExitError if a
+// mount could not follow.
 int FollowMounts(const std::string& cmd, const store::Store& s, bool live, bool quiet = false);
 // `cryptex status` lines of the agent's pending decisions (deferred,
 // rejected) of line `line`, and its reboot-class patches activated since

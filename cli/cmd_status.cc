@@ -80,9 +80,10 @@ int CmdStatus(int argc, char** argv) {
         "device store's image lines (default $CRYPTEX_STORE, else /var/lib/cryptex):\n"
         "each base, its installed patches (version, release counter, class,\n"
         "severity, CVEs, active or not) and the highest release counter seen. Every\n"
-        "stored image is opened (signature, size, root digest) and every persisted\n"
-        "hash tree checked: exit status 3 if one is damaged, 5 if a NAME is not in\n"
-        "the store.\n");
+        "stored image is opened (signature, size, root digest), and every patch and\n"
+        "persisted hash tree compared with the size and SHA-256 recorded at install:\n"
+        "exit status 3 if one is damaged (each damaged file is named), 5 if a NAME\n"
+        "is not in the store.\n");
     return kExitOk;
   }
   if (!args.ok()) return Usage("status", args.error());

@@ -125,8 +125,10 @@ Json RecordJson(const store::HistoryRecord& r) {
 // Live activation (cli.h): asks every cryptexfs mount of a line of this store to
 // serve its line's committed level, and waits until each does. With
 // `live` false (a change of reboot-class patches only) mounts are left
-// alone and the change takes effect at their next mount. Returns kExitOk,
-// or kExitError if a mount could not follow (the change itself is committed).
+// alone and the change takes effect at their next mount. `quiet`: no line
+// per mount that followed (a command that changed nothing). Returns
+// kExitOk, or kExitError if a mount could not follow (the change itself is
+// committed).
 int FollowMounts(const std::string& cmd, const Store& s, bool live, bool quiet) {
   char dir[PATH_MAX];
   if (::realpath(s.dir().c_str(), dir) == nullptr) return kExitOk;
@@ -164,6 +166,14 @@ bool LiveChange(const Store& s, const std::string& id) {
     if (const store::PatchEntry* p = line.Find(id)) return p->activation != "reboot";
   }
   return true;
+}
+
+// A change asked for that is already committed (e.g. by a command killed
+// after its commit, before the mounts followed) still brings the mounts to
+// the committed level, so running the command again completes it.
+void FollowIfAlreadyDone(const std::string& cmd, const Store& s, const Status& st,
+                         const std::string& id) {
+  if (st.code() == Code::kExists) (void)FollowMounts(cmd, s, LiveChange(s, id), /*quiet=*/true);
 }
 
 }  // namespace
@@ -221,7 +231,19 @@ int CmdInstall(int argc, char** argv) {
   std::unique_ptr<Store> s;
   if (int rc = OpenWithTrust("install", args, &trust, &s); rc != kExitOk) return rc;
   auto p = s->Install(args.positional()[0], args.Has("--activate"), ActorOf(args));
-  if (!p.ok()) return Fail("install", p.status());
+  if (!p.ok()) {
+    if (p.status().code() == Code::kExists && args.Has("--activate")) {
+      // Installed already (a replay): if it is active, the mounts serve it.
+      ImageOptions opts;
+      opts.trust = &trust;
+      if (auto img = Image::Open(args.positional()[0], opts); img.ok()) {
+        const std::string id = (*img)->manifest().patch_id;
+        auto line = s->ReadLine((*img)->manifest().name);
+        if (line.ok() && line->IsActive(id)) FollowIfAlreadyDone("install", *s, p.status(), id);
+      }
+    }
+    return Fail("install", p.status());
+  }
   std::printf("installed %s (%s)%s\n", ForTerminal(p->id, StdoutIsTerminal()).c_str(),
               ForTerminal(p->version, StdoutIsTerminal()).c_str(),
               args.Has("--activate") ? ", active" : "");
@@ -235,8 +257,10 @@ int CmdActivate(int argc, char** argv) {
     std::printf(
         "usage: cryptex activate ID [--line NAME] [--store DIR] [--reason TEXT]\n\n"
         "Activates installed patch ID on top of its line's active patches. The\n"
-        "patches it requires must be exactly the active ones, in order. A change of\n"
-        "the state file only: no image is read or written. --line names the line\n"
+        "patches it requires must be exactly the active ones, in order. The stored\n"
+        "patch must still be the bytes install stored (size and SHA-256): a damaged\n"
+        "one is refused (exit 3, recorded). Reads the patch once, never the base;\n"
+        "writes only the state file and the history. --line names the line\n"
         "when several hold a patch with that id.\n\n%s",
         kStoreHelp);
     return kExitOk;
@@ -247,7 +271,10 @@ int CmdActivate(int argc, char** argv) {
   if (int rc = OpenNoTrust("activate", args, &s); rc != kExitOk) return rc;
   const Status st =
       s->Activate(args.Get("--line").value_or(""), args.positional()[0], ActorOf(args));
-  if (!st.ok()) return Fail("activate", st);
+  if (!st.ok()) {
+    FollowIfAlreadyDone("activate", *s, st, args.positional()[0]);  // already active
+    return Fail("activate", st);
+  }
   std::printf("activated %s\n", ForTerminal(args.positional()[0], StdoutIsTerminal()).c_str());
   return FollowMounts("activate", *s, LiveChange(*s, args.positional()[0]));
 }
@@ -275,7 +302,11 @@ int CmdRevert(int argc, char** argv) {
   const Status st = args.Has("--all")
                         ? s->RevertAll(what, ActorOf(args))
                         : s->Revert(args.Get("--line").value_or(""), what, ActorOf(args));
-  if (!st.ok()) return Fail("revert", st);
+  if (!st.ok()) {
+    // E.g. not active (any more): the mounts serve what is committed.
+    if (st.code() == Code::kInvalidArgument) (void)FollowMounts("revert", *s, true, /*quiet=*/true);
+    return Fail("revert", st);
+  }
   std::printf("reverted %s%s\n", args.Has("--all") ? "all patches of " : "",
               ForTerminal(what, StdoutIsTerminal()).c_str());
   // Undoing is always live: a revert must not wait for a remount.

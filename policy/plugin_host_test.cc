@@ -149,6 +149,13 @@ TEST_F(PluginHostTest, CheckOptionsRefusalIsAConfigErrorNamingTheKey) {
   EXPECT_TRUE(Plugin::Load(FixtureDir(), "fixed", {{"verdict", "reject"}}).ok());
 }
 
+// check_options is called only if the table's struct_size covers it.
+TEST_F(PluginHostTest, MembersBeyondStructSizeAreNotRead) {
+  auto p = Plugin::Load(FixtureDir(), "old_table", {{"any", "thing"}});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->Decide(PatchFacts{}, DeviceFacts{}).verdict, Verdict::kInstall);
+}
+
 TEST_F(PluginHostTest, NamesMustBeBare) {
   for (const std::string& name :
        std::vector<std::string>{"", ".", "..", "a/b", "../testdata/fixed", "/fixed",

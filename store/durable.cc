@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 namespace cryptex::store {
 namespace {
@@ -150,6 +151,33 @@ Result<std::string> ReadWholeFile(const std::string& path) {
     out.append(buf, static_cast<size_t>(n));
   }
   return out;
+}
+
+Result<FileDigest> DigestOfFd(int fd, const std::string& what) {
+  Sha256 h;
+  FileDigest out;
+  std::vector<uint8_t> buf(1 << 18);
+  for (;;) {
+    const ssize_t n = pread(fd, buf.data(), buf.size(), static_cast<off_t>(out.size));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, what + ": read");
+    }
+    if (n == 0) break;
+    h.Update(buf.data(), static_cast<size_t>(n));
+    out.size += static_cast<uint64_t>(n);
+  }
+  out.sha256 = h.Final();
+  return out;
+}
+
+Result<FileDigest> DigestOfFile(const std::string& path) {
+  Fd f{open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
+  if (f.fd < 0) {
+    if (errno == ENOENT) return Status::NotFound(path + ": no such file");
+    return Status::FromErrno(errno, path + ": open");
+  }
+  return DigestOfFd(f.fd, path);
 }
 
 Status CopyInto(const std::string& src, int fd, const std::string& dest_what, uint64_t* size) {

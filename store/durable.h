@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 
+#include "sha256.h"
 #include "status.h"
 
 namespace cryptex::store {
@@ -41,6 +42,16 @@ Status EnsureDir(const std::string& dir);
 
 // The whole of `path`; kNotFound if missing.
 Result<std::string> ReadWholeFile(const std::string& path);
+
+// SHA-256 of the whole of open file `fd` (read from offset 0 with pread) and
+// its size in bytes; errors name `what`.
+struct FileDigest {
+  Digest sha256{};
+  uint64_t size = 0;
+};
+Result<FileDigest> DigestOfFd(int fd, const std::string& what);
+// The same for the file at `path` (opened O_NOFOLLOW); kNotFound if missing.
+Result<FileDigest> DigestOfFile(const std::string& path);
 
 // Copies the regular file `src` into `fd` (from offset 0), with
 // copy_file_range where the kernel can (no bytes through user space).

@@ -34,6 +34,8 @@ Json PatchToJson(const PatchEntry& p) {
   j["root"] = Hex(p.root);
   j["tree_files"] = p.tree_files;
   j["tree_bytes"] = p.tree_bytes;
+  if (p.sha256) j["sha256"] = Hex(*p.sha256);
+  if (p.tree_sha256) j["tree_sha256"] = Hex(*p.tree_sha256);
   return j;
 }
 
@@ -51,6 +53,8 @@ PatchEntry PatchFromJson(const Json& j) {
   p.root = Unhex(j.at("root").get<std::string>());
   p.tree_files = j.at("tree_files").get<uint64_t>();
   p.tree_bytes = j.at("tree_bytes").get<uint64_t>();
+  if (j.contains("sha256")) p.sha256 = Unhex(j.at("sha256").get<std::string>());
+  if (j.contains("tree_sha256")) p.tree_sha256 = Unhex(j.at("tree_sha256").get<std::string>());
   return p;
 }
 

@@ -29,6 +29,12 @@ struct PatchEntry {
   Digest root{};            // the patch image's signed root digest
   uint64_t tree_files = 0;  // delta files with a persisted hash tree
   uint64_t tree_bytes = 0;  // size of the persisted tree file (0: none)
+  // SHA-256 of the stored patch file and of its tree file, taken at install
+  // from the copies as checked: what activation and status compare the
+  // stored files with (a check that needs no trusted key). Absent in states
+  // written before they were recorded.
+  std::optional<Digest> sha256;
+  std::optional<Digest> tree_sha256;
 };
 
 struct LineState {

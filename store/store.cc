@@ -148,7 +148,53 @@ Status CheckTrees(const std::string& patch, const std::string& tree, const Image
   return Status::Ok();
 }
 
+// `path` is the file install stored: `size` bytes with SHA-256 `sha256`.
+// kCorruption naming the file and what differs (missing, size, digest).
+Status CheckStoredFile(const std::string& path, uint64_t size, const Digest& sha256) {
+  auto d = DigestOfFile(path);
+  if (!d.ok()) {
+    if (d.status().code() == Code::kNotFound) {
+      return Status::Corruption(path + ": missing from the store");
+    }
+    return d.status();
+  }
+  if (d->size != size) {
+    return Status::Corruption(path + ": damaged in the store: " + std::to_string(d->size) +
+                              " bytes, " + std::to_string(size) + " were stored at install");
+  }
+  if (d->sha256 != sha256) {
+    return Status::Corruption(path + ": damaged in the store: its SHA-256 " + HexEncode(d->sha256) +
+                              " is not the one recorded at install " + HexEncode(sha256));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
+
+Status Store::CheckStoredPatch(const std::string& line, const PatchEntry& p) const {
+  if (p.sha256) {
+    CX_RETURN_IF_ERROR(CheckStoredFile(PatchPath(line, p.id), p.size, *p.sha256));
+    if (p.tree_bytes == 0) return Status::Ok();
+    if (p.tree_sha256) return CheckStoredFile(TreePath(line, p.id), p.tree_bytes, *p.tree_sha256);
+    return CheckTrees(PatchPath(line, p.id), TreePath(line, p.id), Opts());
+  }
+  // Installed before the digests were recorded: a full check of the image
+  // against its signed root, which needs the trusted keys.
+  if (trust_ == nullptr) {
+    return Status::Unsupported(PatchPath(line, p.id) +
+                               ": no SHA-256 was recorded at install (an older store); checking "
+                               "it needs the trusted keys");
+  }
+  CX_ASSIGN_OR_RETURN(auto img, Image::Open(PatchPath(line, p.id), Opts()));
+  if (img->superblock().root_hash != p.root) {
+    return Status::Corruption(PatchPath(line, p.id) + ": root digest " +
+                              HexEncode(img->superblock().root_hash) +
+                              " is not the installed one " + HexEncode(p.root));
+  }
+  CX_RETURN_IF_ERROR(img->VerifyAll().Prefixed(PatchPath(line, p.id)));
+  if (p.tree_bytes == 0) return Status::Ok();
+  return CheckTrees(PatchPath(line, p.id), TreePath(line, p.id), Opts());
+}
 
 // ---- locking and transactions ------------------------------------------------
 
@@ -402,11 +448,11 @@ Result<std::vector<Damage>> Store::Check() const {
   for (const auto& [name, l] : st.lines) {
     check_image(name, "", BasePath(name), l.base_size, l.base_root);
     for (const auto& p : l.patches) {
+      const size_t before = out.size();
       check_image(name, p.id, PatchPath(name, p.id), p.size, p.root);
-      if (p.tree_bytes != 0) {
-        const Status problem = CheckTrees(PatchPath(name, p.id), TreePath(name, p.id), Opts());
-        if (!problem.ok()) out.push_back({name, p.id, problem});
-      }
+      if (out.size() != before) continue;
+      const Status problem = CheckStoredPatch(name, p);
+      if (!problem.ok()) out.push_back({name, p.id, problem});
     }
   }
   return out;
@@ -544,6 +590,12 @@ Result<PatchEntry> Store::Install(const std::string& patch, bool activate, const
   }
   entry.root = src->superblock().root_hash;
   if (Status st = (*copy)->VerifyAll(); !st.ok()) return refuse(st.Prefixed(patch));
+  // What activation and status will compare the stored file with.
+  CX_ASSIGN_OR_RETURN(FileDigest digest, DigestOfFd(out->fd(), out->dest()));
+  if (digest.size != entry.size) {
+    return Status::IOError(patch + ": changed while it was being installed");
+  }
+  entry.sha256 = digest.sha256;
   LevelFiles below = *FilesAt(*this, txn.state(), m.name, "");
   std::vector<std::string> stack = below.patches;
   stack.push_back(copy_path);
@@ -563,6 +615,7 @@ Result<PatchEntry> Store::Install(const std::string& patch, bool activate, const
     CrashPoint("link tree");
     entry.tree_files = trees->size();
     entry.tree_bytes = bytes.size();
+    entry.tree_sha256 = Sha256::Hash(bytes.data(), bytes.size());
   }
   entry.installed_at = Now();
   StoreState next = txn.state();
@@ -593,6 +646,11 @@ Status Store::Activate(const std::string& line, const std::string& id, const Act
     return Refused(name + ": patch " + id + " requires [" + Join(p.requires_patches) +
                    "] active in that order; [" + Join(l.active) + "] are active" +
                    (missing.empty() ? "" : "; missing: " + Join(missing)));
+  }
+  // Never make a damaged file live: the stored patch (and its tree file)
+  // must be the bytes install checked. One pass over the patch, not the base.
+  if (Status st = CheckStoredPatch(name, p); !st.ok()) {
+    return txn.Refuse(name, p, actor, st.Prefixed(name + ": patch " + id + " not activated"));
   }
   l.active.push_back(id);
   return txn.Commit(next, {PatchRecord("activate", name, p, actor)});

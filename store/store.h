@@ -75,11 +75,18 @@ class Store final {
   // The committed history, checked (history.h ReadHistory); *uncommitted
   // gets the bytes past the committed records (a killed command's tail).
   Result<std::vector<HistoryRecord>> History(uint64_t* uncommitted = nullptr) const;
-  // Cheap checks of every stored file against the state: each image opens
+  // Checks of every stored file against the state: each image opens
   // (signature, superblock), has the recorded size and root digest; each
-  // persisted tree hashes up to its file's signed digest. Reads no file
-  // content: cost O(files + tree bytes), 0.8% of the changed files' sizes.
+  // patch and tree file is the bytes install stored (CheckStoredPatch).
+  // Reads no base content: cost O(patches + tree bytes), independent of the
+  // bases' sizes (a damaged base block fails its read, EIO at a mount).
   Result<std::vector<Damage>> Check() const;
+  // The stored files of installed patch `p` of line `line` are the bytes
+  // install checked: sizes and SHA-256 as recorded (PatchEntry::sha256);
+  // reads the patch and its tree file once, needs no trusted key. For an
+  // entry without recorded digests, a full check against its signed root
+  // (needs the trusted keys). kCorruption naming the file and what differs.
+  Status CheckStoredPatch(const std::string& line, const PatchEntry& p) const;
 
   // ---- changes (exclusive lock; each commits history records) ----
   // Registers base image `image` under its manifest name. Returns the line;

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -488,6 +489,13 @@ TEST_F(DeltaStoreTest, TamperedPersistedTreeIsRefusedNeverServed) {
   EXPECT_TRUE(Contains(s.out, "DAMAGED d1")) << s.out;
   // The base level does not need the patch.
   EXPECT_EQ(ReadAt("/lib", "base"), lib_);
+  // Reverted, the damaged tree cannot be made live again: refused, recorded.
+  ASSERT_TRUE(store_->Revert("", "d1", {}).ok());
+  const CommandResult a = Cx("activate d1");
+  EXPECT_EQ(a.exit_code, cli::kExitIntegrity) << a.out << a.err;
+  EXPECT_TRUE(Contains(a.err, tree + ": damaged in the store")) << a.err;
+  EXPECT_EQ(Actions().back(), "refuse d1");
+  EXPECT_TRUE(store_->ReadLine(kLine)->active.empty());
 }
 
 TEST_F(DeltaStoreTest, CorruptDeltaIsRefusedAtInstall) {
@@ -701,20 +709,94 @@ TEST_F(StoreTest, RevertWithActiveDependentsIsRefusedNamingThem) {
 
 TEST_F(StoreTest, TamperedPatchInTheStoreIsReportedNeverServed) {
   AddBase();
-  ASSERT_TRUE(
-      store_->Install(Patch("p1", 6, {}, {{"a", std::string(100000, 'P')}}), true, {}).ok());
-  ASSERT_EQ(ReadAt("/a"), std::string(100000, 'P'));
+  const std::string content = test::RandomBytes(200000, 21);
+  ASSERT_TRUE(store_->Install(Patch("p1", 6, {}, {{"a", content}}), true, {}).ok());
+  ASSERT_EQ(ReadAt("/a"), content);
+  ASSERT_EQ(Cx("status", true).exit_code, 0);
   const std::string path = store_->PatchPath(kLine, "p1");
-  // A byte of the data region: status (cheap) cannot see it; a read must fail.
-  test::FlipByte(path, 4096 + 10);
+  // A byte of a's data: the image still opens (its superblock, signature
+  // and metadata are intact), a read fails, and status (which compares each
+  // patch file with the SHA-256 recorded at install) names the file.
+  test::FlipByte(path, test::FileSize(path) / 2);
+  ASSERT_TRUE(Image::Open(path, Opts()).ok()) << "the flip should hit file data";
   const std::string got = ReadAt("/a");
   EXPECT_TRUE(Contains(got, "error: corruption")) << got.substr(0, 200);
-  // The superblock: status reports the file, exit 3.
-  test::FlipByte(path, 100);
-  const CommandResult s = Cx("status", true);
+  CommandResult s = Cx("status " + std::string(kLine), true);
+  EXPECT_EQ(s.exit_code, cli::kExitIntegrity) << s.out << s.err;
+  EXPECT_TRUE(Contains(s.out, "DAMAGED p1: corruption: " + path + ": damaged in the store"))
+      << s.out;
+  const CommandResult j = Cx("status --json", true);
+  EXPECT_EQ(j.exit_code, cli::kExitIntegrity);
+  const auto doc = nlohmann::json::parse(j.out);
+  ASSERT_EQ(doc["lines"][0]["damaged"].size(), 1u) << j.out;
+  EXPECT_EQ(doc["lines"][0]["damaged"][0]["patch"], "p1");
+  // The superblock's root hash: status reports the file, exit 3.
+  test::FlipByte(path, test::FileSize(path) / 2);
+  test::FlipByte(path, test::FileSize(path) - 4096 + 130);
+  s = Cx("status", true);
   EXPECT_EQ(s.exit_code, cli::kExitIntegrity) << s.out << s.err;
   EXPECT_TRUE(Contains(s.out, "DAMAGED p1")) << s.out;
   EXPECT_TRUE(Contains(ReadAt("/a"), "error:"));
+}
+
+// A patch damaged in the store after install is never made live: activate
+// compares the stored file with the size and SHA-256 recorded at install
+// (no trusted key needed: the command opens the store without one), refuses
+// naming the file, records the refusal and changes nothing else.
+TEST_F(StoreTest, ActivationOfAPatchDamagedInTheStoreIsRefusedAndRecorded) {
+  AddBase();
+  ASSERT_TRUE(
+      store_->Install(Patch("p1", 6, {}, {{"a", std::string(100000, 'P')}}), false, {}).ok());
+  const std::string path = store_->PatchPath(kLine, "p1");
+  const std::string good = ReadFile(path);
+  auto no_trust = Store::Open(store_dir(), nullptr);
+  ASSERT_TRUE(no_trust.ok());
+  struct Damage {
+    const char* what;
+    std::function<void()> apply;
+    const char* says;
+  };
+  const std::vector<Damage> damages = {
+      {"a data byte", [&] { test::FlipByte(path, 4096 + 10); }, "SHA-256"},
+      {"the last byte", [&] { test::FlipByte(path, good.size() - 1, 0x01); }, "SHA-256"},
+      {"the header block", [&] { test::FlipByte(path, 100); }, "SHA-256"},
+      {"the signature", [&] { test::FlipByte(path, good.size() - 4096 + 520); }, "SHA-256"},
+      {"a byte appended", [&] { WriteFile(path, good + "x"); }, "bytes"},
+      {"truncated", [&] { WriteFile(path, good.substr(0, good.size() - 4096)); }, "bytes"},
+      {"deleted", [&] { fs::remove(path); }, "missing from the store"},
+  };
+  for (const Damage& d : damages) {
+    SCOPED_TRACE(d.what);
+    WriteFile(path, good);
+    d.apply();
+    StoreState before = *store_->ReadState();
+    const CommandResult c = Cx("activate p1");
+    EXPECT_EQ(c.exit_code, cli::kExitIntegrity) << c.out << c.err;
+    EXPECT_TRUE(Contains(c.err, path)) << c.err;
+    EXPECT_TRUE(Contains(c.err, d.says)) << c.err;
+    EXPECT_TRUE(Contains(c.err, "not activated")) << c.err;
+    const Status st = (*no_trust)->Activate("", "p1", {});
+    EXPECT_EQ(st.code(), Code::kCorruption) << st.ToString();
+    StoreState after = *store_->ReadState();
+    EXPECT_EQ(after.lines.at(kLine).active, std::vector<std::string>{});
+    EXPECT_EQ(after.history.records, before.history.records + 2);  // two refusals
+    after.history = before.history = {};
+    EXPECT_EQ(after.Encode(), before.Encode()) << "a refusal changed the lines";
+    auto h = store_->History();
+    ASSERT_TRUE(h.ok());
+    ASSERT_GE(h->size(), 2u);
+    EXPECT_EQ(h->back().action, "refuse");
+    EXPECT_EQ(h->back().patch, "p1");
+    EXPECT_TRUE(Contains(h->back().reason, path)) << h->back().reason;
+    EXPECT_EQ((*h)[h->size() - 2].action, "refuse");
+    EXPECT_TRUE(Contains(ReadAt("/a"), "base a"));
+  }
+  // The intact file activates (and status is clean again).
+  WriteFile(path, good);
+  ASSERT_EQ(Cx("activate p1").exit_code, 0);
+  EXPECT_EQ(ReadAt("/a"), std::string(100000, 'P'));
+  EXPECT_EQ(Cx("status", true).exit_code, 0);
+  EXPECT_EQ(Cx("history --verify").exit_code, 0);
 }
 
 // ---- history ------------------------------------------------------------------------
@@ -922,18 +1004,62 @@ TEST_F(StoreCrashTest, RandomKillNineLoop) {
   EXPECT_TRUE(l->active.empty());
 }
 
-// Revert and activate touch nothing but the state file and the history.
+// A state written before the digests were recorded (no "sha256" in the
+// patch entries): activation checks the stored patch against its signed
+// root instead, which needs the trusted keys; without them it is refused,
+// saying why, never made live unchecked.
+TEST_F(StoreTest, PatchInstalledWithoutRecordedDigestsIsCheckedAgainstItsSignedRoot) {
+  AddBase();
+  const std::string content = test::RandomBytes(200000, 22);
+  ASSERT_TRUE(store_->Install(Patch("p1", 6, {}, {{"a", content}}), false, {}).ok());
+  {
+    auto st = store_->ReadState();
+    ASSERT_TRUE(st.ok());
+    for (auto& p : st->lines.at(kLine).patches) {
+      p.sha256.reset();
+      p.tree_sha256.reset();
+    }
+    WriteFile(store_dir() + "/state", st->Encode());
+  }
+  ASSERT_FALSE(Contains(ReadFile(store_dir() + "/state"), "sha256"));
+  auto no_trust = Store::Open(store_dir(), nullptr);
+  ASSERT_TRUE(no_trust.ok());
+  const Status refused = (*no_trust)->Activate("", "p1", {});
+  EXPECT_EQ(refused.code(), Code::kUnsupported) << refused.ToString();
+  EXPECT_TRUE(Contains(refused.message(), "needs the trusted keys")) << refused.message();
+  // With the keys: a damaged data byte is found by the full check.
+  const std::string path = store_->PatchPath(kLine, "p1");
+  test::FlipByte(path, test::FileSize(path) / 2);
+  const Status damaged = store_->Activate("", "p1", {});
+  EXPECT_EQ(damaged.code(), Code::kCorruption) << damaged.ToString();
+  EXPECT_TRUE(Contains(damaged.message(), path)) << damaged.message();
+  EXPECT_EQ(Cx("status", true).exit_code, cli::kExitIntegrity);
+  test::FlipByte(path, test::FileSize(path) / 2);
+  ASSERT_TRUE(store_->Activate("", "p1", {}).ok());
+  EXPECT_EQ(ReadAt("/a"), content);
+  EXPECT_EQ(Cx("status", true).exit_code, 0);
+  EXPECT_EQ(Actions(), (std::vector<std::string>{"add", "install p1", "refuse p1", "refuse p1",
+                                                 "activate p1"}));
+}
+
+// Revert touches nothing but the state file and the history; activate
+// reads only the patch it makes live (never the base).
 TEST_F(StoreTest, RevertReadsAndWritesNoImage) {
   AddBase();
   ASSERT_TRUE(store_->Install(Patch("p1", 6, {}, {{"a", "1"}}), true, {}).ok());
-  // Unreadable images: revert and activate must not need them.
+  // Unreadable images: revert must not need them, activate needs no base.
   const std::string patch = store_->PatchPath(kLine, "p1");
   const std::string base = store_->BasePath(kLine);
-  fs::rename(patch, dir_.Join("patch.away"));
   fs::rename(base, dir_.Join("base.away"));
   EXPECT_TRUE(store_->Revert("", "p1", {}).ok());
   EXPECT_TRUE(store_->Activate("", "p1", {}).ok());
+  fs::rename(patch, dir_.Join("patch.away"));
+  EXPECT_TRUE(store_->Revert("", "p1", {}).ok());
   EXPECT_TRUE(store_->RevertAll(kLine, {}).ok());
+  // A patch missing from the store is never made live.
+  const Status st = store_->Activate("", "p1", {});
+  EXPECT_EQ(st.code(), Code::kCorruption) << st.ToString();
+  EXPECT_TRUE(Contains(st.message(), patch + ": missing from the store")) << st.message();
   fs::rename(dir_.Join("patch.away"), patch);
   fs::rename(dir_.Join("base.away"), base);
   EXPECT_EQ(ReadAt("/a"), "base a");

@@ -1566,25 +1566,29 @@ std::string ReplaceAll(std::string s, const std::string& from, const std::string
   return s;
 }
 
-// The generated systemd/cryptex-mount@.service (from the .in template, with
-// this build's install paths) as systemd would run it for instance
-// "app": its ExecStartPre, ExecStart and ExecStop command lines exactly, with
-// only the instance and the installed paths replaced by the test's, and
-// the default trust store (the unit names none). The mount appears, READY=1
-// arrives while it is mounted, ExecStop unmounts, the driver exits 0 and
-// sends STOPPING=1.
-TEST_F(MountTest, SystemdUnitCommandLineMountsAndNotifies) {
-  if (access("/usr/bin/unshare", X_OK) != 0) SKIP_OR_FAIL_IN_CI("no unshare(1)");
-  const std::string unit = ReadFileOrEmpty(CRYPTEX_UNIT_FILE);
-  ASSERT_FALSE(unit.empty());
+// One of the generated systemd units (from its .in template, with this
+// build's install paths) as systemd would run it for instance "app": its
+// ExecStartPre, ExecStart and ExecStop command lines exactly, with only the
+// instance and the paths in `paths` (unit path -> the test's, in order)
+// replaced, and the default trust store (the units name none). The mount
+// appears at `mnt`, READY=1 (naming `serving`) arrives while it is mounted,
+// `while_mounted` (shell, run while mounted) prints what is expected of it
+// (`expected_output`), ExecStop unmounts, the driver exits 0 and sends
+// STOPPING=1; with an untrusted key ExecStart exits 3, a status
+// RestartPreventExitStatus lists. Returns ExecStart as substituted.
+std::string ExpectUnitMountsAndNotifies(
+    const std::string& work, const std::string& cli, const std::string& unit_file,
+    const std::vector<std::pair<std::string, std::string>>& paths, const std::string& mnt,
+    const std::string& serving, const std::string& while_mounted,
+    const std::string& expected_output) {
+  const std::string unit = ReadFileOrEmpty(unit_file);
+  EXPECT_FALSE(unit.empty()) << unit_file;
   EXPECT_EQ(UnitLine(unit, "Type"), "notify");
-  const std::string mnt = work_ + "/run_cryptex_app";
-  mountpoints_.push_back(mnt);
   auto subst = [&](std::string cmd) {
     EXPECT_EQ(cmd.find_first_of("\"'\\$;"), std::string::npos) << "quoting not handled: " << cmd;
     cmd = ReplaceAll(cmd, "%i", "app");
     cmd = ReplaceAll(cmd, CRYPTEXFS_INSTALLED, CRYPTEXFS_BIN);
-    cmd = ReplaceAll(cmd, "/var/lib/cryptex/images/app.cryptex", image_);
+    for (const auto& [from, to] : paths) cmd = ReplaceAll(cmd, from, to);
     cmd = ReplaceAll(cmd, "/run/cryptex/app", mnt);
     EXPECT_EQ(cmd.find('%'), std::string::npos) << cmd;
     return cmd;
@@ -1592,33 +1596,34 @@ TEST_F(MountTest, SystemdUnitCommandLineMountsAndNotifies) {
   const std::string pre = subst(UnitLine(unit, "ExecStartPre"));
   const std::string start = subst(UnitLine(unit, "ExecStart"));
   const std::string stop = subst(UnitLine(unit, "ExecStop"));
-  ASSERT_EQ(start.rfind(std::string(CRYPTEXFS_BIN) + " " + image_ + " " + mnt, 0), 0u) << start;
+  // What the unit starts on: the condition names the file the mount serves.
+  EXPECT_EQ(subst(UnitLine(unit, "ConditionPathExists")), serving);
+  EXPECT_TRUE(stdfs::exists(serving)) << serving;
 
-  const std::string sock_path = work_ + "/unit_notify.sock";
+  const std::string sock_path = work + "/unit_notify.sock";
   unlink(sock_path.c_str());
   const int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(s, 0);
+  EXPECT_GE(s, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  ASSERT_LT(sock_path.size(), sizeof(addr.sun_path));
+  EXPECT_LT(sock_path.size(), sizeof(addr.sun_path));
   std::memcpy(addr.sun_path, sock_path.c_str(), sock_path.size());
-  ASSERT_EQ(bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << strerror(errno);
+  EXPECT_EQ(bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << strerror(errno);
 
   // ExecStart runs in the foreground (-f, as Type=notify wants); the script
   // stands in for systemd: waits for the mount, uses it, runs ExecStop.
-  const std::string log = work_ + "/unit_driver.log";
+  const std::string log = work + "/unit_driver.log";
   const std::string script =
       "trap 'fusermount3 -u -z -q " + mnt + " 2>/dev/null || true' EXIT\n" + pre + "\n" + start +
       " >" + log + " 2>&1 &\npid=$!\n" + "i=0\nwhile ! grep -q ' " + mnt +
       " .* - fuse.cryptexfs ' /proc/self/mountinfo; do\n"
-      "  i=$((i+1)); [ $i -lt 500 ] || { echo no mount; exit 1; }; sleep 0.02\ndone\n"
-      "cat " +
-      mnt + "/dir/sub/deeper/leaf\n" + stop + "\nrc=0\nwait $pid || rc=$?\necho exit=$rc\n";
+      "  i=$((i+1)); [ $i -lt 500 ] || { echo no mount; exit 1; }; sleep 0.02\ndone\n" +
+      while_mounted + "\n" + stop + "\nrc=0\nwait $pid || rc=$?\necho exit=$rc\n";
   const RunResult r =
-      RunWithDefaultTrust(work_, work_ + "/vendor.key.pub", script, {"NOTIFY_SOCKET=" + sock_path});
+      RunWithDefaultTrust(work, work + "/vendor.key.pub", script, {"NOTIFY_SOCKET=" + sock_path});
   const std::string driver_log = ReadFileOrEmpty(log);
   EXPECT_EQ(r.exit_code, 0) << r << "\ndriver log:\n" << driver_log;
-  EXPECT_EQ(r.output, "leaf\nexit=0\n") << r << "\ndriver log:\n" << driver_log;
+  EXPECT_EQ(r.output, expected_output + "exit=0\n") << r << "\ndriver log:\n" << driver_log;
   EXPECT_EQ(SanitizerReport(driver_log), "") << driver_log;
   EXPECT_FALSE(IsMounted(mnt));
 
@@ -1627,24 +1632,76 @@ TEST_F(MountTest, SystemdUnitCommandLineMountsAndNotifies) {
   ssize_t n;
   while ((n = recv(s, buf, sizeof(buf), MSG_DONTWAIT)) > 0) msgs.emplace_back(buf, n);
   close(s);
-  ASSERT_EQ(msgs.size(), 2u);
-  EXPECT_EQ(msgs[0].rfind("READY=1\nSTATUS=serving " + image_ + " at " + mnt, 0), 0u) << msgs[0];
-  EXPECT_EQ(msgs[1], "STOPPING=1");
+  EXPECT_EQ(msgs.size(), 2u);
+  if (msgs.size() == 2) {
+    EXPECT_EQ(msgs[0].rfind("READY=1\nSTATUS=serving " + serving + " at " + mnt, 0), 0u) << msgs[0];
+    EXPECT_EQ(msgs[1], "STOPPING=1");
+  }
 
   // A refused image is not retried every RestartSec: the unit's ExecStart
   // on an untrusted image exits with a status Restart= skips.
   std::istringstream prevent(UnitLine(unit, "RestartPreventExitStatus"));
   std::set<int> no_restart;
   for (int code; prevent >> code;) no_restart.insert(code);
-  const std::string other_key = work_ + "/unit_other.key";
-  ASSERT_EQ(RunCommand({cli_, "keygen", "-o", other_key}).exit_code, 0);
+  const std::string other_key = work + "/unit_other.key";
+  if (!stdfs::exists(other_key)) {
+    EXPECT_EQ(RunCommand({cli, "keygen", "-o", other_key}).exit_code, 0);
+  }
   const std::string untrusted = "set +e\n" + start + " >/dev/null 2>&1\necho $?\n";
-  const RunResult u = RunWithDefaultTrust(work_, other_key + ".pub", untrusted);
-  ASSERT_EQ(u.exit_code, 0) << u;
+  const RunResult u = RunWithDefaultTrust(work, other_key + ".pub", untrusted);
+  EXPECT_EQ(u.exit_code, 0) << u;
   EXPECT_EQ(u.output, "3\n") << u;
   EXPECT_EQ(no_restart.count(std::atoi(u.output.c_str())), 1u)
       << "RestartPreventExitStatus=" << UnitLine(unit, "RestartPreventExitStatus");
   EXPECT_FALSE(IsMounted(mnt));
+  return start;
+}
+
+// cryptex-mount@NAME mounts line NAME of the store /var/lib/cryptex (here a
+// store made with `cryptex add`, at the layout docs/STORE.md gives): the
+// line's base with its active patches, following `cryptex install
+// --activate` live while mounted.
+TEST_F(MountTest, SystemdUnitCommandLineMountsAndNotifies) {
+  if (access("/usr/bin/unshare", X_OK) != 0) SKIP_OR_FAIL_IN_CI("no unshare(1)");
+  const std::string mnt = work_ + "/run_cryptex_app";
+  mountpoints_.push_back(mnt);
+  const std::string store = work_ + "/var_lib_cryptex";
+  stdfs::remove_all(store);
+  RunResult r = RunCommand({cli_, "add", image_, "--store", store, "--trust", trust_});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  // A patch changing hello.txt: the mount follows its activation.
+  const std::string target = work_ + "/unit_target";
+  const std::string patch = work_ + "/unit_p1.cxpatch";  // relaunch class: goes live
+  if (!stdfs::exists(patch)) {
+    stdfs::remove_all(target);
+    ASSERT_EQ(RunCommand({"cp", "-a", src_, target}).exit_code, 0);
+    WriteFile(target + "/hello.txt", "hello, patched world\n");
+    r = RunCommand({cli_, "mkpatch", "--from", image_, "--to", target, "-o", patch, "--key",
+                    work_ + "/vendor.key", "--id", "p1", "--class", "relaunch", "--release-counter",
+                    "1", "--trust", trust_},
+                   milliseconds(120000));
+    ASSERT_EQ(r.exit_code, 0) << r;
+  }
+  const std::string start =
+      ExpectUnitMountsAndNotifies(work_, cli_, CRYPTEX_UNIT_FILE, {{"/var/lib/cryptex", store}},
+                                  mnt, store + "/lines/app/base.cryptex",
+                                  "cat " + mnt + "/dir/sub/deeper/leaf " + mnt + "/hello.txt\n" +
+                                      cli_ + " install --activate " + patch + " --store " + store +
+                                      " >/dev/null\ncat " + mnt + "/hello.txt",
+                                  "leaf\nhello, sealed world\nhello, patched world\n");
+  EXPECT_EQ(start, std::string(CRYPTEXFS_BIN) + " app " + mnt + " -o store=" + store + " -f");
+}
+
+// cryptex-image@NAME mounts the plain image file
+// /var/lib/cryptex/images/NAME.cryptex (no store), as before the store.
+TEST_F(MountTest, SystemdImageUnitCommandLineMountsAndNotifies) {
+  if (access("/usr/bin/unshare", X_OK) != 0) SKIP_OR_FAIL_IN_CI("no unshare(1)");
+  const std::string mnt = work_ + "/run_cryptex_app_image";
+  mountpoints_.push_back(mnt);
+  const std::string start = ExpectUnitMountsAndNotifies(
+      work_, cli_, CRYPTEX_IMAGE_UNIT_FILE, {{"/var/lib/cryptex/images/app.cryptex", image_}}, mnt,
+      image_, "cat " + mnt + "/dir/sub/deeper/leaf", "leaf\n");
+  EXPECT_EQ(start, std::string(CRYPTEXFS_BIN) + " " + image_ + " " + mnt + " -f");
 }
 
 // mount.fuse3 (what mount(8) runs for every fuse.TYPE) runs

@@ -3,7 +3,7 @@
 # DESTDIR=a temporary directory, then checks what a user relies on:
 #   - cryptex and cryptexfs in bin, executable (0755), and they run
 #     (`cryptex --help`, `cryptexfs --version`) from the installed place;
-#   - the systemd unit's ExecStart names the installed cryptexfs (the prefix
+#   - the systemd units' ExecStart names the installed cryptexfs (the prefix
 #     given at install time, without DESTDIR), and nothing is left unfilled;
 #   - man pages in share/man/man1 and man8, bash completion, docs (0644);
 #     the installed man pages render (groff -ww) and pass check_man.py
@@ -38,6 +38,7 @@ expect_mode() { # MODE FILE
 expect_mode 755 bin/cryptex
 expect_mode 755 bin/cryptexfs
 expect_mode 644 lib/systemd/system/cryptex-mount@.service
+expect_mode 644 lib/systemd/system/cryptex-image@.service
 expect_mode 644 lib/systemd/system/cryptex-agent.service
 expect_mode 644 lib/systemd/system/cryptex-agent.timer
 expect_mode 644 share/man/man1/cryptex.1
@@ -52,8 +53,9 @@ stray=$(find "$dest" -mindepth 1 -not -path "$root" -not -path "$root/*" \
 "$root/bin/cryptex" --help | grep -q '^  verify ' || bad "installed cryptex --help lists no verify"
 "$root/bin/cryptexfs" --version >/dev/null 2>&1 || bad "installed cryptexfs --version fails"
 
-unit=$root/lib/systemd/system/cryptex-mount@.service
-if [ -f "$unit" ]; then
+for unit in "$root"/lib/systemd/system/cryptex-mount@.service \
+  "$root"/lib/systemd/system/cryptex-image@.service; do
+  [ -f "$unit" ] || continue
   exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
   case $exec_start in
     "$prefix/bin/cryptexfs "*) ;;
@@ -63,7 +65,7 @@ if [ -f "$unit" ]; then
   ! grep -n "$dest" "$unit" >&2 || bad "unit names the DESTDIR"
   grep -q "^Documentation=.*$prefix/share/doc/cryptex/cryptexfs.md" "$unit" ||
     bad "unit Documentation= does not name the installed cryptexfs.md"
-fi
+done
 
 agent_unit=$root/lib/systemd/system/cryptex-agent.service
 if [ -f "$agent_unit" ]; then
