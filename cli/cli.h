@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -82,10 +83,32 @@ int CmdRemove(int argc, char** argv);
 int CmdHistory(int argc, char** argv);
 // `cryptex status` of store lines (args parsed by CmdStatus).
 int StoreStatus(const Args& args);
+// The policy agent (cmd_agent.cc).
+int CmdAgent(int argc, char** argv);
+int CmdPolicy(int argc, char** argv);
+int CmdApprove(int argc, char** argv);
 
 }  // namespace cryptex::cli
 
+namespace cryptex::store {
+class Store;
+struct StoreState;
+}  // namespace cryptex::store
+
 namespace cryptex::cli {
+// Live activation after a committed change of store `s` (cmd_store.cc):
+// asks every cryptexfs mount of a line of `s` to serve its line's committed
+// level, and waits until each does; with `live` false (reboot-class
+// patches) mounts are left alone. Prints one line per mount (not if
+// `quiet`; errors always go to stderr). Returns kExitOk, or kExitError if a
+// mount could not follow.
+int FollowMounts(const std::string& cmd, const store::Store& s, bool live, bool quiet = false);
+// `cryptex status` lines of the agent's pending decisions (deferred,
+// rejected) of line `line`, and its reboot-class patches activated since
+// boot (cmd_agent.cc); with `json`, also sets its "pending" and
+// "reboot_pending" members.
+std::string PendingOfLine(const store::Store& s, const store::StoreState& st,
+                          const std::string& line, nlohmann::ordered_json* json);
 // "-rwxr-xr-x" style mode string.
 std::string ModeString(uint32_t mode);
 }  // namespace cryptex::cli

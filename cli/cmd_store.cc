@@ -104,17 +104,32 @@ Json RecordJson(const store::HistoryRecord& r) {
   j["severity"] = r.severity;
   j["who"] = r.who;
   j["reason"] = r.reason;
+  if (!r.verdict.empty()) j["verdict"] = r.verdict;  // "decide" records (docs/POLICY.md)
+  if (r.until != 0) j["until"] = Time(r.until);
+  if (!r.votes.empty()) {
+    Json vs = Json::array();
+    for (const auto& v : r.votes) {
+      vs.push_back({{"plugin", v.plugin},
+                    {"verdict", v.verdict},
+                    {"until", v.until != 0 ? Json(Time(v.until)) : Json(nullptr)},
+                    {"reason", v.reason},
+                    {"failed", v.failed}});
+    }
+    j["votes"] = vs;
+  }
   return j;
 }
 
-// Live activation: asks every cryptexfs mount of a line of this store to
+}  // namespace
+
+// Live activation (cli.h): asks every cryptexfs mount of a line of this store to
 // serve its line's committed level, and waits until each does. With
 // `live` false (a change of reboot-class patches only) mounts are left
 // alone and the change takes effect at their next mount. `quiet`: no line
 // per mount that followed (a command that changed nothing). Returns
 // kExitOk, or kExitError if a mount could not follow (the change itself is
 // committed).
-int FollowMounts(const std::string& cmd, const Store& s, bool live, bool quiet = false) {
+int FollowMounts(const std::string& cmd, const Store& s, bool live, bool quiet) {
   char dir[PATH_MAX];
   if (::realpath(s.dir().c_str(), dir) == nullptr) return kExitOk;
   const std::string prefix = std::string(dir) + "/";
@@ -139,6 +154,8 @@ int FollowMounts(const std::string& cmd, const Store& s, bool live, bool quiet =
   }
   return rc;
 }
+
+namespace {
 
 // Whether a change of patch `id` goes live on running mounts (relaunch
 // class), from the committed state.
@@ -323,7 +340,8 @@ int CmdHistory(int argc, char** argv) {
     std::printf(
         "usage: cryptex history [NAME] [--json] [--verify] [--store DIR]\n\n"
         "The store's history, oldest first (of line NAME only, if given): when,\n"
-        "which action (add, install, activate, revert, revert-all, remove, refuse),\n"
+        "which action (add, install, activate, revert, revert-all, remove, refuse,\n"
+        "and the policy agent's decide and approve),\n"
         "the patch, its version, severity and CVEs, who asked and why. The hash\n"
         "chain is checked every time; --verify prints only the verdict.\n"
         "Exit status: 0 intact, 3 the history was edited, reordered or truncated.\n\n%s",
@@ -418,6 +436,7 @@ int StoreStatus(const Args& args) {
       for (const auto& p : l.patches) ps.push_back(PatchJson(l, p));
       j["patches"] = ps;
       j["damaged"] = dj;
+      (void)PendingOfLine(*s, *st, name, &j);
       lines.push_back(j);
       continue;
     }
@@ -433,6 +452,7 @@ int StoreStatus(const Args& args) {
       if (!p.cves.empty()) t += ", " + List(p.cves);
       t += ", installed " + Time(p.installed_at) + "\n";
     }
+    t += PendingOfLine(*s, *st, name, nullptr);
     std::printf("%s%s", ForTerminal(t, tty).c_str(), ForTerminal(dtext, tty).c_str());
   }
   if (json) {

@@ -35,6 +35,9 @@ constexpr Command kCommands[] = {
     {"revert", CmdRevert, "deactivate a patch, or all patches of a line"},
     {"remove", CmdRemove, "delete an inactive patch from the store"},
     {"history", CmdHistory, "show or verify the store's history"},
+    {"agent", CmdAgent, "ask the policy plugins about available patches and act (--once)"},
+    {"policy", CmdPolicy, "what the policy plugins would decide (simulate), changing nothing"},
+    {"approve", CmdApprove, "record an administrator's approval of a patch"},
 };
 
 void PrintUsage(FILE* out) {

@@ -20,7 +20,7 @@ set(CPACK_STRIP_FILES ON)
 set(CPACK_PRE_BUILD_SCRIPTS ${CMAKE_CURRENT_LIST_DIR}/deb-prebuild.cmake)
 # The libraries, with their versions, from dpkg-shlibdeps over the installed
 # binaries (libfuse3-3, libzstd1, libssl3, libdivsufsort3, libc6, libstdc++6,
-# libgcc-s1; libinih1 once something links it); fuse3 for mount.fuse3 and
+# libgcc-s1, libinih1); fuse3 for mount.fuse3 and
 # fusermount3, which nothing links but mount(8), fstab and the unit use.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "fuse3")

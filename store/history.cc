@@ -31,6 +31,21 @@ std::string HistoryRecord::Encode() const {
   j["severity"] = severity;
   j["who"] = who;
   j["reason"] = reason;
+  if (!verdict.empty()) j["verdict"] = verdict;
+  if (until != 0) j["until"] = until;
+  if (!votes.empty()) {
+    Json vs = Json::array();
+    for (const HistoryVote& v : votes) {
+      Json vj;
+      vj["plugin"] = v.plugin;
+      vj["verdict"] = v.verdict;
+      if (v.until != 0) vj["until"] = v.until;
+      vj["reason"] = v.reason;
+      if (v.failed) vj["failed"] = true;
+      vs.push_back(vj);
+    }
+    j["votes"] = vs;
+  }
   j["prev"] = prev;
   // One line: dump() without indent escapes control characters, so no
   // newline can appear inside a record. Invalid UTF-8 becomes U+FFFD.
@@ -51,6 +66,19 @@ Result<HistoryRecord> HistoryRecord::Decode(std::string_view line, const std::st
     r.severity = Str(j, "severity");
     r.who = Str(j, "who");
     r.reason = Str(j, "reason");
+    if (j.contains("verdict")) r.verdict = Str(j, "verdict");
+    if (j.contains("until")) r.until = j.at("until").get<int64_t>();
+    if (j.contains("votes")) {
+      for (const Json& vj : j.at("votes")) {
+        HistoryVote v;
+        v.plugin = Str(vj, "plugin");
+        v.verdict = Str(vj, "verdict");
+        if (vj.contains("until")) v.until = vj.at("until").get<int64_t>();
+        v.reason = Str(vj, "reason");
+        if (vj.contains("failed")) v.failed = vj.at("failed").get<bool>();
+        r.votes.push_back(std::move(v));
+      }
+    }
     r.prev = Str(j, "prev");
     return r;
   } catch (const std::exception& e) {

@@ -14,19 +14,36 @@
 
 namespace cryptex::store {
 
+// One plugin's vote in a "decide" record (the policy chain's, docs/POLICY.md).
+struct HistoryVote {
+  std::string plugin;
+  std::string verdict;  // install | defer | reject | revert
+  int64_t until = 0;    // defer: when to ask again (0: next run)
+  std::string reason;
+  bool failed = false;  // the plugin failed (load, crash, timeout, garbage): a deferral
+
+  bool operator==(const HistoryVote&) const = default;
+};
+
 struct HistoryRecord {
   uint64_t seq = 0;  // 1, 2, 3, ... (the n-th record)
   int64_t time = 0;  // Unix seconds
-  // add | install | activate | revert | revert-all | remove | refuse
+  // add | install | activate | revert | revert-all | remove | refuse, and
+  // from the policy agent: decide | approve
   std::string action;
   std::string line;  // image line (base image name); may be empty for a refusal
   std::string patch;
   std::string version;
   std::vector<std::string> cves;
   std::string severity;
-  std::string who;     // "command" (or later a policy plugin's name)
+  std::string who;     // "command", or "policy:PLUGIN[,PLUGIN...]" (the agent)
   std::string reason;  // free text: why (refusals), what was asked
-  std::string prev;    // hex SHA-256 of the previous record's line; 64 zeros for the first
+  // Added later, encoded only when set (so older records keep their bytes
+  // and hashes, and decode with these empty):
+  std::string verdict;             // "decide": the chain's verdict
+  int64_t until = 0;               // "decide" of a deferral: when it is asked again
+  std::vector<HistoryVote> votes;  // "decide": each plugin's vote, in chain order
+  std::string prev;  // hex SHA-256 of the previous record's line; 64 zeros for the first
 
   // The record as one line of JSON (no newline): the bytes that are hashed.
   std::string Encode() const;

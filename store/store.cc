@@ -713,4 +713,9 @@ Status Store::Remove(const std::string& line, const std::string& id, const Actor
   return Status::Ok();
 }
 
+Status Store::Note(std::vector<HistoryRecord> records) {
+  CX_ASSIGN_OR_RETURN(Txn txn, Txn::Begin(*this));
+  return txn.Commit(txn.state(), std::move(records));
+}
+
 }  // namespace cryptex::store

@@ -102,6 +102,10 @@ class Store final {
   Status Revert(const std::string& line, const std::string& id, const Actor& actor);
   Status RevertAll(const std::string& line, const Actor& actor);
   Status Remove(const std::string& line, const std::string& id, const Actor& actor);
+  // Appends `records` (seq, time and prev are filled in) to the history in
+  // one commit, changing no line: the policy agent's decisions and
+  // approvals (docs/POLICY.md). kNotFound if there is no store.
+  Status Note(std::vector<HistoryRecord> records);
 
  private:
   Store(std::string dir, const TrustStore* trust) : dir_(std::move(dir)), trust_(trust) {}

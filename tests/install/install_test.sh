@@ -39,10 +39,12 @@ expect_mode 755 bin/cryptex
 expect_mode 755 bin/cryptexfs
 expect_mode 644 lib/systemd/system/cryptex-mount@.service
 expect_mode 644 lib/systemd/system/cryptex-image@.service
+expect_mode 644 lib/systemd/system/cryptex-agent.service
+expect_mode 644 lib/systemd/system/cryptex-agent.timer
 expect_mode 644 share/man/man1/cryptex.1
 expect_mode 644 share/man/man8/cryptexfs.8
 expect_mode 644 share/bash-completion/completions/cryptex
-for doc in README.md DESIGN.md FORMAT.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
+for doc in README.md DESIGN.md FORMAT.md POLICY.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
 
 stray=$(find "$dest" -mindepth 1 -not -path "$root" -not -path "$root/*" \
   -not -path "$dest/opt" -print)
@@ -64,6 +66,13 @@ for unit in "$root"/lib/systemd/system/cryptex-mount@.service \
   grep -q "^Documentation=.*$prefix/share/doc/cryptex/cryptexfs.md" "$unit" ||
     bad "unit Documentation= does not name the installed cryptexfs.md"
 done
+
+agent_unit=$root/lib/systemd/system/cryptex-agent.service
+if [ -f "$agent_unit" ]; then
+  [ "$(sed -n 's/^ExecStart=//p' "$agent_unit")" = "$prefix/bin/cryptex agent --once" ] ||
+    bad "cryptex-agent.service ExecStart is not '$prefix/bin/cryptex agent --once'"
+  ! grep -n '@[A-Z_]*@' "$agent_unit" >&2 || bad "cryptex-agent.service has unsubstituted @VARS@"
+fi
 
 python3 "$src/tests/install/check_man.py" "$root/bin/cryptex" "$root/bin/cryptexfs" \
   "$root/share/man/man1/cryptex.1" "$root/share/man/man8/cryptexfs.8" ||

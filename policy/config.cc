@@ -1,0 +1,333 @@
+#include "config.h"
+
+#include <ini.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "durable.h"
+#include "store.h"
+
+#ifndef CRYPTEX_PLUGIN_SUBDIR
+#error "CRYPTEX_PLUGIN_SUBDIR must name the plugin directory relative to the prefix"
+#endif
+
+namespace cryptex::policy {
+namespace {
+
+// inih (built with its defaults, as Debian ships it) reads lines of at most
+// this many bytes and silently splits longer ones: they are refused first.
+constexpr size_t kMaxLineBytes = 197;
+// ... and section and key names of at most this many (it truncates longer).
+constexpr size_t kMaxNameBytes = 49;
+constexpr uint32_t kMaxHealthKeep = 10000;
+constexpr auto kMaxDuration = std::chrono::hours(24);
+
+std::string Trim(std::string_view s) {
+  const char* ws = " \t\r";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return "";
+  const size_t e = s.find_last_not_of(ws);
+  return std::string(s.substr(b, e - b + 1));
+}
+
+// Plugin and health check names: bare names (they name files and sections).
+bool IsBareName(std::string_view n) {
+  if (n.empty() || n.size() > 40) return false;  // "health." + 40 < kMaxNameBytes
+  return std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  });
+}
+
+// The installed plugin directory: PREFIX/CRYPTEX_PLUGIN_SUBDIR, PREFIX being
+// the parent of the directory of the running binary (so it holds for any
+// install prefix, the .deb's /usr too).
+std::string InstalledPluginDir() {
+  char exe[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  std::string prefix = "/usr";
+  if (n > 0) {
+    std::string p(exe, static_cast<size_t>(n));
+    p = p.substr(0, p.rfind('/'));  // bin
+    const size_t slash = p.rfind('/');
+    prefix = slash == std::string::npos || slash == 0 ? "" : p.substr(0, slash);
+  }
+  return prefix + "/" + CRYPTEX_PLUGIN_SUBDIR;
+}
+
+struct Parser {
+  std::string path;
+  Config cfg;
+  std::string error;                     // the first error: "KEY: message" (the line is inih's)
+  std::set<std::string> seen;            // "section\nkey" of single-valued keys
+  std::map<std::string, size_t> health;  // check name -> index in cfg.health
+  std::map<std::string, int> sections;   // section -> line of its (first) header
+
+  bool Fail(const std::string& section, const std::string& key, const std::string& msg) {
+    if (error.empty()) {
+      error = (section.empty() ? "" : "[" + section + "] ") + key + ": " + msg;
+    }
+    return false;
+  }
+
+  bool Once(const std::string& section, const std::string& key) {
+    if (seen.insert(section + "\n" + key).second) return true;
+    return Fail(section, key, "given twice");
+  }
+
+  bool Duration(const std::string& section, const std::string& key, const std::string& value,
+                std::chrono::milliseconds* out) {
+    auto d = ParseDuration(value, key);
+    if (!d.ok()) return Fail(section, key, d.status().message());
+    *out = *d;
+    return true;
+  }
+
+  bool Path(const std::string& section, const std::string& key, const std::string& value,
+            std::string* out) {
+    if (value.empty() || value[0] != '/') {
+      return Fail(section, key, "'" + value + "' is not an absolute path");
+    }
+    *out = value;
+    return true;
+  }
+
+  bool Unsigned(const std::string& section, const std::string& key, const std::string& value,
+                uint32_t lo, uint32_t hi, uint32_t* out) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || errno != 0 || value[0] == '-' || v < lo || v > hi) {
+      return Fail(section, key,
+                  "'" + value + "' is not a number from " + std::to_string(lo) + " to " +
+                      std::to_string(hi));
+    }
+    *out = static_cast<uint32_t>(v);
+    return true;
+  }
+
+  bool Main(const std::string& key, const std::string& value) {
+    const std::string s = "cryptex";
+    if (!Once(s, key)) return false;
+    if (key == "store") return Path(s, key, value, &cfg.store);
+    if (key == "trust") return Path(s, key, value, &cfg.trust);
+    if (key == "plugin_dir") return Path(s, key, value, &cfg.plugin_dir);
+    if (key == "patch_dir") return Path(s, key, value, &cfg.patch_dir);
+    if (key == "plugin_timeout") return Duration(s, key, value, &cfg.plugin_timeout);
+    if (key == "health_timeout") return Duration(s, key, value, &cfg.health_timeout);
+    if (key == "health_keep") {
+      return Unsigned(s, key, value, 1, kMaxHealthKeep, &cfg.health_keep);
+    }
+    if (key == "device_bucket") {
+      uint32_t b = 0;
+      if (!Unsigned(s, key, value, 0, 99, &b)) return false;
+      cfg.device_bucket = b;
+      return true;
+    }
+    if (key == "plugins") {
+      cfg.plugins.clear();
+      std::string cur;
+      for (char c : value + ",") {
+        if (c == ',' || c == ' ' || c == '\t') {
+          if (!cur.empty()) cfg.plugins.push_back(cur);
+          cur.clear();
+        } else {
+          cur += c;
+        }
+      }
+      for (const auto& p : cfg.plugins) {
+        if (!IsBareName(p)) {
+          return Fail(s, key, "'" + p + "' is not a plugin name ([A-Za-z0-9_-], no '/')");
+        }
+      }
+      std::set<std::string> uniq(cfg.plugins.begin(), cfg.plugins.end());
+      if (uniq.size() != cfg.plugins.size()) return Fail(s, key, "a plugin is named twice");
+      return true;
+    }
+    return Fail(s, key,
+                "unknown key (known: store, trust, plugin_dir, plugins, patch_dir, "
+                "plugin_timeout, device_bucket, health_timeout, health_keep)");
+  }
+
+  bool Health(const std::string& section, const std::string& name, const std::string& key,
+              const std::string& value) {
+    if (!Once(section, key)) return false;
+    auto [it, added] = health.emplace(name, cfg.health.size());
+    if (added) cfg.health.push_back(HealthCheck{name, "", {}, sections[section]});
+    HealthCheck* h = &cfg.health[it->second];
+    if (key == "command") {
+      if (value.empty()) return Fail(section, key, "empty command");
+      h->command = value;
+      return true;
+    }
+    if (key == "timeout") return Duration(section, key, value, &h->timeout);
+    return Fail(section, key, "unknown key (known: command, timeout)");
+  }
+
+  bool Handle(const char* section, const char* name, const char* value) {
+    const std::string sec = section, key = name, val = value;
+    if (sec == "cryptex") return Main(key, val);
+    if (sec.rfind("plugin.", 0) == 0) {
+      cfg.plugin_options[sec.substr(7)].emplace_back(key, val);
+      return true;
+    }
+    if (sec.rfind("health.", 0) == 0) return Health(sec, sec.substr(7), key, val);
+    // Sections were checked by the pre-scan: this is a key before any.
+    return Fail(sec, key, "a key outside any section (start with [cryptex])");
+  }
+};
+
+int OnKey(void* user, const char* section, const char* name, const char* value) {
+  return static_cast<Parser*>(user)->Handle(section, name, value) ? 1 : 0;
+}
+
+// What inih cannot say: lines too long for it, NUL bytes, unknown or
+// malformed section names (also of empty sections, which inih never
+// reports). Fills `sections` with each section's first header line.
+Status PreScan(std::string_view text, const std::string& path,
+               std::map<std::string, int>* sections) {
+  size_t pos = 0;
+  for (int n = 1; pos < text.size(); ++n) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    const std::string_view raw = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    const std::string where = path + ":" + std::to_string(n);
+    if (raw.find('\0') != std::string_view::npos) {
+      return Status::InvalidArgument(where + ": a NUL byte");
+    }
+    if (raw.size() > kMaxLineBytes) {
+      return Status::InvalidArgument(where + ": line longer than " + std::to_string(kMaxLineBytes) +
+                                     " bytes");
+    }
+    const std::string line = Trim(raw);
+    if (line.empty() || line[0] == ';' || line[0] == '#') continue;
+    if (line[0] != '[') {
+      const std::string key = Trim(line.substr(0, line.find_first_of("=:")));
+      if (key.size() > kMaxNameBytes) {
+        return Status::InvalidArgument(where + ": key '" + key.substr(0, 20) + "...' longer than " +
+                                       std::to_string(kMaxNameBytes) + " bytes");
+      }
+      continue;
+    }
+    const size_t close = line.find(']');
+    if (close == std::string::npos) continue;  // inih reports it
+    const std::string sec = line.substr(1, close - 1);
+    sections->emplace(sec, n);
+    const auto named = [&](const char* prefix, const char* what) -> Status {
+      const size_t len = std::strlen(prefix);
+      if (sec.rfind(prefix, 0) == 0) {
+        if (!IsBareName(sec.substr(len))) {
+          return Status::InvalidArgument(where + ": [" + sec + "]: '" + sec.substr(len) +
+                                         "' is not a " + what + " name ([A-Za-z0-9_-])");
+        }
+        return Status::Ok();
+      }
+      return Status::NotFound("");
+    };
+    if (sec == "cryptex") continue;
+    Status st = named("plugin.", "plugin");
+    if (st.code() == Code::kNotFound) st = named("health.", "health check");
+    if (st.code() == Code::kNotFound) {
+      return Status::InvalidArgument(where + ": [" + sec +
+                                     "]: unknown section (known: [cryptex], [plugin.NAME], "
+                                     "[health.NAME])");
+    }
+    if (!st.ok()) return st;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+const Options& Config::OptionsOf(const std::string& name) const {
+  static const Options kNone;
+  auto it = plugin_options.find(name);
+  return it == plugin_options.end() ? kNone : it->second;
+}
+
+Config DefaultConfig() {
+  Config c;
+  c.store = store::kDefaultStoreDir;
+  c.trust = "/etc/cryptex/keys";
+  c.plugin_dir = InstalledPluginDir();
+  c.plugins = {"auto"};
+  return c;
+}
+
+Result<std::chrono::milliseconds> ParseDuration(std::string_view text, const std::string& what) {
+  const std::string t = Trim(text);
+  size_t digits = 0;
+  while (digits < t.size() && t[digits] >= '0' && t[digits] <= '9') ++digits;
+  const std::string unit = t.substr(digits);
+  const auto bad = [&] {
+    return Status::InvalidArgument("'" + t + "' is not a duration for " + what +
+                                   " (e.g. 500ms, 5s, 2m, 1h; from 1ms to 24h)");
+  };
+  if (digits == 0 || digits > 9) return bad();
+  const uint64_t n = std::stoull(t.substr(0, digits));
+  uint64_t ms = 0;
+  if (unit == "ms") {
+    ms = n;
+  } else if (unit.empty() || unit == "s") {
+    ms = n * 1000;
+  } else if (unit == "m") {
+    ms = n * 60 * 1000;
+  } else if (unit == "h") {
+    ms = n * 3600 * 1000;
+  } else {
+    return bad();
+  }
+  if (ms == 0 || std::chrono::milliseconds(ms) > kMaxDuration) return bad();
+  return std::chrono::milliseconds(ms);
+}
+
+Result<Config> ParseConfig(std::string_view text, const std::string& path) {
+  // The pre-scan bounds every line: inih sees each whole. Its handler gets
+  // no line number; the one of the first failure is its return value.
+  Parser p;
+  CX_RETURN_IF_ERROR(PreScan(text, path, &p.sections));
+  p.path = path;
+  p.cfg = DefaultConfig();
+  p.cfg.path = path;
+  const std::string copy(text);
+  const int rc = ini_parse_string(copy.c_str(), OnKey, &p);
+  if (rc != 0) {
+    const std::string where = path + ":" + std::to_string(rc);
+    if (p.error.empty()) {
+      return Status::InvalidArgument(where + ": not 'key = value', '[section]' or a comment");
+    }
+    return Status::InvalidArgument(where + ": " + p.error);
+  }
+  for (const auto& [sec, line] : p.sections) {  // a check without a command
+    if (sec.rfind("health.", 0) != 0) continue;
+    auto it = p.health.find(sec.substr(7));
+    if (it == p.health.end() || p.cfg.health[it->second].command.empty()) {
+      return Status::InvalidArgument(path + ":" + std::to_string(line) + ": [" + sec +
+                                     "] command: missing");
+    }
+  }
+  for (HealthCheck& h : p.cfg.health) {
+    if (h.timeout.count() == 0) h.timeout = p.cfg.health_timeout;
+  }
+  for (const auto& [sec, line] : p.sections) {
+    if (sec.rfind("plugin.", 0) == 0) p.cfg.plugin_lines[sec.substr(7)] = line;
+  }
+  return p.cfg;
+}
+
+Result<Config> LoadConfig(const std::string& path, bool missing_ok) {
+  auto bytes = store::ReadWholeFile(path);
+  if (!bytes.ok()) {
+    if (bytes.status().code() != Code::kNotFound) return bytes.status();
+    if (missing_ok) return DefaultConfig();
+    return Status::NotFound(path + ": no such configuration file");
+  }
+  return ParseConfig(*bytes, path);
+}
+
+}  // namespace cryptex::policy
