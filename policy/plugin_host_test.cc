@@ -392,6 +392,9 @@ void OnAlarm(int) {}
 // Signals arriving at the caller during a call (EINTR on poll, read and
 // waitpid) change nothing.
 TEST_F(PluginHostTest, RobustToSignalsInTheCaller) {
+  // The fixture directory is made (files copied) before the signals start:
+  // what is under test is the host's calls, not the test's own copying.
+  ASSERT_FALSE(FixtureDir().empty());
   struct sigaction sa {};
   sa.sa_handler = OnAlarm;  // no SA_RESTART
   struct sigaction old {};

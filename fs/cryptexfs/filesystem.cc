@@ -31,16 +31,16 @@ constexpr size_t kMaxCachedPaths = 1024;
 // began in, or a reload between two replies would join the first part of
 // one level's listing to the rest of another's. A cookie below 2^31 (so
 // that 32-bit readdir callers never get EOVERFLOW) carries that generation's
-// sequence number (1..kListingSeqs) in bits 24..30 and the stream position
-// in bits 0..23; kListingEnd as position marks the end of the listing, so a
+// sequence number (1..kListingSeqs) in bits 20..30 and the stream position
+// in bits 0..19; kListingEnd as position marks the end of the listing, so a
 // listing that fit in one reply ends the same whatever happened since.
-// Directories too big for 24 bits (16 million entries) get unpinned cookies:
+// Directories too big for 20 bits (a million entries) get unpinned cookies:
 // the position with bit 40 set (they continue in the current generation).
-constexpr uint32_t kListingSeqs = 127;
-constexpr uint64_t kListingPosBits = 24;
+constexpr uint32_t kListingSeqs = 2047;
+constexpr uint64_t kListingPosBits = 20;
 constexpr uint64_t kListingEnd = (uint64_t{1} << kListingPosBits) - 1;
 constexpr uint64_t kUnpinnedCookie = uint64_t{1} << 40;
-constexpr auto kListingIdle = std::chrono::seconds(10);
+constexpr std::chrono::milliseconds kListingIdle{1000};
 
 mode_t ModeOfType(uint8_t type) {
   switch (type) {
@@ -157,16 +157,32 @@ Result<Filesystem::Target> Filesystem::FindForListing(uint64_t ino, uint32_t seq
   return Status::IOError(gone);
 }
 
-void Filesystem::NoteListing(const std::shared_ptr<const Generation>& gen, bool began, bool ended) {
-  if (!reopen_ || (began && ended)) return;  // one reply: nothing to continue
-  const auto now = std::chrono::steady_clock::now();
+void Filesystem::NoteListing(const std::shared_ptr<const Generation>& gen) {
+  if (!reopen_) return;  // fixed images: one generation for the mount's life
   std::lock_guard lock(listings_mu_);
-  std::erase_if(listings_, [&](const auto& kv) { return now - kv.second.touched > kListingIdle; });
-  Listings& l = listings_[gen->seq];
-  if (l.gen != gen) l = Listings{gen, 0, now};  // a seq reused: the old entry is stale
-  l.touched = now;
-  if (began) ++l.open;
-  if (ended && --l.open <= 0) listings_.erase(gen->seq);
+  listings_[gen->seq] = Listed{gen, std::chrono::steady_clock::now()};
+  if (!listings_pruner_.joinable()) {
+    listings_pruner_ = std::thread([this] { PruneListingsLoop(); });
+  }
+}
+
+void Filesystem::PruneListingsLoop() {
+  std::unique_lock lock(listings_mu_);
+  while (!listings_stop_) {
+    listings_cv_.wait_for(lock, kListingIdle / 4);
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(listings_,
+                  [&](const auto& kv) { return now - kv.second.touched > kListingIdle; });
+  }
+}
+
+Filesystem::~Filesystem() {
+  {
+    std::lock_guard lock(listings_mu_);
+    listings_stop_ = true;
+  }
+  listings_cv_.notify_all();
+  if (listings_pruner_.joinable()) listings_pruner_.join();
 }
 
 void Filesystem::EnableReload(Reopen reopen, Notifier notify) {
@@ -602,7 +618,8 @@ Status Filesystem::DoReaddir(uint64_t ino, uint64_t offset, bool plus, const Dir
   });
   CX_RETURN_IF_ERROR(inner);
   CX_RETURN_IF_ERROR(outer);
-  if (pinned) NoteListing(t.gen, /*began=*/pos == 0, /*ended=*/!full);
+  // A listing that may continue keeps its generation (see NoteListing).
+  if (pinned && full) NoteListing(t.gen);
   return Status::Ok();
 }
 

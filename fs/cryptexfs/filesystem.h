@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -23,6 +24,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -97,6 +99,7 @@ class Filesystem final {
 
   // REQUIRES: view != nullptr.
   Filesystem(std::unique_ptr<View> view, Options options);
+  ~Filesystem();
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
@@ -230,17 +233,21 @@ class Filesystem final {
   std::vector<std::shared_ptr<const Generation>> retired_;  // newest last; GUARDED_BY(gen_mu_)
   std::map<Digest, uint32_t> slot_by_root_;                 // GUARDED_BY(gen_mu_)
   uint32_t last_seq_ = 0;                                   // GUARDED_BY(gen_mu_)
-  // Listings in progress (begun, not yet at their end) by generation seq:
-  // the generation stays alive for them until they end, or kListingIdle
-  // after their last reply (an abandoned listing). See DoReaddir.
-  struct Listings {
+  // Generations with a listing that may continue (a reply that did not
+  // reach the end of its directory), by seq: each stays alive until
+  // kListingIdle after such a reply, then a pruning thread drops it. See
+  // DoReaddir.
+  struct Listed {
     std::shared_ptr<const Generation> gen;
-    int open = 0;
     std::chrono::steady_clock::time_point touched;
   };
-  void NoteListing(const std::shared_ptr<const Generation>& gen, bool began, bool ended);
+  void NoteListing(const std::shared_ptr<const Generation>& gen);
+  void PruneListingsLoop();
   std::mutex listings_mu_;
-  std::map<uint32_t, Listings> listings_;             // GUARDED_BY(listings_mu_)
+  std::condition_variable listings_cv_;
+  std::map<uint32_t, Listed> listings_;               // GUARDED_BY(listings_mu_)
+  bool listings_stop_ = false;                        // GUARDED_BY(listings_mu_)
+  std::thread listings_pruner_;                       // started by the first NoteListing
   std::unordered_map<uint32_t, uint64_t> slot_refs_;  // lookups per patch slot; GUARDED_BY(gen_mu_)
   std::mutex reload_mu_;                              // one Reload at a time
   Reopen reopen_;
