@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The cryptex demo: seal the sample component, check it three ways, read it
 # without mounting, mount it with cryptexfs (every block verified on read),
-# show what happens to a tampered copy, then ship a signed patch, install it
-# in a device store, activate it live on the running mount, show the history
-# and revert it.
+# show what happens to a tampered copy, then ship a signed patch that the
+# device's policy agent installs and activates live on the running mount,
+# show status and history, revert it, swap the policy to "defer" by editing
+# the INI file and show the deferral with its reason.
 #
 # Usage: examples/demo.sh [WORKDIR]   (default: a fresh temporary directory)
 # Needs a build in ./build (scripts/build.sh). Run as root for the mount part.
@@ -97,7 +98,8 @@ echo 1.0.1 > fixed/share/doc/greeter/VERSION
 touch -r "$here/sample-tree/share/doc/greeter/VERSION" fixed/share/doc/greeter/VERSION
 run "$bin" mkpatch --from greeter.cryptex --to fixed -o greeter-1.0.1.cxpatch \
   --key vendor.key --trust trust --id greeter-1.0.1 --version 1.0.1 --severity high \
-  --cve CVE-2026-10001 --class relaunch --release-counter 2 --epoch 1767312000
+  --cve CVE-2026-10001 --class relaunch --release-counter 2 --epoch 1767312000 \
+  --released-at "$(date -u +%s)"
 run ls -l greeter.cryptex greeter-1.0.1.cxpatch
 run "$bin" inspect greeter-1.0.1.cxpatch --trust trust
 run "$bin" diff greeter.cryptex --to-patch greeter-1.0.1.cxpatch --trust trust
@@ -113,10 +115,32 @@ if [ -x "$fsbin" ] && [ -e /dev/fuse ] && [ "$(id -u)" -eq 0 ]; then
   run "$work/live/bin/greet"
   run ls -i "$work/live/lib/libgreet.so.1" "$work/live/bin/greet"
 
-  step "11. Install the patch (checked completely), then activate it live"
-  run "$bin" install greeter-1.0.1.cxpatch --store "$store" --trust trust
+  step "11. The device's policy agent: offered patches, a plugin chain in an INI file"
+  # Policy plugins load only from a root-owned directory nobody else can
+  # write (docs/POLICY.md); the shipped ones are in build/plugins/lib.
+  mkdir -p "$work/offered" "$work/plugins"
+  chmod 0755 "$work/plugins"
+  install -m 0644 "$top"/build/plugins/lib/*.so "$work/plugins/"
+  cp greeter-1.0.1.cxpatch "$work/offered/"
+  conf="$work/cryptex.conf"
+  cat >"$conf" <<EOF
+[cryptex]
+store = $store
+trust = $work/trust
+plugin_dir = $work/plugins
+patch_dir = $work/offered
+plugins = auto
+
+[plugin.defer]
+days = 7
+immediate = critical
+EOF
+  run cat "$conf"
+  run "$bin" policy simulate --config "$conf"
+
+  step "12. The agent installs (checked completely) and activates the patch live"
   exec 7<"$work/live/lib/libgreet.so.1"  # a process that has the old library open
-  run "$bin" activate greeter-1.0.1 --store "$store" --reason "fixes CVE-2026-10001"
+  run "$bin" agent --once --config "$conf"
   run "$work/live/bin/greet"
   run ls -i "$work/live/lib/libgreet.so.1" "$work/live/bin/greet"
   echo "(the changed file is a new inode; unchanged files keep theirs)"
@@ -129,15 +153,24 @@ if [ -x "$fsbin" ] && [ -e /dev/fuse ] && [ "$(id -u)" -eq 0 ]; then
   run diff -q "$work/pinned/lib/libgreet.so.1" "$work/live/lib/libgreet.so.1" || true
   echo "(level=base pins a mount at the base, beside the live one)"
 
-  step "12. What is applied, why, and which CVEs it fixes"
+  step "13. What is applied, why, and which CVEs it fixes"
   run "$bin" status org.example.greeter --store "$store" --trust trust
   run "$bin" history --store "$store"
   run "$bin" history --store "$store" --verify
 
-  step "13. Revert: back to the base exactly, on the running mount"
+  step "14. Revert: back to the base exactly, on the running mount"
   run "$bin" revert greeter-1.0.1 --store "$store" --reason "demo"
   run "$work/live/bin/greet"
   run diff -r --no-dereference "$here/sample-tree" "$work/live" && echo "live mount back to the base"
+
+  step "15. Swap the policy: edit one line of the INI file, run the agent again"
+  run sed -i 's/^plugins = auto$/plugins = defer/' "$conf"
+  run grep '^plugins' "$conf"
+  run "$bin" agent --once --config "$conf"
+  run "$bin" status org.example.greeter --store "$store" --trust trust
+  run diff -r --no-dereference "$here/sample-tree" "$work/live" && echo "live mount still at the base"
+  echo "(what the chain would decide in 8 days, changing nothing:)"
+  run "$bin" policy simulate --config "$conf" --at "$(date -u -d '+8 days' +%Y-%m-%dT%H:%M:%SZ)"
   run "$bin" history --store "$store"
   run "$bin" umount "$work/pinned"
   run "$bin" umount "$work/live"
