@@ -196,6 +196,48 @@ TEST(DeltaTest, UnchangedSegmentsReadOnlyTheRangeOfTheLowerFile) {
   EXPECT_EQ(r->stats().lower_bytes, 4096u);
 }
 
+// A segment with many control entries (a file with small insertions all
+// over it) reads its lower bytes in one call when they lie close together,
+// not one call per entry; copies from far-apart places still decode, entry
+// by entry, without reading the lower file in between.
+TEST(DeltaTest, CopiesOfASegmentReadTheLowerFileOnce) {
+  const Bytes base = Random(1u << 20, 12);
+  DeltaOptions o;
+  o.elf_references = false;
+  o.zstd_level = 1;
+  auto decode_all = [&](const Bytes& t, CountingLower* lower) {
+    const Bytes d = Encode(base, t, o);
+    auto r = OpenOrDie(d, base, lower->Fn());
+    EXPECT_TRUE(r);
+    if (!r) return uint64_t{0};
+    Bytes got(t.size());
+    EXPECT_TRUE(r->ReadRange(0, got).ok());
+    EXPECT_TRUE(got == t);
+    EXPECT_LE(r->stats().lower_bytes, t.size() + 2 * r->segment_size() * r->segment_count());
+    return r->segment_count();
+  };
+
+  Bytes shifted;  // 7 new bytes every 1000: about 130 entries per segment
+  for (size_t i = 0; i < base.size(); i += 1000) {
+    shifted.insert(shifted.end(), base.begin() + i,
+                   base.begin() + std::min<size_t>(i + 1000, base.size()));
+    for (int k = 0; k < 7; ++k) shifted.push_back(static_cast<uint8_t>(i * 31 + k));
+  }
+  CountingLower near{&base};
+  const uint64_t segments = decode_all(shifted, &near);
+  EXPECT_EQ(near.calls, segments);
+
+  Bytes scattered;  // alternating 3000-byte pieces from both halves of the file
+  for (size_t i = 0; i + 3000 <= base.size() / 2; i += 3000) {
+    scattered.insert(scattered.end(), base.begin() + i, base.begin() + i + 3000);
+    const size_t far = base.size() / 2 + i;
+    scattered.insert(scattered.end(), base.begin() + far, base.begin() + far + 3000);
+    scattered.push_back(static_cast<uint8_t>(i));
+  }
+  CountingLower apart{&base};
+  EXPECT_GT(apart.calls, decode_all(scattered, &apart));
+}
+
 // Every truncation and every single-byte flip of `d` fails cleanly, as
 // corruption naming the context.
 void ExpectTruncationsAndFlipsFail(const Bytes& lower, const Bytes& d) {
