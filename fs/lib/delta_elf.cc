@@ -288,6 +288,9 @@ struct PieceMap {
 //    (c == kBss): va is past = va - a bytes into the bss of lower segment
 //    b, which maps to the bss of target segment b if past < bss_limit[b].
 struct RefIndex {
+  // Bounds the move table at 8 MiB whatever the number of moves.
+  static constexpr uint64_t kMaxMoveBuckets = uint64_t{1} << 20;
+
   PieceMap lower_off, target_off, lower_va;
   std::vector<uint64_t> bss_limit;  // target segment i's bss size
   // Moves by bucket: the moves holding offsets in bucket k (offsets
@@ -309,9 +312,11 @@ void RefIndex::IndexMoves(const std::vector<Move>& moves) {
   // Parse and MovesFromMatches: sorted, disjoint, ends do not wrap.
   move_base = moves.front().lower;
   const uint64_t span = moves.back().lower + moves.back().size - move_base;
-  // About one bucket per move: a lookup is a short search in one bucket.
+  // About one bucket per move, at most kMaxMoveBuckets: a lookup is a short
+  // binary search in one bucket.
+  const uint64_t target = std::min<uint64_t>(moves.size(), kMaxMoveBuckets);
   move_shift = 0;
-  while ((span >> move_shift) > moves.size()) ++move_shift;
+  while ((span >> move_shift) > target) ++move_shift;
   const uint64_t buckets = (span >> move_shift) + 1;
   move_first.resize(buckets + 1);
   size_t m = 0;

@@ -116,9 +116,9 @@ class RefModel {
   static bool Parse(std::span<const uint8_t> bytes, RefModel* out, std::string* why);
 
   // Precomputes the lookup tables Predict uses (a few KiB for the load
-  // segments, 8 bytes per move at most for the moves). Call after filling
-  // or changing the fields; without a current index Predict builds the
-  // tables on every call (same results, slower).
+  // segments; up to 8 bytes per move, at most 8 MiB, for the moves). Call
+  // after filling or changing the fields; without a current index Predict
+  // builds the tables on every call (same results, slower).
   void BuildIndex();
 
   // Writes the predicted target bytes of a control entry: lower bytes `in`
