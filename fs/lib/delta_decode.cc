@@ -45,11 +45,19 @@ struct DeltaReader::Impl {
     return st.ok() ? st : st.Prefixed(context + ": lower file at offset " + std::to_string(off));
   }
   Status DecodeDelta(uint64_t seg, std::span<const uint8_t> body);
+  // The lower range [*lo, *hi) the copies of control stream `ctrl` of a
+  // segment of `size` bytes at target offset `start` read, if every entry
+  // is well formed; false otherwise (DecodeDelta then reports the error).
+  bool CopySpan(uint64_t start, uint64_t size, uint64_t* lo, uint64_t* hi) const;
   // Target bytes [lo, hi) of segment `seg` (absolute offsets) into out.
   Status ReadSegment(uint64_t seg, uint64_t lo, uint64_t hi, uint8_t* out);
 };
 
 namespace {
+
+// DecodeDelta reads the lower bytes of all the copies of a segment at once
+// when they span at most this many segment sizes.
+constexpr uint64_t kMaxBatchedLowerSegments = 2;
 
 Status OpenError(const std::string& context, const std::string& why) {
   return Status::Corruption(context + ": delta: " + why);
@@ -140,6 +148,28 @@ Result<std::unique_ptr<DeltaReader>> DeltaReader::Open(std::span<const uint8_t> 
   return std::unique_ptr<DeltaReader>(new DeltaReader(std::move(impl)));
 }
 
+bool DeltaReader::Impl::CopySpan(uint64_t start, uint64_t size, uint64_t* lo, uint64_t* hi) const {
+  ByteCursor c(ctrl);
+  uint64_t t = 0, expected = start;
+  *lo = UINT64_MAX;
+  *hi = 0;
+  while (c.remaining() > 0) {
+    uint64_t head = 0, extralen = 0, zz = 0;
+    if (!c.Varint(&head) || !c.Varint(&extralen) || !c.Varint(&zz)) return false;
+    const uint64_t copylen = head >> delta::kPredictBits;
+    if (copylen > size - t || extralen > size - t - copylen) return false;
+    if (copylen > 0) {
+      const uint64_t lpos = expected + static_cast<uint64_t>(delta::UnZigZag(zz));
+      if (lpos > lower_size || copylen > lower_size - lpos) return false;
+      *lo = std::min(*lo, lpos);
+      *hi = std::max(*hi, lpos + copylen);
+      expected = lpos + copylen;
+    }
+    t += copylen + extralen;
+  }
+  return *lo < *hi;
+}
+
 // Control entries: varint (copylen << kPredictBits | flags), varint extralen, zigzag
 // varint seek (lower position relative to where the previous copy ended;
 // the segment starts at its own target offset).
@@ -153,6 +183,15 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
   }
   if (in.remaining() != 0) return Corrupt(seg, "trailing bytes after the streams");
   cache.resize(size);
+  // One lower read for all the copies when they lie close together (the
+  // usual case: code that moved a little), instead of one per entry.
+  uint64_t span_lo = 0, span_hi = 0;
+  const bool batched = CopySpan(seg << seg_log2, size, &span_lo, &span_hi) &&
+                       span_hi - span_lo <= kMaxBatchedLowerSegments * size;
+  if (batched) {
+    lower_buf.resize(span_hi - span_lo);
+    CX_RETURN_IF_ERROR(ReadLower(span_lo, lower_buf));
+  }
   ByteCursor c(ctrl);
   uint64_t t = 0, expected = seg << seg_log2, d = 0, x = 0;
   while (c.remaining() > 0) {
@@ -174,12 +213,20 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
       if (copylen > diff.size() - d) return Corrupt(seg, "diff stream too short");
       if (flags != 0 && !model) return Corrupt(seg, "prediction without a reference model");
       uint8_t* dst = cache.data() + t;
-      if (flags != 0) {
+      std::span<const uint8_t> src;
+      if (batched) {  // CopySpan saw this entry: lpos >= span_lo, within span_hi
+        src = std::span<const uint8_t>(lower_buf).subspan(lpos - span_lo, copylen);
+      } else if (flags != 0) {
         lower_buf.resize(copylen);
         CX_RETURN_IF_ERROR(ReadLower(lpos, lower_buf));
-        model->Predict(lower_buf, lpos, (seg << seg_log2) + t, flags, dst);
+        src = lower_buf;
       } else {
         CX_RETURN_IF_ERROR(ReadLower(lpos, {dst, copylen}));
+      }
+      if (flags != 0) {
+        model->Predict(src, lpos, (seg << seg_log2) + t, flags, dst);
+      } else if (batched) {
+        std::memcpy(dst, src.data(), copylen);
       }
       for (uint64_t i = 0; i < copylen; ++i) dst[i] = static_cast<uint8_t>(dst[i] + diff[d + i]);
       d += copylen;

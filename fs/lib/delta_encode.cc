@@ -240,6 +240,7 @@ std::optional<RefModel> BuildModel(std::span<const uint8_t> lower, std::span<con
   }
   model.moves = MovesFromMatches(matches);
   if (model.moves.empty()) return std::nullopt;
+  model.BuildIndex();
   return model;
 }
 

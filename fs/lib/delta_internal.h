@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -97,6 +98,8 @@ struct Move {
 
 enum class Arch : uint8_t { kX86_64 = 1, kAArch64 = 2 };
 
+struct RefIndex;  // lookup tables of a RefModel (delta_elf.cc)
+
 // What lets the decoder predict a moved reference: where the loadable parts
 // of both files sit in memory, and where lower bytes moved to. Predictions
 // are a pure function of this model and the lower bytes of a control entry.
@@ -109,21 +112,33 @@ class RefModel {
   std::vector<Move> moves;  // sorted by lower, disjoint
 
   std::vector<uint8_t> Serialize() const;
+  // Fills *out and builds its index.
   static bool Parse(std::span<const uint8_t> bytes, RefModel* out, std::string* why);
+
+  // Precomputes the lookup tables Predict uses (a few KiB for the load
+  // segments; up to 8 bytes per move, at most 8 MiB, for the moves). Call
+  // after filling or changing the fields; without a current index Predict
+  // builds the tables on every call (same results, slower).
+  void BuildIndex();
 
   // Writes the predicted target bytes of a control entry: lower bytes `in`
   // (at lower offset lpos) copied to target offset tpos, with references
-  // rewritten per `flags` (kPredict*). out has in.size().
+  // rewritten per `flags` (kPredict*). out has in.size(). Thread safe (const).
   void Predict(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, unsigned flags,
                uint8_t* out) const;
 
  private:
-  // lower VA -> target VA of the same byte, if both are known.
-  bool TranslateVa(uint64_t lower_va, uint64_t* target_va) const;
-  void PredictX86(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, uint8_t* out) const;
-  void PredictA64(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, uint8_t* out) const;
-  void PredictAbs(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, uint8_t* out) const;
-  void PredictData32(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, uint8_t* out) const;
+  struct Lookup;  // an index plus per-call cursors
+  std::shared_ptr<const RefIndex> MakeIndex() const;
+  void PredictX86(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, Lookup& lk,
+                  uint8_t* out) const;
+  void PredictA64(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, Lookup& lk,
+                  uint8_t* out) const;
+  void PredictAbs(std::span<const uint8_t> in, uint64_t lpos, Lookup& lk, uint8_t* out) const;
+  void PredictData32(std::span<const uint8_t> in, uint64_t lpos, uint64_t tpos, Lookup& lk,
+                     uint8_t* out) const;
+
+  std::shared_ptr<const RefIndex> index_;  // immutable once built, shared by copies
 };
 
 // Load segments, machine and PT_GNU_EH_FRAME (vaddr, memsz; 0, 0 if none) of
@@ -131,7 +146,8 @@ class RefModel {
 bool ParseElfLoads(std::span<const uint8_t> file, Arch* arch, std::vector<LoadSegment>* segs,
                    uint64_t* ehhdr_va, uint64_t* ehhdr_size);
 
-// File offset <-> VA through load segments; false when not file-backed.
+// File offset <-> VA through load segments (the first segment holding it);
+// false when not file-backed. The reference semantics of RefModel's index.
 bool OffsetToVa(const std::vector<LoadSegment>& segs, uint64_t off, uint64_t* va);
 bool VaToOffset(const std::vector<LoadSegment>& segs, uint64_t va, uint64_t* off);
 

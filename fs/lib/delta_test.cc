@@ -10,6 +10,7 @@
 #include <random>
 
 #include "delta_internal.h"
+#include "sha256.h"
 
 namespace cryptex {
 namespace {
@@ -193,6 +194,48 @@ TEST(DeltaTest, UnchangedSegmentsReadOnlyTheRangeOfTheLowerFile) {
   ASSERT_TRUE(r->ReadRange(600000, got).ok());
   EXPECT_TRUE(std::equal(got.begin(), got.end(), t.begin() + 600000));
   EXPECT_EQ(r->stats().lower_bytes, 4096u);
+}
+
+// A segment with many control entries (a file with small insertions all
+// over it) reads its lower bytes in one call when they lie close together,
+// not one call per entry; copies from far-apart places still decode, entry
+// by entry, without reading the lower file in between.
+TEST(DeltaTest, CopiesOfASegmentReadTheLowerFileOnce) {
+  const Bytes base = Random(1u << 20, 12);
+  DeltaOptions o;
+  o.elf_references = false;
+  o.zstd_level = 1;
+  auto decode_all = [&](const Bytes& t, CountingLower* lower) {
+    const Bytes d = Encode(base, t, o);
+    auto r = OpenOrDie(d, base, lower->Fn());
+    EXPECT_TRUE(r);
+    if (!r) return uint64_t{0};
+    Bytes got(t.size());
+    EXPECT_TRUE(r->ReadRange(0, got).ok());
+    EXPECT_TRUE(got == t);
+    EXPECT_LE(r->stats().lower_bytes, t.size() + 2 * r->segment_size() * r->segment_count());
+    return r->segment_count();
+  };
+
+  Bytes shifted;  // 7 new bytes every 1000: about 130 entries per segment
+  for (size_t i = 0; i < base.size(); i += 1000) {
+    shifted.insert(shifted.end(), base.begin() + i,
+                   base.begin() + std::min<size_t>(i + 1000, base.size()));
+    for (int k = 0; k < 7; ++k) shifted.push_back(static_cast<uint8_t>(i * 31 + k));
+  }
+  CountingLower near{&base};
+  const uint64_t segments = decode_all(shifted, &near);
+  EXPECT_EQ(near.calls, segments);
+
+  Bytes scattered;  // alternating 3000-byte pieces from both halves of the file
+  for (size_t i = 0; i + 3000 <= base.size() / 2; i += 3000) {
+    scattered.insert(scattered.end(), base.begin() + i, base.begin() + i + 3000);
+    const size_t far = base.size() / 2 + i;
+    scattered.insert(scattered.end(), base.begin() + far, base.begin() + far + 3000);
+    scattered.push_back(static_cast<uint8_t>(i));
+  }
+  CountingLower apart{&base};
+  EXPECT_GT(apart.calls, decode_all(scattered, &apart));
 }
 
 // Every truncation and every single-byte flip of `d` fails cleanly, as
@@ -596,6 +639,123 @@ TEST(DeltaTest, BssReferencesThatMoveCostNothing) {
   const Bytes a = Encode(lower, target, with), b = Encode(lower, target, without);
   EXPECT_TRUE(*ApplyDelta(a, lower, "t") == target);
   EXPECT_LT(a.size() * 2, b.size()) << "with " << a.size() << " without " << b.size();
+}
+
+// Every lower address around every move edge (adjacent moves, one-byte
+// moves and gaps, addresses past the last move) translates to the target
+// address of the move holding it, or is left alone when none does: absolute
+// pointers checked against a linear search of the moves.
+TEST(DeltaTest, AbsolutePointersTranslateAtEveryMoveEdge) {
+  std::mt19937_64 rng(7);
+  const uint64_t kSize = 50000;
+  delta::RefModel m;
+  m.lower_segs = {{0, 0, kSize, kSize}};
+  m.target_segs = {{0, 0, 2 * kSize, 2 * kSize}};
+  for (uint64_t at = 4000 + rng() % 3; at < kSize - 200;) {
+    const delta::Move mv{at, 1 + rng() % 40, static_cast<int64_t>(rng() % 2000) - 1000};
+    m.moves.push_back(mv);
+    at += mv.size + rng() % 4;
+  }
+  m.BuildIndex();
+  Bytes in;
+  for (uint64_t v = 4096; v < kSize + 64; ++v) {
+    for (int k = 0; k < 8; ++k) in.push_back(static_cast<uint8_t>(v >> (8 * k)));
+  }
+  Bytes out(in.size());
+  m.Predict(in, 0, 0, delta::kPredictAbs, out.data());
+  for (uint64_t v = 4096, i = 0; v < kSize + 64; ++v, i += 8) {
+    uint64_t want = v;
+    for (const auto& mv : m.moves) {
+      if (v >= mv.lower && v < mv.lower + mv.size) want = v + static_cast<uint64_t>(mv.shift);
+    }
+    uint64_t got = 0;
+    std::memcpy(&got, &out[i], 8);
+    ASSERT_EQ(got, want) << "lower address " << v;
+  }
+}
+
+// Predictions are part of the format: a decoder must compute exactly the
+// bytes the encoder that made a delta computed, so any change to them
+// (e.g. a faster lookup that resolves overlapping segments, bss or move
+// edges differently) breaks existing patches. Pinned as a digest of
+// Predict's outputs, every flag combination, over random models of hostile
+// shape (overlapping and empty segments, bss, segments only one file has,
+// up to thousands of moves) and code-like bytes; each model used both as
+// filled in (no index) and through Serialize/Parse (indexed).
+TEST(DeltaTest, PredictionsArePinned) {
+  std::mt19937_64 rng(2026);
+  auto pick = [&](uint64_t n) { return rng() % n; };
+  auto le = [](Bytes* b, uint64_t v, int n) {
+    for (int k = 0; k < n; ++k) b->push_back(static_cast<uint8_t>(v >> (8 * k)));
+  };
+  Sha256 digest;
+  uint64_t rewritten = 0;
+  for (int round = 0; round < 300; ++round) {
+    delta::RefModel m;
+    m.arch = pick(4) == 0 ? delta::Arch::kAArch64 : delta::Arch::kX86_64;
+    for (auto* segs : {&m.lower_segs, &m.target_segs}) {
+      const uint64_t n = pick(6);
+      for (uint64_t i = 0; i < n; ++i) {
+        delta::LoadSegment sg;
+        sg.offset = pick(3) == 0 ? 0 : pick(1 << 16);
+        sg.vaddr = pick(2) ? sg.offset + 0x10000 * pick(3) : pick(1 << 18);
+        sg.size = pick(8) == 0 ? 0 : pick(1 << 15);
+        sg.memsize = sg.size + (pick(2) ? pick(1 << 13) : 0);
+        segs->push_back(sg);
+      }
+    }
+    m.lower_ehhdr_va = pick(1 << 18);
+    m.lower_ehhdr_size = pick(2) ? pick(1 << 12) : 0;
+    m.target_ehhdr_va = pick(1 << 18);
+    uint64_t at = pick(64);
+    const uint64_t moves = pick(3) == 0 ? pick(4) : pick(2000);
+    for (uint64_t i = 0; i < moves; ++i) {
+      delta::Move mv{at, 1 + pick(512), static_cast<int64_t>(pick(8192)) - 4096};
+      m.moves.push_back(mv);
+      at += mv.size + pick(64);
+    }
+    delta::RefModel parsed;
+    std::string why;
+    ASSERT_TRUE(delta::RefModel::Parse(m.Serialize(), &parsed, &why)) << why;
+
+    // Code-like bytes: opcodes the x86 scan looks for, small displacements,
+    // pointers into the lower segments, filler.
+    static const uint8_t kOps[] = {0xE8, 0xE9, 0x0F, 0x85, 0x8B, 0x8D, 0x05, 0x15, 0x3D,
+                                   0xF6, 0xF7, 0x66, 0xC7, 0x81, 0x80, 0x00, 0x48, 0x94};
+    Bytes in;
+    const size_t size = 1 + pick(3000);
+    while (in.size() < size) {
+      switch (pick(4)) {
+        case 0:
+          in.push_back(kOps[pick(sizeof kOps)]);
+          break;
+        case 1:
+          le(&in, pick(1 << 17) - (1 << 16), 4);
+          break;
+        case 2:
+          if (!m.lower_segs.empty()) {
+            const auto& sg = m.lower_segs[pick(m.lower_segs.size())];
+            le(&in, sg.vaddr + pick(sg.memsize + 16), 8);
+          }
+          break;
+        default:
+          in.push_back(static_cast<uint8_t>(rng()));
+      }
+    }
+    in.resize(size);
+    const uint64_t lpos = pick(1 << 16), tpos = pick(1 << 16);
+    for (unsigned flags = 0; flags <= delta::kPredictAll; ++flags) {
+      Bytes a(in.size()), b(in.size());
+      m.Predict(in, lpos, tpos, flags, a.data());
+      parsed.Predict(in, lpos, tpos, flags, b.data());
+      ASSERT_EQ(a, b) << "round " << round << " flags " << flags;
+      for (size_t i = 0; i < in.size(); ++i) rewritten += a[i] != in[i];
+      digest.Update(a.data(), a.size());
+    }
+  }
+  EXPECT_GT(rewritten, 20000u);  // the digest covers many predictions
+  EXPECT_EQ(HexEncode(digest.Final()),
+            "cf1a1a8cb0ed2f7565d3f56e59869f4ef636807e914ac8cd0a674cf4b7381952");
 }
 
 }  // namespace

@@ -270,8 +270,10 @@ class LayerStack final : public View {
     };
     src.lower_size = lower.size;
     const uint64_t lower_node = lower.ino;
-    src.read_lower = [this, lower_node, what](uint64_t offset, std::span<uint8_t> out) {
-      return ReadFullNode(lower_node, offset, out, what + " (lower file)");
+    // Called once per decoded segment or more: the context is built once.
+    src.read_lower = [this, lower_node, lower_what = what + " (lower file)"](
+                         uint64_t offset, std::span<uint8_t> out) {
+      return ReadFullNode(lower_node, offset, out, lower_what);
     };
     PatchedFileEnv env;
     env.stats = &delta_stats_;

@@ -17,6 +17,14 @@ constexpr uint64_t kPieceBytes = 256 * 1024;
 
 uint64_t BlocksFor(uint64_t size) { return (size + kBlock - 1) / kBlock; }
 
+// A segment's bytes as the cache holds them: zero-padded to whole blocks,
+// as fs-verity hashes the last block.
+std::shared_ptr<std::vector<uint8_t>> PaddedSegment(const uint8_t* data, uint64_t len) {
+  auto v = std::make_shared<std::vector<uint8_t>>(BlocksFor(len) * kBlock, 0);
+  std::memcpy(v->data(), data, len);
+  return v;
+}
+
 std::string Hex(const Digest& d) { return HexEncode(d); }
 
 }  // namespace
@@ -79,6 +87,11 @@ PatchedFile::PatchedFile(PatchedFileSource src, PatchedFileEnv env, VerityLeaves
 
 PatchedFile::~PatchedFile() = default;
 
+uint64_t PatchedFile::CacheKey(uint64_t seg) const {
+  // Segments per file are at most kMaxDeltaSegments (2^20).
+  return (env_.cache_id << 20) | seg;
+}
+
 Result<std::unique_ptr<DeltaReader>> PatchedFile::NewReader(const Loaded& l) const {
   CX_ASSIGN_OR_RETURN(auto r,
                       DeltaReader::Open(l.delta, src_.lower_size, src_.read_lower, src_.context));
@@ -128,6 +141,12 @@ Status PatchedFile::BuildLeaves(Loaded& l) const {
   const uint64_t piece =
       std::max<uint64_t>(l.segment_size, kPieceBytes) / l.segment_size * l.segment_size;
   std::vector<uint8_t> buf(std::min<uint64_t>(piece, src_.size));
+  // The segments decoded here are verified once the leaves check out: up to
+  // kKeepFraction of the cache of them is kept to be cached then, so the
+  // read that caused this pass does not decode and hash them again.
+  const uint64_t keep_budget = env_.cache ? env_.cache->capacity() / kKeepFraction : 0;
+  uint64_t kept_bytes = 0;
+  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>> kept;
   for (uint64_t off = 0; off < src_.size; off += piece) {
     const uint64_t n = std::min<uint64_t>(piece, src_.size - off);
     const uint64_t before = reader->stats().segments_decoded;
@@ -136,6 +155,12 @@ Status PatchedFile::BuildLeaves(Loaded& l) const {
     CX_RETURN_IF_ERROR(st);
     const std::vector<Digest> part = LeafHashes(buf.data(), n);
     leaves.insert(leaves.end(), part.begin(), part.end());
+    for (uint64_t s = 0; s < n; s += l.segment_size) {
+      const uint64_t len = std::min<uint64_t>(l.segment_size, n - s);
+      if (kept_bytes + BlocksFor(len) * kBlock > keep_budget) break;
+      kept.emplace_back((off + s) / l.segment_size, PaddedSegment(buf.data() + s, len));
+      kept_bytes += kept.back().second->size();
+    }
   }
   if (env_.stats) ++env_.stats->trees_built;
   auto checked = VerityLeaves::Check(std::move(leaves), src_.size, src_.digest, src_.context);
@@ -144,6 +169,7 @@ Status PatchedFile::BuildLeaves(Loaded& l) const {
     return checked.status();
   }
   l.leaves = std::make_shared<const VerityLeaves>(std::move(checked).value());
+  for (auto& [seg, bytes] : kept) env_.cache->Put(CacheKey(seg), bytes, bytes->size());
   idle_.push_back(std::move(reader));
   return Status::Ok();
 }
@@ -176,8 +202,7 @@ Status PatchedFile::DecodeRange(const Loaded& l, uint64_t offset, std::span<uint
 
 Result<std::shared_ptr<const std::vector<uint8_t>>> PatchedFile::Segment(const Loaded& l,
                                                                          uint64_t seg) const {
-  // Segments per file are at most kMaxDeltaSegments (2^20).
-  const uint64_t key = (env_.cache_id << 20) | seg;
+  const uint64_t key = CacheKey(seg);
   if (env_.cache) {
     if (auto hit = env_.cache->Get(key)) {
       if (env_.stats) ++env_.stats->segment_cache_hits;

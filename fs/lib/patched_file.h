@@ -9,7 +9,8 @@
 // accepted (VerityLeaves::Check); after that the leaves are trusted memory.
 // Where the leaves come from is the caller's choice:
 //  * PatchedFile computes them on first access with one pass over the
-//    decoded file (memory: one decode piece at a time);
+//    decoded file (memory: one decode piece at a time, plus the segments
+//    kept for the cache: at most 1/kKeepFraction of it);
 //  * a store may later persist them (VerityLeaves::Serialize at install
 //    time) and hand them back (VerityLeaves::Parse): untrusted bytes,
 //    accepted only if they hash up to the signed digest.
@@ -125,6 +126,9 @@ class PatchedFile final {
   uint64_t size() const { return src_.size; }
 
   static constexpr size_t kMaxIdleReaders = 4;
+  // The first-access pass puts the segments it decoded into the cache (once
+  // the leaves check out), up to 1/kKeepFraction of the cache's capacity.
+  static constexpr uint64_t kKeepFraction = 4;
 
  private:
   struct Loaded;  // delta bytes + leaves
@@ -132,6 +136,7 @@ class PatchedFile final {
   // One pass over the decoded file: l.leaves, checked. REQUIRES: mu_ held.
   Status BuildLeaves(Loaded& l) const;
   Result<std::unique_ptr<DeltaReader>> NewReader(const Loaded& l) const;
+  uint64_t CacheKey(uint64_t seg) const;  // of segment `seg` in env_.cache
   // Verified segment `seg` (zero-padded to whole blocks), from the cache or
   // decoded.
   Result<std::shared_ptr<const std::vector<uint8_t>>> Segment(const Loaded& l, uint64_t seg) const;

@@ -969,6 +969,85 @@ TEST_F(StackTest, FourKiBReadOfALargeDeltaDecodesOnlyAFewSegments) {
             Code::kCorruption);
 }
 
+// A cold sequential read of a delta file: the first-access pass decodes
+// and hashes every segment to build the leaves; once they check out, those
+// verified segments serve the read from the cache (each segment decoded
+// once, not twice), up to 1/kKeepFraction of the cache; past that budget
+// segments are decoded on demand. With a wrong signed digest nothing of
+// the pass is cached or served.
+TEST(PatchedFileTest, ColdReadDecodesEachSegmentOnce) {
+  const std::string lower = Bytes(1 << 20, 9);
+  std::string target = lower;
+  for (size_t off = 500; off < target.size(); off += 7000) target[off] ^= 0x5A;
+  target += "tail";  // a last segment ending mid-block
+  DeltaOptions o;
+  o.segment_log2 = 14;
+  o.zstd_level = 1;
+  auto u8 = [](const std::string& s) {
+    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  auto delta = EncodeDelta(u8(lower), u8(target), o);
+  ASSERT_TRUE(delta.ok());
+  auto source = [&](const Digest& digest) {
+    PatchedFileSource s;
+    s.context = "test: cold";
+    s.size = target.size();
+    s.digest = digest;
+    s.delta_size = delta->size();
+    s.read_delta = [&](uint64_t off, std::span<uint8_t> out) {
+      std::copy_n(delta->begin() + static_cast<ptrdiff_t>(off), out.size(), out.begin());
+      return Status::Ok();
+    };
+    s.lower_size = lower.size();
+    s.read_lower = [&](uint64_t off, std::span<uint8_t> out) {
+      std::copy_n(lower.begin() + static_cast<ptrdiff_t>(off), out.size(), out.begin());
+      return Status::Ok();
+    };
+    return s;
+  };
+  const Digest digest = FsVerityDigest(target.data(), target.size());
+  const uint64_t segments = (target.size() + (1u << 14) - 1) >> 14;
+  auto read_all = [&](const PatchedFile& f) {
+    std::string got(target.size(), '\0');
+    for (uint64_t off = 0; off < got.size(); off += 5000) {
+      auto n = f.Read(off, {reinterpret_cast<uint8_t*>(got.data()) + off,
+                            std::min<size_t>(5000, got.size() - off)});
+      if (!n.ok()) return n.status().ToString();
+    }
+    return got;
+  };
+
+  {  // the whole file fits the budget
+    PatchedFileStats stats;
+    SegmentCache cache(64 << 20);
+    PatchedFile f(source(digest), {&stats, &cache, 1});
+    EXPECT_TRUE(read_all(f) == target);
+    EXPECT_EQ(stats.trees_built.load(), 1u);
+    EXPECT_EQ(stats.segments_decoded.load(), segments);
+    EXPECT_EQ(stats.verify_failures.load(), 0u);
+  }
+  {  // a quarter of the file fits: the rest is decoded (and verified) again
+    PatchedFileStats stats;
+    SegmentCache cache(target.size());
+    PatchedFile f(source(digest), {&stats, &cache, 1});
+    EXPECT_TRUE(read_all(f) == target);
+    EXPECT_GT(stats.segments_decoded.load(), segments);
+    EXPECT_LT(stats.segments_decoded.load(), 2 * segments);
+    EXPECT_GT(stats.blocks_verified.load(), 0u);
+  }
+  {  // wrong digest: the pass fails and leaves nothing in the cache
+    Digest wrong = digest;
+    wrong[0] ^= 1;
+    PatchedFileStats stats;
+    SegmentCache cache(64 << 20);
+    PatchedFile f(source(wrong), {&stats, &cache, 1});
+    std::vector<uint8_t> buf(4096);
+    EXPECT_EQ(f.Read(0, buf).status().code(), Code::kCorruption);
+    for (uint64_t seg = 0; seg < segments; ++seg) EXPECT_FALSE(cache.Contains((1u << 20) | seg));
+    EXPECT_EQ(f.Read(0, buf).status().code(), Code::kCorruption);
+  }
+}
+
 // A delta over a delta: the upper decoder makes many small reads of the
 // lower file (one per control entry); each lower segment is decoded and
 // verified once and then served from the cache, so the work stays linear in

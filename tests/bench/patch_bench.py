@@ -28,7 +28,9 @@ PKG=VERSION` and unpacked with dpkg-deb -x into an OLD and a NEW tree:
    (NEWBASE = cryptex build NEW). Target <= 1.5x.
 
 usage: patch_bench.py [--build DIR] [--repeat N] [--workdir DIR] [--big PATH]
-                      [--no-big]
+                      [--no-big] [--parts 1234]
+--parts: the parts to run (default all; 2 needs 1), e.g. --parts 4 for the
+cold read alone.
 Needs: bsdiff, zstd, time (Debian), network access to the
 Debian archive for apt-get download, a built build/cli/cryptex and
 build/tests/delta_tool.
@@ -342,6 +344,8 @@ def part4_cold_read(cx, pairs, rows, work, repeat):
         base = os.path.join(work, f"{tag}.base.cryptex")
         patch = os.path.join(work, f"{tag}.cxpatch")
         plain = os.path.join(work, f"{tag}.new.cryptex")
+        if not os.path.exists(base):  # part 2 skipped
+            cx.build(old, base)
         if not os.path.exists(patch):
             subprocess.run(cx.mkpatch_cmd(base, new, patch, f"bench-{tag}"), check=True)
         cx.build(new, plain)
@@ -373,7 +377,10 @@ def main():
     ap.add_argument("--workdir", help="kept afterwards (caches the .debs and trees)")
     ap.add_argument("--big", help="a file of 90 MiB or more for part 3")
     ap.add_argument("--no-big", action="store_true")
+    ap.add_argument("--parts", default="1234", help="parts to run (2 needs 1)")
     a = ap.parse_args()
+    if "2" in a.parts and "1" not in a.parts:
+        sys.exit("--parts: part 2 compares with part 1's codec sizes: add 1")
     build = os.path.abspath(a.build)
     tool = os.path.join(build, "tests", "delta_tool")
     for need in (tool, os.path.join(build, "cli", "cryptex")):
@@ -390,12 +397,18 @@ def main():
             pairs.append((tag, old, new))
             print(f"{tag}: " + ", ".join(f"{p} {o} -> {n}" for p, o, n in pkgs))
         print(f"cryptex mkpatch in {build}: {'yes' if mkpatch else 'no (parts 2-4 skipped)'}")
-        rows = part1_codec(pairs, tool, work, a.repeat)
-        if mkpatch:
+        if "1" in a.parts:
+            rows = part1_codec(pairs, tool, work, a.repeat)
+        else:  # the changed files only (part 4 reads the largest)
+            rows = [(tag, rel, os.path.getsize(fb), None) for tag, old, new in pairs
+                    for rel, _, fb in delta_bench.changed_elf_pairs(old, new)]
+        if mkpatch and "2" in a.parts:
             part2_mkpatch(cx, pairs, rows, work, a.repeat)
-        if not a.no_big:
+        if not a.no_big and "3" in a.parts:
             part3_big(cx, tool, work, a.big, a.repeat, mkpatch)
-        if mkpatch and cx.cat_takes_patch():
+        if "4" not in a.parts:
+            pass
+        elif mkpatch and cx.cat_takes_patch():
             part4_cold_read(cx, pairs, rows, work, max(a.repeat, 5))
         elif mkpatch:
             print("\n== 4. skipped: `cryptex cat --help` offers no --patch")
