@@ -164,7 +164,34 @@ void Filesystem::PruneRetired() {
   retired_ = std::move(keep);
 }
 
-Status Filesystem::Reload() {
+bool Filesystem::ChangeIsLive(const std::vector<const Image*>& from,
+                              const std::vector<const Image*>& to) {
+  auto roots = [](const std::vector<const Image*>& layers) {
+    std::set<Digest> r;
+    for (size_t i = 1; i < layers.size(); ++i) r.insert(layers[i]->superblock().root_hash);
+    return r;
+  };
+  const std::set<Digest> a = roots(from), b = roots(to);
+  auto all_relaunch = [](const std::vector<const Image*>& layers, const std::set<Digest>& other) {
+    for (size_t i = 1; i < layers.size(); ++i) {
+      if (other.count(layers[i]->superblock().root_hash) == 0 &&
+          layers[i]->manifest().activation == "reboot") {
+        return false;
+      }
+    }
+    return true;
+  };
+  return all_relaunch(from, b) && all_relaunch(to, a);
+}
+
+std::vector<Digest> Filesystem::ServedPatchRoots() const {
+  const std::vector<const Image*> layers = Current()->view->layers();
+  std::vector<Digest> out;
+  for (size_t i = 1; i < layers.size(); ++i) out.push_back(layers[i]->superblock().root_hash);
+  return out;
+}
+
+Result<Filesystem::ReloadOutcome> Filesystem::Reload() {
   std::lock_guard reload_lock(reload_mu_);
   if (!reopen_) {
     return Status::Unsupported("this mount serves fixed images; only a store line reloads");
@@ -173,12 +200,19 @@ Status Filesystem::Reload() {
   if (view->layers().front()->superblock().root_hash != base_root_) {
     return Status::InvalidArgument("the line's base image changed; unmount and mount again");
   }
+  // Only Reload (serialised by reload_mu_) replaces current_.
+  const std::vector<const Image*> served = Current()->view->layers();
+  if (!ChangeIsLive(served, view->layers())) {
+    pending_.store(true);
+    return ReloadOutcome::kPending;
+  }
+  pending_.store(false);
   std::shared_ptr<const Generation> before, after;
   {
     std::unique_lock lock(gen_mu_);
     before = current_;
     after = MakeGeneration(std::shared_ptr<const View>(std::move(view)));
-    if (after->slot_of_layer == before->slot_of_layer) return Status::Ok();  // same level
+    if (after->slot_of_layer == before->slot_of_layer) return ReloadOutcome::kUnchanged;
     current_ = after;
     retired_.push_back(before);
     PruneRetired();
@@ -195,7 +229,7 @@ Status Filesystem::Reload() {
   }
   Invalidate(*before, *after);
   reloads_.fetch_add(1, std::memory_order_relaxed);
-  return Status::Ok();
+  return ReloadOutcome::kMoved;
 }
 
 // Every path a layer that came or went carries (its directories, and each
