@@ -338,12 +338,15 @@ int Run(int argc, char** argv) {
     fuse_loop_cfg_set_max_threads(loop.get(), opts.max_threads);
     ret = fuse_session_loop_mt(se.get(), loop.get());
   }
-  if (watcher) watcher->Stop();
-  if (!fs.StopPush(std::chrono::seconds(2))) {
-    // Only after a signal ended the loop with a READ still pending on a page
-    // the push thread is storing: end that READ, then the store returns.
+  const bool watcher_stopped = !watcher || watcher->Stop(std::chrono::seconds(2));
+  if (!fs.StopPush(std::chrono::seconds(2)) || !watcher_stopped) {
+    // Only after a signal ended the loop with a request still pending that
+    // the push thread's store (a READ of its page) or the watcher's reload
+    // (a LOOKUP in a directory whose entries it invalidates) waits for: end
+    // that request, then they return.
     if (!device->empty()) AbortConnection(*device);
     fs.StopPush();
+    if (watcher) watcher->Stop();
   }
   SdNotify("STOPPING=1");
   fuse_session_unmount(se.get());

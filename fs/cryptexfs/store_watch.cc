@@ -32,7 +32,12 @@ Result<std::unique_ptr<StateWatcher>> StateWatcher::Start(const std::string& dir
   }
   std::unique_ptr<StateWatcher> w(new StateWatcher(dir, file, std::move(on_change), in, stop));
   if (!w->Watch()) return Status::FromErrno(errno, dir + ": cannot watch");
-  w->thread_ = std::thread([p = w.get()] { p->Run(); });
+  w->thread_ = std::thread([p = w.get()] {
+    p->Run();
+    std::lock_guard lock(p->mu_);
+    p->finished_ = true;
+    p->finished_cv_.notify_all();
+  });
   return w;
 }
 
@@ -55,6 +60,17 @@ void StateWatcher::Stop() {
   const uint64_t one = 1;
   (void)!::write(stop_fd_, &one, sizeof(one));
   thread_.join();
+}
+
+bool StateWatcher::Stop(std::chrono::milliseconds timeout) {
+  if (!thread_.joinable()) return true;
+  const uint64_t one = 1;
+  (void)!::write(stop_fd_, &one, sizeof(one));
+  std::unique_lock lock(mu_);
+  if (!finished_cv_.wait_for(lock, timeout, [this] { return finished_; })) return false;
+  lock.unlock();
+  thread_.join();
+  return true;
 }
 
 bool StateWatcher::Watch() {

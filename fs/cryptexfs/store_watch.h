@@ -18,8 +18,10 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -39,6 +41,11 @@ class StateWatcher final {
                                                      const std::string& file,
                                                      std::function<void()> on_change);
   // Stops and joins the thread (waits for a running `on_change`).
+  // Stop(timeout) returns false, not joined, if the thread has not finished
+  // within `timeout` (an `on_change` blocked in the kernel, e.g. a cache
+  // invalidation waiting on a request nobody serves any more after the loop
+  // ended): the caller unblocks it (aborts the connection), then Stop()s.
+  bool Stop(std::chrono::milliseconds timeout);
   ~StateWatcher();
   StateWatcher(const StateWatcher&) = delete;
   StateWatcher& operator=(const StateWatcher&) = delete;
@@ -65,6 +72,9 @@ class StateWatcher final {
   int wd_ = -1;
   dev_t dev_ = 0;
   ino_t ino_ = 0;
+  std::mutex mu_;
+  std::condition_variable finished_cv_;
+  bool finished_ = false;  // GUARDED_BY(mu_): Run() has returned
   std::thread thread_;
 };
 
