@@ -174,8 +174,10 @@ bool Filesystem::ChangeIsLive(const std::vector<const Image*>& from,
   const std::set<Digest> a = roots(from), b = roots(to);
   auto all_relaunch = [](const std::vector<const Image*>& layers, const std::set<Digest>& other) {
     for (size_t i = 1; i < layers.size(); ++i) {
-      if (other.count(layers[i]->superblock().root_hash) == 0 &&
-          layers[i]->manifest().activation == "reboot") {
+      // Fail safe: only the relaunch class ("" is its default) goes live.
+      const std::string& cls = layers[i]->manifest().activation;
+      if (other.count(layers[i]->superblock().root_hash) == 0 && !cls.empty() &&
+          cls != "relaunch") {
         return false;
       }
     }

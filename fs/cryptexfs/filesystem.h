@@ -129,7 +129,8 @@ class Filesystem final {
   std::vector<Digest> ServedPatchRoots() const;
   // Whether a mount serving `from` may move to `to` live: every patch layer
   // in one and not the other is of class relaunch (manifest activation
-  // other than "reboot"). Both share the base.
+  // "relaunch", or "" which defaults to it; "reboot" and any other value are
+  // not live). Both share the base.
   static bool ChangeIsLive(const std::vector<const Image*>& from,
                            const std::vector<const Image*>& to);
   // Lookup accounting (the kernel's nlookup): Remember after every entry
