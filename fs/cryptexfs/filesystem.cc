@@ -187,7 +187,8 @@ bool Filesystem::ChangeIsLive(const std::vector<const Image*>& from,
 }
 
 std::vector<Digest> Filesystem::ServedPatchRoots() const {
-  const std::vector<const Image*> layers = Current()->view->layers();
+  const std::shared_ptr<const Generation> g = Current();  // keeps its images alive
+  const std::vector<const Image*> layers = g->view->layers();
   std::vector<Digest> out;
   for (size_t i = 1; i < layers.size(); ++i) out.push_back(layers[i]->superblock().root_hash);
   return out;
@@ -202,9 +203,8 @@ Result<Filesystem::ReloadOutcome> Filesystem::Reload() {
   if (view->layers().front()->superblock().root_hash != base_root_) {
     return Status::InvalidArgument("the line's base image changed; unmount and mount again");
   }
-  // Only Reload (serialised by reload_mu_) replaces current_.
-  const std::vector<const Image*> served = Current()->view->layers();
-  if (!ChangeIsLive(served, view->layers())) {
+  const std::shared_ptr<const Generation> served = Current();
+  if (!ChangeIsLive(served->view->layers(), view->layers())) {
     pending_.store(true);
     return ReloadOutcome::kPending;
   }
@@ -560,7 +560,10 @@ Result<struct statvfs> Filesystem::DoStatfs() {
   struct statvfs sv;
   std::memset(&sv, 0, sizeof(sv));
   uint64_t bytes = 0, inodes = 0;
-  for (const Image* layer : Current()->view->layers()) {
+  // Held for the loop: the generation owns the images (a reload may retire
+  // and drop it meanwhile; a temporary would die before the loop body).
+  const std::shared_ptr<const Generation> g = Current();
+  for (const Image* layer : g->view->layers()) {
     bytes += layer->superblock().image_size;
     inodes += layer->inode_count();
   }
@@ -579,7 +582,10 @@ MountStatus Filesystem::CurrentStatus() const {
   static_assert(sizeof(m.root_hash) == sizeof(base().superblock().root_hash));
   std::memcpy(m.root_hash.data(), base().superblock().root_hash.data(), m.root_hash.size());
   m.verify_failures = integrity_failures_.load();
-  for (const Image* layer : Current()->view->layers()) {
+  // Held for the loop: the generation owns the images (a reload may retire
+  // and drop it meanwhile; a temporary would die before the loop body).
+  const std::shared_ptr<const Generation> g = Current();
+  for (const Image* layer : g->view->layers()) {
     const ImageStats& s = layer->stats();
     m.blocks_verified += s.blocks_verified.load();
     m.cache_hits += s.frame_cache_hits.load();
