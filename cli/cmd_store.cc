@@ -123,13 +123,17 @@ Json RecordJson(const store::HistoryRecord& r) {
 }  // namespace
 
 // Live activation (cli.h): asks every cryptexfs mount of a line of this store to
-// serve its line's committed level, and waits until each does. With
-// `live` false (a change of reboot-class patches only) mounts are left
-// alone and the change takes effect at their next mount. `quiet`: no line
-// per mount that followed (a command that changed nothing). Returns
-// kExitOk, or kExitError if a mount could not follow (the change itself is
-// committed).
+// serve its line's committed level, and waits until each does or answers
+// that the change is pending. The driver decides (Filesystem::Reload): a
+// mount moves only if every patch that differs between the level it serves
+// and the committed one is of class relaunch; otherwise the whole change
+// waits for its next mount. `live` is the caller's expectation (a change of
+// reboot-class patches: false) and no longer changes what is asked; kept
+// for the callers' sake. `quiet`: no line per mount that followed (a
+// command that changed nothing). Returns kExitOk, or kExitError if a mount
+// could not follow (the change itself is committed).
 int FollowMounts(const std::string& cmd, const Store& s, bool live, bool quiet) {
+  (void)live;
   char dir[PATH_MAX];
   if (::realpath(s.dir().c_str(), dir) == nullptr) return kExitOk;
   const std::string prefix = std::string(dir) + "/";
@@ -138,14 +142,15 @@ int FollowMounts(const std::string& cmd, const Store& s, bool live, bool quiet) 
     auto st = cxfs::QueryMountStatus(mp);
     if (!st.ok() || st->image.rfind(prefix, 0) != 0) continue;
     const std::string where = ForTerminal(mp, StdoutIsTerminal());
-    if (!live) {
-      if (!quiet) {
-        std::printf("%s: takes effect at its next mount (reboot-class patch)\n", where.c_str());
-      }
-      continue;
-    }
-    const Status r = cxfs::ReloadMount(mp);
-    if (r.ok()) {
+    cxfs::ReloadAnswer answer = cxfs::ReloadAnswer::kServing;
+    const Status r = cxfs::ReloadMount(mp, &answer);
+    if (r.ok() && answer == cxfs::ReloadAnswer::kPending) {
+      // Also when quiet: the mount does not serve what is committed.
+      std::printf(
+          "%s: change pending until the line is remounted (takes effect at its next mount: a "
+          "reboot-class patch differs from the level it serves; see cryptex status)\n",
+          where.c_str());
+    } else if (r.ok()) {
       if (!quiet) std::printf("%s: now serving the new level\n", where.c_str());
     } else if (r.code() != Code::kUnsupported) {  // a pinned level= mount stays
       std::fprintf(stderr, "cryptex %s: %s\n", cmd.c_str(), r.message().c_str());
@@ -174,6 +179,63 @@ bool LiveChange(const Store& s, const std::string& id) {
 void FollowIfAlreadyDone(const std::string& cmd, const Store& s, const Status& st,
                          const std::string& id) {
   if (st.code() == Code::kExists) (void)FollowMounts(cmd, s, LiveChange(s, id), /*quiet=*/true);
+}
+
+// What one running mount of a line serves against the line's committed
+// active level (a change pending until the line is remounted: reboot class).
+struct MountView {
+  std::string mountpoint;
+  std::vector<std::string> serves;    // patch ids (hex root if no longer installed)
+  std::vector<std::string> activate;  // committed, waiting for the next mount
+  std::vector<std::string> revert;    // reverted, still served until the next mount
+  bool pending() const { return !activate.empty() || !revert.empty(); }
+};
+
+// The running mounts of line `l` of store `s` that follow it (pinned level=
+// mounts and mounts of other stores are left out).
+std::vector<MountView> MountsOf(const Store& s, const store::LineState& l) {
+  std::vector<MountView> out;
+  char base[PATH_MAX];
+  if (::realpath(s.BasePath(l.name).c_str(), base) == nullptr) return out;
+  for (const std::string& mp : cxfs::CryptexfsMounts()) {
+    auto st = cxfs::QueryMountStatus(mp);
+    if (!st.ok() || st->image != base) continue;
+    auto level = cxfs::QueryMountLevel(mp);
+    if (!level.ok()) continue;  // pinned, or a driver that cannot tell
+    MountView m;
+    m.mountpoint = mp;
+    for (const auto& root : level->patch_roots) {
+      std::string id = HexEncode(root);
+      for (const auto& p : l.patches) {
+        if (p.root == root) id = p.id;
+      }
+      m.serves.push_back(id);
+    }
+    size_t common = 0;
+    while (common < m.serves.size() && common < l.active.size() &&
+           m.serves[common] == l.active[common]) {
+      ++common;
+    }
+    m.activate.assign(l.active.begin() + static_cast<std::ptrdiff_t>(common), l.active.end());
+    m.revert.assign(m.serves.begin() + static_cast<std::ptrdiff_t>(common), m.serves.end());
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// "active" / "inactive", and whether running mounts do not serve it so.
+std::string PatchState(const store::LineState& l, const store::PatchEntry& p,
+                       const std::vector<MountView>& mounts) {
+  std::string t = l.IsActive(p.id) ? "active" : "inactive";
+  for (const MountView& m : mounts) {
+    if (std::find(m.activate.begin(), m.activate.end(), p.id) != m.activate.end()) {
+      return t + " (pending: not live on " + m.mountpoint + " until it is remounted)";
+    }
+    if (std::find(m.revert.begin(), m.revert.end(), p.id) != m.revert.end()) {
+      return t + " (pending: still live on " + m.mountpoint + " until it is remounted)";
+    }
+  }
+  return t;
 }
 
 }  // namespace
@@ -309,7 +371,8 @@ int CmdRevert(int argc, char** argv) {
   }
   std::printf("reverted %s%s\n", args.Has("--all") ? "all patches of " : "",
               ForTerminal(what, StdoutIsTerminal()).c_str());
-  // Undoing is always live: a revert must not wait for a remount.
+  // Reverting a reboot-class patch (or one below it) waits for the next
+  // mount too: the driver answers that it is pending.
   return FollowMounts("revert", *s, true);
 }
 
@@ -414,6 +477,7 @@ int StoreStatus(const Args& args) {
   int rc = kExitOk;
   for (const auto& [name, l] : st->lines) {
     if (!names.empty() && std::find(names.begin(), names.end(), name) == names.end()) continue;
+    const std::vector<MountView> mounts = MountsOf(*s, l);
     Json dj = Json::array();
     std::string dtext;
     for (const auto& d : *damage) {
@@ -435,6 +499,15 @@ int StoreStatus(const Args& args) {
       Json ps = Json::array();
       for (const auto& p : l.patches) ps.push_back(PatchJson(l, p));
       j["patches"] = ps;
+      Json ms = Json::array();
+      for (const MountView& m : mounts) {
+        ms.push_back({{"mountpoint", m.mountpoint},
+                      {"serves", m.serves},
+                      {"pending", m.pending()},
+                      {"pending_activate", m.activate},
+                      {"pending_revert", m.revert}});
+      }
+      j["mounts"] = ms;
       j["damaged"] = dj;
       (void)PendingOfLine(*s, *st, name, &j);
       lines.push_back(j);
@@ -445,12 +518,24 @@ int StoreStatus(const Args& args) {
                     "  active:   " + (l.active.empty() ? "none (the base)" : List(l.active)) +
                     "\n  highest release counter: " + std::to_string(l.highest_counter) + "\n";
     for (const auto& p : l.patches) {
-      t += "  patch " + p.id + " (" + p.version +
-           "): " + (l.IsActive(p.id) ? "active" : "inactive") + ", counter " +
+      t += "  patch " + p.id + " (" + p.version + "): " + PatchState(l, p, mounts) + ", counter " +
            std::to_string(p.release_counter) + ", " + p.activation;
       if (!p.severity.empty()) t += ", severity " + p.severity;
       if (!p.cves.empty()) t += ", " + List(p.cves);
       t += ", installed " + Time(p.installed_at) + "\n";
+    }
+    for (const MountView& m : mounts) {
+      t += "  mount " + m.mountpoint + ": serves " +
+           (m.serves.empty() ? std::string("the base") : List(m.serves));
+      if (!m.pending()) {
+        t += " (the active level)\n";
+        continue;
+      }
+      t += "; pending until the line is remounted:";
+      if (!m.activate.empty()) t += " activate " + List(m.activate);
+      if (!m.activate.empty() && !m.revert.empty()) t += ",";
+      if (!m.revert.empty()) t += " revert " + List(m.revert);
+      t += "\n";
     }
     t += PendingOfLine(*s, *st, name, nullptr);
     std::printf("%s%s", ForTerminal(t, tty).c_str(), ForTerminal(dtext, tty).c_str());

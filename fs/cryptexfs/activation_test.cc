@@ -274,6 +274,7 @@ class ActivationTest : public ::testing::Test {
     p1_ = mkpatch("p1", V(1), "relaunch", 2, "");
     p2_ = mkpatch("p2", V(2), "relaunch", 3, p1_);
     pr_ = mkpatch("pr", V(1), "reboot", 2, "");
+    p2r_ = mkpatch("p2r", V(2), "relaunch", 3, pr_);  // relaunch, on the reboot-class pr
   }
   static void TearDownTestSuite() {
     delete work_;
@@ -410,7 +411,7 @@ class ActivationTest : public ::testing::Test {
     return s.ok() ? std::move(*s) : nullptr;
   }
 
-  static inline std::string skip_, error_, trust_, base_, p1_, p2_, pr_;
+  static inline std::string skip_, error_, trust_, base_, p1_, p2_, pr_, p2r_;
   static inline TempDir* work_ = nullptr;
   static inline int next_ = 0;
   std::vector<std::unique_ptr<Driver>> drivers_;
@@ -805,6 +806,178 @@ TEST_F(ActivationTest, RebootClassPatchWaitsForTheNextMount) {
   const std::string next = work_->Join("mnt_reboot_next");
   ASSERT_NE(Mount(st, next), nullptr);
   EXPECT_SERVES(next, V(1));
+  EXPECT_SERVES(mnt, V(0));
+}
+
+// The line `cryptex status NAME` prints for patch `id`.
+std::string PatchLine(const std::string& out, const std::string& id) {
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("  patch " + id + " (", 0) == 0) return line;
+  }
+  return "";
+}
+
+// Rule (docs/STORE.md, "Mounting a line"): a running mount moves to the
+// committed level only if every patch that differs between the level it
+// serves and the committed one is of class relaunch; otherwise the whole
+// change waits for the next mount, the CLI says so and `cryptex status NAME`
+// lists it. A relaunch patch on a pending reboot-class one is pending too (it
+// cannot be served without it); so is the revert of a reboot-class patch.
+TEST_F(ActivationTest, ReloadNeverMakesAPendingRebootClassPatchLive) {
+  const std::string st = NewStore();
+  ASSERT_EQ(Cx("install " + Q(pr_), true, st).exit_code, 0);
+  const std::string mnt = work_->Join("mnt_pending");
+  ASSERT_NE(Mount(st, mnt), nullptr);
+  CommandResult r = Cx("activate pr", false, st);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(test::Contains(r.out, "pending until the line is remounted")) << r.out;
+  ASSERT_EQ(Cx("install " + Q(p2r_), true, st).exit_code, 0);
+  // A relaunch patch on the pending pr: this reload must not make pr (nor
+  // p2r) live.
+  r = Cx("activate p2r", false, st);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(test::Contains(r.out, "pending until the line is remounted")) << r.out;
+  EXPECT_FALSE(test::Contains(r.out, "now serving")) << r.out;
+  EXPECT_SERVES(mnt, V(0));
+  // A reload asked directly answers "pending" and changes nothing.
+  ReloadAnswer answer = ReloadAnswer::kServing;
+  ASSERT_TRUE(ReloadMount(mnt, &answer).ok());
+  EXPECT_EQ(answer, ReloadAnswer::kPending);
+  EXPECT_SERVES(mnt, V(0));
+  r = Cx("status " + std::string(kLine), true, st);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::Contains(r.out, "mount " + mnt +
+                                        ": serves the base; pending until the line is "
+                                        "remounted: activate pr p2r"))
+      << r.out;
+  EXPECT_TRUE(test::Contains(PatchLine(r.out, "pr"), "active (pending: not live on " + mnt))
+      << r.out;
+  EXPECT_TRUE(test::Contains(PatchLine(r.out, "p2r"), "active (pending: not live on " + mnt))
+      << r.out;
+  r = Cx("status " + std::string(kLine) + " --json", true, st);
+  std::string compact = r.out;
+  std::erase_if(compact, [](char c) { return c == ' ' || c == '\n'; });
+  EXPECT_TRUE(test::Contains(compact, "\"pending_activate\":[\"pr\",\"p2r\"]")) << r.out;
+
+  // The next mount serves the committed level.
+  const std::string next = work_->Join("mnt_pending_next");
+  ASSERT_NE(Mount(st, next), nullptr);
+  EXPECT_SERVES(next, V(2));
+  // Reverting p2r (relaunch) is live on `next`; `mnt` still waits for pr.
+  r = Cx("revert p2r", false, st);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(test::Contains(r.out, next + ": now serving the new level")) << r.out;
+  EXPECT_TRUE(test::Contains(r.out, mnt + ": change pending")) << r.out;
+  EXPECT_SERVES(next, V(1));
+  EXPECT_SERVES(mnt, V(0));
+  // Reverting pr (reboot) is pending on `next` and brings `mnt` back to the
+  // committed level (nothing differs any more).
+  r = Cx("revert pr", false, st);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(test::Contains(r.out, next + ": change pending")) << r.out;
+  EXPECT_TRUE(test::Contains(r.out, mnt + ": now serving the new level")) << r.out;
+  EXPECT_SERVES(next, V(1));
+  EXPECT_SERVES(mnt, V(0));
+  r = Cx("status " + std::string(kLine), true, st);
+  EXPECT_TRUE(test::Contains(r.out, "mount " + next +
+                                        ": serves pr; pending until the line is remounted: "
+                                        "revert pr"))
+      << r.out;
+  EXPECT_TRUE(test::Contains(r.out, "mount " + mnt + ": serves the base (the active level)"))
+      << r.out;
+  EXPECT_TRUE(test::Contains(PatchLine(r.out, "pr"), "inactive (pending: still live on " + next))
+      << r.out;
+}
+
+// A mount follows every commit on its own (it watches the store's state
+// file), also one no command asked it to follow: a change committed through
+// the library (which never reloads mounts), a command killed right after its
+// commit, a store directory replaced by a copy. Each must be served within
+// a short bounded time; the activation-class rule still holds.
+TEST_F(ActivationTest, MountFollowsACommitNobodyAskedItToFollow) {
+  const std::string st = NewStore();
+  const std::string mnt = work_->Join("mnt_watch");
+  ASSERT_NE(Mount(st, mnt), nullptr);
+  EXPECT_SERVES(mnt, V(0));
+  const std::string hello = mnt + "/hello.txt";
+  // Polls (up to 2 s) until hello.txt reads as in version `v`.
+  auto serves_within = [&](int v) {
+    const std::string want = test::ReadFile(V(v) + "/hello.txt");
+    const auto deadline = Clock::now() + milliseconds(2000);
+    while (Clock::now() < deadline) {
+      if (ReadPath(hello).bytes == want) return true;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return false;
+  };
+  {
+    std::unique_ptr<store::Store> s = OpenStore(st);
+    ASSERT_NE(s, nullptr);
+    auto p = s->Install(p1_, /*activate=*/true, store::Actor{});
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+  }
+  ASSERT_TRUE(serves_within(1)) << "the running mount did not follow a library commit; log:\n"
+                                << drivers_.back()->log();
+  EXPECT_SERVES(mnt, V(1));
+
+  // `cryptex revert p1` killed at its last crash point: after the commit,
+  // before it asks the mounts to reload.
+  const std::string cmd =
+      Q(test::CryptexBin()) + " revert p1 --store " + Q(st) + " --reason crash >/dev/null 2>&1";
+  const std::string copy = work_->Join("watch_copy");
+  ASSERT_EQ(test::RunCommand("cp -a " + Q(st) + " " + Q(copy)).exit_code, 0);
+  const std::string count = work_->Join("watch_count");
+  ASSERT_EQ(test::RunCommand("CRYPTEX_TEST_CRASH_COUNT=" + Q(count) + " " + cmd).exit_code, 0);
+  const int points = std::stoi(test::ReadFile(count));
+  ASSERT_EQ(test::RunCommand("rm -rf " + Q(st) + " && cp -a " + Q(copy) + " " + Q(st)).exit_code,
+            0);
+  ASSERT_TRUE(ReloadMount(mnt).ok());
+  ASSERT_TRUE(serves_within(1));
+  EXPECT_EQ(
+      test::RunCommand("CRYPTEX_TEST_CRASH_AT=" + std::to_string(points) + " " + cmd).exit_code,
+      128 + SIGKILL);
+  {
+    std::unique_ptr<store::Store> s = OpenStore(st);
+    ASSERT_NE(s, nullptr);
+    auto l = s->ReadLine(kLine);
+    ASSERT_TRUE(l.ok());
+    ASSERT_TRUE(l->active.empty()) << "the crash point is not after the commit";
+  }
+  ASSERT_TRUE(serves_within(0))
+      << "the running mount did not follow a killed command's commit; log:\n"
+      << drivers_.back()->log();
+  EXPECT_SERVES(mnt, V(0));
+
+  // The store directory replaced by a copy (p1 active there): the watch
+  // follows the path.
+  const std::string fresh = work_->Join("watch_fresh");
+  ASSERT_EQ(test::RunCommand("cp -a " + Q(copy) + " " + Q(fresh) + " && rm -rf " + Q(st) +
+                             " && mv " + Q(fresh) + " " + Q(st))
+                .exit_code,
+            0);
+  ASSERT_TRUE(serves_within(1)) << "the running mount did not follow a replaced store directory";
+  EXPECT_SERVES(mnt, V(1));
+
+  // A reboot-class commit seen by the watcher stays pending.
+  {
+    std::unique_ptr<store::Store> s = OpenStore(st);
+    ASSERT_NE(s, nullptr);
+    ASSERT_TRUE(s->Revert("", "p1", store::Actor{}).ok());
+    ASSERT_TRUE(serves_within(0));
+    ASSERT_TRUE(s->Install(pr_, /*activate=*/true, store::Actor{}).ok());
+  }
+  // The watcher's reload answers "pending" (the level says so) and the
+  // mount keeps the base.
+  Result<MountLevel> level = QueryMountLevel(mnt);
+  for (const auto deadline = Clock::now() + milliseconds(2000);
+       level.ok() && !level->pending && Clock::now() < deadline;) {
+    std::this_thread::sleep_for(milliseconds(20));
+    level = QueryMountLevel(mnt);
+  }
+  ASSERT_TRUE(level.ok()) << level.status().ToString();
+  EXPECT_TRUE(level->pending) << "the watcher did not see the reboot-class commit";
+  EXPECT_TRUE(level->patch_roots.empty());
   EXPECT_SERVES(mnt, V(0));
 }
 

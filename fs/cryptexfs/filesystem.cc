@@ -235,7 +235,37 @@ void Filesystem::PruneRetired() {
   retired_ = std::move(keep);
 }
 
-Status Filesystem::Reload() {
+bool Filesystem::ChangeIsLive(const std::vector<const Image*>& from,
+                              const std::vector<const Image*>& to) {
+  auto roots = [](const std::vector<const Image*>& layers) {
+    std::set<Digest> r;
+    for (size_t i = 1; i < layers.size(); ++i) r.insert(layers[i]->superblock().root_hash);
+    return r;
+  };
+  const std::set<Digest> a = roots(from), b = roots(to);
+  auto all_relaunch = [](const std::vector<const Image*>& layers, const std::set<Digest>& other) {
+    for (size_t i = 1; i < layers.size(); ++i) {
+      // Fail safe: only the relaunch class ("" is its default) goes live.
+      const std::string& cls = layers[i]->manifest().activation;
+      if (other.count(layers[i]->superblock().root_hash) == 0 && !cls.empty() &&
+          cls != "relaunch") {
+        return false;
+      }
+    }
+    return true;
+  };
+  return all_relaunch(from, b) && all_relaunch(to, a);
+}
+
+std::vector<Digest> Filesystem::ServedPatchRoots() const {
+  const std::shared_ptr<const Generation> g = Current();  // keeps its images alive
+  const std::vector<const Image*> layers = g->view->layers();
+  std::vector<Digest> out;
+  for (size_t i = 1; i < layers.size(); ++i) out.push_back(layers[i]->superblock().root_hash);
+  return out;
+}
+
+Result<Filesystem::ReloadOutcome> Filesystem::Reload() {
   std::lock_guard reload_lock(reload_mu_);
   if (!reopen_) {
     return Status::Unsupported("this mount serves fixed images; only a store line reloads");
@@ -244,12 +274,18 @@ Status Filesystem::Reload() {
   if (view->layers().front()->superblock().root_hash != base_root_) {
     return Status::InvalidArgument("the line's base image changed; unmount and mount again");
   }
+  const std::shared_ptr<const Generation> served = Current();
+  if (!ChangeIsLive(served->view->layers(), view->layers())) {
+    pending_.store(true);
+    return ReloadOutcome::kPending;
+  }
+  pending_.store(false);
   std::shared_ptr<const Generation> before, after;
   {
     std::unique_lock lock(gen_mu_);
     before = current_;
     after = MakeGeneration(std::shared_ptr<const View>(std::move(view)));
-    if (after->slot_of_layer == before->slot_of_layer) return Status::Ok();  // same level
+    if (after->slot_of_layer == before->slot_of_layer) return ReloadOutcome::kUnchanged;
     current_ = after;
     retired_.push_back(before);
     PruneRetired();
@@ -266,7 +302,7 @@ Status Filesystem::Reload() {
   }
   Invalidate(*before, *after);
   reloads_.fetch_add(1, std::memory_order_relaxed);
-  return Status::Ok();
+  return ReloadOutcome::kMoved;
 }
 
 // Every path a layer that came or went carries (its directories, and each
@@ -627,7 +663,10 @@ Result<struct statvfs> Filesystem::DoStatfs() {
   struct statvfs sv;
   std::memset(&sv, 0, sizeof(sv));
   uint64_t bytes = 0, inodes = 0;
-  for (const Image* layer : Current()->view->layers()) {
+  // Held for the loop: the generation owns the images (a reload may retire
+  // and drop it meanwhile; a temporary would die before the loop body).
+  const std::shared_ptr<const Generation> g = Current();
+  for (const Image* layer : g->view->layers()) {
     bytes += layer->superblock().image_size;
     inodes += layer->inode_count();
   }
@@ -646,7 +685,10 @@ MountStatus Filesystem::CurrentStatus() const {
   static_assert(sizeof(m.root_hash) == sizeof(base().superblock().root_hash));
   std::memcpy(m.root_hash.data(), base().superblock().root_hash.data(), m.root_hash.size());
   m.verify_failures = integrity_failures_.load();
-  for (const Image* layer : Current()->view->layers()) {
+  // Held for the loop: the generation owns the images (a reload may retire
+  // and drop it meanwhile; a temporary would die before the loop body).
+  const std::shared_ptr<const Generation> g = Current();
+  for (const Image* layer : g->view->layers()) {
     const ImageStats& s = layer->stats();
     m.blocks_verified += s.blocks_verified.load();
     m.cache_hits += s.frame_cache_hits.load();

@@ -113,11 +113,29 @@ class Filesystem final {
   // the kernel. Call before serving.
   void EnableReload(Reopen reopen, Notifier notify);
   bool reloadable() const { return static_cast<bool>(reopen_); }
-  // Opens the next view and swaps it in, then invalidates the kernel's
-  // entries and attributes of exactly the paths the layers that came or went
-  // carry; returns once new lookups see the new level. kInvalidArgument if
-  // the new view has another base. Serialised: one reload at a time.
-  Status Reload();
+  // What Reload() did.
+  enum class ReloadOutcome {
+    kUnchanged,  // the next level is the one served
+    kMoved,      // the next level is served now
+    kPending,    // a reboot-class patch differs: the served level stays
+  };
+  // Opens the next view and, if the change is live (see "Activation
+  // classes" above), swaps it in, then invalidates the kernel's entries and
+  // attributes of exactly the paths the layers that came or went carry;
+  // returns once new lookups see the new level. kInvalidArgument if the new
+  // view has another base. Serialised: one reload at a time.
+  Result<ReloadOutcome> Reload();
+  // Whether the last Reload() left a change pending (false before any).
+  bool pending() const { return pending_.load(); }
+  // The signed root hashes of the patch layers served now, bottom first
+  // (empty: the base alone).
+  std::vector<Digest> ServedPatchRoots() const;
+  // Whether a mount serving `from` may move to `to` live: every patch layer
+  // in one and not the other is of class relaunch (manifest activation
+  // "relaunch", or "" which defaults to it; "reboot" and any other value are
+  // not live). Both share the base.
+  static bool ChangeIsLive(const std::vector<const Image*>& from,
+                           const std::vector<const Image*>& to);
   // Lookup accounting (the kernel's nlookup): Remember after every entry
   // reply that creates a reference, Forget on FORGET.
   void Remember(uint64_t ino);
@@ -253,6 +271,7 @@ class Filesystem final {
   Reopen reopen_;
   Notifier notify_;
   std::atomic<uint64_t> reloads_{0};
+  std::atomic<bool> pending_{false};
   const Options options_;
   ParallelPool pool_;  // decodes the chunks of one large read in parallel
   std::unique_ptr<Pusher> pusher_;

@@ -369,18 +369,49 @@ void OpCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) 
   ReplyReadOnly(req);
 }
 // ---- status ------------------------------------------------------------------
-// The status and reload ioctls (status_channel.h) on the root directory;
-// every other ioctl, and these elsewhere, is ENOTTY. Reload is for root and
-// the mount's owner only (EPERM), EOPNOTSUPP on a mount that cannot reload,
-// EIO (logged) if the next level does not open.
+
+// The level ioctl's answer (status_channel.h LevelWire): EOPNOTSUPP on a
+// mount of fixed images, EOVERFLOW if the level does not fit.
+void ReplyLevel(fuse_req_t req, const Filesystem& fs, size_t out_bufsz) {
+  if (!fs.reloadable()) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  const std::vector<Digest> roots = fs.ServedPatchRoots();
+  LevelWire wire;
+  if (out_bufsz < sizeof(wire) || roots.size() > kMaxLevelPatches) {
+    fuse_reply_err(req, EOVERFLOW);
+    return;
+  }
+  std::memset(&wire, 0, sizeof(wire));
+  std::memcpy(wire.magic, kLevelMagic, sizeof(wire.magic));
+  wire.version = kLevelVersion;
+  wire.count = static_cast<uint32_t>(roots.size());
+  wire.pending = fs.pending() ? 1 : 0;
+  for (size_t i = 0; i < roots.size(); ++i) {
+    std::memcpy(wire.roots[i], roots[i].data(), sizeof(wire.roots[i]));
+  }
+  fuse_reply_ioctl(req, 0, &wire, sizeof(wire));
+}
+
+// The status, reload and level ioctls (status_channel.h) on the root
+// directory; every other ioctl, and these elsewhere, is ENOTTY. Reload is for
+// root and the mount's owner only (EPERM), EOPNOTSUPP on a mount that cannot
+// reload, EIO (logged) if the next level does not open; it answers
+// kReloadPending when the change waits for the next mount (filesystem.h,
+// "Activation classes").
 void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*,
              unsigned flags, const void*, size_t, size_t out_bufsz) noexcept {
   try {
     Filesystem& fs = Fs(req);
     fs.OnRequest();
-    if ((cmd != kStatusIoctl && cmd != kReloadIoctl) || (flags & FUSE_IOCTL_COMPAT) ||
-        ino != fs.root()) {
+    if ((cmd != kStatusIoctl && cmd != kReloadIoctl && cmd != kLevelIoctl) ||
+        (flags & FUSE_IOCTL_COMPAT) || ino != fs.root()) {
       fuse_reply_err(req, ENOTTY);
+      return;
+    }
+    if (cmd == kLevelIoctl) {
+      ReplyLevel(req, fs, out_bufsz);
       return;
     }
     if (cmd == kReloadIoctl) {
@@ -389,13 +420,15 @@ void OpIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_
         fuse_reply_err(req, EPERM);
         return;
       }
-      const Status st = fs.Reload();
-      if (st.ok()) {
-        fuse_reply_ioctl(req, 0, nullptr, 0);
+      const Result<Filesystem::ReloadOutcome> r = fs.Reload();
+      if (r.ok()) {
+        fuse_reply_ioctl(
+            req, *r == Filesystem::ReloadOutcome::kPending ? kReloadPending : kReloadServing,
+            nullptr, 0);
       } else {
-        fuse_reply_err(req, st.code() == Code::kUnsupported
+        fuse_reply_err(req, r.status().code() == Code::kUnsupported
                                 ? EOPNOTSUPP
-                                : fs.ErrnoForFailure(st, ErrorSite("reload", ino)));
+                                : fs.ErrnoForFailure(r.status(), ErrorSite("reload", ino)));
       }
       return;
     }

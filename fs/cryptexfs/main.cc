@@ -25,6 +25,7 @@
 #include "options.h"
 #include "sd_notify.h"
 #include "store.h"
+#include "store_watch.h"
 
 namespace cryptex::cxfs {
 namespace {
@@ -137,6 +138,41 @@ void AbortConnection(const std::string& dev) {
   if (colon == std::string::npos) return;
   std::ofstream abort("/sys/fs/fuse/connections/" + dev.substr(colon + 1) + "/abort");
   abort << "1\n";
+}
+
+// One line to stderr, or to syslog when daemonized.
+void LogLine(bool syslog_it, const std::string& line) {
+  if (syslog_it) {
+    syslog(LOG_NOTICE, "%s", line.c_str());
+  } else {
+    std::fprintf(stderr, "cryptexfs: %s\n", line.c_str());
+  }
+}
+
+// A mount of a store line follows every commit on its own (store_watch.h):
+// each replacement of DIR/state reloads, obeying the activation classes
+// (Filesystem::Reload). The CLI's reload ioctl stays: it returns once the
+// mount serves the new level. Without inotify the mount still follows the
+// CLI's requests (logged).
+std::unique_ptr<StateWatcher> WatchStore(const std::string& dir, const std::string& name,
+                                         Filesystem* fs, bool syslog_it) {
+  auto on_change = [fs, name, syslog_it] {
+    const Result<Filesystem::ReloadOutcome> r = fs->Reload();
+    if (!r.ok()) {
+      LogLine(syslog_it, name + ": the store changed but its level does not open (" +
+                             r.status().ToString() + "); still serving the previous level");
+    } else if (*r == Filesystem::ReloadOutcome::kPending) {
+      LogLine(syslog_it, name + ": a committed change is pending until the next mount " +
+                             "(a reboot-class patch differs from the level served)");
+    }
+  };
+  Result<std::unique_ptr<StateWatcher>> w = StateWatcher::Start(dir, "state", std::move(on_change));
+  if (!w.ok()) {
+    LogLine(syslog_it, name + ": not watching the store (" + w.status().ToString() +
+                           "); following `cryptex` reload requests only");
+    return nullptr;
+  }
+  return std::move(*w);
 }
 
 int Run(int argc, char** argv) {
@@ -282,6 +318,12 @@ int Run(int argc, char** argv) {
   }
   if (!opts.foreground) openlog("cryptexfs", LOG_PID, LOG_DAEMON);
   fuse_daemonize(opts.foreground);
+  // After fuse_daemonize (a thread does not survive its fork); stopped
+  // before the session goes.
+  std::unique_ptr<StateWatcher> watcher;
+  if (fs.reloadable()) {
+    watcher = WatchStore(line_store->dir(), cfg.image, &fs, !opts.foreground);
+  }
   SdNotify("READY=1\nSTATUS=serving " + std::string(resolved) + " at " + mountpoint.get());
 
   int ret;
@@ -296,11 +338,15 @@ int Run(int argc, char** argv) {
     fuse_loop_cfg_set_max_threads(loop.get(), opts.max_threads);
     ret = fuse_session_loop_mt(se.get(), loop.get());
   }
-  if (!fs.StopPush(std::chrono::seconds(2))) {
-    // Only after a signal ended the loop with a READ still pending on a page
-    // the push thread is storing: end that READ, then the store returns.
+  const bool watcher_stopped = !watcher || watcher->Stop(std::chrono::seconds(2));
+  if (!fs.StopPush(std::chrono::seconds(2)) || !watcher_stopped) {
+    // Only after a signal ended the loop with a request still pending that
+    // the push thread's store (a READ of its page) or the watcher's reload
+    // (a LOOKUP in a directory whose entries it invalidates) waits for: end
+    // that request, then they return.
     if (!device->empty()) AbortConnection(*device);
     fs.StopPush();
+    if (watcher) watcher->Stop();
   }
   SdNotify("STOPPING=1");
   fuse_session_unmount(se.get());

@@ -157,25 +157,57 @@ Result<MountStatus> QueryMountStatus(const std::string& path) {
   return s;
 }
 
-Status ReloadMount(const std::string& mountpoint) {
+Status ReloadMount(const std::string& mountpoint, ReloadAnswer* answer) {
   CX_RETURN_IF_ERROR(QueryMountStatus(mountpoint).status());
   Fd fd(::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) return Status::FromErrno(errno, mountpoint);
-  if (::ioctl(fd.get(), kReloadIoctl) != 0) {
-    switch (errno) {
-      case EOPNOTSUPP:
-        return Status::Unsupported(mountpoint + ": serves fixed images (not a store line)");
-      case EPERM:
-      case EACCES:
-        return Status::Permission(mountpoint + ": only root or the mount's owner may reload it");
-      case ENOTTY:
-      case ENOSYS:
-        return Status::Unsupported(mountpoint + ": its cryptexfs cannot reload");
-      default:
-        return Status::FromErrno(errno, mountpoint + ": reload (the driver logged why)");
+  const int r = ::ioctl(fd.get(), kReloadIoctl);
+  if (r == kReloadServing || r == kReloadPending) {
+    if (answer != nullptr) {
+      *answer = r == kReloadPending ? ReloadAnswer::kPending : ReloadAnswer::kServing;
     }
+    return Status::Ok();
   }
-  return Status::Ok();
+  if (r > 0) {
+    return Status::Corruption(mountpoint + ": reload answered " + std::to_string(r));
+  }
+  switch (errno) {
+    case EOPNOTSUPP:
+      return Status::Unsupported(mountpoint + ": serves fixed images (not a store line)");
+    case EPERM:
+    case EACCES:
+      return Status::Permission(mountpoint + ": only root or the mount's owner may reload it");
+    case ENOTTY:
+    case ENOSYS:
+      return Status::Unsupported(mountpoint + ": its cryptexfs cannot reload");
+    default:
+      return Status::FromErrno(errno, mountpoint + ": reload (the driver logged why)");
+  }
+}
+
+Result<MountLevel> QueryMountLevel(const std::string& mountpoint) {
+  CX_RETURN_IF_ERROR(QueryMountStatus(mountpoint).status());
+  Fd fd(::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return Status::FromErrno(errno, mountpoint);
+  LevelWire w;
+  if (::ioctl(fd.get(), kLevelIoctl, &w) != 0) {
+    if (errno == EOPNOTSUPP || errno == ENOTTY || errno == ENOSYS || errno == EINVAL) {
+      return Status::Unsupported(mountpoint + ": serves fixed images (not a store line)");
+    }
+    return Status::FromErrno(errno, mountpoint + ": level request");
+  }
+  if (std::memcmp(w.magic, kLevelMagic, sizeof(w.magic)) != 0 || w.version != kLevelVersion ||
+      w.count > kMaxLevelPatches || w.pending > 1) {
+    return Status::Corruption(mountpoint + ": malformed level reply");
+  }
+  MountLevel level;
+  level.pending = w.pending == 1;
+  for (uint32_t i = 0; i < w.count; ++i) {
+    std::array<uint8_t, 32> root;
+    std::memcpy(root.data(), w.roots[i], root.size());
+    level.patch_roots.push_back(root);
+  }
+  return level;
 }
 
 std::vector<std::string> CryptexfsMounts() {

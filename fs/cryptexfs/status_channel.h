@@ -60,9 +60,39 @@ inline constexpr uint32_t kStatusVersion = 1;
 // ioctl(mountpoint_fd, kStatusIoctl, StatusWire*): answered on the root only.
 inline constexpr unsigned int kStatusIoctl = _IOR(0xCE, 0x01, StatusWire);
 
-// ioctl(mountpoint_fd, kReloadIoctl): the driver opens the line's current
-// level and serves it; returns once new opens see it (live activation).
+// ioctl(mountpoint_fd, kReloadIoctl): the driver opens the line's committed
+// level and serves it if the change is live (every patch that differs from
+// the level it serves is of class relaunch); returns once new opens see it.
+// Its return value is kReloadServing (the mount serves the committed level)
+// or kReloadPending (a reboot-class patch differs: the mount keeps its level,
+// the change waits for the next mount).
 inline constexpr unsigned int kReloadIoctl = _IO(0xCE, 0x02);
+inline constexpr int kReloadServing = 0;
+inline constexpr int kReloadPending = 1;
+
+// What a mount of a store line serves: its patch layers' signed root hashes,
+// bottom first, and whether a committed change is pending (the last reload
+// kept the served level). Fixed size; a mount serving more patches answers
+// EOVERFLOW.
+inline constexpr uint32_t kMaxLevelPatches = 120;
+struct LevelWire {
+  char magic[8];  // kLevelMagic
+  uint32_t version;
+  uint32_t count;    // entries of roots in use
+  uint32_t pending;  // 1: a committed change is pending
+  uint32_t reserved;
+  uint8_t roots[kMaxLevelPatches][32];
+};
+static_assert(sizeof(LevelWire) == 3864);
+inline constexpr char kLevelMagic[8] = {'C', 'X', 'F', 'S', 'L', 'E', 'V', 'L'};
+inline constexpr uint32_t kLevelVersion = 1;
+// ioctl(mountpoint_fd, kLevelIoctl, LevelWire*): answered on the root only.
+inline constexpr unsigned int kLevelIoctl = _IOR(0xCE, 0x03, LevelWire);
+
+struct MountLevel {
+  std::vector<std::array<uint8_t, 32>> patch_roots;  // bottom first; empty: the base
+  bool pending = false;
+};
 
 // Fills *wire. kInvalidArgument if the image path does not fit.
 Status EncodeStatus(const MountStatus& status, StatusWire* wire);
@@ -76,10 +106,22 @@ Result<MountStatus> DecodeStatus(const StatusWire& wire, const std::string& what
 // is malformed or names another image than the mount table's source.
 Result<MountStatus> QueryMountStatus(const std::string& mountpoint);
 
+// What a reload did (kReloadIoctl's return value).
+enum class ReloadAnswer {
+  kServing,  // the mount serves the committed level
+  kPending,  // it keeps its level: the change waits for the next mount
+};
+
 // Asks the cryptexfs mount at `mountpoint` (checked as QueryMountStatus
-// does) to serve its line's current level. kUnsupported if it serves fixed
-// images, kPermission if the caller may not, kIOError otherwise.
-Status ReloadMount(const std::string& mountpoint);
+// does) to serve its line's committed level; *answer (if given) says whether
+// it does or the change is pending. kUnsupported if it serves fixed images,
+// kPermission if the caller may not, kIOError otherwise.
+Status ReloadMount(const std::string& mountpoint, ReloadAnswer* answer = nullptr);
+
+// The level the mount of a store line at `mountpoint` (checked as
+// QueryMountStatus does) serves. kUnsupported if it serves fixed images or
+// its driver does not answer.
+Result<MountLevel> QueryMountLevel(const std::string& mountpoint);
 
 // Mount points of every cryptexfs mount in /proc/self/mountinfo.
 std::vector<std::string> CryptexfsMounts();
