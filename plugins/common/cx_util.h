@@ -80,4 +80,19 @@ int cxu_parse_severities(cx_str value, unsigned* mask, cx_str* bad);
 int cxu_check_keys(const cx_option* options, size_t count, const char* const* accepted,
                    const char* const* repeatable, cxu_text* msg);
 
+/* Defines `static int NAME(options, count, err, err_cap, err_len)`, a
+ * plugin's check_options: parses the options into a CFG_TYPE (on the stack)
+ * with PARSE -- int PARSE(const cx_option*, size_t, CFG_TYPE*, cxu_text* msg),
+ * 0 if valid, else non-zero with msg saying why -- the same parse decide()
+ * uses, so both refuse the same options. Returns 0 if valid; else copies the
+ * message to err (cxu_error) and returns 1. */
+#define CXU_DEFINE_CHECK_OPTIONS(NAME, CFG_TYPE, PARSE)                                  \
+  static int NAME(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) { \
+    CFG_TYPE cfg;                                                                        \
+    cxu_text msg;                                                                        \
+    cxu_init(&msg);                                                                      \
+    if (PARSE(opts, n, &cfg, &msg) == 0) return 0;                                       \
+    return cxu_error(err, cap, len, &msg);                                               \
+  }
+
 #endif /* CRYPTEX_PLUGINS_CX_UTIL_H */

@@ -117,13 +117,7 @@ static int defer_parse(const cx_option* opts, size_t n, defer_cfg* c, cxu_text* 
   return 0;
 }
 
-static int defer_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  defer_cfg c;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (defer_parse(opts, n, &c, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(defer_check, defer_cfg, defer_parse)
 
 static int defer_decide(const cx_policy_input* in, cx_policy_decision* out) {
   const cx_patch* p = in->patch;

@@ -82,13 +82,7 @@ static int hl_parse(const cx_option* opts, size_t n, hl_cfg* c, cxu_text* msg) {
   return 0;
 }
 
-static int hl_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  hl_cfg c;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (hl_parse(opts, n, &c, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(hl_check, hl_cfg, hl_parse)
 
 static int hl_chosen(const hl_cfg* c, cx_str check) {
   cx_str rest = c->checks, item;

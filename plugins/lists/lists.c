@@ -120,13 +120,7 @@ static int ls_parse(const cx_option* opts, size_t n, ls_cfg* c, cxu_text* msg) {
   return 0;
 }
 
-static int ls_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  ls_cfg c;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (ls_parse(opts, n, &c, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(ls_check, ls_cfg, ls_parse)
 
 /* Whether `want` is in the list options named `key`; cves: match
  * case-insensitively. */
