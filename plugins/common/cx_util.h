@@ -63,6 +63,11 @@ int cxu_next_item(cx_str* rest, cx_str* item);
 
 /* A decimal number without sign, <= max. Returns 0 if valid. */
 int cxu_parse_uint(cx_str s, uint64_t max, uint64_t* out);
+/* The value of option `o` as such a number from `min` to `max`, into *out.
+ * Returns 0 if valid; else writes `KEY: "VALUE" is not a NOUN (KEY = N, N from
+ * MIN to MAX)` to msg and returns 1. */
+int cxu_option_uint(cx_option o, uint64_t min, uint64_t max, const char* noun, uint64_t* out,
+                    cxu_text* msg);
 
 /* Severities: names low, medium, high, critical. */
 int cxu_severity_code(cx_str name);          /* CX_SEVERITY_*, or -1 if unknown */

@@ -52,12 +52,7 @@ static int hl_parse(const cx_option* opts, size_t n, hl_cfg* c, cxu_text* msg) {
   for (i = 0; i < n; i++) {
     cx_option o = opts[i];
     if (cx_str_eq(o.key, "failures")) {
-      if (cxu_parse_uint(o.value, HL_MAX_FAILURES, &c->failures) != 0 || c->failures == 0) {
-        cxu_add(msg, "failures: \"");
-        cxu_add_str(msg, o.value, 64);
-        cxu_add(msg, "\" is not a count (failures = N, N from 1 to %u)", HL_MAX_FAILURES);
-        return 1;
-      }
+      if (cxu_option_uint(o, 1, HL_MAX_FAILURES, "count", &c->failures, msg)) return 1;
     } else { /* checks */
       cx_str rest = o.value, item;
       if (cxu_ieq(cxu_trim(o.value), cxu_cstr("all"))) {
