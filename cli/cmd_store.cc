@@ -10,6 +10,7 @@
 #include <ctime>
 #include <string>
 
+#include "agent.h"
 #include "cli.h"
 #include "json.h"
 #include "status_channel.h"
@@ -38,15 +39,6 @@ Actor ActorOf(const Args& args) {
   Actor a;
   if (auto r = args.Get("--reason")) a.reason = *r;
   return a;
-}
-
-std::string Time(int64_t t) {
-  const time_t tt = static_cast<time_t>(t);
-  struct tm tm;
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 std::string List(const std::vector<std::string>& v) {
@@ -84,7 +76,7 @@ Json PatchJson(const store::LineState& l, const store::PatchEntry& p) {
   j["severity"] = p.severity;
   j["cves"] = p.cves;
   j["requires"] = p.requires_patches;
-  j["installed_at"] = Time(p.installed_at);
+  j["installed_at"] = policy::IsoTime(p.installed_at);
   j["size"] = p.size;
   j["root_hash"] = HexEncode(p.root);
   j["tree_files"] = p.tree_files;
@@ -95,7 +87,7 @@ Json PatchJson(const store::LineState& l, const store::PatchEntry& p) {
 Json RecordJson(const store::HistoryRecord& r) {
   Json j;
   j["seq"] = r.seq;
-  j["time"] = Time(r.time);
+  j["time"] = policy::IsoTime(r.time);
   j["action"] = r.action;
   j["line"] = r.line;
   j["patch"] = r.patch;
@@ -105,13 +97,13 @@ Json RecordJson(const store::HistoryRecord& r) {
   j["who"] = r.who;
   j["reason"] = r.reason;
   if (!r.verdict.empty()) j["verdict"] = r.verdict;  // "decide" records (docs/POLICY.md)
-  if (r.until != 0) j["until"] = Time(r.until);
+  if (r.until != 0) j["until"] = policy::IsoTime(r.until);
   if (!r.votes.empty()) {
     Json vs = Json::array();
     for (const auto& v : r.votes) {
       vs.push_back({{"plugin", v.plugin},
                     {"verdict", v.verdict},
-                    {"until", v.until != 0 ? Json(Time(v.until)) : Json(nullptr)},
+                    {"until", v.until != 0 ? Json(policy::IsoTime(v.until)) : Json(nullptr)},
                     {"reason", v.reason},
                     {"failed", v.failed}});
     }
@@ -437,7 +429,8 @@ int CmdHistory(int argc, char** argv) {
       list.push_back(RecordJson(r));
       continue;
     }
-    std::string line = std::to_string(r.seq) + " " + Time(r.time) + " " + r.action + " " + r.line;
+    std::string line =
+        std::to_string(r.seq) + " " + policy::IsoTime(r.time) + " " + r.action + " " + r.line;
     if (!r.patch.empty()) line += " " + r.patch;
     if (!r.version.empty()) line += " (" + r.version + ")";
     if (!r.severity.empty()) line += " severity " + r.severity;
@@ -493,7 +486,7 @@ int StoreStatus(const Args& args) {
       j["base_version"] = l.base_version;
       j["base_root_hash"] = HexEncode(l.base_root);
       j["base_size"] = l.base_size;
-      j["added_at"] = Time(l.added_at);
+      j["added_at"] = policy::IsoTime(l.added_at);
       j["highest_release_counter"] = l.highest_counter;
       j["active"] = l.active;
       Json ps = Json::array();
@@ -522,7 +515,7 @@ int StoreStatus(const Args& args) {
            std::to_string(p.release_counter) + ", " + p.activation;
       if (!p.severity.empty()) t += ", severity " + p.severity;
       if (!p.cves.empty()) t += ", " + List(p.cves);
-      t += ", installed " + Time(p.installed_at) + "\n";
+      t += ", installed " + policy::IsoTime(p.installed_at) + "\n";
     }
     for (const MountView& m : mounts) {
       t += "  mount " + m.mountpoint + ": serves " +

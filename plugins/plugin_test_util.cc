@@ -115,6 +115,34 @@ Result LoadedPlugin::Decide(const policy::PatchFacts& patch, const policy::Devic
   return r;
 }
 
+const LoadedPlugin& Plugin() {
+  static LoadedPlugin p(CX_PLUGIN_PATH);
+  return p;
+}
+
+void ExpectContainsAll(const std::string& text, const std::vector<std::string>& parts) {
+  for (const auto& part : parts) {
+    EXPECT_NE(text.find(part), std::string::npos) << text << "\n  lacks: " << part;
+  }
+}
+
+void ExpectDecided(const Result& r, int32_t verdict, int64_t until,
+                   const std::vector<std::string>& reason_parts) {
+  EXPECT_EQ(r.rc, 0) << r.reason;
+  EXPECT_EQ(r.verdict, verdict) << r.reason;
+  EXPECT_EQ(r.until, until) << r.reason;
+  ExpectContainsAll(r.reason, reason_parts);
+}
+
+void ExpectRefused(const BadOptions& bad, const PatchFacts& patch, const DeviceFacts& device) {
+  Check check = Plugin().CheckOptions(bad.options);
+  EXPECT_NE(check.rc, 0);
+  ExpectContainsAll(check.message, bad.message_parts);
+  Result r = Plugin().Decide(patch, device, bad.options);
+  EXPECT_NE(r.rc, 0);
+  EXPECT_EQ(r.verdict, CX_VERDICT_DEFER);
+}
+
 int64_t Utc(const std::string& text) {
   struct tm tm {};
   int sec = 0;

@@ -4,13 +4,22 @@
 #pragma once
 
 #include <cryptex/policy_plugin.h>
+#include <gtest/gtest.h>
 
+#include <concepts>
 #include <cstdint>
+#include <ostream>
 #include <string>
+#include <vector>
 
 #include "facts.h"
 
 namespace cryptex::plugintest {
+
+using policy::DeviceFacts;
+using policy::Options;
+using policy::PatchFacts;
+using policy::PatchState;
 
 // One decide() call's result.
 struct Result {
@@ -57,5 +66,50 @@ int64_t Utc(const std::string& text);
 
 // True if `s` is valid UTF-8.
 bool ValidUtf8(const std::string& s);
+
+// The plugin under test: the .so at CX_PLUGIN_PATH (each NAME_test target
+// defines it as its own plugin's path), loaded once.
+const LoadedPlugin& Plugin();
+
+// ---- table tests (TEST_P over a vector of rows) -----------------------------
+
+// The first field of every table row: the row's name, which names its test
+// (CaseName) and is what gtest prints for the row (PrintTo).
+struct NamedCase {
+  std::string name;
+};
+
+template <std::derived_from<NamedCase> C>
+void PrintTo(const C& c, std::ostream* os) {
+  *os << c.name;
+}
+
+// INSTANTIATE_TEST_SUITE_P's name generator: the row's name.
+struct CaseName {
+  template <std::derived_from<NamedCase> C>
+  std::string operator()(const testing::TestParamInfo<C>& info) const {
+    return info.param.name;
+  }
+};
+
+// Each of `parts` occurs in `text` (one EXPECT failure, showing `text`, per
+// missing part).
+void ExpectContainsAll(const std::string& text, const std::vector<std::string>& parts);
+
+// `r` is a successful decide(): rc 0, `verdict`, `until`, and a reason holding
+// each of `reason_parts`.
+void ExpectDecided(const Result& r, int32_t verdict, int64_t until,
+                   const std::vector<std::string>& reason_parts);
+
+// A row of options the plugin must refuse, with what its message must say.
+struct BadOptions : NamedCase {
+  Options options;
+  std::vector<std::string> message_parts;
+};
+
+// check_options() refuses `bad.options` with a message holding each of
+// `bad.message_parts`, and decide() on (patch, device) with the same options
+// fails (non-zero rc, verdict DEFER) rather than guessing.
+void ExpectRefused(const BadOptions& bad, const PatchFacts& patch, const DeviceFacts& device);
 
 }  // namespace cryptex::plugintest

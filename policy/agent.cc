@@ -26,6 +26,7 @@ namespace {
 using store::Decision;
 using store::Decisions;
 using store::HistoryRecord;
+using store::ListDir;
 using store::Store;
 
 constexpr size_t kMaxRevokedReason = 512;
@@ -33,19 +34,6 @@ constexpr size_t kMaxRevokedReason = 512;
 std::string Join(const std::vector<std::string>& v, const std::string& sep = ", ") {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
-
-std::vector<std::string> ListDir(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return out;
-  while (dirent* e = readdir(d)) {
-    const std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  closedir(d);
-  std::sort(out.begin(), out.end());
   return out;
 }
 

@@ -152,23 +152,8 @@ Status WriteHealthLog(const std::string& dir, const HealthLog& h) {
 }
 
 Result<AgentLock> AgentLock::Take(const std::string& dir) {
-  const std::string path = dir + "/agent.lock";
-  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return Status::FromErrno(errno, path + ": open");
-  while (flock(fd, LOCK_EX) != 0) {
-    if (errno != EINTR) {
-      const int e = errno;
-      close(fd);
-      return Status::FromErrno(e, path + ": flock");
-    }
-  }
-  return AgentLock(fd);
-}
-
-AgentLock::AgentLock(AgentLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-
-AgentLock::~AgentLock() {
-  if (fd_ >= 0) close(fd_);
+  CX_ASSIGN_OR_RETURN(FileLock held, FileLock::Take(dir + "/agent.lock"));
+  return AgentLock(std::move(held));
 }
 
 }  // namespace cryptex::store

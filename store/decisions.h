@@ -17,8 +17,10 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "durable.h"
 #include "status.h"
 
 namespace cryptex::store {
@@ -85,13 +87,10 @@ Status WriteHealthLog(const std::string& dir, const HealthLog& h);
 class AgentLock {
  public:
   static Result<AgentLock> Take(const std::string& dir);
-  AgentLock(AgentLock&& o) noexcept;
-  AgentLock& operator=(AgentLock&&) = delete;
-  ~AgentLock();
 
  private:
-  explicit AgentLock(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit AgentLock(FileLock held) : held_(std::move(held)) {}
+  FileLock held_;
 };
 
 }  // namespace cryptex::store

@@ -1,14 +1,18 @@
 #include "durable.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 namespace cryptex::store {
@@ -206,6 +210,38 @@ Status CopyInto(const std::string& src, int fd, const std::string& dest_what, ui
   }
   *size = done;
   return Status::Ok();
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<FileLock> FileLock::Take(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Status::FromErrno(errno, path + ": open");
+  while (flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      const int e = errno;
+      close(fd);
+      return Status::FromErrno(e, path + ": flock");
+    }
+  }
+  return FileLock(fd);
+}
+
+FileLock::FileLock(FileLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) close(fd_);  // releases the flock
 }
 
 }  // namespace cryptex::store

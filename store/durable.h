@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "sha256.h"
 #include "status.h"
@@ -56,5 +57,25 @@ Result<FileDigest> DigestOfFile(const std::string& path);
 // Copies the regular file `src` into `fd` (from offset 0), with
 // copy_file_range where the kernel can (no bytes through user space).
 Status CopyInto(const std::string& src, int fd, const std::string& dest_what, uint64_t* size);
+
+// Names in `dir` ("." and ".." excluded), sorted; empty if it does not exist
+// or cannot be read.
+std::vector<std::string> ListDir(const std::string& dir);
+
+// An exclusive flock(2) on the file `path` (created with mode 0600 if
+// missing; a symlink is refused), waited for (EINTR retried) and held until
+// the FileLock is destroyed. The file's contents are not touched. Errors
+// name `path` and the call that failed.
+class FileLock {
+ public:
+  static Result<FileLock> Take(const std::string& path);
+  FileLock(FileLock&& o) noexcept;
+  FileLock& operator=(FileLock&&) = delete;
+  ~FileLock();
+
+ private:
+  explicit FileLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
 
 }  // namespace cryptex::store

@@ -29,20 +29,6 @@ std::string Join(const std::vector<std::string>& v) {
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
-// Names in `dir` ("." and ".." excluded); empty if it does not exist.
-std::vector<std::string> ListDir(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return out;
-  while (dirent* e = readdir(d)) {
-    const std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 Status Unlink(const std::string& path) {
   if (unlink(path.c_str()) != 0 && errno != ENOENT) {
     return Status::FromErrno(errno, path + ": unlink");
@@ -209,27 +195,13 @@ class Store::Lock {
     } else if (stat(dir.c_str(), &st) != 0) {
       return Status::NotFound(dir + ": no store here (cryptex add creates one)");
     }
-    const std::string path = dir + "/lock";
-    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) return Status::FromErrno(errno, path + ": open");
-    while (flock(fd, LOCK_EX) != 0) {
-      if (errno != EINTR) {
-        const int e = errno;
-        close(fd);
-        return Status::FromErrno(e, path + ": flock");
-      }
-    }
-    return Lock(fd);
-  }
-  Lock(Lock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Lock& operator=(Lock&&) = delete;
-  ~Lock() {
-    if (fd_ >= 0) close(fd_);  // releases the flock
+    CX_ASSIGN_OR_RETURN(FileLock held, FileLock::Take(dir + "/lock"));
+    return Lock(std::move(held));
   }
 
  private:
-  explicit Lock(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit Lock(FileLock held) : held_(std::move(held)) {}
+  FileLock held_;
 };
 
 // One change under the lock: recovers, then commits a new state with its

@@ -32,13 +32,7 @@ static int ap_parse(const cx_option* opts, size_t n, unsigned* autos, cxu_text* 
   return 0;
 }
 
-static int ap_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  unsigned autos;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (ap_parse(opts, n, &autos, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(ap_check, unsigned, ap_parse)
 
 static int ap_decide(const cx_policy_input* in, cx_policy_decision* out) {
   const cx_patch* p = in->patch;

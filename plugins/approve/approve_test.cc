@@ -9,18 +9,7 @@
 namespace cryptex::plugintest {
 namespace {
 
-using policy::DeviceFacts;
-using policy::Options;
-using policy::PatchFacts;
-using policy::PatchState;
-
-const LoadedPlugin& Plugin() {
-  static LoadedPlugin p(CX_PLUGIN_PATH);
-  return p;
-}
-
-struct Case {
-  std::string name;
+struct Case : NamedCase {
   Options options;
   std::string severity;
   bool approved;
@@ -29,8 +18,6 @@ struct Case {
   int32_t verdict;
   std::vector<std::string> reason_parts;
 };
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class ApproveDecide : public testing::TestWithParam<Case> {};
 
@@ -45,12 +32,7 @@ TEST_P(ApproveDecide, VerdictAndReason) {
   DeviceFacts device;
   device.now = Utc("2026-11-30 00:00");
   Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_EQ(r.rc, 0) << r.reason;
-  EXPECT_EQ(r.verdict, c.verdict) << r.reason;
-  EXPECT_EQ(r.until, 0) << r.reason;
-  for (const auto& part : c.reason_parts) {
-    EXPECT_NE(r.reason.find(part), std::string::npos) << r.reason << "\n  lacks: " << part;
-  }
+  ExpectDecided(r, c.verdict, 0, c.reason_parts);
 }
 
 const Options kAuto = {{"auto_severity", "critical"}};
@@ -124,7 +106,7 @@ INSTANTIATE_TEST_SUITE_P(
              PatchState::kActive,
              CX_VERDICT_INSTALL,
              {"already active"}}),
-    [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
+    CaseName());
 
 TEST(ApproveOptions, RefusedNamingTheKeyAndForm) {
   struct Bad {

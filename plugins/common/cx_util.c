@@ -229,6 +229,16 @@ int cxu_parse_uint(cx_str s, uint64_t max, uint64_t* out) {
   return 0;
 }
 
+int cxu_option_uint(cx_option o, uint64_t min, uint64_t max, const char* noun, uint64_t* out,
+                    cxu_text* msg) {
+  if (cxu_parse_uint(o.value, max, out) == 0 && *out >= min) return 0;
+  cxu_add(msg, "%.*s: \"", (int)o.key.len, o.key.ptr);
+  cxu_add_str(msg, o.value, 64);
+  cxu_add(msg, "\" is not a %s (%.*s = N, N from %llu to %llu)", noun, (int)o.key.len, o.key.ptr,
+          (unsigned long long)min, (unsigned long long)max);
+  return 1;
+}
+
 static const char* const cxu_sev_names[] = {"unspecified", "low", "medium", "high", "critical"};
 
 int cxu_severity_code(cx_str name) {

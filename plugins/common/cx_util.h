@@ -63,6 +63,11 @@ int cxu_next_item(cx_str* rest, cx_str* item);
 
 /* A decimal number without sign, <= max. Returns 0 if valid. */
 int cxu_parse_uint(cx_str s, uint64_t max, uint64_t* out);
+/* The value of option `o` as such a number from `min` to `max`, into *out.
+ * Returns 0 if valid; else writes `KEY: "VALUE" is not a NOUN (KEY = N, N from
+ * MIN to MAX)` to msg and returns 1. */
+int cxu_option_uint(cx_option o, uint64_t min, uint64_t max, const char* noun, uint64_t* out,
+                    cxu_text* msg);
 
 /* Severities: names low, medium, high, critical. */
 int cxu_severity_code(cx_str name);          /* CX_SEVERITY_*, or -1 if unknown */
@@ -79,5 +84,20 @@ int cxu_parse_severities(cx_str value, unsigned* mask, cx_str* bad);
  * Values (empty ones included) are each plugin's to check: it knows the form. */
 int cxu_check_keys(const cx_option* options, size_t count, const char* const* accepted,
                    const char* const* repeatable, cxu_text* msg);
+
+/* Defines `static int NAME(options, count, err, err_cap, err_len)`, a
+ * plugin's check_options: parses the options into a CFG_TYPE (on the stack)
+ * with PARSE -- int PARSE(const cx_option*, size_t, CFG_TYPE*, cxu_text* msg),
+ * 0 if valid, else non-zero with msg saying why -- the same parse decide()
+ * uses, so both refuse the same options. Returns 0 if valid; else copies the
+ * message to err (cxu_error) and returns 1. */
+#define CXU_DEFINE_CHECK_OPTIONS(NAME, CFG_TYPE, PARSE)                                  \
+  static int NAME(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) { \
+    CFG_TYPE cfg;                                                                        \
+    cxu_text msg;                                                                        \
+    cxu_init(&msg);                                                                      \
+    if (PARSE(opts, n, &cfg, &msg) == 0) return 0;                                       \
+    return cxu_error(err, cap, len, &msg);                                               \
+  }
 
 #endif /* CRYPTEX_PLUGINS_CX_UTIL_H */

@@ -36,12 +36,7 @@ static const char* const defer_keys[] = {"days",          "days_low",        "da
                                          "deadline_days", "unknown_release", 0};
 
 static int defer_days_value(cx_option o, uint64_t* out, cxu_text* msg) {
-  if (cxu_parse_uint(o.value, CXU_MAX_DAYS, out) == 0) return 0;
-  cxu_add(msg, "%.*s: \"", (int)o.key.len, o.key.ptr);
-  cxu_add_str(msg, o.value, 64);
-  cxu_add(msg, "\" is not a number of days (%.*s = N, N from 0 to %u)", (int)o.key.len, o.key.ptr,
-          CXU_MAX_DAYS);
-  return 1;
+  return cxu_option_uint(o, 0, CXU_MAX_DAYS, "number of days", out, msg);
 }
 
 static void defer_add_severities(cxu_text* t, unsigned mask) {
@@ -117,13 +112,7 @@ static int defer_parse(const cx_option* opts, size_t n, defer_cfg* c, cxu_text* 
   return 0;
 }
 
-static int defer_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  defer_cfg c;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (defer_parse(opts, n, &c, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(defer_check, defer_cfg, defer_parse)
 
 static int defer_decide(const cx_policy_input* in, cx_policy_decision* out) {
   const cx_patch* p = in->patch;

@@ -9,21 +9,10 @@
 namespace cryptex::plugintest {
 namespace {
 
-using policy::DeviceFacts;
-using policy::Options;
-using policy::PatchFacts;
-using policy::PatchState;
-
-const LoadedPlugin& Plugin() {
-  static LoadedPlugin p(CX_PLUGIN_PATH);
-  return p;
-}
-
 const int64_t kReleased = Utc("2026-11-20 00:00");
 const int64_t kDay = 86400;
 
-struct Case {
-  std::string name;
+struct Case : NamedCase {
   Options options;
   std::string severity;
   int64_t released_at;
@@ -33,8 +22,6 @@ struct Case {
   int64_t until;
   std::vector<std::string> reason_parts;
 };
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class DeferDecide : public testing::TestWithParam<Case> {};
 
@@ -48,11 +35,7 @@ TEST_P(DeferDecide, VerdictUntilAndReason) {
   DeviceFacts device;
   device.now = c.now;
   Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_EQ(r.rc, 0) << r.reason;
-  EXPECT_EQ(r.verdict, c.verdict) << r.reason;
-  EXPECT_EQ(r.until, c.until) << r.reason;
-  for (const auto& part : c.reason_parts)
-    EXPECT_NE(r.reason.find(part), std::string::npos) << r.reason << "\n  lacks: " << part;
+  ExpectDecided(r, c.verdict, c.until, c.reason_parts);
 }
 
 const Options kSeven = {{"days", "7"}};
@@ -229,33 +212,17 @@ INSTANTIATE_TEST_SUITE_P(
                          CX_VERDICT_DEFER,
                          INT64_MAX,
                          {"defer"}}),
-    [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
-
-struct BadOptions {
-  std::string name;
-  Options options;
-  std::vector<std::string> message_parts;
-};
-
-void PrintTo(const BadOptions& c, std::ostream* os) { *os << c.name; }
+    CaseName());
 
 class DeferRefuses : public testing::TestWithParam<BadOptions> {};
 
 TEST_P(DeferRefuses, NamingTheKeyAndForm) {
-  const BadOptions& c = GetParam();
-  Check check = Plugin().CheckOptions(c.options);
-  EXPECT_NE(check.rc, 0);
-  for (const auto& part : c.message_parts)
-    EXPECT_NE(check.message.find(part), std::string::npos)
-        << check.message << "\n  lacks: " << part;
   // decide() with the same options fails rather than guessing.
   PatchFacts patch;
   patch.released_at = kReleased;
   DeviceFacts device;
   device.now = kReleased;
-  Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_NE(r.rc, 0);
-  EXPECT_EQ(r.verdict, CX_VERDICT_DEFER);
+  ExpectRefused(GetParam(), patch, device);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -289,7 +256,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadOptions{"BinaryKey",
                    {{"days", "7"}, {std::string("a\xff\n", 3), "1"}},
                    {"unknown key \"a??\""}}),
-    [](const testing::TestParamInfo<BadOptions>& i) { return i.param.name; });
+    CaseName());
 
 TEST(DeferOptions, AcceptedFormsPass) {
   EXPECT_EQ(Plugin().CheckOptions(kSeven).rc, 0);

@@ -52,12 +52,7 @@ static int hl_parse(const cx_option* opts, size_t n, hl_cfg* c, cxu_text* msg) {
   for (i = 0; i < n; i++) {
     cx_option o = opts[i];
     if (cx_str_eq(o.key, "failures")) {
-      if (cxu_parse_uint(o.value, HL_MAX_FAILURES, &c->failures) != 0 || c->failures == 0) {
-        cxu_add(msg, "failures: \"");
-        cxu_add_str(msg, o.value, 64);
-        cxu_add(msg, "\" is not a count (failures = N, N from 1 to %u)", HL_MAX_FAILURES);
-        return 1;
-      }
+      if (cxu_option_uint(o, 1, HL_MAX_FAILURES, "count", &c->failures, msg)) return 1;
     } else { /* checks */
       cx_str rest = o.value, item;
       if (cxu_ieq(cxu_trim(o.value), cxu_cstr("all"))) {
@@ -82,13 +77,7 @@ static int hl_parse(const cx_option* opts, size_t n, hl_cfg* c, cxu_text* msg) {
   return 0;
 }
 
-static int hl_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  hl_cfg c;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (hl_parse(opts, n, &c, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(hl_check, hl_cfg, hl_parse)
 
 static int hl_chosen(const hl_cfg* c, cx_str check) {
   cx_str rest = c->checks, item;

@@ -9,22 +9,12 @@
 namespace cryptex::plugintest {
 namespace {
 
-using policy::DeviceFacts;
 using policy::HealthResult;
-using policy::Options;
-using policy::PatchFacts;
-using policy::PatchState;
-
-const LoadedPlugin& Plugin() {
-  static LoadedPlugin p(CX_PLUGIN_PATH);
-  return p;
-}
 
 const int64_t kActivated = Utc("2026-11-20 10:00");
 const int64_t kNow = Utc("2026-11-20 12:00");
 
-struct Case {
-  std::string name;
+struct Case : NamedCase {
   Options options;
   std::vector<HealthResult> health;
   int32_t verdict;
@@ -32,8 +22,6 @@ struct Case {
   PatchState state = PatchState::kActive;
   int64_t activated_at = kActivated;
 };
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class HealthDecide : public testing::TestWithParam<Case> {};
 
@@ -47,12 +35,7 @@ TEST_P(HealthDecide, VerdictAndReason) {
   device.now = kNow;
   device.health = c.health;
   Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_EQ(r.rc, 0) << r.reason;
-  EXPECT_EQ(r.verdict, c.verdict) << r.reason;
-  EXPECT_EQ(r.until, 0) << r.reason;
-  for (const auto& part : c.reason_parts) {
-    EXPECT_NE(r.reason.find(part), std::string::npos) << r.reason << "\n  lacks: " << part;
-  }
+  ExpectDecided(r, c.verdict, 0, c.reason_parts);
 }
 
 HealthResult Fail(const std::string& check, int64_t at) { return {check, at, false}; }
@@ -140,7 +123,7 @@ INSTANTIATE_TEST_SUITE_P(
              I,
              {"not active"},
              PatchState::kInstalled}),
-    [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
+    CaseName());
 
 TEST(HealthDecide, ManyResults) {
   PatchFacts patch;

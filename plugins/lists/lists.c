@@ -104,12 +104,7 @@ static int ls_parse(const cx_option* opts, size_t n, ls_cfg* c, cxu_text* msg) {
   for (i = 0; i < n; i++) {
     cx_option o = opts[i];
     if (cx_str_eq(o.key, "max_level")) {
-      if (cxu_parse_uint(o.value, UINT32_MAX, &c->max_level) != 0 || c->max_level == 0) {
-        cxu_add(msg, "max_level: \"");
-        cxu_add_str(msg, o.value, 64);
-        cxu_add(msg, "\" is not a patch level (max_level = N, N from 1 to %u)", UINT32_MAX);
-        return 1;
-      }
+      if (cxu_option_uint(o, 1, UINT32_MAX, "patch level", &c->max_level, msg)) return 1;
       c->has_max = 1;
       continue;
     }
@@ -120,13 +115,7 @@ static int ls_parse(const cx_option* opts, size_t n, ls_cfg* c, cxu_text* msg) {
   return 0;
 }
 
-static int ls_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  ls_cfg c;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (ls_parse(opts, n, &c, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(ls_check, ls_cfg, ls_parse)
 
 /* Whether `want` is in the list options named `key`; cves: match
  * case-insensitively. */

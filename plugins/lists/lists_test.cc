@@ -10,18 +10,7 @@
 namespace cryptex::plugintest {
 namespace {
 
-using policy::DeviceFacts;
-using policy::Options;
-using policy::PatchFacts;
-using policy::PatchState;
-
-const LoadedPlugin& Plugin() {
-  static LoadedPlugin p(CX_PLUGIN_PATH);
-  return p;
-}
-
-struct Case {
-  std::string name;
+struct Case : NamedCase {
   Options options;
   std::string id;
   std::string line;
@@ -31,8 +20,6 @@ struct Case {
   int32_t verdict;
   std::vector<std::string> reason_parts;
 };
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class ListsDecide : public testing::TestWithParam<Case> {};
 
@@ -47,12 +34,7 @@ TEST_P(ListsDecide, VerdictAndReason) {
   DeviceFacts device;
   device.now = 1800000000;
   Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_EQ(r.rc, 0) << r.reason;
-  EXPECT_EQ(r.verdict, c.verdict) << r.reason;
-  EXPECT_EQ(r.until, 0) << r.reason;
-  for (const auto& part : c.reason_parts) {
-    EXPECT_NE(r.reason.find(part), std::string::npos) << r.reason << "\n  lacks: " << part;
-  }
+  ExpectDecided(r, c.verdict, 0, c.reason_parts);
 }
 
 const Options kDeny = {
@@ -178,7 +160,7 @@ INSTANTIATE_TEST_SUITE_P(
              Av,
              D,
              {"patch p??[31m? is in no allow list"}}),
-    [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
+    CaseName());
 
 TEST(ListsDecide, HugeListsAreWalked) {
   std::string ids;
@@ -195,29 +177,12 @@ TEST(ListsDecide, HugeListsAreWalked) {
   EXPECT_EQ(Plugin().Decide(patch, device, options).verdict, CX_VERDICT_INSTALL);
 }
 
-struct BadOptions {
-  std::string name;
-  Options options;
-  std::vector<std::string> message_parts;
-};
-
-void PrintTo(const BadOptions& c, std::ostream* os) { *os << c.name; }
-
 class ListsRefuses : public testing::TestWithParam<BadOptions> {};
 
 TEST_P(ListsRefuses, NamingTheKeyAndForm) {
-  const BadOptions& c = GetParam();
-  Check check = Plugin().CheckOptions(c.options);
-  EXPECT_NE(check.rc, 0);
-  for (const auto& part : c.message_parts) {
-    EXPECT_NE(check.message.find(part), std::string::npos)
-        << check.message << "\n  lacks: " << part;
-  }
   PatchFacts patch;
   DeviceFacts device;
-  Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_NE(r.rc, 0);
-  EXPECT_EQ(r.verdict, CX_VERDICT_DEFER);
+  ExpectRefused(GetParam(), patch, device);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -246,7 +211,7 @@ INSTANTIATE_TEST_SUITE_P(
                    {{"max_level", "1"}, {"max_level", "2"}},
                    {"max_level: given more than once"}},
         BadOptions{"PinSingular", {{"pin", "web"}}, {"unknown key \"pin\"", "pin_lines"}}),
-    [](const testing::TestParamInfo<BadOptions>& i) { return i.param.name; });
+    CaseName());
 
 // A host may pass an empty value as {NULL, 0}: still an empty value, refused
 // -- never an empty allow list that would hold every patch.

@@ -10,26 +10,13 @@
 namespace cryptex::plugintest {
 namespace {
 
-using policy::DeviceFacts;
-using policy::Options;
-using policy::PatchFacts;
-using policy::PatchState;
-
-const LoadedPlugin& Plugin() {
-  static LoadedPlugin p(CX_PLUGIN_PATH);
-  return p;
-}
-
-struct Case {
-  std::string name;
+struct Case : NamedCase {
   bool revoked;
   std::string reason;
   PatchState state;
   int32_t verdict;
   std::vector<std::string> reason_parts;
 };
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class RevocationDecide : public testing::TestWithParam<Case> {};
 
@@ -42,12 +29,7 @@ TEST_P(RevocationDecide, VerdictAndReason) {
   patch.state = c.state;
   DeviceFacts device;
   Result r = Plugin().Decide(patch, device, {});
-  EXPECT_EQ(r.rc, 0) << r.reason;
-  EXPECT_EQ(r.verdict, c.verdict) << r.reason;
-  EXPECT_EQ(r.until, 0) << r.reason;
-  for (const auto& part : c.reason_parts) {
-    EXPECT_NE(r.reason.find(part), std::string::npos) << r.reason << "\n  lacks: " << part;
-  }
+  ExpectDecided(r, c.verdict, 0, c.reason_parts);
 }
 
 const auto Av = PatchState::kAvailable;
@@ -90,7 +72,7 @@ INSTANTIATE_TEST_SUITE_P(
                          Ac,
                          CX_VERDICT_REVERT,
                          {"rrrr...", "revert: revoked by the vendor: "}}),
-    [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
+    CaseName());
 
 TEST(RevocationOptions, TakesNone) {
   EXPECT_EQ(Plugin().CheckOptions({}).rc, 0);

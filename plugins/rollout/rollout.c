@@ -81,13 +81,7 @@ static int ro_parse(const cx_option* opts, size_t count, ro_cfg* c, cxu_text* ms
   return 0;
 }
 
-static int ro_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  ro_cfg c;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (ro_parse(opts, n, &c, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(ro_check, ro_cfg, ro_parse)
 
 static void ro_add_stage(cxu_text* r, const ro_stage* s) {
   cxu_add(r, "stage %llu:%llu, buckets < %llu", (unsigned long long)s->day,

@@ -9,22 +9,11 @@
 namespace cryptex::plugintest {
 namespace {
 
-using policy::DeviceFacts;
-using policy::Options;
-using policy::PatchFacts;
-using policy::PatchState;
-
-const LoadedPlugin& Plugin() {
-  static LoadedPlugin p(CX_PLUGIN_PATH);
-  return p;
-}
-
 const int64_t kReleased = Utc("2026-11-20 00:00");
 const int64_t kDay = 86400;
 const Options kStages = {{"stages", "0:1, 1:10, 3:100"}};
 
-struct Case {
-  std::string name;
+struct Case : NamedCase {
   Options options;
   uint32_t bucket;
   int64_t released_at;
@@ -34,8 +23,6 @@ struct Case {
   std::vector<std::string> reason_parts;
   PatchState state = PatchState::kAvailable;
 };
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class RolloutDecide : public testing::TestWithParam<Case> {};
 
@@ -49,12 +36,7 @@ TEST_P(RolloutDecide, VerdictUntilAndReason) {
   device.now = c.now;
   device.bucket = c.bucket;
   Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_EQ(r.rc, 0) << r.reason;
-  EXPECT_EQ(r.verdict, c.verdict) << r.reason;
-  EXPECT_EQ(r.until, c.until) << r.reason;
-  for (const auto& part : c.reason_parts) {
-    EXPECT_NE(r.reason.find(part), std::string::npos) << r.reason << "\n  lacks: " << part;
-  }
+  ExpectDecided(r, c.verdict, c.until, c.reason_parts);
 }
 
 const auto I = CX_VERDICT_INSTALL;
@@ -163,7 +145,7 @@ INSTANTIATE_TEST_SUITE_P(
              0,
              {"already active"},
              PatchState::kActive}),
-    [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
+    CaseName());
 
 TEST(RolloutDecide, BucketOutOfRangeFails) {
   PatchFacts patch;
@@ -177,29 +159,12 @@ TEST(RolloutDecide, BucketOutOfRangeFails) {
   EXPECT_NE(r.reason.find("bucket 100 is out of range"), std::string::npos) << r.reason;
 }
 
-struct BadOptions {
-  std::string name;
-  Options options;
-  std::vector<std::string> message_parts;
-};
-
-void PrintTo(const BadOptions& c, std::ostream* os) { *os << c.name; }
-
 class RolloutRefuses : public testing::TestWithParam<BadOptions> {};
 
 TEST_P(RolloutRefuses, NamingTheKeyAndForm) {
-  const BadOptions& c = GetParam();
-  Check check = Plugin().CheckOptions(c.options);
-  EXPECT_NE(check.rc, 0);
-  for (const auto& part : c.message_parts) {
-    EXPECT_NE(check.message.find(part), std::string::npos)
-        << check.message << "\n  lacks: " << part;
-  }
   PatchFacts patch;
   DeviceFacts device;
-  Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_NE(r.rc, 0);
-  EXPECT_EQ(r.verdict, CX_VERDICT_DEFER);
+  ExpectRefused(GetParam(), patch, device);
 }
 
 std::string ManyStages(int n) {
@@ -235,7 +200,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadOptions{"UnknownKey",
                    {{"stages", "0:100"}, {"percent", "5"}},
                    {"unknown key \"percent\" (accepted: stages)"}}),
-    [](const testing::TestParamInfo<BadOptions>& i) { return i.param.name; });
+    CaseName());
 
 TEST(RolloutOptions, AcceptedFormsPass) {
   EXPECT_EQ(Plugin().CheckOptions(kStages).rc, 0);

@@ -282,13 +282,7 @@ static int win_parse(const cx_option* opts, size_t n, win_cfg* c, cxu_text* msg)
   return 0;
 }
 
-static int win_check(const cx_option* opts, size_t n, char* err, size_t cap, size_t* len) {
-  win_cfg c;
-  cxu_text msg;
-  cxu_init(&msg);
-  if (win_parse(opts, n, &c, &msg) == 0) return 0;
-  return cxu_error(err, cap, len, &msg);
-}
+CXU_DEFINE_CHECK_OPTIONS(win_check, win_cfg, win_parse)
 
 /* ---- the local clock -------------------------------------------------- */
 

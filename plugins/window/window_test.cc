@@ -11,18 +11,7 @@
 namespace cryptex::plugintest {
 namespace {
 
-using policy::DeviceFacts;
-using policy::Options;
-using policy::PatchFacts;
-using policy::PatchState;
-
-const LoadedPlugin& Plugin() {
-  static LoadedPlugin p(CX_PLUGIN_PATH);
-  return p;
-}
-
-struct Case {
-  std::string name;
+struct Case : NamedCase {
   Options options;
   std::string now;  // UTC
   int32_t verdict;
@@ -30,8 +19,6 @@ struct Case {
   std::vector<std::string> reason_parts;
   PatchState state = PatchState::kAvailable;
 };
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class WindowDecide : public testing::TestWithParam<Case> {};
 
@@ -43,12 +30,7 @@ TEST_P(WindowDecide, VerdictUntilAndReason) {
   DeviceFacts device;
   device.now = Utc(c.now);
   Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_EQ(r.rc, 0) << r.reason;
-  EXPECT_EQ(r.verdict, c.verdict) << r.reason;
-  EXPECT_EQ(r.until, c.until.empty() ? 0 : Utc(c.until)) << r.reason;
-  for (const auto& part : c.reason_parts) {
-    EXPECT_NE(r.reason.find(part), std::string::npos) << r.reason << "\n  lacks: " << part;
-  }
+  ExpectDecided(r, c.verdict, c.until.empty() ? 0 : Utc(c.until), c.reason_parts);
 }
 
 const Options kBerlinWeekdays = {
@@ -306,32 +288,15 @@ INSTANTIATE_TEST_SUITE_P(
              "2026-11-30 01:00",
              {},
              PatchState::kInstalled}),
-    [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
-
-struct BadOptions {
-  std::string name;
-  Options options;
-  std::vector<std::string> message_parts;
-};
-
-void PrintTo(const BadOptions& c, std::ostream* os) { *os << c.name; }
+    CaseName());
 
 class WindowRefuses : public testing::TestWithParam<BadOptions> {};
 
 TEST_P(WindowRefuses, NamingTheKeyAndForm) {
-  const BadOptions& c = GetParam();
-  Check check = Plugin().CheckOptions(c.options);
-  EXPECT_NE(check.rc, 0);
-  for (const auto& part : c.message_parts) {
-    EXPECT_NE(check.message.find(part), std::string::npos)
-        << check.message << "\n  lacks: " << part;
-  }
   PatchFacts patch;
   DeviceFacts device;
   device.now = Utc("2026-11-30 01:00");
-  Result r = Plugin().Decide(patch, device, c.options);
-  EXPECT_NE(r.rc, 0);
-  EXPECT_EQ(r.verdict, CX_VERDICT_DEFER);
+  ExpectRefused(GetParam(), patch, device);
 }
 
 std::string ManyWindows(int n) {
@@ -402,7 +367,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadOptions{"UnknownKey",
                    {{"hours", "01:00-02:00"}, {"pause_days", "3"}},
                    {"unknown key \"pause_days\"", "hours, days, timezone, freeze, pause_until"}}),
-    [](const testing::TestParamInfo<BadOptions>& i) { return i.param.name; });
+    CaseName());
 
 TEST(WindowOptions, AcceptedFormsPass) {
   EXPECT_EQ(Plugin().CheckOptions(kBerlinWeekdays).rc, 0);
