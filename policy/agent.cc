@@ -325,9 +325,12 @@ HealthResult RunCheck(const HealthCheck& h, int64_t now, std::string* detail) {
 std::string IsoTime(int64_t t) {
   const time_t tt = static_cast<time_t>(t);
   struct tm tm;
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char buf[64];
+  // A time gmtime cannot represent (or strftime cannot fit) prints as seconds.
+  if (gmtime_r(&tt, &tm) == nullptr ||
+      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    return std::to_string(t);
+  }
   return buf;
 }
 
