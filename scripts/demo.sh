@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-./scripts/build.sh cryptex cryptexfs
+./scripts/build.sh cryptex cryptexfs cryptex_plugins
 exec ./examples/demo.sh
