@@ -296,7 +296,11 @@ class ActivationTest : public ::testing::Test {
   static void Must(const CommandResult& r, const std::string& what) {
     if (r.exit_code != 0 && error_.empty()) error_ = what + " failed: " + r.out + r.err;
   }
-  static std::string V(int n) { return work_->Join("v" + std::to_string(n)); }
+  static std::string V(int n) {
+    std::string name = "v";  // an append: GCC 12 -O3 warns (-Wrestrict) on "v" + std::string
+    name += std::to_string(n);
+    return work_->Join(name);
+  }
 
   // v0; v1 = v0 with big.bin, hello.txt and dir/inner.txt changed, gone.txt
   // removed, added.txt and dir/new.txt added; v2 = v1 with hello.txt and
