@@ -130,6 +130,9 @@ trust = $work/trust
 plugin_dir = $work/plugins
 patch_dir = $work/offered
 plugins = auto
+; The staged-rollout bucket (0-99) comes from /etc/machine-id; a bare
+; chroot has none, so the demo names one.
+device_bucket = 42
 
 [plugin.defer]
 days = 7
