@@ -120,9 +120,15 @@ class Driver {
     if (pid_ <= 0) return -1;
     if (!status_) {
       (void)test::RunCommand("fusermount3 -u -z -q " + Q(mnt_) + " 2>/dev/null");
-      const auto deadline = Clock::now() + milliseconds(10000);
+      const auto deadline = Clock::now() + milliseconds(30000);
       while (Alive() && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(10));
       if (Alive()) {
+        // Where each of its threads waits, appended to its log for the
+        // failure message.
+        (void)test::RunCommand("for t in /proc/" + std::to_string(pid_) +
+                               "/task/*; do echo \"$t $(cat $t/comm) $(cat $t/wchan)\"; "
+                               "cat $t/stack; done >> " +
+                               Q(log_) + " 2>&1");
         kill(pid_, SIGKILL);
         int st = 0;
         waitpid(pid_, &st, 0);
