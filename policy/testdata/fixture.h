@@ -7,16 +7,11 @@
 
 #include <cryptex/policy_plugin.h>
 
-#define FIXTURE_TABLE(name_lit, decide_fn)                                                  \
-  static const cx_policy_plugin fixture_table = {sizeof(cx_policy_plugin),                 \
-                                                 CX_POLICY_ABI_MAJOR,                      \
-                                                 CX_POLICY_ABI_MINOR,                      \
-                                                 {name_lit, sizeof(name_lit) - 1},         \
-                                                 decide_fn,                                \
-                                                 0};                                       \
-  CX_POLICY_EXPORT const cx_policy_plugin* cryptex_policy_plugin(void) {                   \
-    return &fixture_table;                                                                 \
-  }
+#define FIXTURE_TABLE(name_lit, decide_fn)                                        \
+  static const cx_policy_plugin fixture_table = {                                 \
+      sizeof(cx_policy_plugin),         CX_POLICY_ABI_MAJOR, CX_POLICY_ABI_MINOR, \
+      {name_lit, sizeof(name_lit) - 1}, decide_fn,           0};                  \
+  CX_POLICY_EXPORT const cx_policy_plugin* cryptex_policy_plugin(void) { return &fixture_table; }
 
 static inline int fixture_install(cx_policy_decision* out) {
   out->verdict = CX_VERDICT_INSTALL;

@@ -112,10 +112,10 @@ typedef struct cx_patch {
   int64_t released_at; /* 0 if unknown */
   uint64_t size;       /* bytes of the patch file */
   uint64_t release_counter;
-  int32_t state;      /* cx_patch_state */
-  int32_t revoked;    /* 1 if the vendor revoked it (feed or local flag) */
+  int32_t state;   /* cx_patch_state */
+  int32_t revoked; /* 1 if the vendor revoked it (feed or local flag) */
   cx_str revoked_reason;
-  int32_t approved;   /* 1 if an administrator ran `cryptex approve ID` */
+  int32_t approved; /* 1 if an administrator ran `cryptex approve ID` */
   int64_t approved_at;
   int64_t installed_at; /* 0 if not installed */
   int64_t activated_at; /* 0 if not active: when it last became active */
@@ -184,8 +184,8 @@ typedef struct cx_policy_plugin {
    * loads its config. Returns 0 if they are valid; otherwise writes a message
    * naming the bad key into err (at most err_cap bytes, length in *err_len)
    * and returns non-zero: the config is refused. */
-  int (*check_options)(const cx_option* options, size_t option_count, char* err,
-                       size_t err_cap, size_t* err_len);
+  int (*check_options)(const cx_option* options, size_t option_count, char* err, size_t err_cap,
+                       size_t* err_len);
 } cx_policy_plugin;
 
 typedef const cx_policy_plugin* (*cx_policy_entry_fn)(void);
@@ -193,8 +193,7 @@ typedef const cx_policy_plugin* (*cx_policy_entry_fn)(void);
 /* Helper: copies up to out->reason_cap bytes of text into out->reason and
  * returns the number of bytes copied (truncating at a UTF-8 character
  * boundary). Header-only, so a plugin needs nothing but this file. */
-static inline size_t cx_policy_set_reason(cx_policy_decision* out, const char* text,
-                                          size_t len) {
+static inline size_t cx_policy_set_reason(cx_policy_decision* out, const char* text, size_t len) {
   size_t n = len < out->reason_cap ? len : out->reason_cap;
   size_t i;
   if (n < len) {
