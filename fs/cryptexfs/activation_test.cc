@@ -661,6 +661,69 @@ TEST_F(ActivationTest, StackedPatchesEachLevelEqualsItsTreeWhilePinnedMountStays
   EXPECT_EQ(held.bytes, "hello p1\n");
 }
 
+// The kernel keeps the cookies of a directory's listing (in its readdir cache,
+// and telldir(3) hands them out) for as long as that directory is not
+// invalidated, which a reload does only for directories that changed. A
+// listing resumed from such a cookie after its level has gone continues in
+// the current level while its directory is unchanged (seen in CI: `diff`
+// failed with EIO on many/ after p2, which leaves many/ alone, came and
+// went); where the directory changed it is an error, never a listing joined
+// from two levels.
+TEST_F(ActivationTest, AListingResumedFromAnOldCookieContinuesOnlyWhileItsDirectoryIsUnchanged) {
+  const std::string st = NewStore();
+  const std::string mnt = work_->Join("mnt_cookie");
+  ASSERT_NE(Mount(st, mnt), nullptr);
+  ASSERT_EQ(Cx("install --activate " + Q(p1_), true, st).exit_code, 0);
+  ASSERT_EQ(Cx("install " + Q(p2_), true, st).exit_code, 0);
+
+  // Reads up to `n` names (all if n == 0) from `d`; errno of a failure.
+  auto read_names = [](DIR* d, size_t n, std::vector<std::string>* out) -> int {
+    while (n == 0 || out->size() < n) {
+      errno = 0;
+      const dirent* e = readdir(d);
+      if (e == nullptr) return errno;
+      const std::string name = e->d_name;
+      if (name != "." && name != "..") out->push_back(name);
+    }
+    return 0;
+  };
+  const std::vector<std::string> whole = test::ListDirNames(V(1) + "/many");
+  ASSERT_EQ(whole.size(), 1500u);
+
+  // many/ is p1's and stays unchanged while p2 comes and goes.
+  DIR* many = opendir((mnt + "/many").c_str());
+  ASSERT_NE(many, nullptr) << strerror(errno);
+  std::vector<std::string> names;
+  ASSERT_EQ(read_names(many, 200, &names), 0);
+  const long cookie = telldir(many);
+  // The root listing changes with p2 (added.txt goes, added2.txt comes).
+  DIR* root = opendir(mnt.c_str());
+  ASSERT_NE(root, nullptr) << strerror(errno);
+  std::vector<std::string> root_names;
+  ASSERT_EQ(read_names(root, 2, &root_names), 0);
+  const long root_cookie = telldir(root);
+
+  ASSERT_EQ(Cx("activate p2", false, st).exit_code, 0);
+  ASSERT_EQ(Cx("revert p2", false, st).exit_code, 0);
+  ASSERT_EQ(Cx("activate p2", false, st).exit_code, 0);
+  // Past the time a listing keeps its level alive (kListingIdle, 1 s).
+  std::this_thread::sleep_for(milliseconds(2500));
+
+  seekdir(many, cookie);
+  EXPECT_EQ(read_names(many, 0, &names), 0) << strerror(errno);
+  closedir(many);
+  std::vector<std::string> sorted = names;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, whole) << "the resumed listing of many/ is not p1's, whole and once";
+
+  seekdir(root, root_cookie);
+  std::vector<std::string> rest;
+  const int err = read_names(root, 0, &rest);
+  closedir(root);
+  EXPECT_EQ(err, EIO) << "a listing of the root resumed across p2 went on without an error ("
+                      << rest.size() << " more names)";
+}
+
 // ---- 3. readers across activation ---------------------------------------------------
 
 TEST_F(ActivationTest, ConcurrentReadersSeeOneVersionOfEachFileNeverAMix) {

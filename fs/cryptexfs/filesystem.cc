@@ -87,16 +87,14 @@ Filesystem::Filesystem(std::unique_ptr<View> view, Options options)
   anchor_ = first;  // owns base_ for the life of the mount (push, statfs)
   {
     std::unique_lock lock(gen_mu_);
-    current_ = MakeGeneration(std::move(first));
+    Install(MakeGeneration(std::move(first)), {});
   }
   parents_[kRootIno] = kRootIno;
 }
 
-std::shared_ptr<const Filesystem::Generation> Filesystem::MakeGeneration(
+std::shared_ptr<Filesystem::Generation> Filesystem::MakeGeneration(
     std::shared_ptr<const View> view) {
   auto g = std::make_shared<Generation>();
-  last_seq_ = last_seq_ % kListingSeqs + 1;
-  g->seq = last_seq_;
   const std::vector<const Image*> layers = view->layers();
   for (size_t i = 0; i < layers.size(); ++i) {
     uint32_t slot = 0;
@@ -110,6 +108,21 @@ std::shared_ptr<const Filesystem::Generation> Filesystem::MakeGeneration(
   }
   g->view = std::move(view);
   return g;
+}
+
+void Filesystem::Install(std::shared_ptr<Generation> g, const std::set<uint64_t>& changed_dirs) {
+  last_seq_ = last_seq_ % kListingSeqs + 1;
+  g->seq = last_seq_;
+  g->epoch = ++epoch_;
+  seq_epoch_[g->seq] = g->epoch;
+  for (uint64_t d : changed_dirs) dir_changed_[d] = g->epoch;
+  // A change older than every seq's epoch can no longer refuse a cookie.
+  if (g->epoch > kListingSeqs) {
+    const uint64_t oldest = g->epoch - kListingSeqs;
+    std::erase_if(dir_changed_, [&](const auto& kv) { return kv.second <= oldest; });
+  }
+  if (current_) retired_.push_back(current_);
+  current_ = std::move(g);
 }
 
 std::shared_ptr<const Filesystem::Generation> Filesystem::Current() const {
@@ -148,7 +161,20 @@ Result<Filesystem::Target> Filesystem::FindForListing(uint64_t ino, uint32_t seq
   }
   const std::string gone = "the listing of inode " + std::to_string(ino) +
                            " began at a level no longer served; list the directory again";
-  if (!g) return Status::IOError(gone);
+  if (!g) {
+    // A cookie the kernel kept in its cache of this directory's listing
+    // (or one telldir(3) gave): the same listing, if nothing changed it.
+    bool unchanged = false;
+    {
+      std::shared_lock lock(gen_mu_);
+      const auto began = seq_epoch_.find(seq);
+      const auto changed = dir_changed_.find(ino);
+      unchanged = began != seq_epoch_.end() &&
+                  (changed == dir_changed_.end() || changed->second <= began->second);
+    }
+    if (unchanged) return Find(ino);
+    return Status::IOError(gone);
+  }
   const uint32_t slot = NodeLayer(ino);
   if (slot == 0) return Target{g, ino};
   if (auto it = g->layer_of_slot.find(slot); it != g->layer_of_slot.end()) {
@@ -280,14 +306,22 @@ Result<Filesystem::ReloadOutcome> Filesystem::Reload() {
     return ReloadOutcome::kPending;
   }
   pending_.store(false);
-  std::shared_ptr<const Generation> before, after;
+  std::shared_ptr<const Generation> before;
+  std::shared_ptr<Generation> after;
   {
     std::unique_lock lock(gen_mu_);
     before = current_;
     after = MakeGeneration(std::shared_ptr<const View>(std::move(view)));
     if (after->slot_of_layer == before->slot_of_layer) return ReloadOutcome::kUnchanged;
-    current_ = after;
-    retired_.push_back(before);
+  }
+  // Outside the lock (it walks the layers that came or went); `before`
+  // stays current meanwhile (reload_mu_). Recorded in the same step that
+  // makes `after` current, so that no listing cookie of `before` continues
+  // in `after` through a directory that changed.
+  const Changes changes = ChangesBetween(*before, *after);
+  {
+    std::unique_lock lock(gen_mu_);
+    Install(after, changes.dirs);
     PruneRetired();
   }
   {
@@ -300,7 +334,10 @@ Result<Filesystem::ReloadOutcome> Filesystem::Reload() {
     std::unique_lock lock(paths_mu_);
     paths_.clear();
   }
-  Invalidate(*before, *after);
+  if (notify_.inval_entry && notify_.inval_inode) {
+    for (const auto& [parent, name] : changes.entries) notify_.inval_entry(parent, name);
+    for (uint64_t d : changes.dirs) notify_.inval_inode(d);
+  }
   reloads_.fetch_add(1, std::memory_order_relaxed);
   return ReloadOutcome::kMoved;
 }
@@ -311,8 +348,7 @@ Result<Filesystem::ReloadOutcome> Filesystem::Reload() {
 // (directory, name) entries. For an opaque directory, also every name the
 // old level listed there. Nothing else changed, so nothing else is dropped
 // from the kernel's caches.
-void Filesystem::Invalidate(const Generation& before, const Generation& after) {
-  if (!notify_.inval_entry || !notify_.inval_inode) return;
+Filesystem::Changes Filesystem::ChangesBetween(const Generation& before, const Generation& after) {
   std::vector<const Image*> changed;
   auto collect = [&](const Generation& from, const Generation& other) {
     const std::vector<const Image*> layers = from.view->layers();
@@ -322,8 +358,9 @@ void Filesystem::Invalidate(const Generation& before, const Generation& after) {
   };
   collect(before, after);
   collect(after, before);
-  std::set<std::pair<uint64_t, std::string>> entries;
-  std::set<uint64_t> dirs;
+  Changes out;
+  auto& entries = out.entries;
+  auto& dirs = out.dirs;
   for (const Image* layer : changed) {
     std::deque<std::pair<uint64_t, std::string>> queue{{1, ""}};  // patch dir inode, path
     while (!queue.empty()) {
@@ -353,8 +390,7 @@ void Filesystem::Invalidate(const Generation& before, const Generation& after) {
       });
     }
   }
-  for (const auto& [parent, name] : entries) notify_.inval_entry(parent, name);
-  for (uint64_t d : dirs) notify_.inval_inode(d);
+  return out;
 }
 
 void Filesystem::FillStat(const InodeInfo& in, struct stat* st) {

@@ -20,12 +20,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "image.h"
@@ -216,7 +218,8 @@ class Filesystem final {
   std::string WithoutImagePath(const std::string& message) const;
 
   struct Generation {
-    uint32_t seq = 0;  // 1..kListingSeqs, in turn: names it in listing cookies
+    uint32_t seq = 0;    // 1..kListingSeqs, in turn: names it in listing cookies
+    uint64_t epoch = 0;  // 1 for the mount's first generation, +1 per reload
     std::shared_ptr<const View> view;
     std::vector<uint32_t> slot_of_layer;                   // layer index -> slot
     std::unordered_map<uint32_t, uint32_t> layer_of_slot;  // slot -> layer index
@@ -229,19 +232,29 @@ class Filesystem final {
   Result<Target> Find(uint64_t ino) const;
   // The generation a directory listing that began in generation `seq`
   // continues in (its cookies name it; see DoReaddir), and ino's node there.
-  // kIOError if that generation is gone.
+  // If that generation is gone, the current one when directory `ino` has
+  // not changed since (see dir_changed_), else kIOError.
   Result<Target> FindForListing(uint64_t ino, uint32_t seq);
   std::shared_ptr<const Generation> Current() const;
   static uint64_t ToIno(const Generation& g, uint64_t node) {
     return NodeId(g.slot_of_layer[NodeLayer(node)], NodeIno(node));
   }
-  // A generation for `view`, assigning slots to new layers. REQUIRES gen_mu_.
-  std::shared_ptr<const Generation> MakeGeneration(std::shared_ptr<const View> view);
+  // A generation for `view`, assigning slots to new layers (not yet its
+  // seq and epoch: see Install). REQUIRES gen_mu_.
+  std::shared_ptr<Generation> MakeGeneration(std::shared_ptr<const View> view);
+  // What changed between two generations: the (directory inode, name)
+  // entries and the directory inodes, as the kernel knows them in either
+  // generation, that the kernel must drop from its caches. See Reload.
+  struct Changes {
+    std::set<std::pair<uint64_t, std::string>> entries;
+    std::set<uint64_t> dirs;
+  };
+  static Changes ChangesBetween(const Generation& before, const Generation& after);
+  // Makes `g` current (the previous one retired): gives it its seq and
+  // epoch and records `changed_dirs` in dir_changed_. REQUIRES gen_mu_.
+  void Install(std::shared_ptr<Generation> g, const std::set<uint64_t>& changed_dirs);
   // Drops retired generations no remembered inode needs. REQUIRES gen_mu_.
   void PruneRetired();
-  // The (parent, name) entries and inodes to invalidate between two
-  // generations; see Reload.
-  void Invalidate(const Generation& before, const Generation& after);
 
   std::shared_ptr<const View> anchor_;  // the first view: owns base_
   const Image* base_ = nullptr;
@@ -251,6 +264,15 @@ class Filesystem final {
   std::vector<std::shared_ptr<const Generation>> retired_;  // newest last; GUARDED_BY(gen_mu_)
   std::map<Digest, uint32_t> slot_by_root_;                 // GUARDED_BY(gen_mu_)
   uint32_t last_seq_ = 0;                                   // GUARDED_BY(gen_mu_)
+  uint64_t epoch_ = 0;                                      // GUARDED_BY(gen_mu_)
+  // The epoch of the generation that last had each seq, and for each
+  // directory inode a reload changed, the epoch of that reload (entries
+  // older than any seq's epoch are dropped). The kernel keeps the cookies of
+  // a directory's cached listing until that directory is invalidated, so a
+  // cookie may name a generation long gone: the listing continues in the
+  // current generation if its directory has not changed since.
+  std::unordered_map<uint32_t, uint64_t> seq_epoch_;    // GUARDED_BY(gen_mu_)
+  std::unordered_map<uint64_t, uint64_t> dir_changed_;  // GUARDED_BY(gen_mu_)
   // Generations with a listing that may continue (a reply that did not
   // reach the end of its directory), by seq: each stays alive until
   // kListingIdle after such a reply, then a pruning thread drops it. See
