@@ -4,7 +4,7 @@
 #      real FUSE mounts included;
 #   2. ThreadSanitizer on the concurrent readers (library, layer stack and
 #      driver pool);
-#   3. every libFuzzer target for FUZZ_SECONDS (default 45) each, two at a
+#   3. every libFuzzer target for FUZZ_SECONDS (default 30) each, two at a
 #      time.
 # Any sanitizer report, test failure or fuzz finding fails the run.
 set -euo pipefail
@@ -36,5 +36,5 @@ build-tsan/fs/cryptexfs/parallel_test
 build-tsan/fs/cryptexfs/push_test
 lap "ThreadSanitizer"
 
-tests/fuzz/run.sh "${FUZZ_SECONDS:-45}" "$PWD/build-fuzz"
+tests/fuzz/run.sh "${FUZZ_SECONDS:-30}" "$PWD/build-fuzz"
 lap "fuzzing"
