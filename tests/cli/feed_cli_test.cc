@@ -128,6 +128,7 @@ TEST_F(FeedCliTest, VersionGrowsAndARevocationSurvivesRepublishing) {
   ASSERT_EQ(rv.exit_code, 0) << rv.err;
   EXPECT_TRUE(Contains(rv.out, "revoked p1 on line app")) << rv.out;
   EXPECT_TRUE(Contains(rv.out, "version 3 (was 2)")) << rv.out;
+  EXPECT_FALSE(Contains(rv.err, "lists no patch")) << rv.err;
   ASSERT_EQ(Publish().exit_code, 0);
   Json j = Show(Pub("index-old"));
   EXPECT_EQ(j["version"], 4);
@@ -142,6 +143,13 @@ TEST_F(FeedCliTest, VersionGrowsAndARevocationSurvivesRepublishing) {
   EXPECT_EQ(again.exit_code, kExitExists) << again.err;
   EXPECT_TRUE(Contains(again.err, "p1 is already revoked on line app")) << again.err;
   EXPECT_EQ(test::ReadFile(Index()), before);
+  // A patch the feed does not list (withdrawn earlier, or a typo): revoked,
+  // with a warning.
+  CommandResult unlisted = RunCryptex("feed revoke " + Q(feed_) + " p9 --reason gone --key " +
+                                      Q(Key("index-old")) + " --trust " + Q(trust_));
+  EXPECT_EQ(unlisted.exit_code, 0) << unlisted.err;
+  EXPECT_TRUE(Contains(unlisted.err, "warning: the feed lists no patch p9")) << unlisted.err;
+  EXPECT_EQ(Show(Pub("index-old"))["revoked"].size(), 2u);
 }
 
 TEST_F(FeedCliTest, TamperedIndexFailsShow) {
