@@ -61,6 +61,8 @@ class ChildProcess {
   bool Running();
   // SIGKILL and waitpid; idempotent.
   void Stop();
+  // Waits for the child to exit; its wait status (-1 if there is none).
+  int Wait();
 
  private:
   pid_t pid_ = -1;
