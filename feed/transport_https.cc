@@ -249,9 +249,14 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
       // Set once the connection (TLS included) is up, new or reused.
       curl_off_t pre_us = 0;
       curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pre_us);
-      if (pre_us > 0 || now - start >= opts_.connect_timeout) {
+      if (pre_us > 0) {
         connected = true;
         x.last_byte = std::max(x.last_byte, start + std::chrono::microseconds(pre_us));
+      } else if (now - start >= opts_.connect_timeout) {
+        // libcurl's connect limit fires now; should PRETRANSFER_TIME have
+        // read 0 µs for a reused connection, the idle clock starts here.
+        connected = true;
+        x.last_byte = std::max(x.last_byte, now);
       }
     }
     milliseconds wait = kMaxPollWait;
@@ -277,16 +282,17 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
   }
   if (!x.abort.ok()) return x.abort;
   if (result == CURLE_OK) return Status::Ok();
+  // An error answer is reported as such whatever else libcurl noticed
+  // first (e.g. an error page longer than the maximum).
+  if (long status = ResponseCode(); status >= 400) {
+    std::string m2 = x.url + ": HTTP " + std::to_string(status);
+    return status == 404 || status == 410 ? Status::NotFound(m2) : Status::IOError(m2);
+  }
   std::string cause = curl_easy_strerror(result);
   if (errbuf_[0] != '\0') cause += std::string(" (") + errbuf_ + ")";
   switch (result) {
     case CURLE_FILESIZE_EXCEEDED:
       return too_large;
-    case CURLE_HTTP_RETURNED_ERROR: {
-      long status = ResponseCode();
-      std::string m2 = x.url + ": HTTP " + std::to_string(status);
-      return status == 404 || status == 410 ? Status::NotFound(m2) : Status::IOError(m2);
-    }
     case CURLE_OPERATION_TIMEDOUT:
       return Status::IOError(x.url + ": " +
                              (connected ? "total timeout of " + Millis(opts_.total_timeout)

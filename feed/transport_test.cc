@@ -9,9 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "loopback.h"
 #include "test_util.h"
@@ -272,7 +275,8 @@ TEST_F(HttpsTransportTest, SmallFetchThenNotModified) {
 
 TEST_F(HttpsTransportTest, MissingFileAndBound) {
   auto t = Open(nginx_->url(), opts_);
-  auto missing = t->FetchSmall("nothing.cxfeed", {}, 1000);
+  // max_bytes below the size of nginx's 404 page: still a 404.
+  auto missing = t->FetchSmall("nothing.cxfeed", {}, 8);
   EXPECT_EQ(missing.status().code(), Code::kNotFound);
   EXPECT_TRUE(Contains(missing.status().message(), nginx_->url() + "nothing.cxfeed: HTTP 404"))
       << missing.status().message();
@@ -331,6 +335,26 @@ TEST_F(HttpsTransportTest, FetchFileExactLength) {
                                               std::to_string(kPatchSize + 1) + " bytes"))
       << shorter.message();
   EXPECT_EQ(ReadFile(part), Data());
+}
+
+// One transport shared by threads: requests are serialised, stats add up.
+TEST_F(HttpsTransportTest, SharedBetweenThreads) {
+  auto t = Open(nginx_->url(), opts_);
+  constexpr int kThreads = 4, kEach = 5;
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      for (int j = 0; j < kEach; ++j) {
+        auto r = t->FetchSmall("index.cxfeed", {}, 1000);
+        if (r.ok() && r->body == "the index") ++good;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(good, kThreads * kEach);
+  EXPECT_EQ(t->stats().requests, uint64_t{kThreads * kEach});
+  EXPECT_EQ(t->stats().body_bytes, uint64_t{9 * kThreads * kEach});
 }
 
 TEST_F(HttpsTransportTest, UntrustedCertificateRefused) {
@@ -476,6 +500,59 @@ TEST_F(HostileTest, IgnoredRangeStillResumesRight) {
   EXPECT_EQ(ReadFile(part_), Data());
   ASSERT_EQ(h->requests(), 1u);
   EXPECT_TRUE(Contains(h->log_lines()[0], "range=bytes=5000-")) << h->log_lines()[0];
+}
+
+TEST_F(HostileTest, RedirectsOnlyToHttpsAndBounded) {
+  auto ok = Serve("redirect");
+  ASSERT_NE(ok, nullptr);
+  auto t = Open(ok->url(), opts_);
+  auto r = t->FetchSmall("index.cxfeed", {}, 1000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->body, "the index");
+  EXPECT_EQ(ok->requests(), 2u);
+
+  auto to_http = Serve("redirect-http");
+  ASSERT_NE(to_http, nullptr);
+  t = Open(to_http->url(), opts_);
+  r = t->FetchSmall("index.cxfeed", {}, 1000);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kIOError);
+  EXPECT_TRUE(Contains(r.status().message(), to_http->url() + "index.cxfeed: "))
+      << r.status().message();
+  EXPECT_EQ(to_http->requests(), 1u);  // never followed (it would fail TLS-less anyway)
+
+  auto loop = Serve("redirect-loop");
+  ASSERT_NE(loop, nullptr);
+  t = Open(loop->url(), opts_);
+  r = t->FetchSmall("index.cxfeed", {}, 1000);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kIOError);
+  EXPECT_TRUE(Contains(r.status().message(), "redirect")) << r.status().message();
+  EXPECT_LE(loop->requests(), 6u);
+}
+
+TEST_F(HostileTest, ConnectLimitAndRefusedConnection) {
+  auto h = Serve("stall-tls");
+  ASSERT_NE(h, nullptr);
+  auto t = Open(h->url(), opts_);
+  Clock::time_point start = Clock::now();
+  auto r = t->FetchSmall("index.cxfeed", {}, 1000);
+  auto took = Clock::now() - start;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kIOError);
+  EXPECT_TRUE(Contains(r.status().message(), h->url() + "index.cxfeed: connect timeout of 500 ms"))
+      << r.status().message();
+  EXPECT_GE(took, kShortTimeout);
+  EXPECT_LT(took, kShortTimeout + kTimeMargin);
+
+  // Nothing listens on a port just released.
+  const std::string dead = "https://127.0.0.1:" + std::to_string(h->port()) + "/";
+  h.reset();
+  t = Open(dead, opts_);
+  r = t->FetchSmall("index.cxfeed", {}, 1000);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kIOError);
+  EXPECT_TRUE(Contains(r.status().message(), dead + "index.cxfeed: ")) << r.status().message();
 }
 
 // The hostile server's per-path modes (what the client's tests rely on): a

@@ -112,6 +112,11 @@ class Nginx {
 //   stall-headers  reads the request, then never answers
 //   ignore-range   200 with the whole file whatever the Range header says
 //   wrong-body     the file's length of different bytes (each byte ^ 0xff)
+//   stall-tls      accepts connections, never completes a TLS handshake
+//                  (applies to the whole server, not per path)
+//   redirect       302 to the same URL + "?redirected" (https), then normal
+//   redirect-http  302 to the same URL over http://
+//   redirect-loop  302 to itself, forever
 // `per_path` overrides the mode for single paths relative to the root
 // (e.g. {{"index.cxfeed", "normal"}}) so a test can serve a good index and
 // a bad patch.

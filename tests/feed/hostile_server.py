@@ -18,7 +18,8 @@ import threading
 import time
 
 MODES = ("normal", "endless", "longer", "truncate", "slow", "stall-headers",
-         "ignore-range", "wrong-body")
+         "ignore-range", "wrong-body", "stall-tls", "redirect", "redirect-http",
+         "redirect-loop")
 EXTRA_BYTES = 4096   # "longer": bytes past the file
 SLOW_BYTES = 16      # "slow": bytes sent before the silence
 FOREVER = 3600.0     # how long "forever" is (the test kills us long before)
@@ -91,6 +92,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode == "stall-headers":
             time.sleep(FOREVER)
             return
+        if mode.startswith("redirect") and not self.path.endswith("?redirected"):
+            port = self.server.server_address[1]
+            to = {"redirect": "https://127.0.0.1:%d%s?redirected" % (port, self.path),
+                  "redirect-http": "http://127.0.0.1:%d%s?redirected" % (port, self.path),
+                  "redirect-loop": "https://127.0.0.1:%d%s" % (port, self.path)}[mode]
+            self.send(302, [("Location", to), ("Content-Length", "0")])
+            return
         path = os.path.join(ARGS.root, rel)
         if ".." in rel.split("/") or not os.path.isfile(path):
             self.send(404, [("Content-Length", "0")])
@@ -138,6 +146,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send(status, headers + [("Content-Length", str(len(body)))], body)
 
     def handle(self):
+        if ARGS.mode == "stall-tls":
+            time.sleep(FOREVER)  # accepted; the TLS handshake never happens
+            return
         try:
             super().handle()
         except (ConnectionError, ssl.SSLError, socket.timeout, OSError):
