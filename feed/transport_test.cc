@@ -39,6 +39,8 @@ constexpr uint64_t kPatchSize = (uint64_t{1} << 20) + 12345;  // not a multiple 
 constexpr milliseconds kShortTimeout{500};
 // Slack allowed beyond a time limit on a loaded 2-core machine.
 constexpr milliseconds kTimeMargin{1500};
+// The total limit of the hostile tests, far above what any of them takes.
+constexpr milliseconds kBackstop{15000};
 
 std::unique_ptr<Transport> Open(const std::string& url, const TransportOptions& o) {
   auto t = OpenTransport(url, o);
@@ -396,6 +398,8 @@ class HostileTest : public HttpsTransportTest {
     HttpsTransportTest::SetUp();
     opts_.connect_timeout = kShortTimeout;
     opts_.idle_timeout = kShortTimeout;
+    // A transport that loses a bound fails the test instead of hanging it.
+    opts_.total_timeout = kBackstop;
   }
   std::unique_ptr<HostileServer> Serve(const std::string& mode,
                                        const std::map<std::string, std::string>& per_path = {}) {
@@ -488,6 +492,22 @@ TEST_F(HostileTest, SlowAndSilentServersTimeOut) {
     EXPECT_LT(took, kShortTimeout + kTimeMargin);
     WriteFile(part_, "");
   }
+}
+
+TEST_F(HostileTest, TotalLimit) {
+  auto h = Serve("slow");
+  ASSERT_NE(h, nullptr);
+  opts_.idle_timeout = milliseconds(10000);
+  opts_.total_timeout = milliseconds(700);
+  auto t = Open(h->url(), opts_);
+  Clock::time_point start = Clock::now();
+  Status st = t->FetchFile("patches/p.cxpatch", part_, kPatchSize);
+  auto took = Clock::now() - start;
+  EXPECT_EQ(st.code(), Code::kIOError);
+  EXPECT_TRUE(Contains(st.message(), h->url() + "patches/p.cxpatch: total timeout of 700 ms"))
+      << st.message();
+  EXPECT_GE(took, milliseconds(700));
+  EXPECT_LT(took, milliseconds(700) + kTimeMargin);
 }
 
 TEST_F(HostileTest, IgnoredRangeStillResumesRight) {
