@@ -317,6 +317,16 @@ TEST_F(HttpsTransportTest, FetchFileWholeAndResumed) {
   std::string last = nginx_->log_lines().back();
   EXPECT_TRUE(Contains(last, " 206 ")) << last;
   EXPECT_TRUE(Contains(last, "range=bytes=" + std::to_string(prefix) + "-")) << last;
+
+  // Complete already: no request. Longer than signed: not a prefix, fetched anew.
+  uint64_t requests = t->stats().requests;
+  ASSERT_TRUE(t->FetchFile("patches/p.cxpatch", part, kPatchSize).ok());
+  EXPECT_EQ(t->stats().requests, requests);
+  WriteFile(part, Data() + "junk");
+  st = t->FetchFile("patches/p.cxpatch", part, kPatchSize);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(ReadFile(part), Data());
+  EXPECT_EQ(t->stats().requests, requests + 1);
 }
 
 TEST_F(HttpsTransportTest, FetchFileExactLength) {
