@@ -323,6 +323,7 @@ TEST_F(HttpsTransportTest, FetchFileWholeAndResumed) {
   ASSERT_TRUE(t->FetchFile("patches/p.cxpatch", part, kPatchSize).ok());
   EXPECT_EQ(t->stats().requests, requests);
   WriteFile(part, Data() + "junk");
+  last_done = 0;
   st = t->FetchFile("patches/p.cxpatch", part, kPatchSize);
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(ReadFile(part), Data());
