@@ -10,6 +10,8 @@
 //   is on its way), the total limit by libcurl (CURLOPT_TIMEOUT_MS).
 // - Requests of one transport are serialised (one easy handle, one
 //   connection cache); the transport is safe to share between threads.
+//   options.progress runs with that lock held: it must not call the
+//   transport.
 // - The standard proxy variables (https_proxy, no_proxy) apply, as libcurl
 //   reads them.
 // - Every error names the full URL and the cause (libcurl's text, the HTTP

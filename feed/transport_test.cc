@@ -145,6 +145,8 @@ TEST_F(LocalTransportTest, MissingFileAndBadPaths) {
   EXPECT_TRUE(Contains(st.status().message(), feed_.Join("nothing.cxfeed")));
   EXPECT_EQ(t_->FetchSmall("../x", {}, 100).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(t_->FetchFile("/etc/passwd", work_.Join("p"), 10).code(), Code::kInvalidArgument);
+  EXPECT_EQ(t_->FetchFile("nothing.cxpatch", work_.Join("p"), 10).code(), Code::kNotFound);
+  EXPECT_TRUE(cryptex::test::ListDirNames(work_.path()).empty());  // no partial left behind
   EXPECT_EQ(t_->FetchSmall("patches", {}, 100).status().code(), Code::kIOError);  // a directory
 }
 
@@ -198,6 +200,11 @@ TEST_F(LocalTransportTest, FetchFileWholeResumedAndExact) {
                        "more than the signed " + std::to_string(data_.size() - 1) + " bytes"))
       << longer.message();
   EXPECT_EQ(FileSize(part), 0u);
+
+  // An empty file: the partial exists and is empty.
+  WriteFile(feed_.Join("patches/empty.cxpatch"), "");
+  ASSERT_TRUE(t->FetchFile("patches/empty.cxpatch", work_.Join("e.part"), 0).ok());
+  EXPECT_EQ(FileSize(work_.Join("e.part")), 0u);
 
   // Shorter than signed: truncated, the prefix kept.
   Status shorter = t->FetchFile("patches/p.cxpatch", part, data_.size() + 10);
@@ -300,6 +307,9 @@ TEST_F(HttpsTransportTest, MissingFileAndBound) {
   EXPECT_EQ(missing.status().code(), Code::kNotFound);
   EXPECT_TRUE(Contains(missing.status().message(), nginx_->url() + "nothing.cxfeed: HTTP 404"))
       << missing.status().message();
+  Status file = t->FetchFile("nothing.cxpatch", work_.Join("n.part"), 100);
+  EXPECT_EQ(file.code(), Code::kNotFound) << file.ToString();
+  EXPECT_TRUE(cryptex::test::ListDirNames(work_.path()).empty());  // no partial left behind
   auto over = t->FetchSmall("index.cxfeed", {}, 8);
   EXPECT_EQ(over.status().code(), Code::kCorruption);
   EXPECT_TRUE(Contains(over.status().message(), nginx_->url() + "index.cxfeed: more than 8 bytes"))
@@ -360,7 +370,8 @@ TEST_F(HttpsTransportTest, FetchFileExactLength) {
                                              "patches/p.cxpatch: more than the signed " +
                                              std::to_string(kPatchSize - 1) + " bytes"))
       << longer.message();
-  EXPECT_LE(FileSize(part), kPatchSize - 1);
+  // Refused on its Content-Length, before any byte: no partial made.
+  EXPECT_NE(::access(part.c_str(), F_OK), 0);
 
   WriteFile(part, "");
   Status shorter = t->FetchFile("patches/p.cxpatch", part, kPatchSize + 1);
