@@ -38,6 +38,28 @@ struct Refusal {
   std::string reason;  // the error message (names the URL)
 };
 
+// What feed.json holds (`cryptex feed status`); read without the network.
+struct ClientState {
+  std::string url;              // the feed of the last fetch
+  uint64_t newest_version = 0;  // 0: no index accepted yet
+  std::string newest_sha256;    // of the newest index's payload (hex)
+  int64_t published = 0;
+  int64_t expires = 0;
+  int64_t last_fetch = 0;     // last Refresh, accepted or not
+  int64_t last_accepted = 0;  // last Refresh that accepted an index
+  Validators validators;      // of the kept index
+  std::vector<AnnouncedKey> keys;
+  std::vector<Revocation> revoked;
+  std::vector<Refusal> refusals;  // oldest first, at most kMaxRefusals
+};
+
+inline constexpr size_t kMaxRefusals = 50;
+inline constexpr const char* kStateFile = "feed.json";
+
+// Reads STATE_DIR/feed.json: an empty state if it does not exist,
+// kCorruption naming the file if it is not a valid state.
+Result<ClientState> ReadClientState(const std::string& state_dir);
+
 class FeedClient {
  public:
   ~FeedClient();
@@ -70,6 +92,11 @@ class FeedClient {
   std::vector<Refusal> refusals() const;
   uint64_t newest_version() const;
   TransportStats stats() const;
+
+  // The revocations of the newest accepted index, persisted in feed.json:
+  // still applied after a refusal (a revocation only ever holds a patch
+  // back, so an attacker gains nothing from it), unlike its offers.
+  std::vector<Revocation> revocations() const;
 
  private:
   struct Impl;
