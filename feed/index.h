@@ -29,22 +29,24 @@ namespace cryptex::feed {
 inline constexpr const char* kIndexFile = "index.cxfeed";
 // A larger index is refused unread (a hostile server's endless index).
 inline constexpr uint64_t kMaxIndexBytes = uint64_t{16} << 20;
+// More signature lines than this are refused (each costs a verification).
+inline constexpr size_t kMaxIndexSignatures = 16;
 
 struct FeedPatch {
   std::string id;
-  std::string line;     // the image line (the base image's name)
-  std::string version;  // the manifest's version
-  std::string file;     // path of the .cxpatch relative to the feed root
-  uint64_t length = 0;  // bytes of that file
-  Digest sha256{};      // SHA-256 of that file
-  Digest root{};        // the patch image's signed root digest
-  Digest base_root{};   // the base it applies to
+  std::string line;                           // the image line (the base image's name)
+  std::string version;                        // the manifest's version
+  std::string file;                           // path of the .cxpatch relative to the feed root
+  uint64_t length = 0;                        // bytes of that file
+  Digest sha256{};                            // SHA-256 of that file
+  Digest root{};                              // the patch image's signed root digest
+  Digest base_root{};                         // the base it applies to
   std::vector<std::string> requires_patches;  // bottom first
   uint64_t release_counter = 0;
-  std::string severity;    // low | medium | high | critical ("" = none)
+  std::string severity;  // low | medium | high | critical ("" = none)
   std::vector<std::string> cves;
-  std::string activation;  // relaunch | reboot
-  int64_t released_at = 0; // unix seconds (0 = unknown)
+  std::string activation;   // relaunch | reboot
+  int64_t released_at = 0;  // unix seconds (0 = unknown)
 };
 
 struct FeedBase {
@@ -58,7 +60,7 @@ struct FeedBase {
 };
 
 struct Revocation {
-  std::string line;
+  std::string line;  // "" = the id on every line
   std::string id;
   std::string reason;
   int64_t at = 0;  // when it was revoked (unix seconds)
@@ -72,17 +74,25 @@ struct AnnouncedKey {
 struct Index {
   uint64_t version = 0;  // grows with every publish; never reused
   int64_t published = 0;
-  int64_t expires = 0;   // unix seconds; a device refuses the index after it
+  int64_t expires = 0;  // unix seconds; a device refuses the index after it
   std::vector<FeedPatch> patches;
   std::vector<FeedBase> bases;
   std::vector<Revocation> revoked;
   std::vector<AnnouncedKey> keys;  // index keys this index announces
 
+  // The patch `id` of `line`, or nullptr.
   const FeedPatch* FindPatch(const std::string& line, const std::string& id) const;
+  // The revocation of patch `id` on `line` (or on every line), or nullptr.
   const Revocation* FindRevocation(const std::string& line, const std::string& id) const;
 };
 
-// The payload (JSON) of `index`.
+// The payload (JSON) of `index` (docs/FEED.md, "The index"). Decoding is
+// strict: an unknown format or member, a missing or wrongly typed member, a
+// digest that is not 64 lower-case hex digits, a file path that fails
+// CheckFeedPath, an empty or zero length, a string longer than
+// format::kMaxManifestStringLen or holding a control character, a member
+// given twice, or two entries with the same (line, id) (patches,
+// revocations), file (bases) or key id (keys) is refused.
 std::string EncodePayload(const Index& index);
 // kCorruption naming `what` if `payload` is not a valid index payload.
 Result<Index> DecodePayload(std::string_view payload, const std::string& what);
@@ -92,8 +102,8 @@ Result<std::string> SignIndex(const Index& index, const std::vector<const Privat
 
 struct VerifiedIndex {
   Index index;
-  std::string payload;          // the signed bytes
-  std::vector<KeyId> signed_by; // the trusted keys whose signature verified
+  std::string payload;           // the signed bytes
+  std::vector<KeyId> signed_by;  // the trusted keys whose signature verified
 };
 
 // Parses `file` (named `what` in messages) and checks its signatures: ok

@@ -52,9 +52,9 @@ struct SmallFetch {
 // What a transport did so far (benchmarks and tests: an idle poll costs one
 // request and no body).
 struct TransportStats {
-  uint64_t requests = 0;        // requests sent (files opened, for local feeds)
-  uint64_t body_bytes = 0;      // payload bytes received
-  uint64_t not_modified = 0;    // 304 answers
+  uint64_t requests = 0;      // requests sent (files opened, for local feeds)
+  uint64_t body_bytes = 0;    // payload bytes received
+  uint64_t not_modified = 0;  // 304 answers
 };
 
 class Transport {
@@ -79,8 +79,7 @@ class Transport {
   // signed N bytes"), a shorter one is kIOError "truncated at N of M bytes"
   // with the prefix kept in `partial` for the next attempt. The file is
   // fsynced before an ok return. `partial` is created 0600 if missing.
-  virtual Status FetchFile(const std::string& rel, const std::string& partial,
-                           uint64_t length) = 0;
+  virtual Status FetchFile(const std::string& rel, const std::string& partial, uint64_t length) = 0;
 
   virtual TransportStats stats() const = 0;
 };
