@@ -89,6 +89,8 @@ int CmdAgent(int argc, char** argv);
 int CmdFeedStatus(int argc, char** argv);
 int CmdPolicy(int argc, char** argv);
 int CmdApprove(int argc, char** argv);
+// The vendor side of a patch feed (cmd_feed.cc).
+int CmdFeed(int argc, char** argv);
 
 }  // namespace cryptex::cli
 

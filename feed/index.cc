@@ -47,10 +47,8 @@ bool DecodeHexExact(std::string_view hex, size_t n, uint8_t* out) {
   return true;
 }
 
-// The rule of feed::CheckFeedPath (transport.h): a relative path of
-// [A-Za-z0-9._-] components joined by '/', none of them "." or "..".
-// TODO(issue 9): call CheckFeedPath once transport.cc (which defines it) is
-// merged; until then this local copy keeps the index library buildable alone.
+}  // namespace
+
 bool IsFeedPath(std::string_view rel) {
   if (rel.empty()) return false;
   size_t start = 0;
@@ -68,6 +66,8 @@ bool IsFeedPath(std::string_view rel) {
   }
   return true;
 }
+
+namespace {
 
 // The string `v` (named `name` in errors): at most kMaxManifestStringLen
 // bytes (index strings come from manifests), no control characters (they
@@ -466,7 +466,12 @@ Result<Index> DecodePayload(std::string_view payload, const std::string& what) {
 
 Result<std::string> SignIndex(const Index& index, const std::vector<const PrivateKey*>& keys) {
   if (keys.empty()) return Status::InvalidArgument("feed index: no signing key given");
-  const std::string payload = EncodePayload(index);
+  std::string payload;
+  try {
+    payload = EncodePayload(index);
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(std::string("feed index: cannot encode: ") + e.what());
+  }
   const std::string message = SignedMessage(payload);
   std::string file(kFileHeader);
   std::set<KeyId> done;
@@ -521,6 +526,13 @@ Result<VerifiedIndex> VerifyIndex(std::string_view file, const TrustStore& trust
   CX_ASSIGN_OR_RETURN(out.index, DecodePayload(payload, what));
   out.payload = std::string(payload);
   return out;
+}
+
+Result<Index> ReadIndexUnverified(std::string_view file, const std::string& what) {
+  std::vector<SigLine> sigs;
+  std::string_view payload;
+  CX_RETURN_IF_ERROR(SplitFile(file, what, &sigs, &payload));
+  return DecodePayload(payload, what);
 }
 
 }  // namespace cryptex::feed

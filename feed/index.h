@@ -86,6 +86,11 @@ struct Index {
   const Revocation* FindRevocation(const std::string& line, const std::string& id) const;
 };
 
+// True if `rel` is a path a feed can serve: relative, [A-Za-z0-9._-]
+// components joined by '/', none of them "." or ".." (the rule of
+// CheckFeedPath, transport.h, which should call this one definition).
+bool IsFeedPath(std::string_view rel);
+
 // The payload (JSON) of `index` (docs/FEED.md, "The index"). Decoding is
 // strict: an unknown format or member, a missing or wrongly typed member, a
 // digest that is not 64 lower-case hex digits, a file path that fails
@@ -97,7 +102,12 @@ std::string EncodePayload(const Index& index);
 // kCorruption naming `what` if `payload` is not a valid index payload.
 Result<Index> DecodePayload(std::string_view payload, const std::string& what);
 
-// The whole file, the payload signed by each key (at least one).
+// EncodePayload REQUIRES every string to be valid UTF-8 (nlohmann's writer
+// throws otherwise) and checks nothing else: a publisher decodes what it
+// encoded before signing it.
+
+// The whole file, the payload signed by each key (at least one; a key given
+// twice signs once). kInvalidArgument if a string is not UTF-8.
 Result<std::string> SignIndex(const Index& index, const std::vector<const PrivateKey*>& keys);
 
 struct VerifiedIndex {
@@ -113,5 +123,10 @@ struct VerifiedIndex {
 // trusted key or one by a trusted key does not verify.
 Result<VerifiedIndex> VerifyIndex(std::string_view file, const TrustStore& trusted,
                                   const std::vector<AnnouncedKey>& extra, const std::string& what);
+
+// The index of a whole index file with its signatures NOT checked: for the
+// publisher reading back its own previous index (publish.h), never for a
+// device. kCorruption / kUnsupported naming `what` as VerifyIndex would.
+Result<Index> ReadIndexUnverified(std::string_view file, const std::string& what);
 
 }  // namespace cryptex::feed

@@ -448,6 +448,8 @@ Result<PublicKey> PublicKey::FromRaw(std::span<const uint8_t> raw32) {
 
 KeyId PublicKey::id() const { return impl_->id; }
 
+std::array<uint8_t, 32> PublicKey::raw() const { return RawPublic(impl_->pkey.get()); }
+
 bool PublicKey::Verify(std::span<const uint8_t> message, std::span<const uint8_t> sig) const {
   if (sig.size() != sizeof(Ed25519Sig)) return false;
   MdCtxPtr ctx(EVP_MD_CTX_new());

@@ -77,6 +77,7 @@ class PublicKey final {
   static Result<PublicKey> LoadPem(const std::string& path);
   static Result<PublicKey> FromRaw(std::span<const uint8_t> raw32);
   KeyId id() const;
+  std::array<uint8_t, 32> raw() const;                   // the raw Ed25519 key (FromRaw's input)
   const std::string& origin() const { return origin_; }  // file it came from
   bool Verify(std::span<const uint8_t> message, std::span<const uint8_t> sig) const;
 
