@@ -172,6 +172,12 @@ int Simulate(int argc, char** argv) {
                 for (const auto& p : cfg.plugins) s += (s.empty() ? "" : ",") + p;
                 return s;
               }(), tty).c_str());
+  if (!cfg.feed.empty()) {
+    const std::string f = r->feed_version != 0
+                              ? "feed: the kept index, version " + std::to_string(r->feed_version)
+                              : "feed: no offers (" + r->feed_refused + ")";
+    std::printf("  %s\n", ForTerminal(f, tty).c_str());
+  }
   for (const auto& m : r->refused_files) std::printf("  refused %s\n", ForTerminal(m, tty).c_str());
   for (const auto& d : r->decisions) {
     std::string line = policy::JournalLine(d);

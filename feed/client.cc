@@ -31,7 +31,7 @@ bool DigestFromHex(const std::string& hex, Digest* out) {
   return true;
 }
 
-std::string IndexUrl(const Transport& t) { return t.base() + "/" + kIndexFile; }
+std::string IndexUrl(const Transport& t) { return FeedUrlOf(t.base(), kIndexFile); }
 
 // mkdir `dir` with `mode` if missing; an existing non-directory is an error.
 Status MakeDir(const std::string& dir, mode_t mode) {
@@ -114,6 +114,24 @@ Result<ClientState> StateFromJson(const std::string& bytes, const std::string& w
     return bad(e.what());
   }
   return s;
+}
+
+// The index keys: a directory of *.pub or one .pub file.
+Result<TrustStore> LoadFeedTrust(const std::string& path) {
+  if (path.empty()) {
+    return Status::InvalidArgument("feed_trust: missing (the keys that sign the feed's index)");
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path + ": feed trust");
+  return S_ISDIR(st.st_mode) ? TrustStore::LoadDir(path) : TrustStore::LoadFile(path);
+}
+
+// "the index expired" (freeze) unless `idx` is current at `now`.
+Status CheckCurrent(const Index& idx, int64_t now, const std::string& source) {
+  if (now < idx.expires) return Status::Ok();
+  return Status::Corruption(source + ": index version " + std::to_string(idx.version) +
+                            " expired at " + std::to_string(idx.expires) + " (now " +
+                            std::to_string(now) + "): freeze");
 }
 
 }  // namespace
@@ -248,7 +266,7 @@ Result<std::string> FeedClient::Impl::Download(const FeedPatch& p) {
   const std::string hex = Hex(p.sha256);
   const std::string done = CacheDir() + "/" + hex + ".cxpatch";
   const std::string part = CacheDir() + "/" + hex + ".part";
-  const std::string url = transport->base() + "/" + p.file;
+  const std::string url = FeedUrlOf(transport->base(), p.file);
   // A finished download is checked again: the cache is only a cache.
   if (auto d = store::DigestOfFile(done); d.ok()) {
     if (d->size == p.length && d->sha256 == p.sha256) return done;
@@ -279,6 +297,22 @@ Result<std::string> FeedClient::Impl::Download(const FeedPatch& p) {
   return done;
 }
 
+Result<Index> ReadKeptIndex(const FeedSettings& settings, int64_t now) {
+  CX_ASSIGN_OR_RETURN(ClientState state, ReadClientState(settings.state_dir));
+  const std::string path = settings.state_dir + "/" + kIndexFile;
+  if (state.newest_version == 0) return Status::NotFound(path + ": no index accepted yet");
+  CX_ASSIGN_OR_RETURN(TrustStore trust, LoadFeedTrust(settings.trust));
+  CX_ASSIGN_OR_RETURN(std::string file, store::ReadWholeFile(path));
+  CX_ASSIGN_OR_RETURN(VerifiedIndex v, VerifyIndex(file, trust, state.keys, path));
+  if (v.index.version != state.newest_version ||
+      Hex(Sha256::Hash(v.payload.data(), v.payload.size())) != state.newest_sha256) {
+    return Status::Corruption(path + ": not the newest index accepted (version " +
+                              std::to_string(state.newest_version) + ")");
+  }
+  CX_RETURN_IF_ERROR(CheckCurrent(v.index, now, path));
+  return std::move(v.index);
+}
+
 FeedClient::FeedClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 FeedClient::~FeedClient() = default;
 FeedClient::FeedClient(FeedClient&&) noexcept = default;
@@ -287,17 +321,7 @@ FeedClient& FeedClient::operator=(FeedClient&&) noexcept = default;
 Result<FeedClient> FeedClient::Open(const FeedSettings& settings) {
   auto impl = std::make_unique<Impl>();
   impl->settings = settings;
-  if (settings.trust.empty()) {
-    return Status::InvalidArgument("feed_trust: missing (the keys that sign the feed's index)");
-  }
-  struct stat st;
-  if (stat(settings.trust.c_str(), &st) != 0) {
-    return Status::FromErrno(errno, settings.trust + ": feed trust");
-  }
-  auto trust = S_ISDIR(st.st_mode) ? TrustStore::LoadDir(settings.trust)
-                                   : TrustStore::LoadFile(settings.trust);
-  if (!trust.ok()) return trust.status();
-  impl->trust = std::move(*trust);
+  CX_ASSIGN_OR_RETURN(impl->trust, LoadFeedTrust(settings.trust));
   if (settings.state_dir.empty() || settings.state_dir[0] != '/') {
     return Status::InvalidArgument("feed_state: '" + settings.state_dir +
                                    "' is not an absolute path");

@@ -53,12 +53,25 @@ struct ClientState {
   std::vector<Refusal> refusals;  // oldest first, at most kMaxRefusals
 };
 
+// The URL (or path) of `rel` in the feed at `base` (a URL ending in '/' or
+// not, or a directory), for messages.
+inline std::string FeedUrlOf(const std::string& base, const std::string& rel) {
+  return base + (!base.empty() && base.back() == '/' ? "" : "/") + rel;
+}
+
 inline constexpr size_t kMaxRefusals = 50;
 inline constexpr const char* kStateFile = "feed.json";
 
 // Reads STATE_DIR/feed.json: an empty state if it does not exist,
 // kCorruption naming the file if it is not a valid state.
 Result<ClientState> ReadClientState(const std::string& state_dir);
+
+// The kept index of settings.state_dir, verified again (with settings.trust
+// and the keys announced before) and current at `now`, without contacting
+// the feed: what `cryptex policy simulate` and `cryptex approve` see of the
+// feed. kNotFound if no index was accepted yet; kCorruption if it is not the
+// newest accepted or has expired (freeze).
+Result<Index> ReadKeptIndex(const FeedSettings& settings, int64_t now);
 
 class FeedClient {
  public:

@@ -426,7 +426,7 @@ Result<std::string> FetchChecked(FeedRun* feed, const Config& cfg, const feed::F
                                  const TrustStore& trust, int64_t now) {
   feed->current = f.id;
   CX_ASSIGN_OR_RETURN(std::string path, feed->client->Download(f, now));
-  const Status bad = CheckDownload(path, f, cfg.feed + "/" + f.file, trust);
+  const Status bad = CheckDownload(path, f, feed::FeedUrlOf(cfg.feed, f.file), trust);
   if (bad.ok()) return path;
   unlink(path.c_str());
   if (Status r = feed->client->RecordRefusal(feed::Refusal{now, f.id, bad.message()}); !r.ok()) {
@@ -569,6 +569,21 @@ std::string JournalLine(const AgentDecision& d) {
 
 namespace {
 
+// The feed as the last run left it, without the network (simulate,
+// approve): the revocations of the newest accepted index, and its offers
+// while it is current. *why says why there are none.
+Status KeptFeed(const Config& cfg, int64_t now, FeedRun* feed, std::string* why) {
+  CX_ASSIGN_OR_RETURN(feed::ClientState fs, feed::ReadClientState(cfg.feed_state));
+  feed->revoked = fs.revoked;
+  auto kept = feed::ReadKeptIndex(FeedSettingsOf(cfg), now);
+  if (kept.ok()) {
+    feed->index = std::move(*kept);
+  } else {
+    *why = kept.status().message();
+  }
+  return Status::Ok();
+}
+
 // Opens the feed client and refreshes the index. A refused index is
 // reported (and recorded by the client) and the run goes on without the
 // feed's offers; only a failure to open the client's state is an error.
@@ -624,10 +639,9 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
   if (!cfg.feed.empty()) {
     feed.emplace();
     if (opts.dry_run) {
-      // A simulation fetches nothing: the revocations known from the
-      // newest accepted index still apply.
-      CX_ASSIGN_OR_RETURN(feed::ClientState fs, feed::ReadClientState(cfg.feed_state));
-      feed->revoked = fs.revoked;
+      // A simulation fetches nothing: it offers what the kept index offers.
+      CX_RETURN_IF_ERROR(KeptFeed(cfg, opts.now, &*feed, &report.feed_refused));
+      if (feed->index) report.feed_version = feed->index->version;
     } else {
       CX_RETURN_IF_ERROR(RefreshFeed(cfg, opts, &*feed, &report));
     }
@@ -744,7 +758,7 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
     }
     if (o.feed) {
       target = "feed " + o.feed->file + " " + HexEncode(o.feed->sha256);
-      d.file = cfg.feed + "/" + o.feed->file;
+      d.file = feed::FeedUrlOf(cfg.feed, o.feed->file);
     }
     if (!changed && d.action != "none" && !prev->failed.empty() &&
         prev->failed.substr(0, prev->failed.find('\n')) == target) {
@@ -834,7 +848,14 @@ Status Approve(const Config& cfg, const TrustStore& trust, const std::string& li
   CX_ASSIGN_OR_RETURN(store::StoreState st, s->ReadState());
   CX_ASSIGN_OR_RETURN(auto records, s->History());
   const HistoryFacts hist = FactsFromHistory(records);
-  CX_ASSIGN_OR_RETURN(Offers offers, CollectOffers(cfg, *s, st, hist, trust));
+  std::optional<FeedRun> feed;
+  std::string why;
+  if (!cfg.feed.empty()) {
+    feed.emplace();
+    CX_RETURN_IF_ERROR(KeptFeed(cfg, static_cast<int64_t>(std::time(nullptr)), &*feed, &why));
+  }
+  CX_ASSIGN_OR_RETURN(Offers offers,
+                      CollectOffers(cfg, *s, st, hist, trust, feed ? &*feed : nullptr));
   const Offer* found = nullptr;
   std::vector<std::string> lines;
   for (const Offer& o : offers.list) {
@@ -844,7 +865,10 @@ Status Approve(const Config& cfg, const TrustStore& trust, const std::string& li
   }
   if (found == nullptr) {
     return Status::NotFound("patch " + id + " is neither installed in " + cfg.store +
-                            (cfg.patch_dir.empty() ? "" : " nor offered in " + cfg.patch_dir));
+                            (cfg.patch_dir.empty() ? "" : " nor offered in " + cfg.patch_dir) +
+                            (cfg.feed.empty() ? ""
+                                              : " nor in the feed's newest index" +
+                                                    (why.empty() ? "" : " (" + why + ")")));
   }
   if (lines.size() > 1) {
     return Status::InvalidArgument("patch " + id + " is in several lines (" + Join(lines) +

@@ -8,7 +8,8 @@
 // vote; one that only repeats the patch's last decision (a deferral asked
 // again every hour) is not recorded again.
 //
-// Simulation (`cryptex policy simulate`) runs the same code with `dry_run`:
+// Simulation (`cryptex policy simulate`) runs the same code with `dry_run`
+// (with a feed: the offers of its kept index, fetching nothing):
 // the same offers, facts and chain, and the same sequence of would-be
 // changes (a patch that requires one installed earlier in the run sees it
 // active), but nothing is written, no health check runs and no mount is
@@ -112,8 +113,9 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
 
 // `cryptex approve`: records an approval of patch `id` (in line `line`, ""
 // if the id is unique) in the history (action "approve"); the agent gives
-// plugins patch.approved from it. The patch must be installed in the store
-// or offered in cfg.patch_dir. kNotFound otherwise.
+// plugins patch.approved from it. The patch must be installed in the store,
+// offered in cfg.patch_dir, or listed by the feed's kept index (the newest
+// accepted, while current; the feed is not contacted). kNotFound otherwise.
 Status Approve(const Config& cfg, const TrustStore& trust, const std::string& line,
                const std::string& id, const std::string& reason);
 

@@ -158,7 +158,7 @@ class FeedAgentTest : public ::testing::Test {
     mkdir(plugins_.c_str(), 0755);
     std::string build = test::CryptexBin();
     build = build.substr(0, build.rfind("/cli/"));
-    for (const char* p : {"auto", "revocation", "rollout"}) {
+    for (const char* p : {"auto", "revocation", "rollout", "approve"}) {
       Must(test::RunCommand("install -m 0644 " + Q(build + "/plugins/lib/" + p + ".so") + " " +
                             Q(plugins_ + "/")),
            std::string("install plugin ") + p);
@@ -495,7 +495,9 @@ TEST_F(FeedAgentTest, MixAndMatchIsRefusedAndRecorded) {
 // nginx serving the same feed is accepted.
 class FeedAgentHostileTest : public FeedAgentTest {
  protected:
-  void Run(const std::string& mode, const std::string& why) {
+  // `resumes`: the refused download left a prefix that the fixed server is
+  // asked only for the rest of (a Range request).
+  void Run(const std::string& mode, const std::string& why, bool resumes = false) {
     Publish(MakeIndex(1, {Entry("p1")}));
     auto bad = HostileServer::Start(mode, feed_, *ca_, {{feed::kIndexFile, "normal"}});
     ASSERT_TRUE(bad.ok()) << bad.status().ToString();
@@ -511,6 +513,11 @@ class FeedAgentHostileTest : public FeedAgentTest {
     const CommandResult r = Agent();
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     EXPECT_EQ(Active(), std::vector<std::string>{"p1"});
+    std::string fetch;
+    for (const std::string& line : nginx->log_lines()) {
+      if (line.find("/patches/p1.cxpatch") != std::string::npos) fetch = line;
+    }
+    EXPECT_EQ(Contains(fetch, " 206 ") && Contains(fetch, "range=bytes="), resumes) << fetch;
   }
 };
 
@@ -520,7 +527,7 @@ TEST_F(FeedAgentHostileTest, EndlessDataIsCutAtTheSignedLength) {
 TEST_F(FeedAgentHostileTest, LongerBodyIsCutAtTheSignedLength) {
   Run("longer", "more than the signed");
 }
-TEST_F(FeedAgentHostileTest, SlowServerTimesOut) { Run("slow", "2000"); }
+TEST_F(FeedAgentHostileTest, SlowServerTimesOut) { Run("slow", "2000", /*resumes=*/true); }
 TEST_F(FeedAgentHostileTest, StalledIndexTimesOut) {
   Publish(MakeIndex(1, {Entry("p1")}));
   auto bad = HostileServer::Start("stall-headers", feed_, *ca_);
@@ -528,8 +535,38 @@ TEST_F(FeedAgentHostileTest, StalledIndexTimesOut) {
   Conf(bad->url());
   ExpectRefused("index.cxfeed", "index");
 }
-TEST_F(FeedAgentHostileTest, TruncationIsRefusedAndResumedLater) { Run("truncate", "truncated"); }
+TEST_F(FeedAgentHostileTest, TruncationIsRefusedAndResumedLater) {
+  Run("truncate", "truncated", /*resumes=*/true);
+}
 TEST_F(FeedAgentHostileTest, OtherBytesAreRefusedByHash) { Run("wrong-body", "hash differs"); }
+
+// ---- without the network: simulate and approve see the kept index ----------------------------
+
+TEST_F(FeedAgentTest, SimulateAndApproveUseTheKeptIndex) {
+  Publish(MakeIndex(1, {Entry("p1")}));
+  {
+    auto nginx = Nginx::Start(feed_, *ca_);
+    ASSERT_TRUE(nginx.ok()) << nginx.status().ToString();
+    Conf(nginx->url(), "approve");
+    const CommandResult r = Agent();
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(Active().empty());
+  }  // the feed is gone
+  const CommandResult a = RunCryptex("approve p1 --config " + Q(conf_));
+  ASSERT_EQ(a.exit_code, 0) << a.out << a.err;
+  const CommandResult sim =
+      RunCryptex("policy simulate --at @" + std::to_string(kNow) + " --config " + Q(conf_));
+  ASSERT_EQ(sim.exit_code, 0) << sim.out << sim.err;
+  EXPECT_TRUE(Contains(sim.out, "feed: the kept index, version 1")) << sim.out;
+  EXPECT_TRUE(Contains(sim.out, "app p1: install -> install+activate")) << sim.out;
+  // After its expiry the kept index offers nothing.
+  const CommandResult late = RunCryptex("policy simulate --at @" +
+                                        std::to_string(kNow + 30 * kDay) + " --config " + Q(conf_));
+  ASSERT_EQ(late.exit_code, 0) << late.out << late.err;
+  EXPECT_TRUE(Contains(late.out, "freeze")) << late.out;
+  EXPECT_FALSE(Contains(late.out, "app p1")) << late.out;
+  EXPECT_EQ(RunCryptex("approve p9 --config " + Q(conf_)).exit_code, cli::kExitNotFound);
+}
 
 // ---- revocation ------------------------------------------------------------------------------
 
