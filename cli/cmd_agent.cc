@@ -5,6 +5,7 @@
 #include <ctime>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "agent.h"
 #include "cli.h"
@@ -191,10 +192,11 @@ int Simulate(int argc, char** argv) {
 }  // namespace
 
 int CmdAgent(int argc, char** argv) {
-  Args args(argc, argv, {"--config", "--at"}, {"--once", "--json"});
+  Args args(argc, argv, {"--config", "--at"}, {"--once", "--loop", "--json"});
   if (args.help()) {
     std::printf(
-        "usage: cryptex agent --once [--at TIME] [--json] [--config FILE]\n\n"
+        "usage: cryptex agent --once [--at TIME] [--json] [--config FILE]\n"
+        "       cryptex agent --loop [--config FILE]\n\n"
         "One run of the policy agent (cryptex-agent.service runs it from its timer):\n"
         "runs the configured health checks, then for every patch available to the\n"
         "device -- installed in the store (active ones too, so that plugins can\n"
@@ -213,6 +215,9 @@ int CmdAgent(int argc, char** argv) {
         "--at TIME decides as if it were TIME (ISO 8601 UTC or @UNIX-SECONDS): the\n"
         "plugins and the feed's expiry check see it; history records keep the\n"
         "real time of each change (tests, fleet simulations).\n"
+        "--loop runs forever instead, one run every feed_poll (default 1h), for\n"
+        "systems without the timer; a failed run is reported and the next one\n"
+        "comes all the same.\n"
         "Exit status: 0 done, 1 an action failed or the feed was refused, 2 a\n"
         "configuration error (nothing changed), 5 no store.\n\n"
         "%s",
@@ -220,22 +225,27 @@ int CmdAgent(int argc, char** argv) {
     return kExitOk;
   }
   if (!args.ok()) return Usage("agent", args.error());
-  if (!args.Has("--once")) {
-    return Usage("agent", "--once is required (the systemd timer runs it periodically)");
+  const bool loop = args.Has("--loop");
+  if (args.Has("--once") == loop) {
+    return Usage("agent",
+                 "one of --once (the systemd timer runs it periodically) or --loop is required");
+  }
+  if (loop && (args.Has("--at") || args.Has("--json"))) {
+    return Usage("agent", "--at and --json go with --once");
   }
   if (!args.positional().empty()) return Usage("agent", "expected no argument");
+  int64_t at = 0;
+  if (auto t = args.Get("--at")) {
+    auto parsed = policy::ParseTime(*t, "--at");
+    if (!parsed.ok()) return Usage("agent", parsed.status().message());
+    at = *parsed;
+  }
   Config cfg;
   TrustStore trust;
   std::vector<policy::ChainMember> chain;
   if (int rc = Prepare("agent", args, &cfg, &trust, &chain); rc != kExitOk) return rc;
   const bool json = args.Has("--json");
   policy::AgentOptions opts;
-  opts.now = static_cast<int64_t>(std::time(nullptr));
-  if (auto t = args.Get("--at")) {
-    auto parsed = policy::ParseTime(*t, "--at");
-    if (!parsed.ok()) return Usage("agent", parsed.status().message());
-    opts.now = *parsed;
-  }
   if (!json) {
     opts.log = [](const std::string& line) {
       std::printf("%s\n", ForTerminal(line, StdoutIsTerminal()).c_str());
@@ -253,13 +263,20 @@ int CmdAgent(int argc, char** argv) {
   opts.progress = [&bar](const std::string& id, uint64_t done, uint64_t total) {
     bar.Update(id, done, total);
   };
-  auto r = policy::RunAgent(cfg, trust, chain, opts);
-  if (!r.ok()) return Fail("agent", r.status());
-  if (json) {
-    const int w = PrintJson("agent", ReportJson(*r, opts.now));
-    if (w != kExitOk) return w;
+  for (;;) {
+    opts.now = at != 0 ? at : static_cast<int64_t>(std::time(nullptr));
+    auto r = policy::RunAgent(cfg, trust, chain, opts);
+    if (!loop) {
+      if (!r.ok()) return Fail("agent", r.status());
+      if (json) {
+        const int w = PrintJson("agent", ReportJson(*r, opts.now));
+        if (w != kExitOk) return w;
+      }
+      return r->failed ? kExitError : kExitOk;
+    }
+    if (!r.ok()) (void)Fail("agent", r.status());
+    std::this_thread::sleep_for(cfg.feed_poll);
   }
-  return r->failed ? kExitError : kExitOk;
 }
 
 int CmdPolicy(int argc, char** argv) {

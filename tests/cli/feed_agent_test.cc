@@ -540,6 +540,25 @@ TEST_F(FeedAgentHostileTest, TruncationIsRefusedAndResumedLater) {
 }
 TEST_F(FeedAgentHostileTest, OtherBytesAreRefusedByHash) { Run("wrong-body", "hash differs"); }
 
+// ---- agent --loop: one run every feed_poll ----------------------------------------------------
+
+TEST_F(FeedAgentTest, LoopPollsEveryFeedPoll) {
+  Publish(MakeIndex(1, {Entry("p1")}));
+  auto nginx = Nginx::Start(feed_, *ca_);
+  ASSERT_TRUE(nginx.ok()) << nginx.status().ToString();
+  Conf(nginx->url(), "auto", "feed_poll = 500ms\n");
+  const CommandResult r = test::RunCommand("timeout -s TERM 2.2 " + Q(test::CryptexBin()) +
+                                           " agent --loop --config " + Q(conf_));
+  EXPECT_EQ(r.exit_code, 124) << r.out;  // ended by timeout(1)
+  EXPECT_EQ(Active(), std::vector<std::string>{"p1"});
+  size_t polls = 0;
+  for (const std::string& line : nginx->log_lines()) polls += Contains(line, "/index.cxfeed");
+  EXPECT_GE(polls, 3u);
+  EXPECT_LE(polls, 6u);
+  EXPECT_EQ(RunCryptex("agent --loop --once --config " + Q(conf_)).exit_code, cli::kExitUsage);
+  EXPECT_EQ(RunCryptex("agent --loop --at @1 --config " + Q(conf_)).exit_code, cli::kExitUsage);
+}
+
 // ---- without the network: simulate and approve see the kept index ----------------------------
 
 TEST_F(FeedAgentTest, SimulateAndApproveUseTheKeptIndex) {
