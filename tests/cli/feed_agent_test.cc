@@ -403,6 +403,24 @@ TEST_F(FeedAgentTest, PullsOverHttpsInstallsAndActivatesUnderAMount) {
   EXPECT_EQ(doc["refusals"].size(), 0u);
 }
 
+// What `cryptex feed publish` writes is what the agent pulls (the vendor's
+// entries match the patches' manifests field for field).
+TEST_F(FeedAgentTest, FeedPublishedByTheCliIsPulled) {
+  const CommandResult pub = RunCryptex("feed publish " + Q(feed_) + " --key " +
+                                       Q(work_->Join("index.key")) + " --trust " + Q(trust_));
+  ASSERT_EQ(pub.exit_code, 0) << pub.out << pub.err;
+  auto nginx = Nginx::Start(feed_, *ca_);
+  ASSERT_TRUE(nginx.ok()) << nginx.status().ToString();
+  Conf(nginx->url());
+  // Real time: the index expires 7 days after its publication, now.
+  const CommandResult r = RunCryptex("agent --once --config " + Q(conf_));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(Active(), (std::vector<std::string>{"p1", "p2"}));
+  // pr (another p1 of the base, reboot class) is offered too: its
+  // requirements ([]) are not what is active now ([p1, p2]).
+  EXPECT_TRUE(Contains(r.out, "app pr: defer")) << r.out;
+}
+
 // ---- the index: rollback, freeze, unknown key ----------------------------------------------
 
 TEST_F(FeedAgentTest, RollbackToAnOlderIndexIsRefusedThenRecovers) {
