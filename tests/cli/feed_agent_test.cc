@@ -154,6 +154,11 @@ class FeedAgentTest : public ::testing::Test {
     p1_ = mkpatch("p1", 1, 2, "", "relaunch");
     p2_ = mkpatch("p2", 2, 3, p1_, "relaunch");
     pr_ = mkpatch("pr", 1, 2, "", "reboot");
+    // A large patch (3 MiB of new bytes): the progress bar's case.
+    mkdir(V(3).c_str(), 0755);
+    Must(test::RunCommand("cp -a " + Q(V(0) + "/.") + " " + Q(V(3))), "cp v3");
+    test::WriteFile(V(3) + "/big.bin", test::RandomBytes(3 << 20, 3));
+    pbig_ = mkpatch("pbig", 3, 2, "", "relaunch");
     plugins_ = work_->Join("plugins");
     mkdir(plugins_.c_str(), 0755);
     std::string build = test::CryptexBin();
@@ -344,7 +349,8 @@ class FeedAgentTest : public ::testing::Test {
     EXPECT_EQ(s.refusals.back().at, at);
   }
 
-  static inline std::string skip_, error_, trust_, feed_trust_, base_, p1_, p2_, pr_, plugins_;
+  static inline std::string skip_, error_, trust_, feed_trust_, base_, p1_, p2_, pr_, pbig_,
+      plugins_;
   static inline TempDir* work_ = nullptr;
   static inline TestCa* ca_ = nullptr;
   static inline PrivateKey *index_key_ = nullptr, *rogue_key_ = nullptr;
@@ -419,6 +425,33 @@ TEST_F(FeedAgentTest, FeedPublishedByTheCliIsPulled) {
   // pr (another p1 of the base, reboot class) is offered too: its
   // requirements ([]) are not what is active now ([p1, p2]).
   EXPECT_TRUE(Contains(r.out, "app pr: defer")) << r.out;
+}
+
+// A large download draws a progress bar on a terminal (stderr), and only there.
+TEST_F(FeedAgentTest, ProgressBarOnATerminalOnly) {
+  ASSERT_EQ(test::RunCommand("cp " + Q(pbig_) + " " + Q(feed_ + "/patches/")).exit_code, 0);
+  Publish(MakeIndex(1, {Entry("pbig")}));
+  auto nginx = Nginx::Start(feed_, *ca_);
+  ASSERT_TRUE(nginx.ok()) << nginx.status().ToString();
+  Conf(nginx->url());
+  // Piped: no bar.
+  const CommandResult piped = Agent(kNow, " 2>&1");
+  ASSERT_EQ(piped.exit_code, 0) << piped.out;
+  EXPECT_FALSE(Contains(piped.out, "downloading")) << piped.out;
+  ASSERT_EQ(Active(), std::vector<std::string>{"pbig"});
+  // On a terminal (script(1) gives the command a pty): a fresh store pulls
+  // the same patch with a bar that reaches 100%.
+  ASSERT_EQ(test::RunCommand("rm -rf " + Q(store_)).exit_code, 0);
+  ASSERT_EQ(
+      RunCryptex("add " + Q(base_) + " --store " + Q(store_) + " --trust " + Q(trust_)).exit_code,
+      0);
+  const std::string cmd =
+      test::CryptexBin() + " agent --once --at @" + std::to_string(kNow) + " --config " + conf_;
+  const CommandResult tty = test::RunCommand("script -qec " + Q(cmd) + " /dev/null");
+  ASSERT_EQ(tty.exit_code, 0) << tty.out;
+  EXPECT_TRUE(Contains(tty.out, "downloading pbig: ")) << tty.out;
+  EXPECT_TRUE(Contains(tty.out, "(100%)")) << tty.out;
+  EXPECT_EQ(Active(), std::vector<std::string>{"pbig"});
 }
 
 // ---- the index: rollback, freeze, unknown key ----------------------------------------------
