@@ -711,9 +711,10 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
       d.chain.reason = "requires [" + Join(o.requires_patches) + "] active in that order; [" +
                        Join(act) + "] are active";
     } else if (prev != nullptr && prev->verdict == "reject" && prev->chain == fingerprint &&
-               p.state != PatchState::kActive && p.approved_at < prev->at) {
+               prev->who != "agent" && p.state != PatchState::kActive && p.approved_at < prev->at) {
       // A rejection holds until the chain's configuration changes or the
-      // patch is approved after it.
+      // patch is approved after it. The agent's own (a revocation, below)
+      // holds only while the revocation does.
       d.held = true;
       d.who = prev->who;
       d.chain.verdict = Verdict::kReject;

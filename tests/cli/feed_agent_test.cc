@@ -687,6 +687,14 @@ TEST_F(FeedAgentTest, RevokedPatchIsNeverInstalledNorDownloaded) {
   for (const std::string& line : nginx->log_lines()) {
     EXPECT_EQ(line.find("/patches/"), std::string::npos) << line;
   }
+  ASSERT_EQ(Agent().exit_code, 0);  // rejected again (not a held rejection)
+  EXPECT_TRUE(Active().empty());
+  // The vendor lifts the revocation: the next run installs it.
+  Publish(MakeIndex(2, {Entry("p1")}));
+  const CommandResult lifted = Agent();
+  ASSERT_EQ(lifted.exit_code, 0) << lifted.out << lifted.err;
+  EXPECT_TRUE(Contains(lifted.out, "app p1: install -> install+activate")) << lifted.out;
+  EXPECT_EQ(Active(), std::vector<std::string>{"p1"});
 }
 
 // ---- a fleet ---------------------------------------------------------------------------------
