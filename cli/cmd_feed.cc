@@ -130,6 +130,14 @@ int PrepareWrite(const Args& args, std::vector<PrivateKey>* keys, std::optional<
   return kExitOk;
 }
 
+// True if `index` lists the patch `r` revokes (on its line, or on any).
+bool Lists(const feed::Index& index, const feed::Revocation& r) {
+  for (const auto& p : index.patches) {
+    if (p.id == r.id && (r.line.empty() || p.line == r.line)) return true;
+  }
+  return false;
+}
+
 int Write(const Args& args, const std::string& dir, std::optional<feed::Revocation> revoke) {
   std::vector<PrivateKey> keys;
   std::optional<TrustStore> trust;
@@ -142,6 +150,15 @@ int Write(const Args& args, const std::string& dir, std::optional<feed::Revocati
   if (!r.ok()) return Fail(kCmd, r.status());
   const bool tty = StdoutIsTerminal();
   const feed::Index& ix = r->index;
+  if (opts.revoke && !Lists(ix, *opts.revoke)) {
+    std::fprintf(stderr,
+                 "cryptex feed: warning: the feed lists no patch %s%s (revoked anyway: devices "
+                 "that have it revert it)\n",
+                 ForTerminal(opts.revoke->id, StderrIsTerminal()).c_str(),
+                 opts.revoke->line.empty()
+                     ? ""
+                     : (" on line " + ForTerminal(opts.revoke->line, StderrIsTerminal())).c_str());
+  }
   if (opts.revoke) {
     std::printf("revoked %s%s\n", ForTerminal(opts.revoke->id, tty).c_str(),
                 opts.revoke->line.empty()

@@ -38,7 +38,7 @@ constexpr Command kCommands[] = {
     {"agent", CmdAgent, "ask the policy plugins about available patches and act (--once)"},
     {"policy", CmdPolicy, "what the policy plugins would decide (simulate), changing nothing"},
     {"approve", CmdApprove, "record an administrator's approval of a patch"},
-    {"feed", CmdFeed, "publish, revoke in or show a signed patch feed (vendor side)"},
+    {"feed", CmdFeed, "a signed patch feed: publish its index, revoke a patch, show it"},
 };
 
 void PrintUsage(FILE* out) {

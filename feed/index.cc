@@ -482,6 +482,11 @@ Result<std::string> SignIndex(const Index& index, const std::vector<const Privat
   }
   file += "\n";
   file += payload;
+  if (file.size() > kMaxIndexBytes) {
+    return Status::InvalidArgument("feed index: " + std::to_string(file.size()) +
+                                   " bytes, more than the " + std::to_string(kMaxIndexBytes) +
+                                   " a device accepts");
+  }
   return file;
 }
 

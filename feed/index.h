@@ -107,7 +107,8 @@ Result<Index> DecodePayload(std::string_view payload, const std::string& what);
 // encoded before signing it.
 
 // The whole file, the payload signed by each key (at least one; a key given
-// twice signs once). kInvalidArgument if a string is not UTF-8.
+// twice signs once). kInvalidArgument if a string is not UTF-8, or if the
+// file would be larger than kMaxIndexBytes (devices would refuse it).
 Result<std::string> SignIndex(const Index& index, const std::vector<const PrivateKey*>& keys);
 
 struct VerifiedIndex {

@@ -269,6 +269,21 @@ TEST(FeedIndexTest, SignIndexNeedsAKey) {
   EXPECT_EQ(file.status().code(), Code::kInvalidArgument);
 }
 
+TEST(FeedIndexTest, SignIndexRefusesAnIndexDevicesWouldRefuse) {
+  PrivateKey k = Keys().Make();
+  Index ix = SampleIndex();
+  ix.patches[0].cves.assign(kMaxIndexBytes / 4000 + 1, std::string(4000, 'C'));
+  auto file = SignIndex(ix, {&k});
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(file.status().message(), "a device accepts")) << file.status().message();
+  ix.patches[0].id = "bad\xff";  // not UTF-8: refused, not thrown
+  ix.patches[0].cves.clear();
+  file = SignIndex(ix, {&k});
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().code(), Code::kInvalidArgument);
+}
+
 TEST(FeedIndexTest, EveryTamperedPayloadByteIsASignatureError) {
   Keys keys;
   PrivateKey k = keys.Make();

@@ -140,6 +140,23 @@ Status Scan(const std::string& dir, const std::string& rel, int depth,
   return Status::Ok();
 }
 
+// kIOError unless the file `full` is still the one `before` describes (the
+// same inode, size and times, `size` bytes hashed): its manifest and its
+// hash must come from the same bytes.
+Status CheckUnchanged(const std::string& full, const struct stat& before, uint64_t size) {
+  struct stat after;
+  if (lstat(full.c_str(), &after) != 0) return Status::FromErrno(errno, full);
+  const bool same = before.st_ino == after.st_ino && before.st_dev == after.st_dev &&
+                    before.st_size == after.st_size &&
+                    before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
+                    before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
+                    before.st_ctim.tv_sec == after.st_ctim.tv_sec &&
+                    before.st_ctim.tv_nsec == after.st_ctim.tv_nsec &&
+                    static_cast<uint64_t>(after.st_size) == size;
+  if (!same) return Status::IOError(full + ": changed while it was being published; publish again");
+  return Status::Ok();
+}
+
 // Adds the file `rel` (already opened as `facts`) to `index`; refuses a
 // second entry for one (line, id) naming both files.
 Status AddEntry(const std::string& full, const std::string& rel, const ImageFacts& facts,
@@ -306,8 +323,12 @@ Result<PublishResult> Publish(const PublishOptions& opts) {
   CX_RETURN_IF_ERROR(Scan(opts.dir, "", 0, &files));
   for (const std::string& rel : files) {
     const std::string full = opts.dir + "/" + rel;
+    struct stat before;
+    if (lstat(full.c_str(), &before) != 0) return Status::FromErrno(errno, full);
     CX_ASSIGN_OR_RETURN(ImageFacts facts, ReadFacts(full, opts.image_trust));
+    if (opts.after_read) opts.after_read(full);
     CX_ASSIGN_OR_RETURN(store::FileDigest digest, store::DigestOfFile(full));
+    CX_RETURN_IF_ERROR(CheckUnchanged(full, before, digest.size));
     CX_RETURN_IF_ERROR(AddEntry(full, rel, facts, digest, &index));
     Index one;
     one.version = 1;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -40,7 +41,9 @@ struct PublishOptions {
   // A revocation to add (`cryptex feed revoke`); refused (kExists) if the
   // previous index already revokes that (line, id).
   std::optional<Revocation> revoke;
-  WarningSink warn = WarnToStderr;
+  // Test hook: called with each file's path after its manifest was read and
+  // before it is hashed (tests change the file there).
+  std::function<void(const std::string& path)> after_read;
 };
 
 struct PublishResult {

@@ -279,6 +279,37 @@ TEST_F(PublishTest, BadFilesAreRefusedNamingThemAndTheIndexIsKept) {
   expect_refused("ctl.cxpatch", Code::kInvalidArgument, "holds a control character");
 }
 
+// The manifest and the hash of a file must come from the same bytes: a file
+// replaced or rewritten between the two is refused.
+TEST_F(PublishTest, FileChangedWhilePublishingIsRefused) {
+  Seal("p1.cxpatch", "app", "p1");
+  ASSERT_TRUE(Publish(Opts()).ok());
+  const std::string before = ReadFile(IndexPath());
+  for (const bool replace : {false, true}) {
+    unlink((feed_ + "/p1.cxpatch").c_str());
+    unlink((feed_ + "/p1.cxpatch.old").c_str());
+    unlink((feed_ + "/other.cryptex").c_str());
+    Seal("p1.cxpatch", "app", "p1");
+    Seal("other.cryptex", "app");
+    PublishOptions o = Opts();
+    o.after_read = [&](const std::string& path) {
+      if (path != feed_ + "/p1.cxpatch") return;
+      if (replace) {  // a new file renamed over it (a new inode)
+        ASSERT_EQ(link(path.c_str(), (path + ".old").c_str()), 0);
+        ASSERT_EQ(rename((feed_ + "/other.cryptex").c_str(), path.c_str()), 0);
+      } else {  // rewritten in place
+        test::FlipByte(path, 5000);
+      }
+    };
+    auto r = Publish(o);
+    ASSERT_FALSE(r.ok()) << replace;
+    EXPECT_TRUE(
+        Contains(r.status().message(), feed_ + "/p1.cxpatch: changed while it was being published"))
+        << r.status().message();
+    EXPECT_EQ(ReadFile(IndexPath()), before);
+  }
+}
+
 TEST_F(PublishTest, NeedsAKeyAndADirectory) {
   PublishOptions o = Opts();
   o.keys.clear();

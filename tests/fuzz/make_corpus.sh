@@ -9,6 +9,7 @@ root=$(cd "$here/../.." && pwd)
 build=${1:-$root/build-hard}
 cmake --build "$build" --target cryptex_fuzz_make_corpus >/dev/null
 tool=$(find "$build" -name cryptex_fuzz_make_corpus -type f -perm -u+x | head -n 1)
-rm -rf "$here/corpus"
+# corpus/feed_index holds hand-made seeds (README.md): kept.
+for d in superblock manifest image image_resealed delta; do rm -rf "$here/corpus/$d"; done
 "$tool" "$here/corpus"
 du -sh "$here/corpus"/*

@@ -15,7 +15,7 @@ secs=${1:-60}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${2:-$root/build-fuzz}
-targets="superblock manifest image image_resealed delta"
+targets="superblock manifest image image_resealed delta feed_index"
 
 # CRYPTEX_FUZZ_WERROR=OFF builds without -Werror (clang-14 warns about some
 # things gcc does not); the default keeps warnings fatal.

@@ -10,6 +10,7 @@ directory first in PATH and completes as a user would press TAB:
   cryptex SUB -<TAB>      -> exactly the options `cryptex SUB --help` names
                              (check_man.py's rule), for every subcommand
   cryptex verify x --trust <TAB> -> directories only
+  cryptex feed <TAB>      -> publish revoke show
 Exits 1 naming every difference.
 """
 import os
@@ -53,11 +54,14 @@ def main():
         options = set(check_man.DASH_OPT.findall(check_man.usage_text(check_man.run_help([cryptex, sub]))))
         expect(["cryptex", sub, "-"], options | {"--help"})
     expect(["cryptex", "build", "--re"], ["--release-counter"])
+    expect(["cryptex", "feed", ""], ["publish", "revoke", "show"])
     with tempfile.TemporaryDirectory() as d:
         os.mkdir(os.path.join(d, "keys.d"))
         open(os.path.join(d, "keys.pub"), "w").close()
         expect(["cryptex", "verify", "x", "--trust", "ke"], ["keys.d"], cwd=d)
         expect(["cryptex", "verify", "x", "--pubkey", "ke"], ["keys.d", "keys.pub"], cwd=d)
+        expect(["cryptex", "feed", "publish", "x", "--announce", "ke"], ["keys.d", "keys.pub"],
+               cwd=d)
     for e in errors:
         print(e, file=sys.stderr)
     if errors:
