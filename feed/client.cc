@@ -192,12 +192,26 @@ struct FeedClient::Impl {
     state.expires = v.index.expires;
     state.last_accepted = now;
     if (fetched) state.validators = validators;
-    state.keys = v.index.keys;
+    AddAnnouncedKeys(v.index.keys);
     state.revoked = v.index.revoked;
     CX_RETURN_IF_ERROR(Save());
     PruneCache(v.index);
     index = std::move(v);
     return Status::Ok();
+  }
+
+  // Keys announced by a verified index stay trusted (docs/FEED.md, "Keys
+  // and rotation": a later index signed by the new key alone need not
+  // announce it again); at most kMaxAnnouncedKeys, the oldest dropped first.
+  void AddAnnouncedKeys(const std::vector<AnnouncedKey>& keys) {
+    for (const AnnouncedKey& k : keys) {
+      const bool known = std::any_of(state.keys.begin(), state.keys.end(),
+                                     [&](const AnnouncedKey& x) { return x.id == k.id; });
+      if (!known) state.keys.push_back(k);
+    }
+    if (state.keys.size() > kMaxAnnouncedKeys) {
+      state.keys.erase(state.keys.begin(), state.keys.end() - static_cast<long>(kMaxAnnouncedKeys));
+    }
   }
 
   // Downloads of patches the index no longer lists are deleted.

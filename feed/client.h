@@ -45,10 +45,10 @@ struct ClientState {
   std::string newest_sha256;    // of the newest index's payload (hex)
   int64_t published = 0;
   int64_t expires = 0;
-  int64_t last_fetch = 0;     // last Refresh, accepted or not
-  int64_t last_accepted = 0;  // last Refresh that accepted an index
-  Validators validators;      // of the kept index
-  std::vector<AnnouncedKey> keys;
+  int64_t last_fetch = 0;          // last Refresh, accepted or not
+  int64_t last_accepted = 0;       // last Refresh that accepted an index
+  Validators validators;           // of the kept index
+  std::vector<AnnouncedKey> keys;  // announced by verified indexes (kept)
   std::vector<Revocation> revoked;
   std::vector<Refusal> refusals;  // oldest first, at most kMaxRefusals
 };
@@ -60,6 +60,8 @@ inline std::string FeedUrlOf(const std::string& base, const std::string& rel) {
 }
 
 inline constexpr size_t kMaxRefusals = 50;
+// Index keys announced by verified indexes that a device remembers.
+inline constexpr size_t kMaxAnnouncedKeys = 64;
 inline constexpr const char* kStateFile = "feed.json";
 
 // Reads STATE_DIR/feed.json: an empty state if it does not exist,

@@ -254,13 +254,19 @@ TEST_F(FeedClientTest, KeysAnnouncedOnlyByVerifiedIndexes) {
   ASSERT_TRUE(c.Refresh(kNow + 1).ok());
   ASSERT_EQ(State().keys.size(), 1u);
   EXPECT_EQ(State().keys[0].id, next->id());
-  // ... which then signs alone, also for the next run's client.
-  rotate.version = 3;
-  Publish(rotate, {next.get()});
+  // ... which then signs alone, also for the next run's client, and keeps
+  // being trusted without being announced again (docs/FEED.md, "Keys and
+  // rotation").
+  Publish(MakeIndex(3), {next.get()});
   FeedClient later = Open();
   auto idx = later.Refresh(kNow + 2);
   ASSERT_TRUE(idx.ok()) << idx.status().ToString();
   EXPECT_EQ((*idx)->version, 3u);
+  Publish(MakeIndex(4), {next.get()});
+  auto idx4 = Open().Refresh(kNow + 3);
+  ASSERT_TRUE(idx4.ok()) << idx4.status().ToString();
+  EXPECT_EQ((*idx4)->version, 4u);
+  EXPECT_EQ(State().keys.size(), 1u);
 }
 
 TEST_F(FeedClientTest, MissingIndexIsRefusedAndRecorded) {
