@@ -67,6 +67,17 @@ class Server:
         self.url, self.ca = first
 
     def log(self):
+        """nginx's access log, once it stops growing (nginx writes a line
+        after the response is sent: a client may finish first)."""
+        lines = self._log()
+        while True:
+            time.sleep(0.02)
+            again = self._log()
+            if len(again) == len(lines):
+                return again
+            lines = again
+
+    def _log(self):
         self.p.stdin.write("log\n")
         self.p.stdin.flush()
         lines = []
