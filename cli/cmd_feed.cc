@@ -28,7 +28,7 @@ constexpr char kHelp[] =
     "                    [--trust DIR | --pubkey FILE]\n"
     "       cryptex feed show DIR|INDEX [--trust DIR | --pubkey FILE] [--previous INDEX]\n"
     "                    [--json]\n"
-    "       cryptex feed status [--json]   (device side: cryptex feed status --help)\n\n"
+    "       cryptex feed status [--json]   (the device side: see its own help)\n\n"
     "publish: (re)writes DIR/index.cxfeed, the signed index of the *.cxpatch patches\n"
     "and *.cryptex base images under DIR (dot files skipped): for each, its id,\n"
     "line, version, root and base root digests, requirements, release counter,\n"
