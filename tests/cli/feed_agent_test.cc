@@ -465,6 +465,35 @@ TEST_F(FeedAgentTest, ProgressBarOnATerminalOnly) {
   EXPECT_EQ(Active(), std::vector<std::string>{"pbig"});
 }
 
+// A local feed: a directory, as a path or a file:// URL.
+TEST_F(FeedAgentTest, DirectoryFeedIsPulledToo) {
+  Publish(MakeIndex(1, {Entry("p1")}));
+  Conf("file://" + feed_);
+  const CommandResult r = Agent();
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(Active(), std::vector<std::string>{"p1"});
+  Publish(MakeIndex(2, {Entry("p1"), Entry("p2")}));
+  Conf(feed_);
+  const CommandResult r2 = Agent();
+  ASSERT_EQ(r2.exit_code, 0) << r2.out << r2.err;
+  EXPECT_EQ(Active(), (std::vector<std::string>{"p1", "p2"}));
+}
+
+// TLS verification is on: a server whose certificate the configured CA did
+// not sign is refused like any other failure, the store untouched.
+TEST_F(FeedAgentTest, ServerNotSignedByTheConfiguredCaIsRefused) {
+  Publish(MakeIndex(1, {Entry("p1")}));
+  const std::string other_dir = dir_ + "/other-ca";
+  ASSERT_EQ(mkdir(other_dir.c_str(), 0755), 0);
+  auto other = TestCa::Create(other_dir);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  auto nginx = Nginx::Start(feed_, *other);
+  ASSERT_TRUE(nginx.ok()) << nginx.status().ToString();
+  Conf(nginx->url());  // trusts ca_, not `other`
+  ExpectRefused("index.cxfeed", "index");
+  EXPECT_TRUE(Active().empty());
+}
+
 // ---- the index: rollback, freeze, unknown key ----------------------------------------------
 
 TEST_F(FeedAgentTest, RollbackToAnOlderIndexIsRefusedThenRecovers) {
