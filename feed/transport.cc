@@ -91,8 +91,14 @@ Status TooLarge(const std::string& url, uint64_t max_bytes) {
 Result<PartialFile> PartialFile::Open(const std::string& path, uint64_t length,
                                       const std::string& url) {
   PartialFile f;
-  f.fd_ = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (f.fd_.get() < 0) return Status::FromErrno(errno, "opening partial download " + path);
+  f.path_ = path;
+  f.url_ = url;
+  f.length_ = length;
+  f.fd_ = Fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (f.fd_.get() < 0) {
+    if (errno == ENOENT) return f;  // created by the first Append
+    return Status::FromErrno(errno, "opening partial download " + path);
+  }
   struct stat st;
   if (::fstat(f.fd_.get(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   if (!S_ISREG(st.st_mode))
@@ -102,15 +108,20 @@ Result<PartialFile> PartialFile::Open(const std::string& path, uint64_t length,
     if (::ftruncate(f.fd_.get(), 0) != 0) return Status::FromErrno(errno, "truncating " + path);
     f.size_ = 0;
   }
-  f.path_ = path;
-  f.url_ = url;
-  f.length_ = length;
   return f;
+}
+
+Status PartialFile::Create() {
+  if (fd_.get() >= 0) return Status::Ok();
+  fd_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (fd_.get() < 0) return Status::FromErrno(errno, "creating partial download " + path_);
+  return Status::Ok();
 }
 
 Status PartialFile::Append(const char* data, size_t n) {
   bool over = n > length_ - size_;
   size_t take = over ? static_cast<size_t>(length_ - size_) : n;
+  if (take > 0) CX_RETURN_IF_ERROR(Create());
   while (take > 0) {
     ssize_t w = ::pwrite(fd_.get(), data, take, static_cast<off_t>(size_));
     if (w < 0 && errno == EINTR) continue;
@@ -127,6 +138,8 @@ Status PartialFile::Append(const char* data, size_t n) {
 }
 
 Status PartialFile::Sync() {
+  if (fd_.get() < 0 && complete()) CX_RETURN_IF_ERROR(Create());  // an empty file, whole
+  if (fd_.get() < 0) return Status::Ok();
   if (::fsync(fd_.get()) != 0) return Status::FromErrno(errno, "fsync " + path_);
   return Status::Ok();
 }

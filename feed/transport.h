@@ -46,7 +46,7 @@ struct Validators {
 struct SmallFetch {
   bool not_modified = false;  // the server answered 304 to the validators given
   std::string body;           // empty when not_modified
-  Validators validators;      // what the server sent (empty for local feeds)
+  Validators validators;      // what the server sent (a local feed: its own token)
 };
 
 // What a transport did so far (benchmarks and tests: an idle poll costs one
@@ -78,7 +78,9 @@ class Transport {
   // refused as soon as byte length+1 arrives (kCorruption "more than the
   // signed N bytes"), a shorter one is kIOError "truncated at N of M bytes"
   // with the prefix kept in `partial` for the next attempt. The file is
-  // fsynced before an ok return. `partial` is created 0600 if missing.
+  // fsynced before an ok return. `partial` is created 0600 if missing,
+  // never followed if a symbolic link; one already `length` bytes long is
+  // returned as it is (no request), one longer is emptied and fetched anew.
   virtual Status FetchFile(const std::string& rel, const std::string& partial, uint64_t length) = 0;
 
   virtual TransportStats stats() const = 0;

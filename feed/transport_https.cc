@@ -10,6 +10,8 @@
 //   is on its way), the total limit by libcurl (CURLOPT_TIMEOUT_MS).
 // - Requests of one transport are serialised (one easy handle, one
 //   connection cache); the transport is safe to share between threads.
+//   options.progress runs with that lock held: it must not call the
+//   transport.
 // - The standard proxy variables (https_proxy, no_proxy) apply, as libcurl
 //   reads them.
 // - Every error names the full URL and the cause (libcurl's text, the HTTP
@@ -293,11 +295,18 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
   switch (result) {
     case CURLE_FILESIZE_EXCEEDED:
       return too_large;
-    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_OPERATION_TIMEDOUT: {
+      // Which limit: whether the connection was up (not our `connected`,
+      // which also turns true when the connect limit is reached).
+      curl_off_t pre_us = 0;
+      curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pre_us);
+      bool connect_limit = pre_us == 0 && (opts_.total_timeout.count() == 0 ||
+                                           opts_.connect_timeout <= opts_.total_timeout);
       return Status::IOError(x.url + ": " +
-                             (connected ? "total timeout of " + Millis(opts_.total_timeout)
-                                        : "connect timeout of " + Millis(opts_.connect_timeout)) +
+                             (connect_limit ? "connect timeout of " + Millis(opts_.connect_timeout)
+                                            : "total timeout of " + Millis(opts_.total_timeout)) +
                              ": " + cause);
+    }
     default:
       return Status::IOError(x.url + ": " + cause);
   }

@@ -30,9 +30,10 @@ class Fd final {
 // kCorruption "URL: more than N bytes" (FetchSmall's bound).
 Status TooLarge(const std::string& url, uint64_t max_bytes);
 
-// The file FetchFile downloads into. Opened without following a symlink
-// (created 0600 if missing); what it holds is the prefix already fetched.
-// A file longer than `length` cannot be a prefix and is emptied.
+// The file FetchFile downloads into, never followed if a symbolic link.
+// What it holds is the prefix already fetched; a file longer than `length`
+// cannot be a prefix and is emptied. A missing file is created (0600) by
+// the first byte written, so a failed request leaves nothing behind.
 class PartialFile final {
  public:
   static Result<PartialFile> Open(const std::string& path, uint64_t length, const std::string& url);
@@ -45,13 +46,16 @@ class PartialFile final {
   // only what fits and returns kCorruption "URL: more than the signed N
   // bytes": the caller stops reading.
   Status Append(const char* data, size_t n);
-  // fsync; kIOError naming the file.
+  // fsync (creating the file if complete() and missing: length 0);
+  // kIOError naming the file.
   Status Sync();
   // kIOError "URL: truncated at N of M bytes[: cause]" (size() of length()).
   Status Truncated(const std::string& cause) const;
 
  private:
-  Fd fd_;
+  Status Create();
+
+  Fd fd_;  // -1 until the file exists
   std::string path_, url_;
   uint64_t size_ = 0, length_ = 0;
 };

@@ -152,10 +152,9 @@ Result<SmallFetch> LocalTransport::FetchSmall(const std::string& rel, const Vali
 Status LocalTransport::FetchFile(const std::string& rel, const std::string& partial,
                                  uint64_t length) {
   const std::string url = UrlOf(rel);
-  CX_RETURN_IF_ERROR(CheckFeedPath(rel));
-  CX_ASSIGN_OR_RETURN(internal::PartialFile out, internal::PartialFile::Open(partial, length, url));
   struct stat st;
   CX_ASSIGN_OR_RETURN(Fd fd, OpenFeedFile(rel, &st));
+  CX_ASSIGN_OR_RETURN(internal::PartialFile out, internal::PartialFile::Open(partial, length, url));
   uint64_t received = 0;
   Status result;
   if (static_cast<uint64_t>(st.st_size) > length) {

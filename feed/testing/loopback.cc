@@ -283,6 +283,16 @@ Nginx::~Nginx() {
 
 std::vector<std::string> Nginx::log_lines() const { return ReadLines(access_log_); }
 
+std::vector<std::string> Nginx::WaitForLogLines(size_t n, std::chrono::milliseconds timeout) const {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  std::vector<std::string> lines = log_lines();
+  while (lines.size() < n && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    lines = log_lines();
+  }
+  return lines;
+}
+
 Result<Nginx> Nginx::Start(const std::string& root_dir, const TestCa& ca) {
   if (::access(kNginxBinary, X_OK) != 0) {
     return Status::NotFound(std::string(kNginxBinary) +

@@ -17,6 +17,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <map>
 #include <string>
 #include <vector>
@@ -89,9 +90,14 @@ class Nginx {
   int port() const { return port_; }
   // The access log, one line per request answered:
   //   "METHOD URI STATUS BODY_BYTES range=RANGE inm=IF_NONE_MATCH"
-  // ("-" for an absent header). requests() is its line count.
+  // ("-" for an absent header). requests() is its line count. nginx logs a
+  // request after answering it: a client may see its answer before the
+  // line is there, so wait for the count you expect with WaitForLogLines.
   std::vector<std::string> log_lines() const;
   size_t requests() const { return log_lines().size(); }
+  // The log once it has at least `n` lines, or as it is after `timeout`.
+  std::vector<std::string> WaitForLogLines(
+      size_t n, std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
   const std::string& error_log() const { return error_log_; }
 
  private:
@@ -132,7 +138,8 @@ class HostileServer {
 
   const std::string& url() const { return url_; }  // "https://127.0.0.1:PORT/"
   int port() const { return port_; }
-  // One line per request received: "METHOD PATH range=RANGE inm=INM".
+  // One line per request received: "METHOD PATH range=RANGE inm=INM",
+  // written before the server answers.
   std::vector<std::string> log_lines() const;
   size_t requests() const { return log_lines().size(); }
 
