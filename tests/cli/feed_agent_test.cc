@@ -107,17 +107,6 @@ std::map<std::string, std::string> StoreBytes(const std::string& store) {
   return out;
 }
 
-// nginx's access log once it holds at least `n` lines (nginx writes a line
-// after the response is sent, so a client may finish first), or after 2 s.
-std::vector<std::string> LogOf(const Nginx& nginx, size_t n) {
-  std::vector<std::string> lines = nginx.log_lines();
-  for (int i = 0; i < 200 && lines.size() < n; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    lines = nginx.log_lines();
-  }
-  return lines;
-}
-
 class FeedAgentTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -408,7 +397,7 @@ TEST_F(FeedAgentTest, PullsOverHttpsInstallsAndActivatesUnderAMount) {
   const size_t before = nginx->requests();
   const CommandResult idle = Agent(kNow + 3600);
   ASSERT_EQ(idle.exit_code, 0) << idle.out << idle.err;
-  const std::vector<std::string> log = LogOf(*nginx, before + 1);
+  const std::vector<std::string> log = nginx->WaitForLogLines(before + 1);
   ASSERT_EQ(log.size(), before + 1) << idle.out;
   EXPECT_EQ(log.back().rfind("GET /index.cxfeed 304 0 ", 0), 0u) << log.back();
   // cryptex feed status shows the device's view.
@@ -541,7 +530,7 @@ TEST_F(FeedAgentTest, NotModifiedForeverIsAFreeze) {
   ASSERT_EQ(Active(), (std::vector<std::string>{"p1", "p2"}));
   const size_t before = nginx->requests();
   ExpectRefused("freeze", "index", kNow + 2 * kDay);
-  EXPECT_EQ(LogOf(*nginx, before + 1).back().rfind("GET /index.cxfeed 304 ", 0), 0u);
+  EXPECT_EQ(nginx->WaitForLogLines(before + 1).back().rfind("GET /index.cxfeed 304 ", 0), 0u);
   // Still frozen at the next poll; the active patches stay (decided as usual).
   ExpectRefused("freeze", "index", kNow + 3 * kDay);
   EXPECT_EQ(Active(), (std::vector<std::string>{"p1", "p2"}));
@@ -606,7 +595,7 @@ class FeedAgentHostileTest : public FeedAgentTest {
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     EXPECT_EQ(Active(), std::vector<std::string>{"p1"});
     std::string fetch;
-    for (const std::string& line : LogOf(*nginx, 2)) {
+    for (const std::string& line : nginx->WaitForLogLines(2)) {
       if (line.find("/patches/p1.cxpatch") != std::string::npos) fetch = line;
     }
     EXPECT_EQ(Contains(fetch, " 206 ") && Contains(fetch, "range=bytes="), resumes) << fetch;
@@ -644,7 +633,8 @@ TEST_F(FeedAgentTest, LoopPollsEveryFeedPoll) {
   EXPECT_EQ(r.exit_code, 124) << r.out;  // ended by timeout(1)
   EXPECT_EQ(Active(), std::vector<std::string>{"p1"});
   size_t polls = 0;
-  for (const std::string& line : LogOf(*nginx, 3)) polls += Contains(line, "/index.cxfeed");
+  for (const std::string& line : nginx->WaitForLogLines(3))
+    polls += Contains(line, "/index.cxfeed");
   EXPECT_GE(polls, 3u);
   EXPECT_LE(polls, 6u);
   EXPECT_EQ(RunCryptex("agent --loop --once --config " + Q(conf_)).exit_code, cli::kExitUsage);
@@ -825,7 +815,7 @@ TEST_F(FeedAgentTest, FleetFollowsTheRolloutSchedule) {
   std::printf("%s", table.c_str());
   // Each device fetched each patch once.
   size_t downloads = 0;
-  for (const std::string& line : LogOf(*nginx, kDevices * kDays + 2 * kDevices)) {
+  for (const std::string& line : nginx->WaitForLogLines(kDevices * kDays + 2 * kDevices)) {
     downloads +=
         line.find("/patches/") != std::string::npos && line.find(" 200 ") != std::string::npos;
   }
