@@ -85,6 +85,8 @@ int CmdHistory(int argc, char** argv);
 int StoreStatus(const Args& args);
 // The policy agent (cmd_agent.cc).
 int CmdAgent(int argc, char** argv);
+// `cryptex feed status` (cmd_feed_status.cc): the device's feed client state.
+int CmdFeedStatus(int argc, char** argv);
 int CmdPolicy(int argc, char** argv);
 int CmdApprove(int argc, char** argv);
 // The vendor side of a patch feed (cmd_feed.cc).
@@ -96,6 +98,9 @@ namespace cryptex::store {
 class Store;
 struct StoreState;
 }  // namespace cryptex::store
+namespace cryptex::policy {
+struct Config;
+}  // namespace cryptex::policy
 
 namespace cryptex::cli {
 // Live activation after a committed change of store `s` (cmd_store.cc):
@@ -111,6 +116,11 @@ int FollowMounts(const std::string& cmd, const store::Store& s, bool live, bool 
 // "reboot_pending" members.
 std::string PendingOfLine(const store::Store& s, const store::StoreState& st,
                           const std::string& line, nlohmann::ordered_json* json);
+// The agent's configuration (cmd_agent.cc): --config FILE (which must
+// exist), else the default file if there is one. Errors name the file, line
+// and key (exit 2). kAgentConfigHelp is the --config line of --help.
+Result<policy::Config> LoadConfigOf(const Args& args);
+extern const char* const kAgentConfigHelp;
 // "-rwxr-xr-x" style mode string.
 std::string ModeString(uint32_t mode);
 }  // namespace cryptex::cli

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "agent.h"
 #include "cli.h"
@@ -16,22 +17,22 @@
 
 namespace cryptex::cli {
 
+const char* const kAgentConfigHelp =
+    "  --config FILE    the configuration (default /etc/cryptex/cryptex.conf; when\n"
+    "                   that does not exist: store /var/lib/cryptex, trust\n"
+    "                   /etc/cryptex/keys, plugins = auto)\n";
+
+Result<policy::Config> LoadConfigOf(const Args& args) {
+  if (auto f = args.Get("--config")) return policy::LoadConfig(*f, /*missing_ok=*/false);
+  return policy::LoadConfig(policy::kDefaultConfigPath, /*missing_ok=*/true);
+}
+
 namespace {
 
 using policy::AgentDecision;
 using policy::Config;
 
-const char* const kConfigHelp =
-    "  --config FILE    the configuration (default /etc/cryptex/cryptex.conf; when\n"
-    "                   that does not exist: store /var/lib/cryptex, trust\n"
-    "                   /etc/cryptex/keys, plugins = auto)\n";
-
-// The configuration of --config FILE (which must exist), else the default
-// file if there is one. Errors name the file, line and key (exit 2).
-Result<Config> LoadConfigOf(const Args& args) {
-  if (auto f = args.Get("--config")) return policy::LoadConfig(*f, /*missing_ok=*/false);
-  return policy::LoadConfig(policy::kDefaultConfigPath, /*missing_ok=*/true);
-}
+const char* const kConfigHelp = kAgentConfigHelp;
 
 const char* StateName(policy::PatchState s) {
   switch (s) {
@@ -75,6 +76,29 @@ Json DecisionJson(const AgentDecision& d) {
   return j;
 }
 
+// A download's progress on stderr when it is a terminal and the patch is
+// large: one line redrawn ("downloading ID: 12.0 MiB of 40.0 MiB (30%)").
+class ProgressBar {
+ public:
+  static constexpr uint64_t kMinBytes = uint64_t{1} << 20;
+
+  void Update(const std::string& id, uint64_t done, uint64_t total) {
+    if (total < kMinBytes || !StderrIsTerminal()) return;
+    const int pct = static_cast<int>(done * 100 / total);
+    if (id == id_ && pct == pct_ && done != total) return;
+    id_ = id;
+    pct_ = pct;
+    std::fprintf(stderr, "\r\033[Kdownloading %s: %s of %s (%d%%)%s", ForTerminal(id, true).c_str(),
+                 HumanBytes(done).c_str(), HumanBytes(total).c_str(), pct,
+                 done >= total ? "\n" : "");
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string id_;
+  int pct_ = -1;
+};
+
 Json ReportJson(const policy::AgentReport& r, int64_t at) {
   Json doc;
   doc["at"] = policy::IsoTime(at);
@@ -82,6 +106,11 @@ Json ReportJson(const policy::AgentReport& r, int64_t at) {
   for (const auto& d : r.decisions) ds.push_back(DecisionJson(d));
   doc["decisions"] = ds;
   doc["refused_files"] = r.refused_files;
+  Json feed;
+  feed["version"] = r.feed_version;
+  feed["refused"] = r.feed_refused.empty() ? Json(nullptr) : Json(r.feed_refused);
+  feed["refused_patches"] = r.feed_refused_patches;
+  doc["feed"] = feed;
   Json hs = Json::array();
   for (const auto& h : r.health_run) hs.push_back({{"check", h.check}, {"ok", h.ok}});
   doc["health"] = hs;
@@ -144,6 +173,12 @@ int Simulate(int argc, char** argv) {
                 for (const auto& p : cfg.plugins) s += (s.empty() ? "" : ",") + p;
                 return s;
               }(), tty).c_str());
+  if (!cfg.feed.empty()) {
+    const std::string f = r->feed_version != 0
+                              ? "feed: the kept index, version " + std::to_string(r->feed_version)
+                              : "feed: no offers (" + r->feed_refused + ")";
+    std::printf("  %s\n", ForTerminal(f, tty).c_str());
+  }
   for (const auto& m : r->refused_files) std::printf("  refused %s\n", ForTerminal(m, tty).c_str());
   for (const auto& d : r->decisions) {
     std::string line = policy::JournalLine(d);
@@ -157,10 +192,11 @@ int Simulate(int argc, char** argv) {
 }  // namespace
 
 int CmdAgent(int argc, char** argv) {
-  Args args(argc, argv, {"--config"}, {"--once", "--json"});
+  Args args(argc, argv, {"--config", "--at"}, {"--once", "--loop", "--json"});
   if (args.help()) {
     std::printf(
-        "usage: cryptex agent --once [--json] [--config FILE]\n\n"
+        "usage: cryptex agent --once [--at TIME] [--json] [--config FILE]\n"
+        "       cryptex agent --loop [--config FILE]\n\n"
         "One run of the policy agent (cryptex-agent.service runs it from its timer):\n"
         "runs the configured health checks, then for every patch available to the\n"
         "device -- installed in the store (active ones too, so that plugins can\n"
@@ -171,24 +207,45 @@ int CmdAgent(int argc, char** argv) {
         "('decide', with each plugin's vote); one that repeats the patch's last\n"
         "decision is not recorded again. Prints one line per decision; --json\n"
         "prints the run as one document instead.\n"
-        "Exit status: 0 done, 1 an action failed, 2 a configuration error (nothing\n"
-        "changed), 5 no store.\n\n"
+        "With feed = URL configured, the run first fetches and checks the feed's\n"
+        "signed index (docs/FEED.md): its patches are offered with the facts it\n"
+        "signs, and one is downloaded (a progress bar on a terminal) only when the\n"
+        "chain says install. A refused index or download is recorded (cryptex feed\n"
+        "status), changes nothing in the store, and makes the run exit 1.\n"
+        "--at TIME decides as if it were TIME (ISO 8601 UTC or @UNIX-SECONDS): the\n"
+        "plugins and the feed's expiry check see it; history records keep the\n"
+        "real time of each change (tests, fleet simulations).\n"
+        "--loop runs forever instead, one run every feed_poll (default 1h), for\n"
+        "systems without the timer; a failed run is reported and the next one\n"
+        "comes all the same.\n"
+        "Exit status: 0 done, 1 an action failed or the feed was refused, 2 a\n"
+        "configuration error (nothing changed), 5 no store.\n\n"
         "%s",
         kConfigHelp);
     return kExitOk;
   }
   if (!args.ok()) return Usage("agent", args.error());
-  if (!args.Has("--once")) {
-    return Usage("agent", "--once is required (the systemd timer runs it periodically)");
+  const bool loop = args.Has("--loop");
+  if (args.Has("--once") == loop) {
+    return Usage("agent",
+                 "one of --once (the systemd timer runs it periodically) or --loop is required");
+  }
+  if (loop && (args.Has("--at") || args.Has("--json"))) {
+    return Usage("agent", "--at and --json go with --once");
   }
   if (!args.positional().empty()) return Usage("agent", "expected no argument");
+  int64_t at = 0;
+  if (auto t = args.Get("--at")) {
+    auto parsed = policy::ParseTime(*t, "--at");
+    if (!parsed.ok()) return Usage("agent", parsed.status().message());
+    at = *parsed;
+  }
   Config cfg;
   TrustStore trust;
   std::vector<policy::ChainMember> chain;
   if (int rc = Prepare("agent", args, &cfg, &trust, &chain); rc != kExitOk) return rc;
   const bool json = args.Has("--json");
   policy::AgentOptions opts;
-  opts.now = static_cast<int64_t>(std::time(nullptr));
   if (!json) {
     opts.log = [](const std::string& line) {
       std::printf("%s\n", ForTerminal(line, StdoutIsTerminal()).c_str());
@@ -202,13 +259,24 @@ int CmdAgent(int argc, char** argv) {
                ? Status::Ok()
                : Status::IOError("a mount could not follow the change (see above)");
   };
-  auto r = policy::RunAgent(cfg, trust, chain, opts);
-  if (!r.ok()) return Fail("agent", r.status());
-  if (json) {
-    const int w = PrintJson("agent", ReportJson(*r, opts.now));
-    if (w != kExitOk) return w;
+  ProgressBar bar;
+  opts.progress = [&bar](const std::string& id, uint64_t done, uint64_t total) {
+    bar.Update(id, done, total);
+  };
+  for (;;) {
+    opts.now = at != 0 ? at : static_cast<int64_t>(std::time(nullptr));
+    auto r = policy::RunAgent(cfg, trust, chain, opts);
+    if (!loop) {
+      if (!r.ok()) return Fail("agent", r.status());
+      if (json) {
+        const int w = PrintJson("agent", ReportJson(*r, opts.now));
+        if (w != kExitOk) return w;
+      }
+      return r->failed ? kExitError : kExitOk;
+    }
+    if (!r.ok()) (void)Fail("agent", r.status());
+    std::this_thread::sleep_for(cfg.feed_poll);
   }
-  return r->failed ? kExitError : kExitOk;
 }
 
 int CmdPolicy(int argc, char** argv) {

@@ -27,7 +27,8 @@ constexpr char kHelp[] =
     "                    [--expires DURATION] [--announce PUB]... [--epoch SECONDS]\n"
     "                    [--trust DIR | --pubkey FILE]\n"
     "       cryptex feed show DIR|INDEX [--trust DIR | --pubkey FILE] [--previous INDEX]\n"
-    "                    [--json]\n\n"
+    "                    [--json]\n"
+    "       cryptex feed status [--json]   (the device side: see its own help)\n\n"
     "publish: (re)writes DIR/index.cxfeed, the signed index of the *.cxpatch patches\n"
     "and *.cryptex base images under DIR (dot files skipped): for each, its id,\n"
     "line, version, root and base root digests, requirements, release counter,\n"
@@ -272,6 +273,8 @@ int Show(const Args& args) {
 }  // namespace
 
 int CmdFeed(int argc, char** argv) {
+  // The device side (cmd_feed_status.cc) has its own options.
+  if (argc > 1 && std::string(argv[1]) == "status") return CmdFeedStatus(argc - 1, argv + 1);
   Args args(argc > 1 ? argc - 1 : argc, argc > 1 ? argv + 1 : argv,
             {"--key", "--expires", "--announce", "--epoch", "--force-version", "--trust",
              "--pubkey", "--reason", "--line", "--previous"},

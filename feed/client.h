@@ -38,6 +38,43 @@ struct Refusal {
   std::string reason;  // the error message (names the URL)
 };
 
+// What feed.json holds (`cryptex feed status`); read without the network.
+struct ClientState {
+  std::string url;              // the feed of the last fetch
+  uint64_t newest_version = 0;  // 0: no index accepted yet
+  std::string newest_sha256;    // of the newest index's payload (hex)
+  int64_t published = 0;
+  int64_t expires = 0;
+  int64_t last_fetch = 0;          // last Refresh, accepted or not
+  int64_t last_accepted = 0;       // last Refresh that accepted an index
+  Validators validators;           // of the kept index
+  std::vector<AnnouncedKey> keys;  // announced by verified indexes (kept)
+  std::vector<Revocation> revoked;
+  std::vector<Refusal> refusals;  // oldest first, at most kMaxRefusals
+};
+
+// The URL (or path) of `rel` in the feed at `base` (a URL ending in '/' or
+// not, or a directory), for messages.
+inline std::string FeedUrlOf(const std::string& base, const std::string& rel) {
+  return base + (!base.empty() && base.back() == '/' ? "" : "/") + rel;
+}
+
+inline constexpr size_t kMaxRefusals = 50;
+// Index keys announced by verified indexes that a device remembers.
+inline constexpr size_t kMaxAnnouncedKeys = 64;
+inline constexpr const char* kStateFile = "feed.json";
+
+// Reads STATE_DIR/feed.json: an empty state if it does not exist,
+// kCorruption naming the file if it is not a valid state.
+Result<ClientState> ReadClientState(const std::string& state_dir);
+
+// The kept index of settings.state_dir, verified again (with settings.trust
+// and the keys announced before) and current at `now`, without contacting
+// the feed: what `cryptex policy simulate` and `cryptex approve` see of the
+// feed. kNotFound if no index was accepted yet; kCorruption if it is not the
+// newest accepted or has expired (freeze).
+Result<Index> ReadKeptIndex(const FeedSettings& settings, int64_t now);
+
 class FeedClient {
  public:
   ~FeedClient();
@@ -70,6 +107,11 @@ class FeedClient {
   std::vector<Refusal> refusals() const;
   uint64_t newest_version() const;
   TransportStats stats() const;
+
+  // The revocations of the newest accepted index, persisted in feed.json:
+  // still applied after a refusal (a revocation only ever holds a patch
+  // back, so an attacker gains nothing from it), unlike its offers.
+  std::vector<Revocation> revocations() const;
 
  private:
   struct Impl;

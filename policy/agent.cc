@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "decisions.h"
@@ -98,9 +99,44 @@ int64_t ApprovedAt(const HistoryFacts& h, const std::string& line, const std::st
 // One patch available to the device.
 struct Offer {
   PatchFacts facts;
-  std::string file;  // offered .cxpatch, "" if installed
+  std::string file;  // offered .cxpatch, "" if installed or not downloaded yet
   std::vector<std::string> requires_patches;
+  std::optional<feed::FeedPatch> feed;  // offered by the feed's index
 };
+
+// The feed's part of a run.
+struct FeedRun {
+  std::optional<feed::FeedClient> client;
+  std::optional<feed::Index> index;       // accepted this run (none after a refusal)
+  std::vector<feed::Revocation> revoked;  // of the newest accepted index
+  std::string current;                    // the patch being downloaded (progress)
+};
+
+// The feed's revocation of `p` (on its line or on every line).
+void ApplyFeedRevocation(const FeedRun* feed, PatchFacts* p) {
+  if (feed == nullptr || p->revoked) return;
+  feed::Index idx;
+  idx.revoked = feed->revoked;
+  const feed::Revocation* r = idx.FindRevocation(p->line, p->id);
+  if (r == nullptr) return;
+  p->revoked = true;
+  p->revoked_reason = r->reason.substr(0, kMaxRevokedReason);
+  if (p->revoked_reason.empty()) p->revoked_reason = "revoked by the feed";
+}
+
+PatchFacts FactsFromFeed(const feed::FeedPatch& f) {
+  PatchFacts p;
+  p.id = f.id;
+  p.line = f.line;
+  p.version = f.version;
+  p.severity = f.severity;
+  p.activation = f.activation.empty() ? "relaunch" : f.activation;
+  p.cves = f.cves;
+  p.released_at = f.released_at;
+  p.size = f.length;
+  p.release_counter = f.release_counter;
+  return p;
+}
 
 // The local revocation flag: PATCH_DIR/ID.revoked; its first line is the reason.
 void ApplyRevocation(const Config& cfg, PatchFacts* p) {
@@ -137,7 +173,8 @@ struct Offers {
 };
 
 Result<Offers> CollectOffers(const Config& cfg, const Store& s, const store::StoreState& st,
-                             const HistoryFacts& hist, const TrustStore& trust) {
+                             const HistoryFacts& hist, const TrustStore& trust,
+                             const FeedRun* feed = nullptr) {
   Offers out;
   ImageOptions opts;
   opts.trust = &trust;
@@ -202,6 +239,25 @@ Result<Offers> CollectOffers(const Config& cfg, const Store& s, const store::Sto
       by_line[m.name].push_back(std::move(o));
     }
   }
+  if (feed != nullptr && feed->index) {
+    for (const feed::FeedPatch& f : feed->index->patches) {
+      auto lit = st.lines.find(f.line);
+      if (lit == st.lines.end()) continue;                            // not a line of this device
+      if (lit->second.Find(f.id)) continue;                           // installed
+      if (f.release_counter < lit->second.highest_counter) continue;  // older than what was seen
+      if (f.base_root != lit->second.base_root) continue;  // for another base of the line
+      auto& offered = by_line[f.line];
+      if (std::any_of(offered.begin(), offered.end(),
+                      [&](const Offer& x) { return x.facts.id == f.id; })) {
+        continue;  // patch_dir offers it too: that file is used
+      }
+      Offer o;
+      o.facts = FactsFromFeed(f);
+      o.requires_patches = f.requires_patches;
+      o.feed = f;
+      offered.push_back(std::move(o));
+    }
+  }
   for (auto& [name, offers] : by_line) {
     const auto& active = st.lines.at(name).active;
     auto rank = [&](const Offer& o) {
@@ -218,6 +274,7 @@ Result<Offers> CollectOffers(const Config& cfg, const Store& s, const store::Sto
       o.facts.approved_at = ApprovedAt(hist, name, o.facts.id);
       o.facts.approved = o.facts.approved_at != 0;
       ApplyRevocation(cfg, &o.facts);
+      ApplyFeedRevocation(feed, &o.facts);
       out.list.push_back(std::move(o));
     }
   }
@@ -320,7 +377,79 @@ HealthResult RunCheck(const HealthCheck& h, int64_t now, std::string* detail) {
   return r;
 }
 
+std::string CounterText(uint64_t n) { return std::to_string(n); }
+
+// The signed patch at `path` is the one index entry `f` describes: what the
+// policy decided on (the index's facts) is what the image signs. A
+// difference is mix-and-match: a validly signed patch served for another.
+Status MatchesEntry(const Image& img, const feed::FeedPatch& f, const std::string& what) {
+  const Manifest& m = img.manifest();
+  std::vector<std::string> diffs;
+  auto cmp = [&](const char* field, const std::string& got, const std::string& want) {
+    if (got != want) diffs.push_back(std::string(field) + " " + got + " (index: " + want + ")");
+  };
+  const auto cls = [](const std::string& a) { return a.empty() ? std::string("relaunch") : a; };
+  cmp("id", m.patch_id, f.id);
+  cmp("line", m.name, f.line);
+  cmp("version", m.version, f.version);
+  cmp("root", HexEncode(img.superblock().root_hash), HexEncode(f.root));
+  cmp("base root", m.base_root_digest ? HexEncode(*m.base_root_digest) : "none",
+      HexEncode(f.base_root));
+  cmp("requires", "[" + Join(m.requires_patches) + "]", "[" + Join(f.requires_patches) + "]");
+  cmp("release counter", CounterText(m.release_counter), CounterText(f.release_counter));
+  cmp("class", cls(m.activation), cls(f.activation));
+  cmp("severity", m.severity, f.severity);
+  cmp("cves", "[" + Join(m.cves) + "]", "[" + Join(f.cves) + "]");
+  cmp("released_at", CounterText(m.released_at), std::to_string(f.released_at));
+  if (diffs.empty()) return Status::Ok();
+  return Status::Corruption(what + ": the signed patch does not match its index entry " +
+                            "(mix-and-match): " + Join(diffs, "; "));
+}
+
+// Opens and checks a download as the patch_dir path checks an offered file
+// (signature with the store's trust, every block), then against its entry.
+Status CheckDownload(const std::string& path, const feed::FeedPatch& f, const std::string& url,
+                     const TrustStore& trust) {
+  ImageOptions opts;
+  opts.trust = &trust;
+  auto img = Image::Open(path, opts);
+  if (!img.ok()) return img.status().Prefixed(url);
+  if ((*img)->superblock().kind != format::kKindPatch) {
+    return Status::Corruption(url + ": a base image, not a patch (mix-and-match)");
+  }
+  if (Status v = (*img)->VerifyAll(); !v.ok()) return v.Prefixed(url);
+  return MatchesEntry(**img, f, url);
+}
+
+// Downloads `f` and checks it; a failure is recorded as a refusal of f.id.
+Result<std::string> FetchChecked(FeedRun* feed, const Config& cfg, const feed::FeedPatch& f,
+                                 const TrustStore& trust, int64_t now) {
+  feed->current = f.id;
+  CX_ASSIGN_OR_RETURN(std::string path, feed->client->Download(f, now));
+  const Status bad = CheckDownload(path, f, feed::FeedUrlOf(cfg.feed, f.file), trust);
+  if (bad.ok()) return path;
+  unlink(path.c_str());
+  if (Status r = feed->client->RecordRefusal(feed::Refusal{now, f.id, bad.message()}); !r.ok()) {
+    return r.Prefixed("recording a refusal (" + bad.ToString() + ")");
+  }
+  return bad;
+}
+
 }  // namespace
+
+feed::FeedSettings FeedSettingsOf(const Config& cfg) {
+  feed::FeedSettings f;
+  f.url = cfg.feed;
+  f.trust = cfg.feed_trust;
+  f.state_dir = cfg.feed_state;
+  f.transport.ca_file = cfg.feed_ca;
+  f.transport.ca_path = cfg.feed_capath;
+  f.transport.client_cert = cfg.feed_client_cert;
+  f.transport.client_key = cfg.feed_client_key;
+  f.transport.connect_timeout = cfg.feed_connect_timeout;
+  f.transport.idle_timeout = cfg.feed_timeout;
+  return f;
+}
 
 std::string IsoTime(int64_t t) {
   const time_t tt = static_cast<time_t>(t);
@@ -438,6 +567,57 @@ std::string JournalLine(const AgentDecision& d) {
   return s;
 }
 
+namespace {
+
+// The feed as the last run left it, without the network (simulate,
+// approve): the revocations of the newest accepted index, and its offers
+// while it is current. *why says why there are none.
+Status KeptFeed(const Config& cfg, int64_t now, FeedRun* feed, std::string* why) {
+  CX_ASSIGN_OR_RETURN(feed::ClientState fs, feed::ReadClientState(cfg.feed_state));
+  feed->revoked = fs.revoked;
+  auto kept = feed::ReadKeptIndex(FeedSettingsOf(cfg), now);
+  if (kept.ok()) {
+    feed->index = std::move(*kept);
+  } else {
+    *why = kept.status().message();
+  }
+  return Status::Ok();
+}
+
+// Opens the feed client and refreshes the index. A refused index is
+// reported (and recorded by the client) and the run goes on without the
+// feed's offers; only a failure to open the client's state is an error.
+Status RefreshFeed(const Config& cfg, const AgentOptions& opts, FeedRun* feed,
+                   AgentReport* report) {
+  feed::FeedSettings settings = FeedSettingsOf(cfg);
+  if (opts.progress) {
+    settings.transport.progress = [feed, &opts](uint64_t done, uint64_t total) {
+      opts.progress(feed->current, done, total);
+    };
+  }
+  CX_ASSIGN_OR_RETURN(feed::FeedClient client, feed::FeedClient::Open(settings));
+  feed->client.emplace(std::move(client));
+  auto idx = feed->client->Refresh(opts.now);
+  if (idx.ok()) {
+    feed->index = **idx;
+    report->feed_version = (*idx)->version;
+    if (opts.log) {
+      opts.log("cryptex-agent: feed: index version " + std::to_string((*idx)->version) +
+               " (expires " + IsoTime((*idx)->expires) + ", " +
+               std::to_string((*idx)->patches.size()) + " patches, " +
+               std::to_string((*idx)->revoked.size()) + " revoked)");
+    }
+  } else {
+    report->feed_refused = idx.status().message();
+    report->failed = true;
+    if (opts.log) opts.log("cryptex-agent: feed: refused index: " + idx.status().message());
+  }
+  feed->revoked = feed->client->revocations();
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
                              const std::vector<ChainMember>& chain, const AgentOptions& opts) {
   CX_ASSIGN_OR_RETURN(auto s, Store::Open(cfg.store, &trust));
@@ -455,12 +635,24 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
   if (!opts.dry_run) {
     CX_ASSIGN_OR_RETURN(report.health_run, RunHealthChecks(cfg, opts.now));
   }
+  std::optional<FeedRun> feed;
+  if (!cfg.feed.empty()) {
+    feed.emplace();
+    if (opts.dry_run) {
+      // A simulation fetches nothing: it offers what the kept index offers.
+      CX_RETURN_IF_ERROR(KeptFeed(cfg, opts.now, &*feed, &report.feed_refused));
+      if (feed->index) report.feed_version = feed->index->version;
+    } else {
+      CX_RETURN_IF_ERROR(RefreshFeed(cfg, opts, &*feed, &report));
+    }
+  }
   CX_ASSIGN_OR_RETURN(store::HealthLog health, store::ReadHealthLog(cfg.store));
   CX_ASSIGN_OR_RETURN(store::StoreState st, s->ReadState());
   CX_ASSIGN_OR_RETURN(auto records, s->History());
   CX_ASSIGN_OR_RETURN(Decisions decisions, store::ReadDecisions(cfg.store));
   const HistoryFacts hist = FactsFromHistory(records);
-  CX_ASSIGN_OR_RETURN(Offers offers, CollectOffers(cfg, *s, st, hist, trust));
+  CX_ASSIGN_OR_RETURN(Offers offers,
+                      CollectOffers(cfg, *s, st, hist, trust, feed ? &*feed : nullptr));
   const std::string fingerprint = ChainFingerprint(cfg);
   const std::string who = WhoOf(chain);
 
@@ -519,13 +711,20 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
       d.chain.reason = "requires [" + Join(o.requires_patches) + "] active in that order; [" +
                        Join(act) + "] are active";
     } else if (prev != nullptr && prev->verdict == "reject" && prev->chain == fingerprint &&
-               p.state != PatchState::kActive && p.approved_at < prev->at) {
+               prev->who != "agent" && p.state != PatchState::kActive && p.approved_at < prev->at) {
       // A rejection holds until the chain's configuration changes or the
-      // patch is approved after it.
+      // patch is approved after it. The agent's own (a revocation, below)
+      // holds only while the revocation does.
       d.held = true;
       d.who = prev->who;
       d.chain.verdict = Verdict::kReject;
       d.chain.reason = prev->reason;
+    } else if (p.revoked && p.state != PatchState::kActive) {
+      // Whatever the chain: a revoked patch is never installed or activated
+      // (an active one is the chain's to revert: the revocation plugin).
+      d.who = "agent";
+      d.chain.verdict = Verdict::kReject;
+      d.chain.reason = "revoked: " + p.revoked_reason + " (a revoked patch is never installed)";
     } else {
       const DeviceFacts device = DeviceOf(opts.now, bucket, st, hist, health);
       d.chain = DecideChain(chain, p, device);
@@ -558,6 +757,10 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
       target += " " + std::to_string(fsb.st_size) + " " + std::to_string(fsb.st_mtim.tv_sec) + "." +
                 std::to_string(fsb.st_mtim.tv_nsec);
     }
+    if (o.feed) {
+      target = "feed " + o.feed->file + " " + HexEncode(o.feed->sha256);
+      d.file = feed::FeedUrlOf(cfg.feed, o.feed->file);
+    }
     if (!changed && d.action != "none" && !prev->failed.empty() &&
         prev->failed.substr(0, prev->failed.find('\n')) == target) {
       d.outcome =
@@ -573,6 +776,23 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
       continue;
     }
 
+    if (d.action == "install+activate" && o.feed && !opts.dry_run) {
+      // Downloaded only now, and checked before anything is recorded: a
+      // refused download leaves the store as it was (and is asked again next
+      // run, when the server may be fixed).
+      auto got = FetchChecked(&*feed, cfg, *o.feed, trust, opts.now);
+      if (!got.ok()) {
+        d.outcome = got.status();
+        d.recorded = false;
+        report.failed = true;
+        report.feed_refused_patches.push_back(p.id + ": " + got.status().message());
+        if (prev != nullptr) seen[key] = *prev;
+        if (opts.log) opts.log(JournalLine(d));
+        report.decisions.push_back(std::move(d));
+        continue;
+      }
+      o.file = *got;
+    }
     if (d.action == "install+activate" || d.action == "activate") {
       act.push_back(p.id);
       now.activated_at = opts.now;
@@ -587,6 +807,7 @@ Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
       if (d.action == "install+activate") {
         auto r = s->Install(o.file, true, actor);
         d.outcome = r.ok() ? Status::Ok() : r.status();
+        if (o.feed) unlink(o.file.c_str());  // the store holds its copy (or refused it)
       } else if (d.action == "activate") {
         d.outcome = s->Activate(p.line, p.id, actor);
       } else if (d.action == "revert") {
@@ -628,7 +849,14 @@ Status Approve(const Config& cfg, const TrustStore& trust, const std::string& li
   CX_ASSIGN_OR_RETURN(store::StoreState st, s->ReadState());
   CX_ASSIGN_OR_RETURN(auto records, s->History());
   const HistoryFacts hist = FactsFromHistory(records);
-  CX_ASSIGN_OR_RETURN(Offers offers, CollectOffers(cfg, *s, st, hist, trust));
+  std::optional<FeedRun> feed;
+  std::string why;
+  if (!cfg.feed.empty()) {
+    feed.emplace();
+    CX_RETURN_IF_ERROR(KeptFeed(cfg, static_cast<int64_t>(std::time(nullptr)), &*feed, &why));
+  }
+  CX_ASSIGN_OR_RETURN(Offers offers,
+                      CollectOffers(cfg, *s, st, hist, trust, feed ? &*feed : nullptr));
   const Offer* found = nullptr;
   std::vector<std::string> lines;
   for (const Offer& o : offers.list) {
@@ -638,7 +866,10 @@ Status Approve(const Config& cfg, const TrustStore& trust, const std::string& li
   }
   if (found == nullptr) {
     return Status::NotFound("patch " + id + " is neither installed in " + cfg.store +
-                            (cfg.patch_dir.empty() ? "" : " nor offered in " + cfg.patch_dir));
+                            (cfg.patch_dir.empty() ? "" : " nor offered in " + cfg.patch_dir) +
+                            (cfg.feed.empty() ? ""
+                                              : " nor in the feed's newest index" +
+                                                    (why.empty() ? "" : " (" + why + ")")));
   }
   if (lines.size() > 1) {
     return Status::InvalidArgument("patch " + id + " is in several lines (" + Join(lines) +

@@ -8,7 +8,8 @@
 // vote; one that only repeats the patch's last decision (a deferral asked
 // again every hour) is not recorded again.
 //
-// Simulation (`cryptex policy simulate`) runs the same code with `dry_run`:
+// Simulation (`cryptex policy simulate`) runs the same code with `dry_run`
+// (with a feed: the offers of its kept index, fetching nothing):
 // the same offers, facts and chain, and the same sequence of would-be
 // changes (a patch that requires one installed earlier in the run sees it
 // active), but nothing is written, no health check runs and no mount is
@@ -20,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "client.h"
 #include "config.h"
 #include "facts.h"
 #include "keys.h"
@@ -38,6 +40,9 @@ struct AgentOptions {
   // running mounts along (cli FollowMounts); `live` false for a
   // reboot-class activation. Not called in a dry run.
   std::function<Status(const store::Store&, bool live)> follow_mounts;
+  // Called as a patch is downloaded from the feed (bytes so far, its signed
+  // length); the CLI draws a progress bar from it on a TTY. May be empty.
+  std::function<void(const std::string& patch, uint64_t done, uint64_t total)> progress;
 };
 
 // One decision of a run.
@@ -62,8 +67,17 @@ struct AgentReport {
   std::vector<AgentDecision> decisions;
   std::vector<std::string> refused_files;  // offered files that do not verify (message)
   std::vector<HealthResult> health_run;    // the checks this run ran
-  bool failed = false;                     // an action failed (exit 1)
+  bool failed = false;                     // an action failed, or the feed was refused (exit 1)
+  // The feed (cfg.feed set, not in a dry run): the index version accepted
+  // this run (0: none), the refusal of the index ("" if none), and the
+  // refusals of this run's downloads ("ID: MESSAGE").
+  uint64_t feed_version = 0;
+  std::string feed_refused;
+  std::vector<std::string> feed_refused_patches;
 };
+
+// The feed client's settings of `cfg` (cfg.feed must be set).
+feed::FeedSettings FeedSettingsOf(const Config& cfg);
 
 // The device's bucket: cfg.device_bucket, else the first 8 bytes of
 // SHA-256(/etc/machine-id) mod 100. kNotFound naming the file if there is
@@ -82,13 +96,26 @@ Result<std::vector<ChainMember>> LoadChain(const Config& cfg);
 // One run. Errors are about the run itself (no store, a damaged history,
 // a config error); a failed action is reported in its decision and in
 // `failed`, and the run goes on with the next patch.
+//
+// With cfg.feed set (docs/FEED.md, "Pulling (device side)"), the run first
+// refreshes the feed's index. Each entry of an accepted index for a line of
+// the store is offered with the facts the index signs, before anything is
+// downloaded; its revocations (kept from the newest accepted index) set
+// patch.revoked of offered and installed patches. Only an install verdict
+// downloads the patch, which must then verify with `trust` and match its
+// index entry (mix-and-match otherwise) before the store sees it. A refused
+// index or download is recorded in the feed's state (feed.json), reported
+// in AgentReport::feed_refused*, makes the run fail, and changes nothing in
+// the store: the store's state, history and patch files stay as they were,
+// and installed patches are decided as usual.
 Result<AgentReport> RunAgent(const Config& cfg, const TrustStore& trust,
                              const std::vector<ChainMember>& chain, const AgentOptions& opts);
 
 // `cryptex approve`: records an approval of patch `id` (in line `line`, ""
 // if the id is unique) in the history (action "approve"); the agent gives
-// plugins patch.approved from it. The patch must be installed in the store
-// or offered in cfg.patch_dir. kNotFound otherwise.
+// plugins patch.approved from it. The patch must be installed in the store,
+// offered in cfg.patch_dir, or listed by the feed's kept index (the newest
+// accepted, while current; the feed is not contacted). kNotFound otherwise.
 Status Approve(const Config& cfg, const TrustStore& trust, const std::string& line,
                const std::string& id, const std::string& reason);
 

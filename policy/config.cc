@@ -66,6 +66,8 @@ struct Parser {
   std::set<std::string> seen;            // "section\nkey" of single-valued keys
   std::map<std::string, size_t> health;  // check name -> index in cfg.health
   std::map<std::string, int> sections;   // section -> line of its (first) header
+  std::map<std::string, int> key_lines;  // "section\nkey" -> line (first)
+  std::set<std::string> given;           // [cryptex] keys given
 
   bool Fail(const std::string& section, const std::string& key, const std::string& msg) {
     if (error.empty()) {
@@ -110,9 +112,35 @@ struct Parser {
     return true;
   }
 
+  // feed = https://HOST/PATH, file:///DIR or /DIR.
+  bool FeedUrl(const std::string& key, const std::string& value) {
+    const std::string s = "cryptex";
+    const bool https = value.rfind("https://", 0) == 0 && value.size() > 8 && value[8] != '/';
+    const bool file = value.rfind("file:///", 0) == 0;
+    if (!https && !file && (value.empty() || value[0] != '/')) {
+      return Fail(s, key,
+                  "'" + value +
+                      "' is not a feed (https://HOST/PATH, file:///DIR or an absolute directory; "
+                      "http:// is refused: the transport must authenticate the server)");
+    }
+    cfg.feed = value;
+    return true;
+  }
+
   bool Main(const std::string& key, const std::string& value) {
     const std::string s = "cryptex";
     if (!Once(s, key)) return false;
+    given.insert(key);
+    if (key == "feed") return FeedUrl(key, value);
+    if (key == "feed_trust") return Path(s, key, value, &cfg.feed_trust);
+    if (key == "feed_ca") return Path(s, key, value, &cfg.feed_ca);
+    if (key == "feed_capath") return Path(s, key, value, &cfg.feed_capath);
+    if (key == "feed_client_cert") return Path(s, key, value, &cfg.feed_client_cert);
+    if (key == "feed_client_key") return Path(s, key, value, &cfg.feed_client_key);
+    if (key == "feed_state") return Path(s, key, value, &cfg.feed_state);
+    if (key == "feed_timeout") return Duration(s, key, value, &cfg.feed_timeout);
+    if (key == "feed_connect_timeout") return Duration(s, key, value, &cfg.feed_connect_timeout);
+    if (key == "feed_poll") return Duration(s, key, value, &cfg.feed_poll);
     if (key == "store") return Path(s, key, value, &cfg.store);
     if (key == "trust") return Path(s, key, value, &cfg.trust);
     if (key == "plugin_dir") return Path(s, key, value, &cfg.plugin_dir);
@@ -150,7 +178,9 @@ struct Parser {
     }
     return Fail(s, key,
                 "unknown key (known: store, trust, plugin_dir, plugins, patch_dir, "
-                "plugin_timeout, device_bucket, health_timeout, health_keep)");
+                "plugin_timeout, device_bucket, health_timeout, health_keep, feed, feed_trust, "
+                "feed_ca, feed_capath, feed_client_cert, feed_client_key, feed_timeout, "
+                "feed_connect_timeout, feed_poll, feed_state)");
   }
 
   bool Health(const std::string& section, const std::string& name, const std::string& key,
@@ -188,9 +218,10 @@ int OnKey(void* user, const char* section, const char* name, const char* value) 
 // What inih cannot say: lines too long for it, NUL bytes, unknown or
 // malformed section names (also of empty sections, which inih never
 // reports). Fills `sections` with each section's first header line.
-Status PreScan(std::string_view text, const std::string& path,
-               std::map<std::string, int>* sections) {
+Status PreScan(std::string_view text, const std::string& path, std::map<std::string, int>* sections,
+               std::map<std::string, int>* key_lines) {
   size_t pos = 0;
+  std::string section;
   for (int n = 1; pos < text.size(); ++n) {
     size_t nl = text.find('\n', pos);
     if (nl == std::string_view::npos) nl = text.size();
@@ -212,11 +243,13 @@ Status PreScan(std::string_view text, const std::string& path,
         return Status::InvalidArgument(where + ": key '" + key.substr(0, 20) + "...' longer than " +
                                        std::to_string(kMaxNameBytes) + " bytes");
       }
+      key_lines->emplace(section + "\n" + key, n);
       continue;
     }
     const size_t close = line.find(']');
     if (close == std::string::npos) continue;  // inih reports it
     const std::string sec = line.substr(1, close - 1);
+    section = sec;
     sections->emplace(sec, n);
     const auto named = [&](const char* prefix, const char* what) -> Status {
       const size_t len = std::strlen(prefix);
@@ -242,6 +275,40 @@ Status PreScan(std::string_view text, const std::string& path,
   return Status::Ok();
 }
 
+// What the feed keys require of each other (they are read one at a time):
+// an error names the line of the key at fault.
+Status CheckFeedKeys(Parser& p) {
+  Config& c = p.cfg;
+  const auto fail = [&](const std::string& key, const std::string& msg) {
+    auto it = p.key_lines.find("cryptex\n" + key);
+    const int line = it == p.key_lines.end() ? 0 : it->second;
+    return Status::InvalidArgument(p.path + ":" + std::to_string(line) + ": [cryptex] " + key +
+                                   ": " + msg);
+  };
+  if (!p.given.count("feed_state")) c.feed_state = c.store + "/feed";
+  if (c.feed.empty()) {
+    for (const char* k :
+         {"feed_trust", "feed_ca", "feed_capath", "feed_client_cert", "feed_client_key",
+          "feed_timeout", "feed_connect_timeout", "feed_poll", "feed_state"}) {
+      if (p.given.count(k)) return fail(k, "given without feed = URL");
+    }
+    return Status::Ok();
+  }
+  if (c.feed_trust.empty()) {
+    return fail("feed", "needs feed_trust = DIR|FILE (the keys that sign the feed's index)");
+  }
+  if (c.feed_client_cert.empty() != c.feed_client_key.empty()) {
+    return fail(c.feed_client_cert.empty() ? "feed_client_key" : "feed_client_cert",
+                "feed_client_cert and feed_client_key go together");
+  }
+  if (c.feed.rfind("https://", 0) != 0) {
+    for (const char* k : {"feed_ca", "feed_capath", "feed_client_cert", "feed_client_key"}) {
+      if (p.given.count(k)) return fail(k, "only for an https:// feed");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 const Options& Config::OptionsOf(const std::string& name) const {
@@ -256,6 +323,7 @@ Config DefaultConfig() {
   c.trust = "/etc/cryptex/keys";
   c.plugin_dir = InstalledPluginDir();
   c.plugins = {"auto"};
+  c.feed_state = c.store + "/feed";
   return c;
 }
 
@@ -290,7 +358,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& path) {
   // The pre-scan bounds every line: inih sees each whole. Its handler gets
   // no line number; the one of the first failure is its return value.
   Parser p;
-  CX_RETURN_IF_ERROR(PreScan(text, path, &p.sections));
+  CX_RETURN_IF_ERROR(PreScan(text, path, &p.sections, &p.key_lines));
   p.path = path;
   p.cfg = DefaultConfig();
   p.cfg.path = path;
@@ -314,6 +382,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& path) {
   for (HealthCheck& h : p.cfg.health) {
     if (h.timeout.count() == 0) h.timeout = p.cfg.health_timeout;
   }
+  CX_RETURN_IF_ERROR(CheckFeedKeys(p));
   for (const auto& [sec, line] : p.sections) {
     if (sec.rfind("plugin.", 0) == 0) p.cfg.plugin_lines[sec.substr(7)] = line;
   }

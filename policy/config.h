@@ -43,6 +43,18 @@ struct Config {
   std::map<std::string, int> plugin_lines;          // line of each [plugin.NAME] header
   std::vector<HealthCheck> health;                  // [health.NAME], file order
 
+  // The signed feed (docs/FEED.md, "Pulling (device side)"). "" = none.
+  std::string feed;        // https://HOST/PATH, file:///DIR or /DIR
+  std::string feed_trust;  // the index keys: a directory of *.pub or one file (required with feed)
+  std::string feed_ca;     // TLS: PEM bundle of trusted CAs ("" = the system's)
+  std::string feed_capath;
+  std::string feed_client_cert;  // TLS client certificate and key (both or neither)
+  std::string feed_client_key;
+  std::chrono::milliseconds feed_timeout{30000};  // no byte received for this long: give up
+  std::chrono::milliseconds feed_connect_timeout{10000};
+  std::chrono::milliseconds feed_poll{3600000};  // `cryptex agent --loop`'s interval
+  std::string feed_state;                        // default STORE/feed
+
   // Options of plugin `name` (empty if it has no section).
   const Options& OptionsOf(const std::string& name) const;
 };

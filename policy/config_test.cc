@@ -138,6 +138,88 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
   }
 }
 
+TEST(ConfigTest, FeedKeysAreRead) {
+  const std::string text =
+      "[cryptex]\n"
+      "store = /srv/store\n"
+      "feed = https://updates.example.com/app/feed\n"
+      "feed_trust = /etc/cryptex/feed-keys\n"
+      "feed_ca = /etc/cryptex/feed-ca.pem\n"
+      "feed_capath = /etc/ssl/certs\n"
+      "feed_client_cert = /etc/cryptex/device.pem\n"
+      "feed_client_key = /etc/cryptex/device.key\n"
+      "feed_timeout = 45s\n"
+      "feed_connect_timeout = 5s\n"
+      "feed_poll = 15m\n";
+  auto c = ParseConfig(text, kPath);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->feed, "https://updates.example.com/app/feed");
+  EXPECT_EQ(c->feed_trust, "/etc/cryptex/feed-keys");
+  EXPECT_EQ(c->feed_ca, "/etc/cryptex/feed-ca.pem");
+  EXPECT_EQ(c->feed_capath, "/etc/ssl/certs");
+  EXPECT_EQ(c->feed_client_cert, "/etc/cryptex/device.pem");
+  EXPECT_EQ(c->feed_client_key, "/etc/cryptex/device.key");
+  EXPECT_EQ(c->feed_timeout, milliseconds(45000));
+  EXPECT_EQ(c->feed_connect_timeout, milliseconds(5000));
+  EXPECT_EQ(c->feed_poll, milliseconds(15 * 60000));
+  // The client state sits in the store unless feed_state says otherwise.
+  EXPECT_EQ(c->feed_state, "/srv/store/feed");
+  auto d =
+      ParseConfig("[cryptex]\nfeed = /srv/feed\nfeed_trust = /k/a.pub\nfeed_state = /s\n", kPath);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->feed, "/srv/feed");
+  EXPECT_EQ(d->feed_state, "/s");
+  EXPECT_EQ(d->feed_timeout, milliseconds(30000));  // the defaults
+  EXPECT_EQ(d->feed_connect_timeout, milliseconds(10000));
+  EXPECT_EQ(d->feed_poll, milliseconds(3600000));
+  auto f = ParseConfig("[cryptex]\nfeed = file:///srv/feed\nfeed_trust = /k\n", kPath);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->feed_state, "/var/lib/cryptex/feed");
+  EXPECT_EQ(DefaultConfig().feed, "");
+  EXPECT_EQ(DefaultConfig().feed_state, "/var/lib/cryptex/feed");
+}
+
+TEST(ConfigTest, FeedKeyErrorsNameFileLineAndKey) {
+  const std::string ok_feed = "feed = https://h.example/f\nfeed_trust = /k\n";
+  const std::vector<BadCase> cases = {
+      {"http feed", "[cryptex]\nfeed = http://h.example/f\nfeed_trust = /k\n", 2, "feed",
+       "http:// is refused"},
+      {"relative feed", "[cryptex]\nfeed = feed/dir\nfeed_trust = /k\n", 2, "feed", "not a feed"},
+      {"relative file URL", "[cryptex]\nfeed = file://feed\nfeed_trust = /k\n", 2, "feed",
+       "not a feed"},
+      {"https without host", "[cryptex]\nfeed = https:///f\nfeed_trust = /k\n", 2, "feed"},
+      {"feed without trust", "[cryptex]\nstore = /s\nfeed = /srv/feed\n", 3, "feed", "feed_trust"},
+      {"relative feed_trust", "[cryptex]\nfeed = /f\nfeed_trust = keys\n", 3, "feed_trust",
+       "absolute"},
+      {"relative feed_ca", "[cryptex]\n" + ok_feed + "feed_ca = ca.pem\n", 4, "feed_ca"},
+      {"relative feed_state", "[cryptex]\n" + ok_feed + "feed_state = st\n", 4, "feed_state"},
+      {"bad feed_timeout", "[cryptex]\n" + ok_feed + "feed_timeout = forever\n", 4, "feed_timeout",
+       "duration"},
+      {"feed_connect_timeout 0", "[cryptex]\n" + ok_feed + "feed_connect_timeout = 0\n", 4,
+       "feed_connect_timeout"},
+      {"feed_poll over a day", "[cryptex]\n" + ok_feed + "feed_poll = 25h\n", 4, "feed_poll"},
+      {"cert without key", "[cryptex]\n" + ok_feed + "feed_client_cert = /c.pem\n", 4,
+       "feed_client_cert", "together"},
+      {"key without cert", "[cryptex]\n" + ok_feed + "\nfeed_client_key = /c.key\n", 5,
+       "feed_client_key", "together"},
+      {"ca for a directory feed", "[cryptex]\nfeed = /f\nfeed_trust = /k\nfeed_ca = /ca.pem\n", 4,
+       "feed_ca", "https"},
+      {"feed key without feed", "[cryptex]\nstore = /s\nfeed_trust = /k\n", 3, "feed_trust",
+       "without feed"},
+      {"feed twice", "[cryptex]\n" + ok_feed + "feed = /g\n", 4, "feed", "twice"},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto r = ParseConfig(c.text, kPath);
+    ASSERT_FALSE(r.ok()) << "accepted";
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
+    const std::string& m = r.status().message();
+    EXPECT_EQ(m.rfind(std::string(kPath) + ":" + std::to_string(c.line) + ": ", 0), 0u) << m;
+    EXPECT_NE(m.find(c.key), std::string::npos) << m;
+    EXPECT_NE(m.find(c.also), std::string::npos) << m;
+  }
+}
+
 TEST(ConfigTest, LoadConfigMissingFile) {
   test::TempDir dir;
   // Named on the command line: must exist.

@@ -10,7 +10,7 @@ directory first in PATH and completes as a user would press TAB:
   cryptex SUB -<TAB>      -> exactly the options `cryptex SUB --help` names
                              (check_man.py's rule), for every subcommand
   cryptex verify x --trust <TAB> -> directories only
-  cryptex feed <TAB>      -> publish revoke show
+  cryptex feed <TAB>      -> publish revoke show status
 Exits 1 naming every difference.
 """
 import os
@@ -54,7 +54,7 @@ def main():
         options = set(check_man.DASH_OPT.findall(check_man.usage_text(check_man.run_help([cryptex, sub]))))
         expect(["cryptex", sub, "-"], options | {"--help"})
     expect(["cryptex", "build", "--re"], ["--release-counter"])
-    expect(["cryptex", "feed", ""], ["publish", "revoke", "show"])
+    expect(["cryptex", "feed", ""], ["publish", "revoke", "show", "status"])
     with tempfile.TemporaryDirectory() as d:
         os.mkdir(os.path.join(d, "keys.d"))
         open(os.path.join(d, "keys.pub"), "w").close()
