@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The cryptex demo: seal the sample component, check it three ways, read it
 # without mounting, mount it with cryptexfs (every block verified on read),
-# show what happens to a tampered copy, then ship a signed patch that the
-# device's policy agent installs and activates live on the running mount,
-# show status and history, revert it, swap the policy to "defer" by editing
-# the INI file and show the deferral with its reason.
+# show what happens to a tampered copy, then ship a signed patch in a signed
+# feed that the device's policy agent pulls, installs and activates live on
+# the running mount, show status and history, revert it, swap the policy to
+# "defer" by editing the INI file and show the deferral with its reason, and
+# revoke the patch in the feed.
 #
 # Usage: examples/demo.sh [WORKDIR]   (default: a fresh temporary directory)
 # Needs a build in ./build (scripts/build.sh). Run as root for the mount part.
@@ -115,21 +116,33 @@ if [ -x "$fsbin" ] && [ -e /dev/fuse ] && [ "$(id -u)" -eq 0 ]; then
   run "$work/live/bin/greet"
   run ls -i "$work/live/lib/libgreet.so.1" "$work/live/bin/greet"
 
-  step "11. The device's policy agent: offered patches, a plugin chain in an INI file"
+  step "11. The vendor publishes the patch in a signed feed: plain files any web server can serve"
+  # The index has its own key (docs/FEED.md, "Keys and rotation"): devices
+  # trust it for the feed, and the patch key for what they install.
+  mkdir -p "$work/feed" "$work/feed-trust"
+  run "$bin" keygen -o feed-index.key
+  cp feed-index.key.pub "$work/feed-trust/"
+  cp greeter-1.0.1.cxpatch "$work/feed/"
+  run "$bin" feed publish "$work/feed" --key feed-index.key --trust trust --expires 30d
+  run ls "$work/feed"
+  run "$bin" feed show "$work/feed" --trust "$work/feed-trust"
+
+  step "12. The device's policy agent: the feed, a plugin chain in an INI file"
   # Policy plugins load only from a root-owned directory nobody else can
   # write (docs/POLICY.md); the shipped ones are in build/plugins/lib.
-  mkdir -p "$work/offered" "$work/plugins"
+  mkdir -p "$work/plugins"
   chmod 0755 "$work/plugins"
   install -m 0644 "$top"/build/plugins/lib/*.so "$work/plugins/"
-  cp greeter-1.0.1.cxpatch "$work/offered/"
   conf="$work/cryptex.conf"
   cat >"$conf" <<EOF
 [cryptex]
 store = $store
 trust = $work/trust
 plugin_dir = $work/plugins
-patch_dir = $work/offered
-plugins = auto
+; A directory here; in a fleet, https://updates.example.com/greeter/
+feed = $work/feed
+feed_trust = $work/feed-trust
+plugins = revocation, auto
 ; The staged-rollout bucket (0-99) comes from /etc/machine-id; a bare
 ; chroot has none, so the demo names one.
 device_bucket = 42
@@ -141,7 +154,7 @@ EOF
   run cat "$conf"
   run "$bin" policy simulate --config "$conf"
 
-  step "12. The agent installs (checked completely) and activates the patch live"
+  step "13. The agent pulls it (checked against the signed index), installs and activates it live"
   exec 7<"$work/live/lib/libgreet.so.1"  # a process that has the old library open
   run "$bin" agent --once --config "$conf"
   run "$work/live/bin/greet"
@@ -156,23 +169,30 @@ EOF
   run diff -q "$work/pinned/lib/libgreet.so.1" "$work/live/lib/libgreet.so.1" || true
   echo "(level=base pins a mount at the base, beside the live one)"
 
-  step "13. What is applied, why, and which CVEs it fixes"
+  step "14. What is applied, why, and which CVEs it fixes"
   run "$bin" status org.example.greeter --store "$store" --trust trust
   run "$bin" history --store "$store"
   run "$bin" history --store "$store" --verify
+  run "$bin" feed status --config "$conf"
 
-  step "14. Revert: back to the base exactly, on the running mount"
+  step "15. Revert: back to the base exactly, on the running mount"
   run "$bin" revert greeter-1.0.1 --store "$store" --reason "demo"
   run "$work/live/bin/greet"
   run diff -r --no-dereference "$here/sample-tree" "$work/live" && echo "live mount back to the base"
 
-  step "15. Swap the policy: edit one line of the INI file, run the agent again"
-  run sed -i 's/^plugins = auto$/plugins = defer/' "$conf"
+  step "16. Swap the policy: edit one line of the INI file, run the agent again"
+  run sed -i 's/^plugins = revocation, auto$/plugins = revocation, defer/' "$conf"
   run grep '^plugins' "$conf"
   run "$bin" agent --once --config "$conf"
   run "$bin" status org.example.greeter --store "$store" --trust trust
   run diff -r --no-dereference "$here/sample-tree" "$work/live" && echo "live mount still at the base"
   echo "(what the chain would decide in 8 days, changing nothing:)"
+  run "$bin" policy simulate --config "$conf" --at "$(date -u -d '+8 days' +%Y-%m-%dT%H:%M:%SZ)"
+
+  step "17. The vendor revokes the patch in the feed: no device installs it any more"
+  run "$bin" feed revoke "$work/feed" greeter-1.0.1 --reason "breaks greet --loud" \
+    --key feed-index.key --trust trust --expires 30d
+  run "$bin" agent --once --config "$conf"
   run "$bin" policy simulate --config "$conf" --at "$(date -u -d '+8 days' +%Y-%m-%dT%H:%M:%SZ)"
   run "$bin" history --store "$store"
   run "$bin" umount "$work/pinned"

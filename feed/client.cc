@@ -12,6 +12,7 @@
 #include <span>
 
 #include "durable.h"
+#include "iso_time.h"
 
 namespace cryptex::feed {
 namespace {
@@ -130,8 +131,8 @@ Result<TrustStore> LoadFeedTrust(const std::string& path) {
 Status CheckCurrent(const Index& idx, int64_t now, const std::string& source) {
   if (now < idx.expires) return Status::Ok();
   return Status::Corruption(source + ": index version " + std::to_string(idx.version) +
-                            " expired at " + std::to_string(idx.expires) + " (now " +
-                            std::to_string(now) + "): freeze");
+                            " expired at " + IsoTime(idx.expires) + " (now " + IsoTime(now) +
+                            "): freeze");
 }
 
 }  // namespace
@@ -264,11 +265,8 @@ Result<const Index*> FeedClient::Impl::Refresh(int64_t now) {
                                 " differs from the version " + std::to_string(idx.version) +
                                 " seen before (a version is never reused)"));
   }
-  if (now >= idx.expires) {
-    return RefuseIndex(
-        now, Status::Corruption(source + ": index version " + std::to_string(idx.version) +
-                                " expired at " + std::to_string(idx.expires) + " (now " +
-                                std::to_string(now) + "): freeze"));
+  if (Status current = CheckCurrent(idx, now, source); !current.ok()) {
+    return RefuseIndex(now, std::move(current));
   }
   CX_RETURN_IF_ERROR(Accept(std::move(*v), file, fetched->validators, !not_modified, now));
   return &index->index;

@@ -451,18 +451,6 @@ feed::FeedSettings FeedSettingsOf(const Config& cfg) {
   return f;
 }
 
-std::string IsoTime(int64_t t) {
-  const time_t tt = static_cast<time_t>(t);
-  struct tm tm;
-  char buf[64];
-  // A time gmtime cannot represent (or strftime cannot fit) prints as seconds.
-  if (gmtime_r(&tt, &tm) == nullptr ||
-      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-    return std::to_string(t);
-  }
-  return buf;
-}
-
 Result<int64_t> ParseTime(const std::string& text, const std::string& what) {
   const auto bad = [&] {
     return Status::InvalidArgument(

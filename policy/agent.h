@@ -24,6 +24,7 @@
 #include "client.h"
 #include "config.h"
 #include "facts.h"
+#include "iso_time.h"
 #include "keys.h"
 #include "plugin_host.h"
 #include "status.h"
@@ -127,7 +128,7 @@ Result<std::vector<HealthResult>> RunHealthChecks(const Config& cfg, int64_t now
 std::string JournalLine(const AgentDecision& d);
 
 // "2026-11-29T10:00:00Z".
-std::string IsoTime(int64_t t);
+using ::cryptex::IsoTime;
 // ISO 8601 UTC ("2026-11-29T10:00:00Z", "2026-11-29T10:00Z", "2026-11-29")
 // or "@UNIX". kInvalidArgument naming `what` otherwise.
 Result<int64_t> ParseTime(const std::string& text, const std::string& what);
