@@ -278,6 +278,20 @@ Result<std::string> ReadIndexFile(const std::string& path) {
   return bytes;
 }
 
+// Web servers validate a static file by its mtime in whole seconds and its
+// size (nginx's ETag, Last-Modified): an index published in the same second
+// as the one before, with the same size, would look unchanged and devices
+// polling with validators would get 304 for it. So each index's mtime is at
+// least one second past the previous one's.
+Status NewerSecond(const std::string& path, time_t previous_sec) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
+  if (st.st_mtim.tv_sec > previous_sec) return Status::Ok();
+  const struct timespec times[2] = {{previous_sec + 1, 0}, {previous_sec + 1, 0}};
+  if (utimensat(AT_FDCWD, path.c_str(), times, 0) != 0) return Status::FromErrno(errno, path);
+  return Status::Ok();
+}
+
 Result<PublishResult> Publish(const PublishOptions& opts) {
   if (opts.keys.empty()) return Status::InvalidArgument("no index key given (--key)");
   struct stat st;
@@ -343,8 +357,11 @@ Result<PublishResult> Publish(const PublishOptions& opts) {
   const std::string payload = EncodePayload(index);
   CX_RETURN_IF_ERROR(DecodePayload(payload, out.path + " (new)").status());
   CX_ASSIGN_OR_RETURN(std::string file, SignIndex(index, opts.keys));
+  struct stat old_st;
+  const bool had_index = stat(out.path.c_str(), &old_st) == 0;
   CX_RETURN_IF_ERROR(store::ReplaceFile(
       out.path, std::span(reinterpret_cast<const uint8_t*>(file.data()), file.size()), 0644));
+  if (had_index) CX_RETURN_IF_ERROR(NewerSecond(out.path, old_st.st_mtim.tv_sec));
   return out;
 }
 

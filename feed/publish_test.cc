@@ -209,6 +209,21 @@ TEST_F(PublishTest, VersionGrowsAndRevocationsSurvive) {
   EXPECT_EQ(ReadFile(IndexPath()), before);
 }
 
+// nginx's ETag is the mtime in seconds and the size: two indexes of the same
+// size published within one second must still differ in it, or a device
+// polling with If-None-Match would be told nothing changed.
+TEST_F(PublishTest, EachIndexHasALaterMtimeSecondThanThePrevious) {
+  Seal("p1.cxpatch", "app", "p1");
+  ASSERT_TRUE(Publish(Opts()).ok());
+  struct stat a, b;
+  ASSERT_EQ(stat(IndexPath().c_str(), &a), 0);
+  const std::string first = ReadFile(IndexPath());
+  ASSERT_TRUE(Publish(Opts()).ok());
+  ASSERT_EQ(stat(IndexPath().c_str(), &b), 0);
+  EXPECT_EQ(ReadFile(IndexPath()).size(), first.size());  // version 1 -> 2: the same size
+  EXPECT_GT(b.st_mtim.tv_sec, a.st_mtim.tv_sec);
+}
+
 TEST_F(PublishTest, MalformedPreviousIndexIsRefusedUnlessForced) {
   Seal("p1.cxpatch", "app", "p1");
   WriteFile(IndexPath(), "cryptex-feed 1\nnot a signature\n\n{}");
