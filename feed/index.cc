@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "format.h"
+#include "transport.h"
 
 namespace cryptex::feed {
 namespace {
@@ -49,23 +50,7 @@ bool DecodeHexExact(std::string_view hex, size_t n, uint8_t* out) {
 
 }  // namespace
 
-bool IsFeedPath(std::string_view rel) {
-  if (rel.empty()) return false;
-  size_t start = 0;
-  while (start <= rel.size()) {
-    size_t end = rel.find('/', start);
-    if (end == std::string_view::npos) end = rel.size();
-    std::string_view comp = rel.substr(start, end - start);
-    if (comp.empty() || comp == "." || comp == "..") return false;
-    for (char c : comp) {
-      bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                c == '.' || c == '_' || c == '-';
-      if (!ok) return false;
-    }
-    start = end + 1;
-  }
-  return true;
-}
+bool IsFeedPath(std::string_view rel) { return CheckFeedPath(std::string(rel)).ok(); }
 
 namespace {
 
