@@ -298,6 +298,16 @@ TEST_F(HttpsTransportTest, SmallFetchThenNotModified) {
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_TRUE(Contains(lines.back(), " 304 ")) << lines.back();
   EXPECT_TRUE(Contains(lines.back(), "inm=" + a->validators.etag)) << lines.back();
+
+  // Last-Modified alone is a validator too (If-Modified-Since).
+  auto c = t->FetchSmall("conditional.cxfeed", {"", a->validators.last_modified}, 1000);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->not_modified);
+  EXPECT_EQ(t->stats().body_bytes, 9u);
+  // A validator that would smuggle a header in is refused unsent.
+  auto bad = t->FetchSmall("conditional.cxfeed", {"\"x\"\r\nX-Evil: 1", ""}, 1000);
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(t->stats().requests, 3u);
 }
 
 TEST_F(HttpsTransportTest, MissingFileAndBound) {
