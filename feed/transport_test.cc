@@ -229,6 +229,7 @@ class HttpsTransportTest : public ::testing::Test {
     WriteFile(Feed() + "/patches/p.cxpatch", Data());
     // Files only one test asks for: its lines in nginx's log are its own.
     WriteFile(Feed() + "/conditional.cxfeed", "the index");
+    WriteFile(Feed() + "/trickle.bin", "twelve bytes");
     WriteFile(Feed() + "/patches/resume.cxpatch", Data());
     auto ca = TestCa::Create(dir_->Join("ca"));
     ASSERT_TRUE(ca.ok()) << ca.status().ToString();
@@ -545,6 +546,20 @@ TEST_F(HostileTest, SlowAndSilentServersTimeOut) {
     EXPECT_LT(took, kShortTimeout + kTimeMargin);
     WriteFile(part_, "");
   }
+}
+
+// The idle limit counts from the last byte, not from the start: a server
+// that keeps sending, however slowly, is not idle.
+TEST_F(HostileTest, TrickleIsNotIdle) {
+  auto h = Serve("trickle");
+  ASSERT_NE(h, nullptr);
+  auto t = Open(h->url(), opts_);
+  Clock::time_point start = Clock::now();
+  auto r = t->FetchSmall("trickle.bin", {}, 100);  // 12 bytes, 100 ms apart
+  auto took = Clock::now() - start;
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->body, "twelve bytes");
+  EXPECT_GT(took, kShortTimeout);
 }
 
 TEST_F(HostileTest, TotalLimit) {
