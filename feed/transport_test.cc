@@ -229,6 +229,7 @@ class HttpsTransportTest : public ::testing::Test {
     WriteFile(Feed() + "/patches/p.cxpatch", Data());
     // Files only one test asks for: its lines in nginx's log are its own.
     WriteFile(Feed() + "/conditional.cxfeed", "the index");
+    WriteFile(Feed() + "/trickle.bin", "twelve bytes");
     WriteFile(Feed() + "/patches/resume.cxpatch", Data());
     auto ca = TestCa::Create(dir_->Join("ca"));
     ASSERT_TRUE(ca.ok()) << ca.status().ToString();
@@ -298,6 +299,16 @@ TEST_F(HttpsTransportTest, SmallFetchThenNotModified) {
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_TRUE(Contains(lines.back(), " 304 ")) << lines.back();
   EXPECT_TRUE(Contains(lines.back(), "inm=" + a->validators.etag)) << lines.back();
+
+  // Last-Modified alone is a validator too (If-Modified-Since).
+  auto c = t->FetchSmall("conditional.cxfeed", {"", a->validators.last_modified}, 1000);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->not_modified);
+  EXPECT_EQ(t->stats().body_bytes, 9u);
+  // A validator that would smuggle a header in is refused unsent.
+  auto bad = t->FetchSmall("conditional.cxfeed", {"\"x\"\r\nX-Evil: 1", ""}, 1000);
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(t->stats().requests, 3u);
 }
 
 TEST_F(HttpsTransportTest, MissingFileAndBound) {
@@ -535,6 +546,20 @@ TEST_F(HostileTest, SlowAndSilentServersTimeOut) {
     EXPECT_LT(took, kShortTimeout + kTimeMargin);
     WriteFile(part_, "");
   }
+}
+
+// The idle limit counts from the last byte, not from the start: a server
+// that keeps sending, however slowly, is not idle.
+TEST_F(HostileTest, TrickleIsNotIdle) {
+  auto h = Serve("trickle");
+  ASSERT_NE(h, nullptr);
+  auto t = Open(h->url(), opts_);
+  Clock::time_point start = Clock::now();
+  auto r = t->FetchSmall("trickle.bin", {}, 100);  // 12 bytes, 100 ms apart
+  auto took = Clock::now() - start;
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->body, "twelve bytes");
+  EXPECT_GT(took, kShortTimeout);
 }
 
 TEST_F(HostileTest, TotalLimit) {

@@ -123,6 +123,7 @@ class Nginx {
 //   redirect       302 to the same URL + "?redirected" (https), then normal
 //   redirect-http  302 to the same URL over http://
 //   redirect-loop  302 to itself, forever
+//   trickle        the file one byte every 100 ms (never idle for long)
 // `per_path` overrides the mode for single paths relative to the root
 // (e.g. {{"index.cxfeed", "normal"}}) so a test can serve a good index and
 // a bad patch.

@@ -19,9 +19,10 @@ import time
 
 MODES = ("normal", "endless", "longer", "truncate", "slow", "stall-headers",
          "ignore-range", "wrong-body", "stall-tls", "redirect", "redirect-http",
-         "redirect-loop")
+         "redirect-loop", "trickle")
 EXTRA_BYTES = 4096   # "longer": bytes past the file
 SLOW_BYTES = 16      # "slow": bytes sent before the silence
+TRICKLE_GAP = 0.1    # "trickle": seconds between two bytes
 FOREVER = 3600.0     # how long "forever" is (the test kills us long before)
 
 
@@ -142,6 +143,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send(status, headers + [("Content-Length", str(len(body)))], body[:SLOW_BYTES])
             self.wfile.flush()
             time.sleep(FOREVER)
+        elif mode == "trickle":
+            self.send(status, headers + [("Content-Length", str(len(body)))])
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(TRICKLE_GAP)
         else:  # normal, ignore-range, wrong-body
             self.send(status, headers + [("Content-Length", str(len(body)))], body)
 
