@@ -42,9 +42,6 @@ std::string Q(const std::string& s) { return test::ShellQuote(s); }
 constexpr char kLine[] = "app";
 constexpr int64_t kReleased = 1800000000;  // 2027-01-15: p1's release time
 
-// Every file under `dir` with its bytes (what "changes nothing" compares).
-std::map<std::string, std::string> Snapshot(const std::string& dir) { return FilesUnder(dir); }
-
 class AgentCliTest : public StoreSuite {
  protected:
   static void SetUpTestSuite() {
@@ -292,12 +289,12 @@ TEST_F(AgentCliTest, SimulateChangesNothingAndAgreesWithTheAgent) {
   Offer(p1_);
   Offer(p2_);  // requires p1: installable once p1 is, in the same run
   Conf("auto, defer", "[plugin.defer]\ndays = 3000\nimmediate = high\n");
-  const auto before = Snapshot(store_);
+  const auto before = FilesUnder(store_);
   const Json sim = SimulateJson();
   const CommandResult text = Cx("policy simulate");
   EXPECT_EQ(text.exit_code, 0) << text.err;
   EXPECT_TRUE(Contains(text.out, "app p1: install -> install+activate")) << text.out;
-  EXPECT_EQ(Snapshot(store_), before) << "simulate changed the store";
+  EXPECT_EQ(FilesUnder(store_), before) << "simulate changed the store";
   const Json run = AgentJson();
   auto summary = [](const Json& doc) {
     std::vector<std::string> out;
@@ -345,7 +342,7 @@ TEST_F(AgentCliTest, FailingPluginsDeferAndAreRecorded) {
 
 TEST_F(AgentCliTest, ConfigErrorsNameFileLineKeyAndChangeNothing) {
   Offer(p1_);
-  const auto before = Snapshot(store_);
+  const auto before = FilesUnder(store_);
   struct Case {
     std::string rest;
     std::string want;
@@ -365,7 +362,7 @@ TEST_F(AgentCliTest, ConfigErrorsNameFileLineKeyAndChangeNothing) {
       EXPECT_TRUE(Contains(r.err, conf_)) << r.err;
       EXPECT_TRUE(Contains(r.err, c.want)) << r.err;
     }
-    EXPECT_EQ(Snapshot(store_), before);
+    EXPECT_EQ(FilesUnder(store_), before);
   }
   EXPECT_EQ(RunCryptex("agent --once --config " + Q(dir_ + "/none.conf")).exit_code, kExitNotFound);
   EXPECT_EQ(RunCryptex("agent --config " + Q(conf_)).exit_code, kExitUsage);  // no --once
