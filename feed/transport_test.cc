@@ -22,12 +22,7 @@
 namespace cryptex::feed {
 namespace {
 
-using cryptex::test::Contains;
-using cryptex::test::FileSize;
-using cryptex::test::RandomBytes;
-using cryptex::test::ReadFile;
-using cryptex::test::TempDir;
-using cryptex::test::WriteFile;
+using namespace cryptex::test;  // TempDir, ReadFile, WriteFile, ...
 using std::chrono::milliseconds;
 using testing::HostileServer;
 using testing::Nginx;

@@ -39,6 +39,7 @@
 
 #include "fsverity.h"
 #include "keys.h"
+#include "mount_harness.h"
 #include "status_channel.h"
 #include "store.h"
 #include "test_util.h"
@@ -54,111 +55,14 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using test::CommandResult;
 using test::CompareTrees;
+using test::Driver;
+using test::MountedType;
 using test::RandomBytes;
 using test::RunCryptex;
 using test::ShellQuote;
 using test::TempDir;
 
-// As in mount_test.cc: $CI set (non-empty, not "false"/"0") turns a skip into
-// a failure, so a broken environment cannot pass the run.
-bool InCi() {
-  const char* ci = std::getenv("CI");
-  if (ci == nullptr) return false;
-  const std::string v = ci;
-  return !v.empty() && v != "false" && v != "0";
-}
-
-#define SKIP_OR_FAIL_IN_CI(msg)                                   \
-  do {                                                            \
-    if (InCi()) {                                                 \
-      FAIL() << (msg) << " (a skip is a failure when CI is set)"; \
-    }                                                             \
-    GTEST_SKIP() << (msg);                                        \
-  } while (0)
-
 std::string Q(const std::string& s) { return ShellQuote(s); }
-
-// A cryptexfs in the foreground (-f), output to `log`. Stop() detaches the
-// mount and waits (bounded) for the driver's exit status.
-class Driver {
- public:
-  Driver(const std::vector<std::string>& argv, std::string mnt, std::string log)
-      : mnt_(std::move(mnt)), log_(std::move(log)) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-      }
-      std::vector<char*> a;
-      for (const std::string& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-      a.push_back(nullptr);
-      execv(a[0], a.data());
-      _exit(127);
-    }
-  }
-  ~Driver() { (void)Stop(); }
-  Driver(const Driver&) = delete;
-  Driver& operator=(const Driver&) = delete;
-
-  pid_t pid() const { return pid_; }
-  std::string log() const {
-    std::ifstream in(log_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  bool Alive() {
-    if (status_) return false;
-    int st = 0;
-    if (waitpid(pid_, &st, WNOHANG) == pid_) status_ = st;
-    return !status_;
-  }
-  // Unmounts and returns the exit code (-1: killed or timed out).
-  int Stop() {
-    if (pid_ <= 0) return -1;
-    if (!status_) {
-      (void)test::RunCommand("fusermount3 -u -z -q " + Q(mnt_) + " 2>/dev/null");
-      const auto deadline = Clock::now() + milliseconds(30000);
-      while (Alive() && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(10));
-      if (Alive()) {
-        // Where each of its threads waits, appended to its log for the
-        // failure message.
-        (void)test::RunCommand("for t in /proc/" + std::to_string(pid_) +
-                               "/task/*; do echo \"$t $(cat $t/comm) $(cat $t/wchan)\"; "
-                               "cat $t/stack; done >> " +
-                               Q(log_) + " 2>&1");
-        kill(pid_, SIGKILL);
-        int st = 0;
-        waitpid(pid_, &st, 0);
-        status_ = -1;
-      }
-    }
-    return *status_ >= 0 && WIFEXITED(*status_) ? WEXITSTATUS(*status_) : -1;
-  }
-
- private:
-  std::string mnt_, log_;
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-std::string MountedType(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line, found;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::string id, parent, dev, root, mnt;
-    ls >> id >> parent >> dev >> root >> mnt;
-    if (mnt != path) continue;
-    const size_t sep = line.find(" - ");
-    if (sep == std::string::npos) continue;
-    std::istringstream rest(line.substr(sep + 3));
-    rest >> found;
-  }
-  return found;
-}
 
 // The whole file through one descriptor, or the errno of the first failure.
 struct ReadResult {
@@ -261,12 +165,9 @@ class ActivationTest : public ::testing::Test {
     mkdir(trust_.c_str(), 0755);
     MakeTrees();
     const std::string key = work_->Join("vendor.key");
-    Must(RunCryptex("keygen -o " + Q(key)), "keygen");
-    Must(test::RunCommand("cp " + Q(key + ".pub") + " " + Q(trust_ + "/vendor.pub")), "cp");
+    test::MakeVendorKey(key, trust_, &error_);
     base_ = work_->Join("base.cryptex");
-    Must(RunCryptex("build " + Q(V(0)) + " -o " + Q(base_) + " --key " + Q(key) + " --name " +
-                    kLine + " --version 1.0"),
-         "build");
+    test::BuildImage(V(0), base_, key, kLine, "1.0", &error_);
     auto mkpatch = [&](const std::string& id, const std::string& to, const std::string& cls,
                        int counter, const std::string& on) {
       const std::string out = work_->Join(id + ".cxpatch");
@@ -300,7 +201,7 @@ class ActivationTest : public ::testing::Test {
   }
 
   static void Must(const CommandResult& r, const std::string& what) {
-    if (r.exit_code != 0 && error_.empty()) error_ = what + " failed: " + r.out + r.err;
+    test::MustSucceed(r, what, &error_);
   }
   static std::string V(int n) {
     std::string name = "v";  // an append: GCC 12 -O3 warns (-Wrestrict) on "v" + std::string
@@ -400,11 +301,7 @@ class ActivationTest : public ::testing::Test {
     return WaitUp(drivers_.back().get(), mnt);
   }
   static Driver* WaitUp(Driver* d, const std::string& mnt) {
-    const auto deadline = Clock::now() + milliseconds(15000);
-    while (Clock::now() < deadline && d->Alive()) {
-      if (MountedType(mnt) == "fuse.cryptexfs") return d;
-      std::this_thread::sleep_for(milliseconds(20));
-    }
+    if (d->WaitForMount()) return d;
     ADD_FAILURE() << "mount of " << mnt << " did not appear; log:\n" << d->log();
     return nullptr;
   }

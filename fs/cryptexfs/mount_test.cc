@@ -45,6 +45,7 @@
 
 #include "image.h"
 #include "keys.h"
+#include "mount_harness.h"
 #include "push.h"
 #include "status_channel.h"
 #include "surgery.h"
@@ -59,26 +60,10 @@ namespace {
 namespace stdfs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+// InCi(), SKIP_OR_FAIL_IN_CI and MountedType() come from the shared harness.
+using test::MountedType;
 
-// ---- skips ---------------------------------------------------------------------
-
-// True when $CI asks for a full run: set, non-empty, and not "false" or "0".
-bool InCi() {
-  const char* ci = std::getenv("CI");
-  if (ci == nullptr) return false;
-  const std::string v = ci;
-  return !v.empty() && v != "false" && v != "0";
-}
-
-// A test that cannot run here skips, except in CI, where a skipped mount test
-// would let a broken environment pass the run: there it fails, same message.
-#define SKIP_OR_FAIL_IN_CI(msg)                                   \
-  do {                                                            \
-    if (InCi()) {                                                 \
-      FAIL() << (msg) << " (a skip is a failure when CI is set)"; \
-    }                                                             \
-    GTEST_SKIP() << (msg);                                        \
-  } while (0)
+// ---- sanitizer reports ---------------------------------------------------------
 
 // The first line of `log` that a sanitizer (ASan, LSan, TSan, MSan, UBSan)
 // writes when it finds something, or "".
@@ -269,25 +254,6 @@ class Driver {
 };
 
 // ---- mounts ----------------------------------------------------------------------
-
-// fstype of the mount at `path` per /proc/self/mountinfo, or "".
-std::string MountedType(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line, found;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::string id, parent, dev, root, mnt;
-    ls >> id >> parent >> dev >> root >> mnt;
-    if (mnt != path) continue;  // our paths need no \040 unescaping
-    size_t sep = line.find(" - ");
-    if (sep == std::string::npos) continue;
-    std::istringstream rest(line.substr(sep + 3));
-    std::string type;
-    rest >> type;
-    found = type;  // the last (topmost) mount wins
-  }
-  return found;
-}
 
 bool IsMounted(const std::string& path) { return !MountedType(path).empty(); }
 

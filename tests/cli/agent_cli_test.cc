@@ -16,16 +16,14 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "exit_codes.h"
+#include "mount_harness.h"
 #include "test_util.h"
 
 #ifndef CRYPTEXFS_BIN
@@ -37,84 +35,18 @@ namespace {
 
 using namespace cli;  // kExit*
 using Json = nlohmann::json;
-using test::CommandResult;
-using test::Contains;
-using test::RunCryptex;
-using test::TempDir;
-namespace fs = std::filesystem;
+using namespace test;  // TempDir, RunCryptex, MountedType, ...
 
 std::string Q(const std::string& s) { return test::ShellQuote(s); }
-
-bool InCi() {
-  const char* ci = std::getenv("CI");
-  if (ci == nullptr) return false;
-  const std::string v = ci;
-  return !v.empty() && v != "false" && v != "0";
-}
-
-#define SKIP_OR_FAIL_IN_CI(msg)                                   \
-  do {                                                            \
-    if (InCi()) {                                                 \
-      FAIL() << (msg) << " (a skip is a failure when CI is set)"; \
-    }                                                             \
-    GTEST_SKIP() << (msg);                                        \
-  } while (0)
 
 constexpr char kLine[] = "app";
 constexpr int64_t kReleased = 1800000000;  // 2027-01-15: p1's release time
 
-// Every file under `dir` with its bytes (what "changes nothing" compares).
-std::map<std::string, std::string> Snapshot(const std::string& dir) {
-  std::map<std::string, std::string> out;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) out[e.path().string()] = test::ReadFile(e.path().string());
-  }
-  return out;
-}
-
-std::string MountedType(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line, found;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::string id, parent, dev, root, mnt;
-    ls >> id >> parent >> dev >> root >> mnt;
-    if (mnt != path) continue;
-    const size_t sep = line.find(" - ");
-    if (sep != std::string::npos) std::istringstream(line.substr(sep + 3)) >> found;
-  }
-  return found;
-}
-
-class AgentCliTest : public ::testing::Test {
+class AgentCliTest : public StoreSuite {
  protected:
   static void SetUpTestSuite() {
-    if (geteuid() != 0) {
-      skip_ = "needs root (root-owned plugin directory, mounts)";
-      return;
-    }
-    if (access(test::CryptexBin().c_str(), X_OK) != 0) {
-      skip_ = "no cryptex CLI at " + test::CryptexBin();
-      return;
-    }
-    work_ = new TempDir(test::TmpfsDir());
-    chmod(work_->path().c_str(), 0755);
-    trust_ = work_->Join("trust");
-    mkdir(trust_.c_str(), 0755);
-    const std::string key = work_->Join("vendor.key");
-    Must(RunCryptex("keygen -o " + Q(key)), "keygen");
-    Must(test::RunCommand("cp " + Q(key + ".pub") + " " + Q(trust_ + "/vendor.pub")), "cp key");
-    for (int v = 0; v <= 2; ++v) mkdir(V(v).c_str(), 0755);
-    test::WriteFile(V(0) + "/hello.txt", "hello base\n");
-    test::WriteFile(V(0) + "/keep.txt", "unchanged\n");
-    Must(test::RunCommand("cp -a " + Q(V(0) + "/.") + " " + Q(V(1))), "cp v1");
-    test::WriteFile(V(1) + "/hello.txt", "hello p1\n");
-    Must(test::RunCommand("cp -a " + Q(V(1) + "/.") + " " + Q(V(2))), "cp v2");
-    test::WriteFile(V(2) + "/hello.txt", "hello p2\n");
-    base_ = work_->Join("base.cryptex");
-    Must(RunCryptex("build " + Q(V(0)) + " -o " + Q(base_) + " --key " + Q(key) + " --name " +
-                    kLine + " --version 1.0"),
-         "build");
+    const std::string key = SetUpStoreSuite("root-owned plugin directory, mounts", kLine);
+    if (!skip_.empty()) return;
     auto mkpatch = [&](const std::string& id, int v, int counter, const std::string& on) {
       const std::string out = work_->Join(id + ".cxpatch");
       Must(RunCryptex("mkpatch --from " + Q(base_) + (on.empty() ? "" : " --on " + Q(on)) +
@@ -147,8 +79,7 @@ class AgentCliTest : public ::testing::Test {
     // host's fault fixtures.
     plugins_ = work_->Join("plugins");
     mkdir(plugins_.c_str(), 0755);
-    std::string build = test::CryptexBin();
-    build = build.substr(0, build.rfind("/cli/"));
+    const std::string build = BuildDir();
     for (const char* p : {"auto", "defer", "health", "revocation", "approve"}) {
       CopyPlugin(build + "/plugins/lib/" + p + ".so");
     }
@@ -156,44 +87,19 @@ class AgentCliTest : public ::testing::Test {
       CopyPlugin(build + "/policy/testdata/" + p + ".so");
     }
   }
-  static void TearDownTestSuite() {
-    delete work_;
-    work_ = nullptr;
-  }
+  static void TearDownTestSuite() { TearDownStoreSuite(); }
   // A plugin missing from the build fails the tests that use it (their
   // votes are failed deferrals), not the others.
   static void CopyPlugin(const std::string& so) {
     if (access(so.c_str(), R_OK) != 0) return;
-    Must(test::RunCommand("install -m 0644 " + Q(so) + " " + Q(plugins_ + "/")), "install " + so);
+    InstallPlugin(so, plugins_, &error_);
   }
 
   void SetUp() override {
-    if (!skip_.empty()) SKIP_OR_FAIL_IN_CI(skip_);
-    ASSERT_EQ(error_, "");
-    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    dir_ = work_->Join(name);
-    ASSERT_EQ(mkdir(dir_.c_str(), 0755), 0) << dir_;
-    store_ = dir_ + "/store";
+    SetUpStoreTest();
+    if (IsSkipped() || HasFatalFailure()) return;
     offered_ = dir_ + "/offered";
-    conf_ = dir_ + "/cryptex.conf";
     ASSERT_EQ(mkdir(offered_.c_str(), 0755), 0);
-    const CommandResult r =
-        RunCryptex("add " + Q(base_) + " --store " + Q(store_) + " --trust " + Q(trust_));
-    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  }
-  void TearDown() override {
-    for (const std::string& m : mounts_) {
-      (void)test::RunCommand("fusermount3 -u -z -q " + Q(m) + " 2>/dev/null");
-    }
-  }
-
-  static void Must(const CommandResult& r, const std::string& what) {
-    if (r.exit_code != 0 && error_.empty()) error_ = what + " failed: " + r.out + r.err;
-  }
-  static std::string V(int n) {
-    std::string name = "v";  // an append: GCC 12 -O3 warns (-Wrestrict) on "v" + std::string
-    name += std::to_string(n);
-    return work_->Join(name);
   }
 
   // Offers `patch` in the patch directory.
@@ -241,29 +147,8 @@ class AgentCliTest : public ::testing::Test {
   }
   std::vector<std::string> Active() { return Status()["active"].get<std::vector<std::string>>(); }
 
-  // Mounts the store's line (cryptexfs daemonizes once mounted).
-  bool Mount(const std::string& mnt) {
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-      ADD_FAILURE() << "/dev/fuse is not usable";
-      return false;
-    }
-    mkdir(mnt.c_str(), 0755);
-    const CommandResult r =
-        test::RunCommandCapture(std::string(CRYPTEXFS_BIN) + " " + kLine + " " + Q(mnt) + " -o " +
-                                Q("store=" + store_ + ",trust=" + trust_));
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    if (r.exit_code != 0) return false;
-    mounts_.push_back(mnt);
-    for (int i = 0; i < 500 && MountedType(mnt) != "fuse.cryptexfs"; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return MountedType(mnt) == "fuse.cryptexfs";
-  }
-
-  static inline std::string skip_, error_, trust_, base_, p1_, p2_, pr_, px_, plugins_;
-  static inline TempDir* work_ = nullptr;
-  std::string dir_, store_, offered_, conf_;
-  std::vector<std::string> mounts_;
+  static inline std::string p1_, p2_, pr_, px_, plugins_;
+  std::string offered_;
 };
 
 // ---- auto: installs and activates ------------------------------------------------
@@ -404,12 +289,12 @@ TEST_F(AgentCliTest, SimulateChangesNothingAndAgreesWithTheAgent) {
   Offer(p1_);
   Offer(p2_);  // requires p1: installable once p1 is, in the same run
   Conf("auto, defer", "[plugin.defer]\ndays = 3000\nimmediate = high\n");
-  const auto before = Snapshot(store_);
+  const auto before = FilesUnder(store_);
   const Json sim = SimulateJson();
   const CommandResult text = Cx("policy simulate");
   EXPECT_EQ(text.exit_code, 0) << text.err;
   EXPECT_TRUE(Contains(text.out, "app p1: install -> install+activate")) << text.out;
-  EXPECT_EQ(Snapshot(store_), before) << "simulate changed the store";
+  EXPECT_EQ(FilesUnder(store_), before) << "simulate changed the store";
   const Json run = AgentJson();
   auto summary = [](const Json& doc) {
     std::vector<std::string> out;
@@ -457,7 +342,7 @@ TEST_F(AgentCliTest, FailingPluginsDeferAndAreRecorded) {
 
 TEST_F(AgentCliTest, ConfigErrorsNameFileLineKeyAndChangeNothing) {
   Offer(p1_);
-  const auto before = Snapshot(store_);
+  const auto before = FilesUnder(store_);
   struct Case {
     std::string rest;
     std::string want;
@@ -477,7 +362,7 @@ TEST_F(AgentCliTest, ConfigErrorsNameFileLineKeyAndChangeNothing) {
       EXPECT_TRUE(Contains(r.err, conf_)) << r.err;
       EXPECT_TRUE(Contains(r.err, c.want)) << r.err;
     }
-    EXPECT_EQ(Snapshot(store_), before);
+    EXPECT_EQ(FilesUnder(store_), before);
   }
   EXPECT_EQ(RunCryptex("agent --once --config " + Q(dir_ + "/none.conf")).exit_code, kExitNotFound);
   EXPECT_EQ(RunCryptex("agent --config " + Q(conf_)).exit_code, kExitUsage);  // no --once

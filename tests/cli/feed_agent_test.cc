@@ -22,12 +22,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +35,7 @@
 #include "image.h"
 #include "index.h"
 #include "loopback.h"
+#include "mount_harness.h"
 #include "store.h"
 #include "test_util.h"
 
@@ -53,93 +51,33 @@ using feed::Index;
 using feed::testing::HostileServer;
 using feed::testing::Nginx;
 using feed::testing::TestCa;
-using test::CommandResult;
-using test::Contains;
-using test::RunCryptex;
-using test::TempDir;
+using namespace test;  // TempDir, RunCryptex, MountedType, ...
 using Json = nlohmann::json;
-namespace fs = std::filesystem;
 
 std::string Q(const std::string& s) { return test::ShellQuote(s); }
-
-bool InCi() {
-  const char* ci = std::getenv("CI");
-  if (ci == nullptr) return false;
-  const std::string v = ci;
-  return !v.empty() && v != "false" && v != "0";
-}
-
-#define SKIP_OR_FAIL_IN_CI(msg)                                   \
-  do {                                                            \
-    if (InCi()) {                                                 \
-      FAIL() << (msg) << " (a skip is a failure when CI is set)"; \
-    }                                                             \
-    GTEST_SKIP() << (msg);                                        \
-  } while (0)
 
 constexpr char kLine[] = "app";
 constexpr int64_t kReleased = 1800000000;  // 2027-01-15: the patches' release time
 constexpr int64_t kDay = 86400;
 constexpr int64_t kNow = kReleased + 3600;  // the decision time of most runs
 
-std::string MountedType(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line, found;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::string id, parent, dev, root, mnt;
-    ls >> id >> parent >> dev >> root >> mnt;
-    if (mnt != path) continue;
-    const size_t sep = line.find(" - ");
-    if (sep != std::string::npos) std::istringstream(line.substr(sep + 3)) >> found;
-  }
-  return found;
-}
-
 // What a refusal must leave alone: the store's state file, its history and
 // every file of its lines (bases, patches, trees), byte for byte.
 std::map<std::string, std::string> StoreBytes(const std::string& store) {
-  std::map<std::string, std::string> out;
+  std::map<std::string, std::string> out = FilesUnder(store + "/lines");
   for (const char* f : {"state", "history"}) out[f] = test::ReadFile(store + "/" + f);
-  for (const auto& e : fs::recursive_directory_iterator(store + "/lines")) {
-    if (e.is_regular_file()) out[e.path().string()] = test::ReadFile(e.path().string());
-  }
   return out;
 }
 
-class FeedAgentTest : public ::testing::Test {
+class FeedAgentTest : public StoreSuite {
  protected:
   static void SetUpTestSuite() {
-    if (geteuid() != 0) {
-      skip_ = "needs root (root-owned plugin directory, mounts)";
-      return;
-    }
-    if (access(test::CryptexBin().c_str(), X_OK) != 0) {
-      skip_ = "no cryptex CLI at " + test::CryptexBin();
-      return;
-    }
-    work_ = new TempDir(test::TmpfsDir());
-    chmod(work_->path().c_str(), 0755);
-    trust_ = work_->Join("trust");
+    const std::string key = SetUpStoreSuite("root-owned plugin directory, mounts", kLine);
+    if (!skip_.empty()) return;
     feed_trust_ = work_->Join("feed-trust");
-    mkdir(trust_.c_str(), 0755);
     mkdir(feed_trust_.c_str(), 0755);
-    const std::string key = work_->Join("vendor.key");
-    Must(RunCryptex("keygen -o " + Q(key)), "keygen");
-    Must(test::RunCommand("cp " + Q(key + ".pub") + " " + Q(trust_ + "/vendor.pub")), "cp key");
     index_key_ = LoadKey(work_->Join("index.key"), feed_trust_ + "/index.pub");
     rogue_key_ = LoadKey(work_->Join("rogue.key"), "");
-    for (int v = 0; v <= 2; ++v) mkdir(V(v).c_str(), 0755);
-    test::WriteFile(V(0) + "/hello.txt", "hello base\n");
-    test::WriteFile(V(0) + "/keep.txt", "unchanged\n");
-    Must(test::RunCommand("cp -a " + Q(V(0) + "/.") + " " + Q(V(1))), "cp v1");
-    test::WriteFile(V(1) + "/hello.txt", "hello p1\n");
-    Must(test::RunCommand("cp -a " + Q(V(1) + "/.") + " " + Q(V(2))), "cp v2");
-    test::WriteFile(V(2) + "/hello.txt", "hello p2\n");
-    base_ = work_->Join("base.cryptex");
-    Must(RunCryptex("build " + Q(V(0)) + " -o " + Q(base_) + " --key " + Q(key) + " --name " +
-                    kLine + " --version 1.0"),
-         "build");
     auto mkpatch = [&](const std::string& id, int v, int counter, const std::string& on,
                        const std::string& cls) {
       const std::string out = work_->Join(id + ".cxpatch");
@@ -161,12 +99,9 @@ class FeedAgentTest : public ::testing::Test {
     pbig_ = mkpatch("pbig", 3, 2, "", "relaunch");
     plugins_ = work_->Join("plugins");
     mkdir(plugins_.c_str(), 0755);
-    std::string build = test::CryptexBin();
-    build = build.substr(0, build.rfind("/cli/"));
+    const std::string build = BuildDir();
     for (const char* p : {"auto", "revocation", "rollout", "approve"}) {
-      Must(test::RunCommand("install -m 0644 " + Q(build + "/plugins/lib/" + p + ".so") + " " +
-                            Q(plugins_ + "/")),
-           std::string("install plugin ") + p);
+      InstallPlugin(build + "/plugins/lib/" + p + ".so", plugins_, &error_);
     }
     const std::string ca_dir = work_->Join("ca");
     mkdir(ca_dir.c_str(), 0755);
@@ -180,8 +115,7 @@ class FeedAgentTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete ca_;
     ca_ = nullptr;
-    delete work_;
-    work_ = nullptr;
+    TearDownStoreSuite();
   }
 
   // A fresh key pair; its public key copied to `pub` (if not "").
@@ -196,36 +130,14 @@ class FeedAgentTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    if (!skip_.empty()) SKIP_OR_FAIL_IN_CI(skip_);
-    ASSERT_EQ(error_, "");
-    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    dir_ = work_->Join(name);
-    ASSERT_EQ(mkdir(dir_.c_str(), 0755), 0) << dir_;
-    store_ = dir_ + "/store";
+    SetUpStoreTest();
+    if (IsSkipped() || HasFatalFailure()) return;
     feed_ = dir_ + "/feed";
-    conf_ = dir_ + "/cryptex.conf";
     ASSERT_EQ(mkdir(feed_.c_str(), 0755), 0);
     ASSERT_EQ(mkdir((feed_ + "/patches").c_str(), 0755), 0);
     for (const std::string& p : {p1_, p2_, pr_}) {
       ASSERT_EQ(test::RunCommand("cp " + Q(p) + " " + Q(feed_ + "/patches/")).exit_code, 0);
     }
-    const CommandResult r =
-        RunCryptex("add " + Q(base_) + " --store " + Q(store_) + " --trust " + Q(trust_));
-    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  }
-  void TearDown() override {
-    for (const std::string& m : mounts_) {
-      (void)test::RunCommand("fusermount3 -u -z -q " + Q(m) + " 2>/dev/null");
-    }
-  }
-
-  static void Must(const CommandResult& r, const std::string& what) {
-    if (r.exit_code != 0 && error_.empty()) error_ = what + " failed: " + r.out + r.err;
-  }
-  static std::string V(int n) {
-    std::string name = "v";
-    name += std::to_string(n);
-    return work_->Join(name);
   }
 
   // The index entry of the patch file feed_/patches/ID.cxpatch, from its
@@ -319,20 +231,6 @@ class FeedAgentTest : public ::testing::Test {
     return Json::parse(r.out, nullptr, false);
   }
 
-  bool Mount(const std::string& mnt) {
-    mkdir(mnt.c_str(), 0755);
-    const CommandResult r =
-        test::RunCommandCapture(std::string(CRYPTEXFS_BIN) + " " + kLine + " " + Q(mnt) + " -o " +
-                                Q("store=" + store_ + ",trust=" + trust_));
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    if (r.exit_code != 0) return false;
-    mounts_.push_back(mnt);
-    for (int i = 0; i < 500 && MountedType(mnt) != "fuse.cryptexfs"; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return MountedType(mnt) == "fuse.cryptexfs";
-  }
-
   // A run refused by the feed: exit 1, the refusal printed and recorded
   // (its reason holding `why`), the store byte for byte as before.
   void ExpectRefused(const std::string& why, const std::string& what, int64_t at = kNow) {
@@ -349,13 +247,10 @@ class FeedAgentTest : public ::testing::Test {
     EXPECT_EQ(s.refusals.back().at, at);
   }
 
-  static inline std::string skip_, error_, trust_, feed_trust_, base_, p1_, p2_, pr_, pbig_,
-      plugins_;
-  static inline TempDir* work_ = nullptr;
+  static inline std::string feed_trust_, p1_, p2_, pr_, pbig_, plugins_;
   static inline TestCa* ca_ = nullptr;
   static inline PrivateKey *index_key_ = nullptr, *rogue_key_ = nullptr;
-  std::string dir_, store_, feed_, conf_;
-  std::vector<std::string> mounts_;
+  std::string feed_;
   int publishes_ = 0;
 };
 

@@ -16,10 +16,7 @@ namespace {
 
 using namespace cli;  // kExit*
 using Json = nlohmann::json;
-using test::CommandResult;
-using test::Contains;
-using test::RunCryptex;
-using test::TempDir;
+using namespace test;  // TempDir, RunCryptex, Contains, ...
 
 std::string Q(const std::string& s) { return test::ShellQuote(s); }
 
