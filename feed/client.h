@@ -91,7 +91,8 @@ class FeedClient {
   // it has not expired at `now` (freeze: a 304 re-checks the kept index).
   // Accepting persists the new state. A refusal is recorded in feed.json
   // and returned (kSignature / kCorruption / kIOError naming the URL); the
-  // kept index is not used after a refusal.
+  // kept index is not used after a refusal. The index returned belongs to
+  // the client: valid until its next Refresh or its end.
   Result<const Index*> Refresh(int64_t now);
 
   // Downloads `p` (resuming a partial download) and checks its length and

@@ -263,7 +263,8 @@ TEST_F(FeedClientTest, KeysAnnouncedOnlyByVerifiedIndexes) {
   ASSERT_TRUE(idx.ok()) << idx.status().ToString();
   EXPECT_EQ((*idx)->version, 3u);
   Publish(MakeIndex(4), {next.get()});
-  auto idx4 = Open().Refresh(kNow + 3);
+  FeedClient last = Open();  // the index it returns lives as long as the client
+  auto idx4 = last.Refresh(kNow + 3);
   ASSERT_TRUE(idx4.ok()) << idx4.status().ToString();
   EXPECT_EQ((*idx4)->version, 4u);
   EXPECT_EQ(State().keys.size(), 1u);
