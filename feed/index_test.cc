@@ -78,7 +78,9 @@ class Keys {
     auto dir = std::make_unique<TempDir>();
     int n = 0;
     for (const PrivateKey* k : keys) {
-      EXPECT_TRUE(k->SavePair(dir->Join("k" + std::to_string(n++))).ok());
+      std::string name = "k";  // an append: GCC 12 -O3 -Wrestrict on "k" + std::string
+      name += std::to_string(n++);
+      EXPECT_TRUE(k->SavePair(dir->Join(name)).ok());
     }
     auto t = TrustStore::LoadDir(dir->path());
     EXPECT_TRUE(t.ok()) << t.status().ToString();

@@ -241,8 +241,10 @@ Result<std::optional<Index>> PreviousIndex(const std::string& path, bool forced)
 
 Result<int64_t> ParseExpiry(std::string_view text, const std::string& what) {
   const auto bad = [&] {
-    return Status::InvalidArgument("'" + std::string(text) + "' is not a duration for " + what +
-                                   " (e.g. 3600s, 30m, 12h, 7d, 2w; from 1s to 366d)");
+    std::string m = "'";  // appends: GCC 12 -O3 warns (-Wrestrict) on "'" + std::string
+    m += text;
+    m += "' is not a duration for " + what + " (e.g. 3600s, 30m, 12h, 7d, 2w; from 1s to 366d)";
+    return Status::InvalidArgument(m);
   };
   size_t digits = 0;
   while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;

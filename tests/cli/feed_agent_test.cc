@@ -634,7 +634,10 @@ TEST_F(FeedAgentTest, FleetFollowsTheRolloutSchedule) {
   const std::vector<std::pair<int, int>> stages = {{0, 10}, {1, 30}, {2, 60}, {4, 100}};
   std::string stage_text;
   for (const auto& [day, pct] : stages) {
-    stage_text += (stage_text.empty() ? "" : ",") + std::to_string(day) + ":" + std::to_string(pct);
+    if (!stage_text.empty()) stage_text += ',';  // appends: GCC 12 -O3 -Wrestrict
+    stage_text += std::to_string(day);
+    stage_text += ':';
+    stage_text += std::to_string(pct);
   }
   Publish(MakeIndex(1, {Entry("p1"), Entry("p2")}, kReleased + 30 * kDay));
   auto nginx = Nginx::Start(feed_, *ca_);
