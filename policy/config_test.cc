@@ -92,6 +92,21 @@ struct BadCase {
   std::string also = "";  // ... and this
 };
 
+// Each case is refused as kInvalidArgument with a message that starts with
+// "FILE:LINE: " and names its key (and `also`).
+void ExpectRefused(const std::vector<BadCase>& cases) {
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto r = ParseConfig(c.text, kPath);
+    ASSERT_FALSE(r.ok()) << "accepted";
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
+    const std::string& m = r.status().message();
+    EXPECT_EQ(m.rfind(std::string(kPath) + ":" + std::to_string(c.line) + ": ", 0), 0u) << m;
+    EXPECT_NE(m.find(c.key), std::string::npos) << m;
+    EXPECT_NE(m.find(c.also), std::string::npos) << m;
+  }
+}
+
 TEST(ConfigTest, ErrorsNameFileLineAndKey) {
   const std::string long_value(300, 'x');
   const std::vector<BadCase> cases = {
@@ -126,16 +141,7 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
       {"line too long", "[cryptex]\nstore = /" + long_value + "\n", 2, "", "longer than"},
       {"NUL byte", std::string("[cryptex]\nstore = /a\0b\n", 22), 2, "", "NUL"},
   };
-  for (const BadCase& c : cases) {
-    SCOPED_TRACE(c.name);
-    auto r = ParseConfig(c.text, kPath);
-    ASSERT_FALSE(r.ok()) << "accepted";
-    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
-    const std::string& m = r.status().message();
-    EXPECT_EQ(m.rfind(std::string(kPath) + ":" + std::to_string(c.line) + ": ", 0), 0u) << m;
-    EXPECT_NE(m.find(c.key), std::string::npos) << m;
-    EXPECT_NE(m.find(c.also), std::string::npos) << m;
-  }
+  ExpectRefused(cases);
 }
 
 TEST(ConfigTest, FeedKeysAreRead) {
@@ -208,16 +214,7 @@ TEST(ConfigTest, FeedKeyErrorsNameFileLineAndKey) {
        "without feed"},
       {"feed twice", "[cryptex]\n" + ok_feed + "feed = /g\n", 4, "feed", "twice"},
   };
-  for (const BadCase& c : cases) {
-    SCOPED_TRACE(c.name);
-    auto r = ParseConfig(c.text, kPath);
-    ASSERT_FALSE(r.ok()) << "accepted";
-    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
-    const std::string& m = r.status().message();
-    EXPECT_EQ(m.rfind(std::string(kPath) + ":" + std::to_string(c.line) + ": ", 0), 0u) << m;
-    EXPECT_NE(m.find(c.key), std::string::npos) << m;
-    EXPECT_NE(m.find(c.also), std::string::npos) << m;
-  }
+  ExpectRefused(cases);
 }
 
 TEST(ConfigTest, LoadConfigMissingFile) {
