@@ -22,6 +22,7 @@ Needs: bsdiff, zstd, time (Debian packages), network access to the Debian
 archive for apt-get download.
 """
 import argparse, functools, os, re, shutil, statistics, subprocess, sys, tempfile
+from benchlib import ratio
 
 DEFAULT_PKGS = ["libcurl4", "libc6"]
 BIG_CANDIDATES = ["/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1",
@@ -127,10 +128,6 @@ def bench_pair(tool, old, new, work, repeat):
         if a.read() != b.read():
             sys.exit(f"ours: decoded {new} differs")
     return {s.name: s for s in sides}
-
-
-def ratio(a, b):
-    return a / b if b else float("nan")
 
 
 def big_case(tool, work, big, size, repeat):

@@ -29,29 +29,11 @@ usage: feed_bench.py [--build DIR] [--repeat N] [--polls N] [--workdir DIR]
 nginx and openssl, and a build with cryptex, cryptexfs, the auto plugin and
 feed_server_tool.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, subprocess, sys, tempfile, time
+from benchlib import med, run, write
 
 EPOCH = "1700000000"
 TARGET_REQUESTS = 1
-
-
-def run(cmd, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if p.returncode != 0:
-        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout[-2000:]}"
-                         f"{p.stderr[-2000:]}")
-    return p.stdout
-
-
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    os.utime(path, (1700000000, 1700000000))
 
 
 class Server:

@@ -35,9 +35,10 @@ Needs: bsdiff, zstd, time (Debian), network access to the
 Debian archive for apt-get download, a built build/cli/cryptex and
 build/tests/delta_tool.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import med, ratio  # noqa: E402
 import delta_bench  # noqa: E402  (fetch, changed_elf_pairs, run_timed, bench_pair, big_case)
 
 PAIRS = [("curl+libcurl4",
@@ -47,14 +48,6 @@ PAIRS = [("curl+libcurl4",
 SLACK = 16 << 10  # a .cxpatch may exceed its deltas by this much (the container)
 EPOCH = "1700000000"
 SHOWN = 12  # per-file rows printed (the largest files); the rest are summed
-
-
-def ratio(a, b):
-    return a / b if b else float("nan")
-
-
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def unpack_pair(pkgs, work, tag):

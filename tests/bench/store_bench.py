@@ -42,9 +42,10 @@ full run takes about a minute on an idle 2-core machine).
 Needs root (drop_caches, FUSE mounts), fusermount3, a built build/cli/cryptex
 and build/fs/cryptexfs/cryptexfs, and the Debian archive (or the .deb cache).
 """
-import argparse, hashlib, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, hashlib, os, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import med, ratio, run, write  # noqa: E402
 import patch_bench  # noqa: E402  (Cryptex, find_big, drop_cache, EPOCH)
 
 LIBC = ("libc6", "2.36-9+deb12u7", "2.36-9+deb12u14")
@@ -52,24 +53,8 @@ TARGET_MS = 50.0
 TARGET_RATIO = 1.5
 
 
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def ratio(a, b):
-    return a / b if b else float("nan")
-
-
 def verdict(ok):
     return "met" if ok else "MISSED"
-
-
-def run(cmd, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if p.returncode != 0:
-        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout[-1000:]}"
-                         f"{p.stderr[-2000:]}")
-    return p.stdout
 
 
 def timed(cmd):
@@ -139,13 +124,6 @@ def changed_files(old, new):
                     or open(a, "rb").read() != open(b, "rb").read()):
                 out.append(rel)
     return sorted(out)
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    os.utime(path, (1700000000, 1700000000))
 
 
 def small_trees(work):
