@@ -13,6 +13,7 @@
 #include <ctime>
 #include <map>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "decisions.h"
@@ -45,13 +46,25 @@ std::string VerdictText(Verdict v, int64_t until) {
   return s;
 }
 
-// Every vote: "PLUGIN: VERDICT[ until T][ (failed)]: REASON; ...".
+// A vote's reason without a leading "VERDICT: " naming the vote's own
+// verdict (the shipped plugins start their reasons so): the text around it
+// already says the verdict once.
+std::string_view ReasonAfterVerdict(const Vote& v) {
+  std::string_view r = v.reason;
+  const std::string prefix = std::string(VerdictName(v.verdict)) + ": ";
+  if (r.starts_with(prefix)) r.remove_prefix(prefix.size());
+  return r;
+}
+
+// Every vote: "PLUGIN: VERDICT[ until T][ (plugin failed)][ -- REASON]; ...".
 std::string VotesText(const std::vector<Vote>& votes) {
   std::vector<std::string> parts;
   for (const Vote& v : votes) {
-    parts.push_back(v.plugin + ": " + VerdictText(v.verdict, v.until) +
-                    (v.failed ? " (plugin failed)" : "") +
-                    (v.reason.empty() ? "" : " -- " + v.reason));
+    std::string part = v.plugin + ": " + VerdictText(v.verdict, v.until);
+    if (v.failed) part += " (plugin failed)";
+    const std::string_view reason = ReasonAfterVerdict(v);
+    if (!reason.empty()) part.append(" -- ").append(reason);
+    parts.push_back(std::move(part));
   }
   return Join(parts, "; ");
 }

@@ -226,6 +226,22 @@ TEST_F(AgentCliTest, DeferPluginDefersAndHistorySaysWhyAndWhen) {
   EXPECT_NE(d[1]["until"], d[0]["until"]);
 }
 
+TEST_F(AgentCliTest, AReasonThatStartsWithItsVerdictSaysTheVerdictOnce) {
+  // The shipped plugins start their reasons with their verdict ("install:
+  // not revoked"); the summary already names it after the plugin.
+  Offer(p1_);
+  Conf("auto, fixed", "[plugin.fixed]\nverdict = reject\nreason = reject: not for this fleet\n");
+  const CommandResult r = Agent();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<Json> d = Records("decide");
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_TRUE(Contains(d[0]["reason"], "fixed: reject -- not for this fleet")) << d[0].dump();
+  EXPECT_FALSE(Contains(d[0]["reason"], "reject -- reject:")) << d[0].dump();
+  EXPECT_TRUE(Contains(r.out, "fixed: reject -- not for this fleet")) << r.out;
+  // The vote itself keeps the plugin's words.
+  EXPECT_EQ(d[0]["votes"][1]["reason"], "reject: not for this fleet");
+}
+
 // ---- the chain: the most conservative vote wins; each vote recorded ----------------
 
 TEST_F(AgentCliTest, ChainPrecedenceIsRecordedPerPlugin) {
