@@ -439,6 +439,65 @@ TEST_F(HttpsTransportTest, WrongHostNameRefused) {
   EXPECT_EQ(n->requests(), 0u);
 }
 
+// A feed behind mutual TLS: the device's client_cert/client_key are sent,
+// and a server that wants one refuses a device without it, or with one
+// another CA signed. A client key without its certificate is refused
+// before any request, as are unreadable files, naming the option.
+TEST_F(HttpsTransportTest, ClientCertificateForAFeedThatAsksForOne) {
+  auto device = ca_->IssueClient("device");
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  TempDir other_dir;
+  auto other = TestCa::Create(other_dir.path());
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  auto stranger = other->IssueClient("stranger");
+  ASSERT_TRUE(stranger.ok()) << stranger.status().ToString();
+  auto n = Nginx::Start(Feed(), *ca_, ca_->ca_file());
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+
+  auto without = Open(n->url(), opts_)->FetchSmall("index.cxfeed", {}, 1000);
+  ASSERT_FALSE(without.ok());
+  EXPECT_TRUE(Contains(without.status().message(), n->url() + "index.cxfeed: HTTP 400"))
+      << without.status().message();
+
+  TransportOptions with = opts_;
+  with.client_cert = device->cert_file;
+  with.client_key = device->key_file;
+  auto ok = Open(n->url(), with)->FetchSmall("index.cxfeed", {}, 1000);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->body, "the index");
+  Status file =
+      Open(n->url(), with)->FetchFile("patches/p.cxpatch", work_.Join("p.part"), kPatchSize);
+  ASSERT_TRUE(file.ok()) << file.ToString();
+  EXPECT_TRUE(ReadFile(work_.Join("p.part")) == Data()) << "fetched bytes differ";
+
+  TransportOptions wrong = opts_;
+  wrong.client_cert = stranger->cert_file;
+  wrong.client_key = stranger->key_file;
+  auto refused = Open(n->url(), wrong)->FetchSmall("index.cxfeed", {}, 1000);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(Contains(refused.status().message(), n->url() + "index.cxfeed: "))
+      << refused.status().message();
+
+  TransportOptions key_only = opts_;
+  key_only.client_key = device->key_file;
+  auto bad = OpenTransport(n->url(), key_only);
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(
+      Contains(bad.status().message(), "client_key " + device->key_file + " without a client_cert"))
+      << bad.status().message();
+  TransportOptions missing = opts_;
+  missing.client_cert = work_.Join("absent.pem");
+  bad = OpenTransport(n->url(), missing);
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Contains(bad.status().message(), "client_cert " + work_.Join("absent.pem")))
+      << bad.status().message();
+  // Only the request with the right certificate was served.
+  std::vector<std::string> lines = n->WaitForLogLines(4);
+  size_t served = 0;
+  for (const std::string& l : lines) served += Contains(l, " 200 ") ? 1 : 0;
+  EXPECT_EQ(served, 2u) << ::testing::PrintToString(lines);
+}
+
 // --- https against hostile servers --------------------------------------------
 
 class HostileTest : public HttpsTransportTest {
@@ -581,6 +640,26 @@ TEST_F(HostileTest, IgnoredRangeStillResumesRight) {
   Status st = t->FetchFile("patches/p.cxpatch", part_, kPatchSize);
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(ReadFile(part_), Data());
+  ASSERT_EQ(h->requests(), 1u);
+  EXPECT_TRUE(Contains(h->log_lines()[0], "range=bytes=5000-")) << h->log_lines()[0];
+}
+
+// A 206 whose Content-Range does not start where the partial file ends is
+// refused: its bytes would land at the wrong offset. The partial file is
+// left as it was, for the next attempt.
+TEST_F(HostileTest, RangeAnsweredAtTheWrongOffsetIsRefused) {
+  auto h = Serve("wrong-range");
+  ASSERT_NE(h, nullptr);
+  auto t = Open(h->url(), opts_);
+  WriteFile(part_, Data().substr(0, 5000));
+  Status st = t->FetchFile("patches/p.cxpatch", part_, kPatchSize);
+  EXPECT_EQ(st.code(), Code::kIOError) << st.ToString();
+  EXPECT_TRUE(Contains(st.message(), h->url() + "patches/p.cxpatch: answered range \"bytes 0-"))
+      << st.message();
+  EXPECT_TRUE(Contains(st.message(), "to a request for bytes 5000-")) << st.message();
+  const std::string kept = ReadFile(part_);
+  EXPECT_EQ(kept.size(), 5000u);
+  EXPECT_TRUE(kept == Data().substr(0, 5000)) << "the partial file changed";
   ASSERT_EQ(h->requests(), 1u);
   EXPECT_TRUE(Contains(h->log_lines()[0], "range=bytes=5000-")) << h->log_lines()[0];
 }

@@ -239,15 +239,26 @@ Result<TestCa> TestCa::Create(const std::string& dir, const std::vector<std::str
                               "subjectKeyIdentifier = hash\n"
                               "authorityKeyIdentifier = keyid\n"
                               "subjectAltName = " +
-                                  san + "\n"));
+                                  san +
+                                  "\n"
+                                  "[client]\n"
+                                  "basicConstraints = critical,CA:FALSE\n"
+                                  "keyUsage = critical,digitalSignature\n"
+                                  "extendedKeyUsage = clientAuth\n"
+                                  "subjectKeyIdentifier = hash\n"
+                                  "authorityKeyIdentifier = keyid\n"));
   std::random_device rd;
   const std::string serial = std::to_string((uint64_t{rd()} << 20) ^ rd());
   const std::string log = dir + "/openssl.log";
   TestCa ca;
+  ca.dir_ = dir;
+  ca.cnf_file_ = cnf;
   ca.ca_file_ = dir + "/ca.pem";
+  ca.ca_key_file_ = dir + "/ca.key";
   ca.cert_file_ = dir + "/server.pem";
   ca.key_file_ = dir + "/server.key";
-  const std::string ca_key = dir + "/ca.key", csr = dir + "/server.csr";
+  const std::string& ca_key = ca.ca_key_file_;
+  const std::string csr = dir + "/server.csr";
   const std::string openssl = "/usr/bin/openssl";
   CX_RETURN_IF_ERROR(Run({openssl,       "req",       "-config",
                           cnf,           "-x509",     "-newkey",
@@ -266,6 +277,23 @@ Result<TestCa> TestCa::Create(const std::string& dir, const std::vector<std::str
            serial, "-days", "3", "-extfile", cnf, "-extensions", "server", "-out", ca.cert_file_},
           log));
   return ca;
+}
+
+Result<TestCa::ClientCert> TestCa::IssueClient(const std::string& name) const {
+  ClientCert c{dir_ + "/" + name + ".pem", dir_ + "/" + name + ".key"};
+  const std::string csr = dir_ + "/" + name + ".csr", log = dir_ + "/openssl.log";
+  const std::string openssl = "/usr/bin/openssl";
+  std::random_device rd;
+  const std::string serial = std::to_string((uint64_t{rd()} << 20) ^ rd());
+  CX_RETURN_IF_ERROR(Run({openssl, "req", "-config", cnf_file_, "-new", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", c.key_file, "-out",
+                          csr, "-subj", "/CN=" + name},
+                         log));
+  CX_RETURN_IF_ERROR(Run(
+      {openssl, "x509", "-req", "-in", csr, "-CA", ca_file_, "-CAkey", ca_key_file_, "-set_serial",
+       serial, "-days", "3", "-extfile", cnf_file_, "-extensions", "client", "-out", c.cert_file},
+      log));
+  return c;
 }
 
 // --- Nginx --------------------------------------------------------------------
@@ -295,7 +323,8 @@ std::vector<std::string> Nginx::WaitForLogLines(size_t n, std::chrono::milliseco
   return lines;
 }
 
-Result<Nginx> Nginx::Start(const std::string& root_dir, const TestCa& ca) {
+Result<Nginx> Nginx::Start(const std::string& root_dir, const TestCa& ca,
+                           const std::string& client_ca) {
   if (::access(kNginxBinary, X_OK) != 0) {
     return Status::NotFound(std::string(kNginxBinary) +
                             " is missing: install the Debian package nginx (scripts/deps.sh)");
@@ -337,7 +366,11 @@ Result<Nginx> Nginx::Start(const std::string& root_dir, const TestCa& ca) {
         " ssl;\n"
         "    server_name localhost;\n"
         "    ssl_certificate " +
-        ca.cert_file() + ";\n    ssl_certificate_key " + ca.key_file() + ";\n    root " + root_dir +
+        ca.cert_file() + ";\n    ssl_certificate_key " + ca.key_file() + ";\n" +
+        (client_ca.empty()
+             ? std::string()
+             : "    ssl_client_certificate " + client_ca + ";\n    ssl_verify_client on;\n") +
+        "    root " + root_dir +
         ";\n"
         "    location / { }\n"
         "  }\n"

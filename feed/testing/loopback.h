@@ -42,8 +42,15 @@ class TestCa {
   const std::string& cert_file() const { return cert_file_; }  // the server's chain (PEM)
   const std::string& key_file() const { return key_file_; }    // the server's key (PEM)
 
+  // A client certificate (extendedKeyUsage clientAuth, subject CN=`name`)
+  // this CA signs: writes NAME.pem and NAME.key into the CA's directory.
+  struct ClientCert {
+    std::string cert_file, key_file;
+  };
+  Result<ClientCert> IssueClient(const std::string& name) const;
+
  private:
-  std::string ca_file_, cert_file_, key_file_;
+  std::string dir_, ca_file_, ca_key_file_, cnf_file_, cert_file_, key_file_;
 };
 
 // A child process that is SIGKILLed and reaped when this is destroyed.
@@ -80,7 +87,11 @@ class Nginx {
   // (one process, `user root` when run as root so it can read 0700 test
   // directories) and returns once it accepts connections. A port that
   // turns out to be taken is retried with another.
-  static Result<Nginx> Start(const std::string& root_dir, const TestCa& ca);
+  // With `client_ca` (a PEM file), nginx asks for a client certificate and
+  // answers 400 to a request without one that this CA signed
+  // (ssl_verify_client on).
+  static Result<Nginx> Start(const std::string& root_dir, const TestCa& ca,
+                             const std::string& client_ca = "");
 
   Nginx(Nginx&& o) noexcept;
   Nginx& operator=(Nginx&&) = delete;
@@ -124,6 +135,8 @@ class Nginx {
 //   redirect-http  302 to the same URL over http://
 //   redirect-loop  302 to itself, forever
 //   trickle        the file one byte every 100 ms (never idle for long)
+//   wrong-range    to a Range request, 206 with the whole file and a
+//                  Content-Range that starts at 0 (not where it was asked)
 // `per_path` overrides the mode for single paths relative to the root
 // (e.g. {{"index.cxfeed", "normal"}}) so a test can serve a good index and
 // a bad patch.

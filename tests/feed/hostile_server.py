@@ -19,7 +19,7 @@ import time
 
 MODES = ("normal", "endless", "longer", "truncate", "slow", "stall-headers",
          "ignore-range", "wrong-body", "stall-tls", "redirect", "redirect-http",
-         "redirect-loop", "trickle")
+         "redirect-loop", "trickle", "wrong-range")
 EXTRA_BYTES = 4096   # "longer": bytes past the file
 SLOW_BYTES = 16      # "slow": bytes sent before the silence
 TRICKLE_GAP = 0.1    # "trickle": seconds between two bytes
@@ -114,7 +114,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         status, body, extra = 200, data, []
         rng = parse_range(self.headers.get("Range"), len(data))
-        if rng is not None and mode != "ignore-range":
+        if rng is not None and mode == "wrong-range":
+            status, body = 206, data
+            extra = [("Content-Range", "bytes 0-%d/%d" % (len(data) - 1, len(data)))]
+        elif rng is not None and mode != "ignore-range":
             first, last = rng
             if first >= len(data):
                 self.send(416, [("Content-Range", "bytes */%d" % len(data)),
