@@ -459,9 +459,13 @@ TEST_F(HttpsTransportTest, ClientCertificateForAFeedThatAsksForOne) {
   EXPECT_TRUE(Contains(without.status().message(), n->url() + "index.cxfeed: HTTP 400"))
       << without.status().message();
 
-  TransportOptions with = opts_;
-  with.client_cert = device->cert_file;
-  with.client_key = device->key_file;
+  auto presenting = [&](const TestCa::ClientCert& c) {
+    TransportOptions o = opts_;
+    o.client_cert = c.cert_file;
+    o.client_key = c.key_file;
+    return o;
+  };
+  const TransportOptions with = presenting(*device);
   auto ok = Open(n->url(), with)->FetchSmall("index.cxfeed", {}, 1000);
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->body, "the index");
@@ -470,10 +474,7 @@ TEST_F(HttpsTransportTest, ClientCertificateForAFeedThatAsksForOne) {
   ASSERT_TRUE(file.ok()) << file.ToString();
   EXPECT_TRUE(ReadFile(work_.Join("p.part")) == Data()) << "fetched bytes differ";
 
-  TransportOptions wrong = opts_;
-  wrong.client_cert = stranger->cert_file;
-  wrong.client_key = stranger->key_file;
-  auto refused = Open(n->url(), wrong)->FetchSmall("index.cxfeed", {}, 1000);
+  auto refused = Open(n->url(), presenting(*stranger))->FetchSmall("index.cxfeed", {}, 1000);
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(Contains(refused.status().message(), n->url() + "index.cxfeed: "))
       << refused.status().message();
