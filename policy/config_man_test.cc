@@ -120,6 +120,41 @@ TEST(ConfigManTest, SynopsisNamesTheDefaultPath) {
   EXPECT_EQ(*(it + 1), std::string(".I ") + kDefaultConfigPath);
 }
 
+// What DESCRIPTION, "Syntax", says of inih as the parser runs it (Debian's
+// build: multi-line values, inline comments after a blank, a BOM skipped).
+TEST(ConfigManTest, TheSyntaxThePageDescribes) {
+  const auto parse = [](const std::string& text) { return ParseConfig(text, "/c.conf"); };
+  auto c = parse(
+      "\xEF\xBB\xBF[cryptex] text after the bracket\n"
+      "  ; an indented comment\n"
+      "store: /srv/a ; a comment after a blank\n"
+      "patch_dir = /srv/b;c # part of the value\n"
+      "[plugin.lists]\n"
+      "deny_ids = a\n"
+      "  b\n"
+      "[cryptex]\n"
+      "trust = /k\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->store, "/srv/a");
+  EXPECT_EQ(c->patch_dir, "/srv/b;c # part of the value");
+  EXPECT_EQ(c->trust, "/k");  // a section started again adds its keys
+  EXPECT_EQ(c->OptionsOf("lists"), (Options{{"deny_ids", "a"}, {"deny_ids", "b"}}));
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"[cryptex]\nstore = /a\n  /b\n", "/c.conf:3: [cryptex] store: given twice"},
+      {"[cryptex]\nstore = /a\n  [health.x]\n", "/c.conf:3: [cryptex] store: given twice"},
+      {"[cryptex]\nstore = /a\n[cryptex]\nstore = /b\n", "/c.conf:4: [cryptex] store: given twice"},
+      {"[ cryptex ]\n", "/c.conf:1: [ cryptex ]: unknown section"},
+      {"[cryptex]\nStore = /a\n", "/c.conf:2: [cryptex] Store: unknown key"},
+      {"[cryptex]\nstore = \"/a\"\n",
+       "/c.conf:2: [cryptex] store: '\"/a\"' is not an absolute path"},
+  };
+  for (const auto& [text, message] : refused) {
+    auto r = parse(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().message().rfind(message, 0), 0u) << r.status().message();
+  }
+}
+
 // The configuration of EXAMPLES: its one .nf ... .fi block, as the reader
 // copies it.
 std::string ExampleConfig(const std::string& page) {
