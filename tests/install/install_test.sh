@@ -45,7 +45,7 @@ expect_mode 644 share/man/man1/cryptex.1
 expect_mode 644 share/man/man8/cryptexfs.8
 expect_mode 644 share/man/man5/cryptex.conf.5
 expect_mode 644 share/bash-completion/completions/cryptex
-for doc in README.md DESIGN.md FORMAT.md POLICY.md FEED.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
+for doc in README.md DESIGN.md FORMAT.md STORE.md POLICY.md FEED.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
 
 stray=$(find "$dest" -mindepth 1 -not -path "$root" -not -path "$root/*" \
   -not -path "$dest/opt" -print)
