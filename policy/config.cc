@@ -127,76 +127,32 @@ struct Parser {
     return true;
   }
 
-  bool Main(const std::string& key, const std::string& value) {
+  // The list of `plugins =`: names separated by commas and/or blanks.
+  bool Plugins(const std::string& key, const std::string& value) {
     const std::string s = "cryptex";
-    if (!Once(s, key)) return false;
-    given.insert(key);
-    if (key == "feed") return FeedUrl(key, value);
-    if (key == "feed_trust") return Path(s, key, value, &cfg.feed_trust);
-    if (key == "feed_ca") return Path(s, key, value, &cfg.feed_ca);
-    if (key == "feed_capath") return Path(s, key, value, &cfg.feed_capath);
-    if (key == "feed_client_cert") return Path(s, key, value, &cfg.feed_client_cert);
-    if (key == "feed_client_key") return Path(s, key, value, &cfg.feed_client_key);
-    if (key == "feed_state") return Path(s, key, value, &cfg.feed_state);
-    if (key == "feed_timeout") return Duration(s, key, value, &cfg.feed_timeout);
-    if (key == "feed_connect_timeout") return Duration(s, key, value, &cfg.feed_connect_timeout);
-    if (key == "feed_poll") return Duration(s, key, value, &cfg.feed_poll);
-    if (key == "store") return Path(s, key, value, &cfg.store);
-    if (key == "trust") return Path(s, key, value, &cfg.trust);
-    if (key == "plugin_dir") return Path(s, key, value, &cfg.plugin_dir);
-    if (key == "patch_dir") return Path(s, key, value, &cfg.patch_dir);
-    if (key == "plugin_timeout") return Duration(s, key, value, &cfg.plugin_timeout);
-    if (key == "health_timeout") return Duration(s, key, value, &cfg.health_timeout);
-    if (key == "health_keep") {
-      return Unsigned(s, key, value, 1, kMaxHealthKeep, &cfg.health_keep);
-    }
-    if (key == "device_bucket") {
-      uint32_t b = 0;
-      if (!Unsigned(s, key, value, 0, 99, &b)) return false;
-      cfg.device_bucket = b;
-      return true;
-    }
-    if (key == "plugins") {
-      cfg.plugins.clear();
-      std::string cur;
-      for (char c : value + ",") {
-        if (c == ',' || c == ' ' || c == '\t') {
-          if (!cur.empty()) cfg.plugins.push_back(cur);
-          cur.clear();
-        } else {
-          cur += c;
-        }
+    cfg.plugins.clear();
+    std::string cur;
+    for (char c : value + ",") {
+      if (c == ',' || c == ' ' || c == '\t') {
+        if (!cur.empty()) cfg.plugins.push_back(cur);
+        cur.clear();
+      } else {
+        cur += c;
       }
-      for (const auto& p : cfg.plugins) {
-        if (!IsBareName(p)) {
-          return Fail(s, key, "'" + p + "' is not a plugin name ([A-Za-z0-9_-], no '/')");
-        }
-      }
-      std::set<std::string> uniq(cfg.plugins.begin(), cfg.plugins.end());
-      if (uniq.size() != cfg.plugins.size()) return Fail(s, key, "a plugin is named twice");
-      return true;
     }
-    return Fail(s, key,
-                "unknown key (known: store, trust, plugin_dir, plugins, patch_dir, "
-                "plugin_timeout, device_bucket, health_timeout, health_keep, feed, feed_trust, "
-                "feed_ca, feed_capath, feed_client_cert, feed_client_key, feed_timeout, "
-                "feed_connect_timeout, feed_poll, feed_state)");
+    for (const auto& p : cfg.plugins) {
+      if (!IsBareName(p)) {
+        return Fail(s, key, "'" + p + "' is not a plugin name ([A-Za-z0-9_-], no '/')");
+      }
+    }
+    std::set<std::string> uniq(cfg.plugins.begin(), cfg.plugins.end());
+    if (uniq.size() != cfg.plugins.size()) return Fail(s, key, "a plugin is named twice");
+    return true;
   }
 
+  bool Main(const std::string& key, const std::string& value);
   bool Health(const std::string& section, const std::string& name, const std::string& key,
-              const std::string& value) {
-    if (!Once(section, key)) return false;
-    auto [it, added] = health.emplace(name, cfg.health.size());
-    if (added) cfg.health.push_back(HealthCheck{name, "", {}, sections[section]});
-    HealthCheck* h = &cfg.health[it->second];
-    if (key == "command") {
-      if (value.empty()) return Fail(section, key, "empty command");
-      h->command = value;
-      return true;
-    }
-    if (key == "timeout") return Duration(section, key, value, &h->timeout);
-    return Fail(section, key, "unknown key (known: command, timeout)");
-  }
+              const std::string& value);
 
   bool Handle(const char* section, const char* name, const char* value) {
     const std::string sec = section, key = name, val = value;
@@ -210,6 +166,98 @@ struct Parser {
     return Fail(sec, key, "a key outside any section (start with [cryptex])");
   }
 };
+
+// The keys of [cryptex] and what each does with its value: the one list of
+// them (the parser, its "unknown key" message, the feed keys' rule and
+// KnownConfigKeys() all read it). In the order the documentation lists them.
+struct MainKey {
+  const char* name;
+  bool (*set)(Parser& p, const std::string& key, const std::string& value);
+};
+using V = const std::string&;
+constexpr char kMain[] = "cryptex";
+constexpr MainKey kMainKeys[] = {
+    {"store", [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.store); }},
+    {"trust", [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.trust); }},
+    {"plugin_dir", [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.plugin_dir); }},
+    {"plugins", [](Parser& p, V k, V v) { return p.Plugins(k, v); }},
+    {"patch_dir", [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.patch_dir); }},
+    {"plugin_timeout",
+     [](Parser& p, V k, V v) { return p.Duration(kMain, k, v, &p.cfg.plugin_timeout); }},
+    {"device_bucket",
+     [](Parser& p, V k, V v) {
+       uint32_t b = 0;
+       if (!p.Unsigned(kMain, k, v, 0, 99, &b)) return false;
+       p.cfg.device_bucket = b;
+       return true;
+     }},
+    {"health_timeout",
+     [](Parser& p, V k, V v) { return p.Duration(kMain, k, v, &p.cfg.health_timeout); }},
+    {"health_keep",
+     [](Parser& p, V k, V v) {
+       return p.Unsigned(kMain, k, v, 1, kMaxHealthKeep, &p.cfg.health_keep);
+     }},
+    // Every feed_* key requires `feed` (CheckFeedKeys).
+    {"feed", [](Parser& p, V k, V v) { return p.FeedUrl(k, v); }},
+    {"feed_trust", [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.feed_trust); }},
+    {"feed_ca", [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.feed_ca); }},
+    {"feed_capath", [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.feed_capath); }},
+    {"feed_client_cert",
+     [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.feed_client_cert); }},
+    {"feed_client_key",
+     [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.feed_client_key); }},
+    {"feed_timeout",
+     [](Parser& p, V k, V v) { return p.Duration(kMain, k, v, &p.cfg.feed_timeout); }},
+    {"feed_connect_timeout",
+     [](Parser& p, V k, V v) { return p.Duration(kMain, k, v, &p.cfg.feed_connect_timeout); }},
+    {"feed_poll", [](Parser& p, V k, V v) { return p.Duration(kMain, k, v, &p.cfg.feed_poll); }},
+    {"feed_state", [](Parser& p, V k, V v) { return p.Path(kMain, k, v, &p.cfg.feed_state); }},
+};
+
+// The keys of a [health.NAME] section, likewise.
+struct HealthKey {
+  const char* name;
+  bool (*set)(Parser& p, const std::string& section, HealthCheck& h, const std::string& key,
+              const std::string& value);
+};
+constexpr HealthKey kHealthKeys[] = {
+    {"command",
+     [](Parser& p, V s, HealthCheck& h, V k, V v) {
+       if (v.empty()) return p.Fail(s, k, "empty command");
+       h.command = v;
+       return true;
+     }},
+    {"timeout",
+     [](Parser& p, V s, HealthCheck& h, V k, V v) { return p.Duration(s, k, v, &h.timeout); }},
+};
+
+// "unknown key (known: a, b, ...)" from a table.
+template <typename Table>
+std::string UnknownKey(const Table& table) {
+  std::string known;
+  for (const auto& k : table) known += (known.empty() ? "" : ", ") + std::string(k.name);
+  return "unknown key (known: " + known + ")";
+}
+
+bool Parser::Main(const std::string& key, const std::string& value) {
+  if (!Once(kMain, key)) return false;
+  given.insert(key);
+  for (const MainKey& k : kMainKeys) {
+    if (key == k.name) return k.set(*this, key, value);
+  }
+  return Fail(kMain, key, UnknownKey(kMainKeys));
+}
+
+bool Parser::Health(const std::string& section, const std::string& name, const std::string& key,
+                    const std::string& value) {
+  if (!Once(section, key)) return false;
+  auto [it, added] = health.emplace(name, cfg.health.size());
+  if (added) cfg.health.push_back(HealthCheck{name, "", {}, sections[section]});
+  for (const HealthKey& k : kHealthKeys) {
+    if (key == k.name) return k.set(*this, section, cfg.health[it->second], key, value);
+  }
+  return Fail(section, key, UnknownKey(kHealthKeys));
+}
 
 int OnKey(void* user, const char* section, const char* name, const char* value) {
   return static_cast<Parser*>(user)->Handle(section, name, value) ? 1 : 0;
@@ -287,10 +335,10 @@ Status CheckFeedKeys(Parser& p) {
   };
   if (!p.given.count("feed_state")) c.feed_state = c.store + "/feed";
   if (c.feed.empty()) {
-    for (const char* k :
-         {"feed_trust", "feed_ca", "feed_capath", "feed_client_cert", "feed_client_key",
-          "feed_timeout", "feed_connect_timeout", "feed_poll", "feed_state"}) {
-      if (p.given.count(k)) return fail(k, "given without feed = URL");
+    for (const MainKey& k : kMainKeys) {
+      if (std::string_view(k.name).starts_with("feed_") && p.given.count(k.name)) {
+        return fail(k.name, "given without feed = URL");
+      }
     }
     return Status::Ok();
   }
@@ -325,6 +373,13 @@ Config DefaultConfig() {
   c.plugins = {"auto"};
   c.feed_state = c.store + "/feed";
   return c;
+}
+
+std::vector<ConfigKey> KnownConfigKeys() {
+  std::vector<ConfigKey> keys;
+  for (const MainKey& k : kMainKeys) keys.push_back({"cryptex", k.name});
+  for (const HealthKey& k : kHealthKeys) keys.push_back({"health.NAME", k.name});
+  return keys;
 }
 
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text, const std::string& what) {

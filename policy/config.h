@@ -71,6 +71,19 @@ Result<Config> ParseConfig(std::string_view text, const std::string& path);
 // defaults.
 Result<Config> LoadConfig(const std::string& path, bool missing_ok);
 
+// A key the configuration file may give: `section` is "cryptex" or
+// "health.NAME" (any check's name).
+struct ConfigKey {
+  std::string section;
+  std::string key;
+};
+
+// Every key the parser accepts, from its one table, in the order it lists
+// them: the [cryptex] keys, then those of a [health.NAME] section. The keys
+// of a [plugin.NAME] section are the plugin's (it checks them), not these.
+// docs/man/cryptex.conf.5 documents exactly these (config_man_test).
+std::vector<ConfigKey> KnownConfigKeys();
+
 // "5s", "500ms", "2m", "1h", "30" (seconds): kInvalidArgument naming `what`
 // otherwise, or if it is 0 or more than a day.
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text, const std::string& what);

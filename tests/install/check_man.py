@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keeps the man pages (docs/man) from drifting from the programs' --help.
 
-usage: check_man.py CRYPTEX CRYPTEXFS CRYPTEX_1 CRYPTEXFS_8 [VERSION]
+usage: check_man.py CRYPTEX CRYPTEXFS CRYPTEX_1 CRYPTEXFS_8 CRYPTEX_CONF_5 [VERSION]
 
 cryptex(1): every subcommand `cryptex --help` lists has a ".SS cryptex SUB"
 section and no other subcommand has one; in each section the options (\\-x,
@@ -11,10 +11,17 @@ which every subcommand accepts.
 cryptexfs(8): the .TP tags of OPTIONS are exactly the options in the option
 table `cryptexfs --help` prints ("-o name" counted by name).
 
-Both pages must render with `groff -man -ww` without a warning, and with
-VERSION (the project's) their .TH line must say "cryptex VERSION".
+cryptex.conf(5): its SYNOPSIS names exactly the commands whose --help offers
+--config, each with options that command has. (Its keys are checked
+against the parser by policy/config_man_test.cc.)
+
+Every page must render with `groff -man -ww` without a warning, its .TH
+must name it (title and section from its file name), its references to
+these pages must give their sections, and with VERSION (the project's) its
+.TH line must say "cryptex VERSION".
 Exits 1 naming every difference.
 """
+import os
 import re
 import subprocess
 import sys
@@ -124,6 +131,74 @@ def check_cryptexfs(errors, cryptexfs, page_path):
     compare(errors, f"{page_path} OPTIONS", from_help, from_man)
 
 
+def cryptex_commands(cryptex, subs):
+    """{"agent": usage, "policy simulate": usage, ...}: each subcommand, or
+    instead its subcommands when its usage names some ("cryptex feed show")."""
+    commands = {}
+    for s in subs:
+        usage = usage_text(run_help([cryptex, s]))
+        nested = sorted(set(re.findall(rf"cryptex {s} ([a-z]+)\b", usage)))
+        if not nested:
+            commands[s] = usage
+        for n in nested:
+            commands[f"{s} {n}"] = usage_text(run_help([cryptex, s, n]))
+    return commands
+
+
+def check_conf(errors, cryptex, page_path):
+    page = open(page_path, encoding="utf-8").read()
+    commands = cryptex_commands(cryptex, cryptex_subcommands(run_help([cryptex])))
+    with_config = {c for c, usage in commands.items() if "--config" in DASH_OPT.findall(usage)}
+    if not with_config:
+        errors.append(f"{cryptex}: no command's --help offers --config")
+    synopsis, groups = man_sections(page, ".SH").get("SYNOPSIS", []), [[]]
+    for line in synopsis:
+        if line.startswith(".br") or line.startswith(".PP"):
+            groups.append([])
+        else:
+            groups[-1].append(roff_text(line))
+    named = set()
+    for group in groups:
+        text = " ".join(group)
+        m = re.match(r"\s*cryptex((?: [a-z]+)+)", text)
+        if not m:
+            continue
+        command = m.group(1).strip()
+        named.add(command)
+        if command not in commands:
+            errors.append(f"{page_path} SYNOPSIS: 'cryptex {command}' is not a command")
+            continue
+        for o in sorted(set(DASH_OPT.findall(text)) - set(DASH_OPT.findall(commands[command]))):
+            errors.append(f"{page_path} SYNOPSIS: 'cryptex {command}' has no option {o}")
+    for c in sorted(with_config - named):
+        errors.append(f"{page_path} SYNOPSIS: 'cryptex {c}' takes --config but is not named")
+    for c in sorted(named - with_config):
+        errors.append(f"{page_path} SYNOPSIS: 'cryptex {c}' is named but takes no --config")
+
+
+def page_id(page_path):
+    """("cryptex.conf", "5") from .../cryptex.conf.5."""
+    name, _, section = page_path.rsplit("/", 1)[-1].rpartition(".")
+    return name, section
+
+
+def check_th(errors, page_path):
+    name, section = page_id(page_path)
+    th = [l.split() for l in open(page_path, encoding="utf-8") if l.startswith(".TH ")]
+    if len(th) != 1 or th[0][1:3] != [name.upper(), section]:
+        errors.append(f"{page_path}: .TH {th} does not name {name.upper()} {section}")
+
+
+def check_references(errors, page_paths):
+    sections = dict(page_id(p) for p in page_paths)
+    for p in page_paths:
+        for n, line in enumerate(open(p, encoding="utf-8"), 1):
+            for name, section in re.findall(r"^\.BR\s+(\S+)\s+\((\w+)\)", line):
+                name = name.replace("\\-", "-")
+                if name in sections and sections[name] != section:
+                    errors.append(f"{p}:{n}: {name}({section}): the page is {name}({sections[name]})")
+
+
 def check_renders(errors, page_path):
     r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", page_path],
                        capture_output=True, text=True)
@@ -138,17 +213,23 @@ def check_version(errors, page_path, version):
 
 
 def main():
-    if len(sys.argv) not in (5, 6):
+    if len(sys.argv) not in (6, 7):
         sys.exit(__doc__)
-    cryptex, cryptexfs, man1, man8 = sys.argv[1:5]
+    cryptex, cryptexfs, man1, man8, man5 = sys.argv[1:6]
+    pages = [man1, man8, man5]
+    missing = [p for p in pages if not os.path.isfile(p)]
+    if missing:
+        sys.exit(f"no such man page: {' '.join(missing)}")
     errors = []
-    if len(sys.argv) == 6:
-        check_version(errors, man1, sys.argv[5])
-        check_version(errors, man8, sys.argv[5])
+    for page in pages:
+        check_th(errors, page)
+        if len(sys.argv) == 7:
+            check_version(errors, page, sys.argv[6])
+        check_renders(errors, page)
     check_cryptex(errors, cryptex, man1)
     check_cryptexfs(errors, cryptexfs, man8)
-    check_renders(errors, man1)
-    check_renders(errors, man8)
+    check_conf(errors, cryptex, man5)
+    check_references(errors, pages)
     for e in errors:
         print(e, file=sys.stderr)
     if errors:

@@ -5,7 +5,8 @@
 #      and the package of every shared library the binaries link
 #      (readelf NEEDED -> dpkg -S on this machine), and nothing the binaries
 #      do not link (libinih1 only once something uses inih); every file
-#      under /etc is a conffile; the copyright and changelog are there;
+#      under /etc is a conffile; the copyright and changelog are there; the
+#      man pages are those of docs/man, each gzipped in its section;
 #   2. lintian: no errors (its whole output is printed);
 #   3. in a clean Debian 12 root (debootstrap --variant=minbase bookworm,
 #      cached as a tarball in $CRYPTEX_DEB_ROOT_CACHE): `apt-get install
@@ -92,6 +93,11 @@ missing=$(comm -23 <(printf '%s\n' $etc_files) <(printf '%s\n' $conffiles) | sed
 for f in copyright changelog.gz; do
   [ -f "$work/data/usr/share/doc/cryptex/$f" ] || bad "no /usr/share/doc/cryptex/$f"
 done
+# Every man page of docs/man, compressed (deb-prebuild.cmake), and no other.
+want_pages=$(cd "$src/docs/man" && for p in *.[1-9]; do echo "man${p##*.}/$p.gz"; done | sort)
+have_pages=$(cd "$work/data/usr/share/man" 2>/dev/null && find . -type f | sed 's|^\./||' | sort) || true
+[ "$have_pages" = "$want_pages" ] ||
+  bad "man pages in the .deb: '$(echo $have_pages)', want '$(echo $want_pages)' (docs/man, gzipped)"
 
 # --- 2. lintian ---------------------------------------------------------------
 if command -v lintian >/dev/null; then

@@ -5,7 +5,7 @@
 #     (`cryptex --help`, `cryptexfs --version`) from the installed place;
 #   - the systemd units' ExecStart names the installed cryptexfs (the prefix
 #     given at install time, without DESTDIR), and nothing is left unfilled;
-#   - man pages in share/man/man1 and man8, bash completion, docs (0644);
+#   - man pages in share/man/man1, man5 and man8, bash completion, docs (0644);
 #     the installed man pages render (groff -ww) and pass check_man.py
 #     against the installed programs;
 #   - nothing is installed outside DESTDIR/PREFIX;
@@ -43,8 +43,9 @@ expect_mode 644 lib/systemd/system/cryptex-agent.service
 expect_mode 644 lib/systemd/system/cryptex-agent.timer
 expect_mode 644 share/man/man1/cryptex.1
 expect_mode 644 share/man/man8/cryptexfs.8
+expect_mode 644 share/man/man5/cryptex.conf.5
 expect_mode 644 share/bash-completion/completions/cryptex
-for doc in README.md DESIGN.md FORMAT.md POLICY.md FEED.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
+for doc in README.md DESIGN.md FORMAT.md STORE.md POLICY.md FEED.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
 
 stray=$(find "$dest" -mindepth 1 -not -path "$root" -not -path "$root/*" \
   -not -path "$dest/opt" -print)
@@ -75,9 +76,10 @@ if [ -f "$agent_unit" ]; then
 fi
 
 python3 "$src/tests/install/check_man.py" "$root/bin/cryptex" "$root/bin/cryptexfs" \
-  "$root/share/man/man1/cryptex.1" "$root/share/man/man8/cryptexfs.8" ||
+  "$root/share/man/man1/cryptex.1" "$root/share/man/man8/cryptexfs.8" \
+  "$root/share/man/man5/cryptex.conf.5" ||
   bad "installed man pages (above)"
-for page in man1/cryptex.1 man8/cryptexfs.8; do
+for page in man1/cryptex.1 man8/cryptexfs.8 man5/cryptex.conf.5; do
   [ "$(groff -man -Tutf8 "$root/share/man/$page" 2>/dev/null | grep -c .)" -gt 40 ] ||
     bad "groff -man $page renders almost nothing"
 done
