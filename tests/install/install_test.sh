@@ -8,6 +8,10 @@
 #   - man pages in share/man/man1, man5 and man8, bash completion, docs (0644);
 #     the installed man pages render (groff -ww) and pass check_man.py
 #     against the installed programs;
+#   - the plugin ABI header, the shipped plugins in their
+#     directory, and cryptex-plugin.pc: pkg-config gives the installed
+#     header's -I and plugin directory, and the example plugin
+#     (examples/policy-plugin) builds with those flags alone;
 #   - nothing is installed outside DESTDIR/PREFIX;
 #   - `mount -t fuse.cryptexfs`, and `mount DIR` with an fstab line (a
 #     temporary fstab, mount -T), find the installed cryptexfs with no helper
@@ -16,9 +20,10 @@
 #     /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin and runs
 #     /sbin/mount.fuse, which runs `cryptexfs` from that PATH). Needs root,
 #     /dev/fuse and unshare(1); exits 77 (skipped) without them.
-# usage: install_test.sh BUILD_DIR SOURCE_DIR
+# usage: install_test.sh BUILD_DIR SOURCE_DIR PLUGIN_DIR
+# (PLUGIN_DIR relative to the prefix, as configured)
 set -euo pipefail
-build=$1 src=$2
+build=$1 src=$2 plugindir=$3
 prefix=/opt/cryptex-test
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
@@ -46,6 +51,33 @@ expect_mode 644 share/man/man8/cryptexfs.8
 expect_mode 644 share/man/man5/cryptex.conf.5
 expect_mode 644 share/bash-completion/completions/cryptex
 for doc in README.md DESIGN.md FORMAT.md STORE.md POLICY.md FEED.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
+
+expect_mode 644 include/cryptex/policy_plugin.h
+expect_mode 644 share/pkgconfig/cryptex-plugin.pc
+for plugin in approve auto defer health lists revocation rollout window; do
+  expect_mode 644 "$plugindir/$plugin.so"
+done
+
+# A plugin author's build, from the installed files only. The sysroot maps
+# the .pc's PREFIX paths into DESTDIR; the variable is the path on the target.
+pc() { PKG_CONFIG_PATH=$root/share/pkgconfig PKG_CONFIG_SYSROOT_DIR=$dest pkg-config "$@"; }
+if pc --exists cryptex-plugin; then
+  cflags=$(pc --cflags cryptex-plugin | sed "s/ *$//")
+  [ "$cflags" = "-I$root/include" ] || bad "pkg-config --cflags cryptex-plugin is '$cflags', want -I$root/include"
+  dir=$(PKG_CONFIG_PATH=$root/share/pkgconfig pkg-config --variable=plugindir cryptex-plugin)
+  [ "$dir" = "$prefix/$plugindir" ] || bad "cryptex-plugin plugindir is '$dir', want $prefix/$plugindir"
+  # shellcheck disable=SC2086  # cflags: words
+  if cc -shared -fPIC -Wall -Wextra -Werror $cflags -o "$dest/weekend.so" \
+    "$src/examples/policy-plugin/weekend.c" 2>"$dest/cc.log"; then
+    nm -D --defined-only "$dest/weekend.so" | grep -q ' T cryptex_policy_plugin$' ||
+      bad "the example plugin built with cryptex-plugin's flags exports no cryptex_policy_plugin"
+  else
+    bad "the example plugin does not build with pkg-config --cflags cryptex-plugin: $(cat "$dest/cc.log")"
+  fi
+  rm -f "$dest/weekend.so" "$dest/cc.log"
+else
+  bad "pkg-config finds no cryptex-plugin in share/pkgconfig"
+fi
 
 stray=$(find "$dest" -mindepth 1 -not -path "$root" -not -path "$root/*" \
   -not -path "$dest/opt" -print)
