@@ -10,8 +10,9 @@
 #     against the installed programs;
 #   - the plugin ABI header, the shipped plugins in their
 #     directory, and cryptex-plugin.pc: pkg-config gives the installed
-#     header's -I and plugin directory, and the example plugin
-#     (examples/policy-plugin) builds with those flags alone;
+#     header's -I and plugin directory, and the installed example plugin
+#     (share/doc/cryptex/examples) builds with those flags alone;
+#   - the examples: the agent's configuration and the plugin;
 #   - nothing is installed outside DESTDIR/PREFIX;
 #   - `mount -t fuse.cryptexfs`, and `mount DIR` with an fstab line (a
 #     temporary fstab, mount -T), find the installed cryptexfs with no helper
@@ -52,6 +53,9 @@ expect_mode 644 share/man/man5/cryptex.conf.5
 expect_mode 644 share/bash-completion/completions/cryptex
 for doc in README.md DESIGN.md FORMAT.md STORE.md POLICY.md FEED.md cryptexfs.md copyright changelog.gz; do expect_mode 644 "share/doc/cryptex/$doc"; done
 
+for ex in cryptex.conf policy-plugin/README.md policy-plugin/weekend.c; do
+  expect_mode 644 "share/doc/cryptex/examples/$ex"
+done
 expect_mode 644 include/cryptex/policy_plugin.h
 expect_mode 644 share/pkgconfig/cryptex-plugin.pc
 for plugin in approve auto defer health lists revocation rollout window; do
@@ -68,7 +72,7 @@ if pc --exists cryptex-plugin; then
   [ "$dir" = "$prefix/$plugindir" ] || bad "cryptex-plugin plugindir is '$dir', want $prefix/$plugindir"
   # shellcheck disable=SC2086  # cflags: words
   if cc -shared -fPIC -Wall -Wextra -Werror $cflags -o "$dest/weekend.so" \
-    "$src/examples/policy-plugin/weekend.c" 2>"$dest/cc.log"; then
+    "$root/share/doc/cryptex/examples/policy-plugin/weekend.c" 2>"$dest/cc.log"; then
     nm -D --defined-only "$dest/weekend.so" | grep -q ' T cryptex_policy_plugin$' ||
       bad "the example plugin built with cryptex-plugin's flags exports no cryptex_policy_plugin"
   else
