@@ -8,6 +8,7 @@
 #include <limits>
 #include <unordered_map>
 
+#include "delta.h"
 #include "delta_internal.h"
 
 namespace cryptex::delta {
@@ -48,8 +49,41 @@ uint64_t MatchLen(const uint8_t* a, uint64_t na, const uint8_t* b, uint64_t nb) 
   return i;
 }
 
+// Counts the input bytes a pass reads and calls `release` after every
+// kDeltaReleaseEvery of them (DeltaOptions::release_inputs).
+class Pacer {
+ public:
+  explicit Pacer(const std::function<void()>& release)
+      : release_(release), every_(release ? kDeltaReleaseEvery : UINT64_MAX) {}
+  void Read(uint64_t n) {
+    read_ += n;
+    if (read_ >= every_) {
+      read_ = 0;
+      release_();
+    }
+  }
+
+ private:
+  const std::function<void()>& release_;
+  const uint64_t every_;
+  uint64_t read_ = 0;
+};
+
+// MatchLen for runs that may be long (megabytes): compared in steps, paced.
+uint64_t LongMatchLen(const uint8_t* a, uint64_t na, const uint8_t* b, uint64_t nb, Pacer* pacer) {
+  constexpr uint64_t kStep = 64 << 10;
+  const uint64_t n = std::min(na, nb);
+  uint64_t i = 0;
+  while (n - i >= kStep && std::memcmp(a + i, b + i, kStep) == 0) {
+    i += kStep;
+    pacer->Read(2 * kStep);
+  }
+  return i + MatchLen(a + i, n - i, b + i, n - i);
+}
+
 // Exact matches of whole lower blocks (extended both ways), sorted by tpos.
-std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint8_t> T) {
+std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint8_t> T,
+                                Pacer* pacer) {
   std::vector<Match> anchors;
   const uint64_t n = L.size(), m = T.size();
   if (n < kBlock || m < kBlock) return anchors;
@@ -59,6 +93,7 @@ std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint
   const uint64_t filter_bits = filter.size() * 64;
   for (uint64_t off = 0; off + kBlock <= n; off += kBlock) {
     const uint64_t h = BlockHash::Of(&L[off]);
+    pacer->Read(kBlock);
     blocks.emplace(h, off);
     const uint64_t bit = (h >> 17) % filter_bits;
     filter[bit / 64] |= uint64_t{1} << (bit % 64);
@@ -73,9 +108,10 @@ std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint
       if (it != blocks.end() && std::memcmp(&T[t], &L[it->second], kBlock) == 0) {
         uint64_t ts = t, ls = it->second;
         while (ts > prev_end && ls > 0 && T[ts - 1] == L[ls - 1]) --ts, --ls;
-        const uint64_t len = (t - ts) + kBlock +
-                             MatchLen(T.data() + t + kBlock, m - t - kBlock,
-                                      L.data() + it->second + kBlock, n - it->second - kBlock);
+        const uint64_t len =
+            (t - ts) + kBlock +
+            LongMatchLen(T.data() + t + kBlock, m - t - kBlock, L.data() + it->second + kBlock,
+                         n - it->second - kBlock, pacer);
         anchors.push_back({ts, ls, len});
         prev_end = t = ts + len;
         if (t + kBlock <= m) h = BlockHash::Of(&T[t]);
@@ -84,14 +120,15 @@ std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint
     }
     if (t + kBlock < m) h = roller.Roll(h, T[t], T[t + kBlock]);
     ++t;
+    pacer->Read(1);
   }
   return anchors;
 }
 
 class Finder {
  public:
-  Finder(std::span<const uint8_t> L, std::span<const uint8_t> T) : L_(L), T_(T) {
-    anchors_ = BlockAnchors(L, T);
+  Finder(std::span<const uint8_t> L, std::span<const uint8_t> T, Pacer* pacer) : L_(L), T_(T) {
+    anchors_ = BlockAnchors(L, T, pacer);
     uint64_t covered = 0;
     for (const auto& a : anchors_) covered += a.size;
     const uint64_t loose = T.size() - covered;
@@ -100,6 +137,7 @@ class Finder {
         (n <= kSuffixArrayAlwaysBelow || loose * kSuffixArrayShare >= n)) {
       sa_.resize(n);
       if (divsufsort(L.data(), sa_.data(), static_cast<saidx_t>(n)) != 0) sa_.clear();
+      pacer->Read(n);
     }
   }
 
@@ -156,11 +194,13 @@ class Finder {
 // same span) by kMinGain bytes. Between two alignments, each is extended
 // approximately (forward / backward, keeping at least half the bytes equal);
 // what neither covers is extra data.
-std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8_t> T) {
+std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8_t> T,
+                               const std::function<void()>& release) {
   std::vector<Match> out;
   const uint64_t n = L.size(), m = T.size();
   if (n == 0 || m == 0) return out;
-  Finder finder(L, T);
+  Pacer pacer(release);
+  Finder finder(L, T, &pacer);
   auto same = [&](uint64_t t, int64_t off) {
     const uint64_t l = t + static_cast<uint64_t>(off);
     return l < n && L[l] == T[t];
@@ -175,8 +215,12 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
     uint64_t scsc = scan;
     for (; scan < m; ++scan) {
       std::tie(pos, len) = finder.Search(scan);
+      pacer.Read(1);
       scsc = std::max(scsc, scan);
-      for (; scsc < scan + len; ++scsc) old_score += same(scsc, last_off);
+      for (; scsc < scan + len; ++scsc) {
+        old_score += same(scsc, last_off);
+        pacer.Read(1);
+      }
       if ((len == old_score && len != 0) || len > old_score + kMinGain) break;
       if (scsc > scan && same(scan, last_off)) --old_score;
     }
@@ -187,6 +231,7 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
       int64_t s = 0, best = 0;
       for (uint64_t i = 0; last_scan + i < scan && last_pos + i < n; ++i) {
         if (L[last_pos + i] == T[last_scan + i]) ++s;
+        pacer.Read(1);
         if (2 * s - static_cast<int64_t>(i + 1) > 2 * best - static_cast<int64_t>(lenf)) {
           best = s;
           lenf = i + 1;
@@ -199,6 +244,7 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
       int64_t s = 0, best = 0;
       for (uint64_t i = 1; scan >= last_scan + i && pos >= i; ++i) {
         if (L[pos - i] == T[scan - i]) ++s;
+        pacer.Read(1);
         if (2 * s - static_cast<int64_t>(i) > 2 * best - static_cast<int64_t>(lenb)) {
           best = s;
           lenb = i;

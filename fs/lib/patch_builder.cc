@@ -3,6 +3,7 @@
 #include "patch_builder.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -17,6 +18,7 @@
 
 #include "format.h"
 #include "fsverity.h"
+#include "output_file.h"
 
 namespace cryptex {
 
@@ -296,14 +298,70 @@ class Planner {
   std::vector<PlanNode> plan_;
 };
 
+// A private copy of one file's bytes in an unnamed scratch file beside the
+// patch being written (OutputFile, never committed: nothing is left
+// behind), mapped read-only once written. Its pages are file pages:
+// Release() drops them from the process and what is read again comes back
+// from the page cache, so a large file need not stay resident while a delta
+// is made from it. The bytes never change once mapped (nothing else can
+// open the file), so they are exactly the bytes that were hashed on the way
+// in, whatever happens to the file they were copied from.
+class Scratch {
+ public:
+  // `beside`: the patch's output path; `what` names the copied file in errors.
+  static Result<std::unique_ptr<Scratch>> Create(const std::string& beside, std::string what) {
+    auto s = std::unique_ptr<Scratch>(new Scratch(std::move(what)));
+    auto f = OutputFile::Create(beside, 0600);
+    if (!f.ok()) {
+      return Status(f.status().code(), s->what_ + ": no scratch copy: " + f.status().message());
+    }
+    s->file_ = std::move(*f);
+    return s;
+  }
+  ~Scratch() {
+    if (map_) munmap(map_, size_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+
+  Status Append(const void* p, size_t n) {
+    if (map_) return Status::Internal(what_ + ": scratch copy appended to after mapping");
+    Status st = file_->Append(p, n);
+    if (!st.ok()) return Status(st.code(), what_ + ": scratch copy: " + st.message());
+    return Status::Ok();
+  }
+  // Maps the bytes appended; Append() may not be called after.
+  Status Map() {
+    size_ = file_->size();
+    if (size_ == 0) return Status::Ok();
+    void* m = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file_->fd(), 0);
+    if (m == MAP_FAILED) return Status::FromErrno(errno, what_ + ": cannot map its scratch copy");
+    map_ = m;
+    return Status::Ok();
+  }
+  std::span<const uint8_t> bytes() const { return {static_cast<const uint8_t*>(map_), size_}; }
+  // Drops the mapped pages from the process (never the bytes).
+  void Release() const {
+    if (map_) madvise(map_, size_, MADV_DONTNEED);
+  }
+
+ private:
+  explicit Scratch(std::string what) : what_(std::move(what)) {}
+  std::string what_;
+  std::unique_ptr<OutputFile> file_;
+  void* map_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Reads the regular files i of a directory target with want[i] (primary
 // nodes), one at a time, and calls fn(i, digest, bytes): their fs-verity
-// digest and, with `keep`, their bytes (else empty). A file that is not the
-// size the scan saw, or not a regular file any more, fails with kIOError
-// naming it.
-using TargetFileFn = std::function<Status(uint32_t, const Digest&, std::string&&)>;
-Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool keep,
-                     const TargetFileFn& fn) {
+// digest and, when `keep_beside` is set (the output path), a mapped scratch
+// copy of exactly the bytes hashed (else null). A file that is not the size
+// the scan saw, or not a regular file any more, fails with kIOError naming
+// it.
+using TargetFileFn = std::function<Status(uint32_t, const Digest&, std::unique_ptr<const Scratch>)>;
+Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
+                     const std::string* keep_beside, const TargetFileFn& fn) {
   uint64_t resolved = 0;
   std::vector<uint8_t> buf(1 << 20);
   return WalkSourceDirs(
@@ -327,8 +385,10 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool
             return Status::IOError(path() + ": changed since the scan");
           }
           FsVerityHasher hasher;
-          std::string content;
-          if (keep) content.reserve(n.size);
+          std::unique_ptr<Scratch> copy;
+          if (keep_beside) {
+            CX_ASSIGN_OR_RETURN(copy, Scratch::Create(*keep_beside, path()));
+          }
           uint64_t total = 0;
           for (;;) {
             const ssize_t r = read(fd, buf.data(), buf.size());
@@ -336,8 +396,7 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool
             if (r < 0) return Status::FromErrno(errno, path() + ": read");
             if (r == 0) break;
             hasher.Update(buf.data(), static_cast<size_t>(r));
-            if (keep)
-              content.append(reinterpret_cast<const char*>(buf.data()), static_cast<size_t>(r));
+            if (copy) CX_RETURN_IF_ERROR(copy->Append(buf.data(), static_cast<size_t>(r)));
             total += static_cast<uint64_t>(r);
           }
           if (total != n.size) {
@@ -345,32 +404,71 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool
                                    std::to_string(total) + " bytes, the scan saw " +
                                    std::to_string(n.size) + ")");
           }
-          CX_RETURN_IF_ERROR(fn(idx, hasher.Final(), std::move(content)));
+          if (copy) CX_RETURN_IF_ERROR(copy->Map());
+          CX_RETURN_IF_ERROR(fn(idx, hasher.Final(), std::move(copy)));
         }
         return Status::Ok();
       },
       &resolved);
 }
 
-Result<std::string> ReadViewFile(const View& view, uint64_t node, uint64_t size,
-                                 const std::string& what) {
-  std::string out(size, '\0');
+// A mapped scratch copy (beside `beside`) of regular file `node` of `view`,
+// `size` bytes, and, when `hasher` is set, its bytes hashed on the way.
+Result<std::unique_ptr<const Scratch>> CopyViewFile(const View& view, uint64_t node, uint64_t size,
+                                                    const std::string& what,
+                                                    const std::string& beside,
+                                                    FsVerityHasher* hasher) {
+  CX_ASSIGN_OR_RETURN(std::unique_ptr<Scratch> copy, Scratch::Create(beside, what));
+  std::vector<uint8_t> buf(std::min<uint64_t>(size, 1 << 20));
   for (uint64_t off = 0; off < size;) {
-    CX_ASSIGN_OR_RETURN(size_t n,
-                        view.Read(node, off,
-                                  std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()) + off,
-                                                     static_cast<size_t>(size - off))));
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - off));
+    CX_ASSIGN_OR_RETURN(size_t n, view.Read(node, off, std::span<uint8_t>(buf.data(), want)));
     if (n == 0) return Status::Corruption(what + ": shorter than its size");
+    if (hasher) hasher->Update(buf.data(), n);
+    CX_RETURN_IF_ERROR(copy->Append(buf.data(), n));
     off += n;
   }
-  return out;
+  CX_RETURN_IF_ERROR(copy->Map());
+  return std::unique_ptr<const Scratch>(std::move(copy));
 }
 
-// Roughly the bytes the builder would store for `data` (zstd at `level`).
-uint64_t CompressedSize(const std::string& data, int level) {
-  std::vector<char> out(ZSTD_compressBound(data.size()));
-  const size_t r = ZSTD_compress(out.data(), out.size(), data.data(), data.size(), level);
-  return ZSTD_isError(r) ? data.size() : std::min<uint64_t>(r, data.size());
+// Whether `data` compressed with zstd at `level` (roughly what the builder
+// would store for it) takes more than `limit` bytes. Compresses as a stream
+// and stops as soon as more than `limit` bytes have come out, so a file
+// whose delta is small costs little; `release` is called every
+// kDeltaReleaseEvery bytes read. Deterministic for the same inputs.
+bool CompressesLargerThan(std::span<const uint8_t> data, int level, uint64_t limit,
+                          const std::function<void()>& release) {
+  if (data.size() <= limit) return false;  // the data itself would be stored
+  std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
+  if (!cctx || ZSTD_isError(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level)) ||
+      ZSTD_isError(ZSTD_CCtx_setPledgedSrcSize(cctx.get(), data.size()))) {
+    return true;  // counted as incompressible: as the data itself
+  }
+  std::vector<uint8_t> out(ZSTD_CStreamOutSize());
+  uint64_t produced = 0, since_release = 0;
+  constexpr size_t kStep = 1 << 20;
+  for (size_t off = 0;;) {
+    const size_t n = std::min(kStep, data.size() - off);
+    const bool last = off + n == data.size();
+    ZSTD_inBuffer in{data.data() + off, n, 0};
+    for (;;) {
+      ZSTD_outBuffer o{out.data(), out.size(), 0};
+      const size_t r =
+          ZSTD_compressStream2(cctx.get(), &o, &in, last ? ZSTD_e_end : ZSTD_e_continue);
+      if (ZSTD_isError(r)) return true;
+      produced += o.pos;
+      if (produced > limit) return true;
+      if (last ? r == 0 : in.pos == in.size) break;
+    }
+    off += n;
+    if (last) return false;
+    since_release += n;
+    if (release && since_release >= kDeltaReleaseEvery) {
+      since_release = 0;
+      release();
+    }
+  }
 }
 
 // The patch being assembled: the plan laid out as a SourceTree.
@@ -553,21 +651,24 @@ class PatchAssembler {
     if (target_.view) {
       for (uint32_t p = 0; p < need.size(); ++p) {
         if (!need[p]) continue;
-        CX_ASSIGN_OR_RETURN(std::string b, ReadViewFile(*target_.view, target_.view_nodes[p],
-                                                        t_.node(p).size, "target /" + t_.rel[p]));
-        if (FsVerityDigest(b.data(), b.size()) != t_.digest[p]) {
+        FsVerityHasher hasher;
+        CX_ASSIGN_OR_RETURN(auto copy,
+                            CopyViewFile(*target_.view, target_.view_nodes[p], t_.node(p).size,
+                                         "target /" + t_.rel[p], opts_.output_path, &hasher));
+        if (hasher.Final() != t_.digest[p]) {
           return Status::Corruption("target /" + t_.rel[p] + ": content does not match its digest");
         }
-        CX_RETURN_IF_ERROR(ShipOne(p, std::move(b)));
+        CX_RETURN_IF_ERROR(ShipOne(p, *copy));
       }
       return Status::Ok();
     }
     return ReadDirTarget(
-        *t_.tree, need, true, [this](uint32_t p, const Digest& d, std::string&& bytes) -> Status {
+        *t_.tree, need, &opts_.output_path,
+        [this](uint32_t p, const Digest& d, std::unique_ptr<const Scratch> copy) {
           if (d != t_.digest[p]) {
             return Status::IOError(t_.tree->PathOf(p) + ": changed while the patch was built");
           }
-          return ShipOne(p, std::move(bytes));
+          return ShipOne(p, *copy);
         });
   }
 
@@ -588,24 +689,33 @@ class PatchAssembler {
     return base;
   }
 
-  // Ships target file `p` (a primary node), whose bytes are `data`: a delta
-  // when one beats the compressed data, else the data.
-  Status ShipOne(uint32_t p, std::string&& data) {
+  // Ships target file `p` (a primary node), whose bytes are `data` (a
+  // copy whose digest was checked): a delta when one beats the compressed
+  // data, else the data. The lower file is copied out of the lower state
+  // the same way; both copies' pages are released as the encoder goes, so
+  // resident memory stays small whatever the files' size.
+  Status ShipOne(uint32_t p, const Scratch& data) {
     SourceNode& n = out_.nodes[node_of_.at(p)];
-    if (data.size() != n.size) return Status::Internal(t_.rel[p] + ": size changed");
+    if (data.bytes().size() != n.size) return Status::Internal(t_.rel[p] + ": size changed");
     if (const uint32_t base = DeltaBase(p); base != UINT32_MAX) {
       const uint32_t lp = l_.primary[base];
-      CX_ASSIGN_OR_RETURN(
-          std::string lower_bytes,
-          ReadViewFile(lower_, lower_nodes_[lp], l_.node(lp).size, "lower /" + l_.rel[base]));
+      CX_ASSIGN_OR_RETURN(auto lower_bytes,
+                          CopyViewFile(lower_, lower_nodes_[lp], l_.node(lp).size,
+                                       "lower /" + l_.rel[base], opts_.output_path, nullptr));
       DeltaOptions dopts = opts_.delta;
       dopts.threads = opts_.threads;
-      auto as_span = [](const std::string& s) {
-        return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+      dopts.release_inputs = [&] {
+        data.Release();
+        lower_bytes->Release();
       };
       CX_ASSIGN_OR_RETURN(std::vector<uint8_t> delta,
-                          EncodeDelta(as_span(lower_bytes), as_span(data), dopts));
-      if (delta.size() < CompressedSize(data, opts_.zstd_level)) {
+                          EncodeDelta(lower_bytes->bytes(), data.bytes(), dopts));
+      lower_bytes.reset();
+      data.Release();
+      const bool smaller = CompressesLargerThan(data.bytes(), opts_.zstd_level, delta.size(),
+                                                [&] { data.Release(); });
+      data.Release();
+      if (smaller) {
         n.flags |= kInodeDelta;
         n.source_path = l_.rel[base];
         n.content = std::make_shared<const std::string>(delta.begin(), delta.end());
@@ -616,7 +726,9 @@ class PatchAssembler {
     }
     // A directory target's file is read again by the builder; an image
     // target's bytes come from memory.
-    ShipData(n, p, target_.view ? std::make_shared<const std::string>(std::move(data)) : nullptr);
+    const auto b = data.bytes();
+    ShipData(n, p,
+             target_.view ? std::make_shared<const std::string>(b.begin(), b.end()) : nullptr);
     return Status::Ok();
   }
 
@@ -682,10 +794,11 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
     }
     tdigests.assign(n, Digest{});
     CX_RETURN_IF_ERROR(
-        ReadDirTarget(target.tree, want, false, [&](uint32_t i, const Digest& d, std::string&&) {
-          tdigests[i] = d;
-          return Status::Ok();
-        }));
+        ReadDirTarget(target.tree, want, nullptr,
+                      [&](uint32_t i, const Digest& d, std::unique_ptr<const Scratch>) {
+                        tdigests[i] = d;
+                        return Status::Ok();
+                      }));
   }
   const Flat t = Flatten(target.tree, std::move(tdigests));
   const Flat l = Flatten(low.tree, low.digests);
