@@ -11,6 +11,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -386,6 +387,47 @@ TEST_F(PatchBuilderTest, ChangedContentShipsADeltaThatDecodesToTheTarget) {
   EXPECT_EQ(Hex(*patch_->manifest().base_root_digest),
             Hex(lower_->layers()[0]->superblock().root_hash));
   EXPECT_EQ(patch_->superblock().kind, format::kKindPatch);
+}
+
+// A file larger than the delta encoder's release step (its pages are dropped
+// as it is read: kDeltaReleaseEvery) with four bytes flipped ships a delta of
+// under 1 KiB that decodes to it; the scratch copies mkpatch maps leave
+// nothing behind in the output directory; and the patch is the same bytes
+// with 1 and 3 threads.
+TEST_F(PatchBuilderTest, LargeFileWithFewChangesIsASmallDeltaTheSameWithAnyThreads) {
+  Common(this, base_, target_);
+  const std::string old = test::RandomBytes(2 * kDeltaReleaseEvery + 12345, 21);
+  std::string now = old;
+  for (size_t off : {size_t{4097}, old.size() / 3, old.size() / 2 + 12345, old.size() - 2}) {
+    now[off] = static_cast<char>(now[off] ^ 0x5A);
+  }
+  WriteFile(base_ + "/big", old);
+  WriteFile(target_ + "/big", now);
+  std::string small_old = test::RandomBytes(30000, 22), small_now = small_old;
+  small_now[100] ^= 1;
+  WriteFile(base_ + "/small", small_old);
+  WriteFile(target_ + "/small", small_now);
+  ASSERT_TRUE(MakeAndOpen());
+  ASSERT_NE(Shipping("big"), nullptr);
+  EXPECT_EQ(Shipping("big")->how, Shipped::kDelta);
+  EXPECT_LT(Shipping("big")->stored, 1024u);
+  EXPECT_EQ(Shipping("small")->how, Shipped::kDelta);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(work_->path())) left.push_back(e.path().filename());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"base", "base.cryptex", "p.cxpatch", "target"}));
+
+  const std::string first = ReadFile(patch_path_);
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(threads);
+    auto target = ScanPatchTarget(target_);
+    ASSERT_TRUE(target.ok());
+    const std::string out = work_->Join("t" + std::to_string(threads) + ".cxpatch");
+    PatchOptions o = Options(out);
+    o.threads = threads;
+    ASSERT_TRUE(MakePatch(*lower_, *LowerIdentityOf(*lower_), *target, o).ok());
+    EXPECT_TRUE(ReadFile(out) == first);
+  }
 }
 
 // A target file unlike its lower file ships as data: a delta would not be
