@@ -432,43 +432,35 @@ Result<std::unique_ptr<const Scratch>> CopyViewFile(const View& view, uint64_t n
   return std::unique_ptr<const Scratch>(std::move(copy));
 }
 
-// Whether `data` compressed with zstd at `level` (roughly what the builder
-// would store for it) takes more than `limit` bytes. Compresses as a stream
-// and stops as soon as more than `limit` bytes have come out, so a file
-// whose delta is small costs little; `release` is called every
-// kDeltaReleaseEvery bytes read. Deterministic for the same inputs.
-bool CompressesLargerThan(std::span<const uint8_t> data, int level, uint64_t limit,
-                          const std::function<void()>& release) {
-  if (data.size() <= limit) return false;  // the data itself would be stored
-  std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
-  if (!cctx || ZSTD_isError(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level)) ||
-      ZSTD_isError(ZSTD_CCtx_setPledgedSrcSize(cctx.get(), data.size()))) {
-    return true;  // counted as incompressible: as the data itself
-  }
-  std::vector<uint8_t> out(ZSTD_CStreamOutSize());
-  uint64_t produced = 0, since_release = 0;
-  constexpr size_t kStep = 1 << 20;
-  for (size_t off = 0;;) {
-    const size_t n = std::min(kStep, data.size() - off);
-    const bool last = off + n == data.size();
-    ZSTD_inBuffer in{data.data() + off, n, 0};
-    for (;;) {
-      ZSTD_outBuffer o{out.data(), out.size(), 0};
-      const size_t r =
-          ZSTD_compressStream2(cctx.get(), &o, &in, last ? ZSTD_e_end : ZSTD_e_continue);
-      if (ZSTD_isError(r)) return true;
-      produced += o.pos;
-      if (produced > limit) return true;
-      if (last ? r == 0 : in.pos == in.size) break;
-    }
-    off += n;
-    if (last) return false;
+// Whether the builder would store more than `limit` bytes for `data` as a
+// file's data: each chunk of 2^chunk_log2 bytes compressed on its own with
+// zstd at `level`, kept as is when that is not smaller (builder.cc).
+// Stops as soon as the sum passes `limit`, so a file whose delta is small
+// costs little; `release` is called every kDeltaReleaseEvery bytes read.
+bool DataStoresMoreThan(std::span<const uint8_t> data, int level, uint32_t chunk_log2,
+                        uint64_t limit, const std::function<void()>& release) {
+  if (data.size() <= limit) return false;
+  struct CCtxDeleter {
+    void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+  };
+  thread_local std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
+  const size_t chunk = size_t{1} << chunk_log2;
+  std::vector<uint8_t> out(ZSTD_compressBound(chunk));
+  uint64_t stored = 0, since_release = 0;
+  for (size_t off = 0; off < data.size(); off += chunk) {
+    const size_t n = std::min(chunk, data.size() - off);
+    const size_t r =
+        cctx ? ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), data.data() + off, n, level)
+             : n;
+    stored += ZSTD_isError(r) ? n : std::min(r, n);
+    if (stored > limit) return true;
     since_release += n;
     if (release && since_release >= kDeltaReleaseEvery) {
       since_release = 0;
       release();
     }
   }
+  return false;
 }
 
 // The patch being assembled: the plan laid out as a SourceTree.
@@ -712,8 +704,8 @@ class PatchAssembler {
                           EncodeDelta(lower_bytes->bytes(), data.bytes(), dopts));
       lower_bytes.reset();
       data.Release();
-      const bool smaller = CompressesLargerThan(data.bytes(), opts_.zstd_level, delta.size(),
-                                                [&] { data.Release(); });
+      const bool smaller = DataStoresMoreThan(data.bytes(), opts_.zstd_level, opts_.chunk_log2,
+                                              delta.size(), [&] { data.Release(); });
       data.Release();
       if (smaller) {
         n.flags |= kInodeDelta;
