@@ -9,9 +9,15 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -463,6 +469,87 @@ bool DataStoresMoreThan(std::span<const uint8_t> data, int level, uint32_t chunk
   return false;
 }
 
+// Runs jobs on up to `workers` threads. Each job has a cost (e.g. the bytes
+// it works on); Submit blocks while the jobs submitted and not yet finished
+// cost `max_cost` or more with it (a job alone may cost more). With no
+// thread (workers 0, or none could be started) Submit runs the job itself.
+// The destructor waits for every job submitted.
+class JobPool {
+ public:
+  JobPool(unsigned workers, uint64_t max_cost) : max_cost_(max_cost) {
+    for (unsigned i = 0; i < workers; ++i) {
+      try {
+        threads_.emplace_back([this] { Work(); });
+      } catch (const std::system_error&) {
+        break;  // fewer threads
+      }
+    }
+  }
+  ~JobPool() {
+    {
+      std::unique_lock lock(mu_);
+      idle_.wait(lock, [&] { return pending_ == 0; });
+      stop_ = true;
+    }
+    work_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  JobPool(const JobPool&) = delete;
+  JobPool& operator=(const JobPool&) = delete;
+
+  void Submit(uint64_t cost, std::function<void()> job) {
+    if (threads_.empty()) return job();
+    {
+      std::unique_lock lock(mu_);
+      idle_.wait(lock, [&] { return pending_ == 0 || pending_cost_ + cost <= max_cost_; });
+      ++pending_;
+      pending_cost_ += cost;
+      queue_.push_back({cost, std::move(job)});
+    }
+    work_.notify_one();
+  }
+  // Returns when every job submitted has finished.
+  void Wait() {
+    std::unique_lock lock(mu_);
+    idle_.wait(lock, [&] { return pending_ == 0; });
+  }
+
+ private:
+  void Work() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(mu_);
+        work_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job.run();
+      {
+        std::lock_guard lock(mu_);
+        --pending_;
+        pending_cost_ -= job.cost;
+      }
+      idle_.notify_all();
+    }
+  }
+
+  struct Job {
+    uint64_t cost = 0;
+    std::function<void()> run;
+  };
+  const uint64_t max_cost_;
+  std::mutex mu_;
+  std::condition_variable work_;  // a job queued, or stop
+  std::condition_variable idle_;  // a job finished
+  std::deque<Job> queue_;
+  size_t pending_ = 0;  // queued or running
+  uint64_t pending_cost_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
 // The patch being assembled: the plan laid out as a SourceTree.
 class PatchAssembler {
  public:
@@ -640,28 +727,43 @@ class PatchAssembler {
         ShipData(n, ti, nullptr);  // read by the builder from the directory
       }
     }
+    // Files are read here, one at a time and in order; small files' deltas
+    // are made on the pool, one file per thread, large files' here with
+    // every thread on their segments. Each file's outcome depends on its
+    // bytes alone, so the patch does not depend on the threads.
+    const unsigned threads = opts_.threads > 0 ? static_cast<unsigned>(opts_.threads)
+                                               : std::max(1u, std::thread::hardware_concurrency());
+    JobPool pool(threads > 1 ? threads : 0, kPoolInputBytes);
+    Status read;
     if (target_.view) {
-      for (uint32_t p = 0; p < need.size(); ++p) {
+      for (uint32_t p = 0; p < need.size() && read.ok(); ++p) {
         if (!need[p]) continue;
-        FsVerityHasher hasher;
-        CX_ASSIGN_OR_RETURN(auto copy,
-                            CopyViewFile(*target_.view, target_.view_nodes[p], t_.node(p).size,
-                                         "target /" + t_.rel[p], opts_.output_path, &hasher));
-        if (hasher.Final() != t_.digest[p]) {
-          return Status::Corruption("target /" + t_.rel[p] + ": content does not match its digest");
-        }
-        CX_RETURN_IF_ERROR(ShipOne(p, *copy));
-      }
-      return Status::Ok();
-    }
-    return ReadDirTarget(
-        *t_.tree, need, &opts_.output_path,
-        [this](uint32_t p, const Digest& d, std::unique_ptr<const Scratch> copy) {
-          if (d != t_.digest[p]) {
-            return Status::IOError(t_.tree->PathOf(p) + ": changed while the patch was built");
+        read = [&]() -> Status {
+          FsVerityHasher hasher;
+          CX_ASSIGN_OR_RETURN(auto copy,
+                              CopyViewFile(*target_.view, target_.view_nodes[p], t_.node(p).size,
+                                           "target /" + t_.rel[p], opts_.output_path, &hasher));
+          if (hasher.Final() != t_.digest[p]) {
+            return Status::Corruption("target /" + t_.rel[p] +
+                                      ": content does not match its digest");
           }
-          return ShipOne(p, *copy);
-        });
+          return ShipOne(p, std::move(copy), &pool);
+        }();
+      }
+    } else {
+      read = ReadDirTarget(
+          *t_.tree, need, &opts_.output_path,
+          [&](uint32_t p, const Digest& d, std::unique_ptr<const Scratch> copy) {
+            if (d != t_.digest[p]) {
+              return Status::IOError(t_.tree->PathOf(p) + ": changed while the patch was built");
+            }
+            return ShipOne(p, std::move(copy), &pool);
+          });
+    }
+    if (!read.ok()) Failed(files_read_, read);
+    pool.Wait();
+    // The first failure in file order: every file before it was tried.
+    return first_error_ ? first_error_->second : Status::Ok();
   }
 
   // The lower file a delta for target node `ti` is made against: the lower
@@ -681,46 +783,102 @@ class PatchAssembler {
     return base;
   }
 
-  // Ships target file `p` (a primary node), whose bytes are `data` (a
-  // copy whose digest was checked): a delta when one beats the compressed
-  // data, else the data. The lower file is copied out of the lower state
-  // the same way; both copies' pages are released as the encoder goes, so
-  // resident memory stays small whatever the files' size.
-  Status ShipOne(uint32_t p, const Scratch& data) {
-    SourceNode& n = out_.nodes[node_of_.at(p)];
-    if (data.bytes().size() != n.size) return Status::Internal(t_.rel[p] + ": size changed");
-    if (const uint32_t base = DeltaBase(p); base != UINT32_MAX) {
-      const uint32_t lp = l_.primary[base];
-      CX_ASSIGN_OR_RETURN(auto lower_bytes,
+  // Input bytes (target and lower files) of the files being decided on the
+  // pool at once: what bounds its memory (the encoder's suffix array takes
+  // 4 bytes per lower byte, besides its inputs).
+  static constexpr uint64_t kPoolInputBytes = 16u << 20;
+
+  // One target file to decide: its bytes, its delta base and lower bytes.
+  struct FileJob {
+    uint32_t p = 0;      // target primary node
+    uint64_t order = 0;  // in the order files are read
+    uint32_t base = 0;   // lower node of the delta base; UINT32_MAX: none
+    std::unique_ptr<const Scratch> data, lower;
+  };
+
+  // Ships target file `p` (a primary node), whose bytes are `data` (a copy
+  // whose digest was checked): a delta when one beats what the data would
+  // store, else the data. The lower file is copied out of the lower state
+  // here, in file order; the delta is made on `pool` for a small pair, here
+  // (with every thread) for a large one. Both copies' pages are released as
+  // the encoder goes, so resident memory stays small whatever the files'
+  // size.
+  Status ShipOne(uint32_t p, std::unique_ptr<const Scratch> data, JobPool* pool) {
+    auto job = std::make_shared<FileJob>();
+    job->p = p;
+    job->order = files_read_++;
+    job->base = DeltaBase(p);
+    job->data = std::move(data);
+    if (job->data->bytes().size() != t_.node(p).size) {
+      return Status::Internal(t_.rel[p] + ": size changed");
+    }
+    if (job->base != UINT32_MAX) {
+      const uint32_t lp = l_.primary[job->base];
+      CX_ASSIGN_OR_RETURN(job->lower,
                           CopyViewFile(lower_, lower_nodes_[lp], l_.node(lp).size,
-                                       "lower /" + l_.rel[base], opts_.output_path, nullptr));
+                                       "lower /" + l_.rel[job->base], opts_.output_path, nullptr));
+    }
+    const uint64_t bytes =
+        job->data->bytes().size() + (job->lower ? job->lower->bytes().size() : 0);
+    if (bytes >= kDeltaReleaseEvery) return Decide(*job, opts_.threads);
+    pool->Submit(bytes, [this, job] {
+      {
+        std::lock_guard lock(mu_);
+        if (first_error_ && first_error_->first < job->order) return;  // moot
+      }
+      if (Status st = Decide(*job, 1); !st.ok()) Failed(job->order, st);
+    });
+    return Status::Ok();
+  }
+
+  // Records the failure of the file read `order`th; the first in order wins.
+  void Failed(uint64_t order, const Status& st) {
+    std::lock_guard lock(mu_);
+    if (!first_error_ || order < first_error_->first) first_error_.emplace(order, st);
+  }
+
+  // Makes the delta of `job` (if it has a base) with `threads` threads and
+  // ships the file: as the delta when smaller than what its data would
+  // store, else as data. Safe to run on several threads at once.
+  Status Decide(const FileJob& job, int threads) {
+    const Scratch& data = *job.data;
+    std::optional<std::vector<uint8_t>> delta;
+    if (job.base != UINT32_MAX) {
       DeltaOptions dopts = opts_.delta;
-      dopts.threads = opts_.threads;
+      dopts.threads = threads;
       dopts.release_inputs = [&] {
         data.Release();
-        lower_bytes->Release();
+        job.lower->Release();
       };
-      CX_ASSIGN_OR_RETURN(std::vector<uint8_t> delta,
-                          EncodeDelta(lower_bytes->bytes(), data.bytes(), dopts));
-      lower_bytes.reset();
+      CX_ASSIGN_OR_RETURN(std::vector<uint8_t> d,
+                          EncodeDelta(job.lower->bytes(), data.bytes(), dopts));
+      job.lower->Release();
       data.Release();
-      const bool smaller = DataStoresMoreThan(data.bytes(), opts_.zstd_level, opts_.chunk_log2,
-                                              delta.size(), [&] { data.Release(); });
-      data.Release();
-      if (smaller) {
-        n.flags |= kInodeDelta;
-        n.source_path = l_.rel[base];
-        n.content = std::make_shared<const std::string>(delta.begin(), delta.end());
-        stats_->files.push_back({t_.rel[p], Shipped::kDelta, n.source_path, n.size, delta.size()});
-        stats_->stored_file_bytes += delta.size();
-        return Status::Ok();
+      if (DataStoresMoreThan(data.bytes(), opts_.zstd_level, opts_.chunk_log2, d.size(),
+                             [&] { data.Release(); })) {
+        delta = std::move(d);
       }
+      data.Release();
     }
-    // A directory target's file is read again by the builder; an image
-    // target's bytes come from memory.
-    const auto b = data.bytes();
-    ShipData(n, p,
-             target_.view ? std::make_shared<const std::string>(b.begin(), b.end()) : nullptr);
+    // A directory target's file shipped as data is read again by the
+    // builder; an image target's bytes come from memory.
+    std::shared_ptr<const std::string> content;
+    if (delta) {
+      content = std::make_shared<const std::string>(delta->begin(), delta->end());
+    } else if (target_.view) {
+      content = std::make_shared<const std::string>(data.bytes().begin(), data.bytes().end());
+    }
+    std::lock_guard lock(mu_);
+    SourceNode& n = out_.nodes[node_of_.at(job.p)];
+    if (!delta) {
+      ShipData(n, job.p, std::move(content));
+      return Status::Ok();
+    }
+    n.flags |= kInodeDelta;
+    n.source_path = l_.rel[job.base];
+    n.content = std::move(content);
+    stats_->files.push_back({t_.rel[job.p], Shipped::kDelta, n.source_path, n.size, delta->size()});
+    stats_->stored_file_bytes += delta->size();
     return Status::Ok();
   }
 
@@ -743,6 +901,11 @@ class PatchAssembler {
   std::unordered_map<std::string, uint32_t> lower_by_path_;
   std::map<Digest, uint32_t> lower_by_digest_;  // first lower regular file with the digest
   std::unordered_map<std::string, uint32_t> lower_by_name_;
+  uint64_t files_read_ = 0;  // Ship: target files read so far
+  // Ship, while files are decided on several threads: guards out_.nodes'
+  // file fields, stats_->files, stats_->stored_file_bytes and first_error_.
+  std::mutex mu_;
+  std::optional<std::pair<uint64_t, Status>> first_error_;  // file order, failure
 };
 
 Status CheckOptions(const LowerIdentity& id, const PatchOptions& opts, Manifest* m) {

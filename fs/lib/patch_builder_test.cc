@@ -393,7 +393,7 @@ TEST_F(PatchBuilderTest, ChangedContentShipsADeltaThatDecodesToTheTarget) {
 // as it is read: kDeltaReleaseEvery) with four bytes flipped ships a delta of
 // under 1 KiB that decodes to it; the scratch copies mkpatch maps leave
 // nothing behind in the output directory; and the patch is the same bytes
-// with 1 and 3 threads.
+// with 1 and 3 threads (small files' deltas are made several at a time).
 TEST_F(PatchBuilderTest, LargeFileWithFewChangesIsASmallDeltaTheSameWithAnyThreads) {
   Common(this, base_, target_);
   const std::string old = test::RandomBytes(2 * kDeltaReleaseEvery + 12345, 21);
@@ -407,6 +407,13 @@ TEST_F(PatchBuilderTest, LargeFileWithFewChangesIsASmallDeltaTheSameWithAnyThrea
   small_now[100] ^= 1;
   WriteFile(base_ + "/small", small_old);
   WriteFile(target_ + "/small", small_now);
+  for (int i = 0; i < 16; ++i) {
+    const std::string name = "/lib" + std::to_string(i);
+    std::string b = test::RandomBytes(5000 + 3000 * i, 100 + i), t = b;
+    t.replace(static_cast<size_t>(i) * 100, 6, "edited");
+    WriteFile(base_ + name, b);
+    WriteFile(target_ + name, t);
+  }
   ASSERT_TRUE(MakeAndOpen());
   ASSERT_NE(Shipping("big"), nullptr);
   EXPECT_EQ(Shipping("big")->how, Shipped::kDelta);
@@ -427,6 +434,39 @@ TEST_F(PatchBuilderTest, LargeFileWithFewChangesIsASmallDeltaTheSameWithAnyThrea
     o.threads = threads;
     ASSERT_TRUE(MakePatch(*lower_, *LowerIdentityOf(*lower_), *target, o).ok());
     EXPECT_TRUE(ReadFile(out) == first);
+  }
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ(Shipping("lib" + std::to_string(i))->how, Shipped::kDelta) << i;
+  }
+}
+
+// With files decided on several threads, a target file that changed since
+// the scan still fails the patch with kIOError naming it, and nothing is
+// written (the files before it may be on the pool when it is found).
+TEST_F(PatchBuilderTest, FileChangedAmongManyFailsNamingItWithAnyThreads) {
+  Common(this, base_, target_);
+  for (int i = 0; i < 24; ++i) {
+    const std::string name = "/f" + std::to_string(100 + i);
+    std::string b = test::RandomBytes(40000, 200 + i), t = b;
+    t[777] ^= 1;
+    WriteFile(base_ + name, b);
+    WriteFile(target_ + name, t);
+  }
+  ASSERT_EQ(SealImage(base_, work_->Join("b.cryptex")).code(), Code::kOk);
+  auto lower = Open(work_->Join("b.cryptex"), {});
+  ASSERT_TRUE(lower);
+  auto target = ScanPatchTarget(target_);
+  ASSERT_TRUE(target.ok());
+  WriteFile(target_ + "/f117", test::RandomBytes(40001, 9));  // grown since the scan
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(threads);
+    const std::string out = work_->Join("o" + std::to_string(threads));
+    PatchOptions o = Options(out);
+    o.threads = threads;
+    auto r = MakePatch(*lower, *LowerIdentityOf(*lower), *target, o);
+    EXPECT_EQ(r.status().code(), Code::kIOError) << r.status().ToString();
+    EXPECT_TRUE(test::Contains(r.status().message(), target_ + "/f117")) << r.status().ToString();
+    EXPECT_FALSE(fs::exists(out));
   }
 }
 
