@@ -470,10 +470,11 @@ bool DataStoresMoreThan(std::span<const uint8_t> data, int level, uint32_t chunk
 }
 
 // Runs jobs on up to `workers` threads. Each job has a cost (e.g. the bytes
-// it works on); Submit blocks while the jobs submitted and not yet finished
-// cost `max_cost` or more with it (a job alone may cost more). With no
-// thread (workers 0, or none could be started) Submit runs the job itself.
-// The destructor waits for every job submitted.
+// it works on); Submit blocks while 4 jobs per thread are submitted and not
+// yet finished, or while those would cost more than `max_cost` with it (a
+// job alone may cost more). With no thread (workers 0, or none could be
+// started) Submit runs the job itself. The destructor waits for every job
+// submitted.
 class JobPool {
  public:
   JobPool(unsigned workers, uint64_t max_cost) : max_cost_(max_cost) {
@@ -501,7 +502,10 @@ class JobPool {
     if (threads_.empty()) return job();
     {
       std::unique_lock lock(mu_);
-      idle_.wait(lock, [&] { return pending_ == 0 || pending_cost_ + cost <= max_cost_; });
+      idle_.wait(lock, [&] {
+        return pending_ == 0 ||
+               (pending_ < 4 * threads_.size() && pending_cost_ + cost <= max_cost_);
+      });
       ++pending_;
       pending_cost_ += cost;
       queue_.push_back({cost, std::move(job)});
