@@ -309,9 +309,10 @@ class Planner {
 // behind), mapped read-only once written. Its pages are file pages:
 // Release() drops them from the process and what is read again comes back
 // from the page cache, so a large file need not stay resident while a delta
-// is made from it. The bytes never change once mapped (nothing else can
-// open the file), so they are exactly the bytes that were hashed on the way
-// in, whatever happens to the file they were copied from.
+// is made from it. The bytes never change once mapped (the file has no name,
+// or, where the file system lacks O_TMPFILE, a temporary one beside the
+// output), so they are exactly the bytes that were hashed on the way in,
+// whatever happens to the file they were copied from.
 class Scratch {
  public:
   // `beside`: the patch's output path; `what` names the copied file in errors.
