@@ -69,14 +69,28 @@ class Pacer {
   uint64_t read_ = 0;
 };
 
+// Loops below that may run over megabytes tell the pacer in steps of this
+// many iterations (per iteration would cost more than the loops' work).
+constexpr uint64_t kPaceStep = 64 << 10;
+
+// Runs body(i) for i in [from, to), telling `pacer` every kPaceStep.
+template <typename Body>
+void PacedLoop(uint64_t from, uint64_t to, Pacer* pacer, const Body& body) {
+  while (from < to) {
+    const uint64_t stop = to - from > kPaceStep ? from + kPaceStep : to;
+    for (uint64_t i = from; i < stop; ++i) body(i);
+    pacer->Read(stop - from);
+    from = stop;
+  }
+}
+
 // MatchLen for runs that may be long (megabytes): compared in steps, paced.
 uint64_t LongMatchLen(const uint8_t* a, uint64_t na, const uint8_t* b, uint64_t nb, Pacer* pacer) {
-  constexpr uint64_t kStep = 64 << 10;
   const uint64_t n = std::min(na, nb);
   uint64_t i = 0;
-  while (n - i >= kStep && std::memcmp(a + i, b + i, kStep) == 0) {
-    i += kStep;
-    pacer->Read(2 * kStep);
+  while (n - i >= kPaceStep && std::memcmp(a + i, b + i, kPaceStep) == 0) {
+    i += kPaceStep;
+    pacer->Read(2 * kPaceStep);
   }
   return i + MatchLen(a + i, n - i, b + i, n - i);
 }
@@ -119,8 +133,7 @@ std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint
       }
     }
     if (t + kBlock < m) h = roller.Roll(h, T[t], T[t + kBlock]);
-    ++t;
-    pacer->Read(1);
+    if ((++t & (kPaceStep - 1)) == 0) pacer->Read(kPaceStep);
   }
   return anchors;
 }
@@ -217,9 +230,9 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
       std::tie(pos, len) = finder.Search(scan);
       pacer.Read(1);
       scsc = std::max(scsc, scan);
-      for (; scsc < scan + len; ++scsc) {
-        old_score += same(scsc, last_off);
-        pacer.Read(1);
+      if (scsc < scan + len) {
+        PacedLoop(scsc, scan + len, &pacer, [&](uint64_t k) { old_score += same(k, last_off); });
+        scsc = scan + len;
       }
       if ((len == old_score && len != 0) || len > old_score + kMinGain) break;
       if (scsc > scan && same(scan, last_off)) --old_score;
@@ -229,27 +242,27 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
     uint64_t lenf = 0;
     {
       int64_t s = 0, best = 0;
-      for (uint64_t i = 0; last_scan + i < scan && last_pos + i < n; ++i) {
+      const uint64_t lim = std::min(scan - last_scan, last_pos < n ? n - last_pos : 0);
+      PacedLoop(0, lim, &pacer, [&](uint64_t i) {
         if (L[last_pos + i] == T[last_scan + i]) ++s;
-        pacer.Read(1);
         if (2 * s - static_cast<int64_t>(i + 1) > 2 * best - static_cast<int64_t>(lenf)) {
           best = s;
           lenf = i + 1;
         }
-      }
+      });
     }
     // Backward extension of the new one.
     uint64_t lenb = 0;
     if (scan < m) {
       int64_t s = 0, best = 0;
-      for (uint64_t i = 1; scan >= last_scan + i && pos >= i; ++i) {
+      const uint64_t lim = std::min(scan - last_scan, pos);  // i in [1, lim]
+      PacedLoop(1, lim + 1, &pacer, [&](uint64_t i) {
         if (L[pos - i] == T[scan - i]) ++s;
-        pacer.Read(1);
         if (2 * s - static_cast<int64_t>(i) > 2 * best - static_cast<int64_t>(lenb)) {
           best = s;
           lenb = i;
         }
-      }
+      });
     }
     // Where both claim the same target bytes, split where the sum is best.
     if (last_scan + lenf > scan - lenb) {
