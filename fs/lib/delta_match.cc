@@ -73,15 +73,31 @@ class Pacer {
 // many iterations (per iteration would cost more than the loops' work).
 constexpr uint64_t kPaceStep = 64 << 10;
 
-// Runs body(i) for i in [from, to), telling `pacer` every kPaceStep.
+// Runs body(a, b) over [from, to) cut into pieces [a, b) of at most
+// kPaceStep, telling `pacer` after each.
 template <typename Body>
-void PacedLoop(uint64_t from, uint64_t to, Pacer* pacer, const Body& body) {
+void PacedPieces(uint64_t from, uint64_t to, Pacer* pacer, const Body& body) {
   while (from < to) {
     const uint64_t stop = to - from > kPaceStep ? from + kPaceStep : to;
-    for (uint64_t i = from; i < stop; ++i) body(i);
+    body(from, stop);
     pacer->Read(stop - from);
     from = stop;
   }
+}
+
+// Runs body(i) for i in [from, to), telling `pacer` every kPaceStep.
+template <typename Body>
+void PacedLoop(uint64_t from, uint64_t to, Pacer* pacer, const Body& body) {
+  PacedPieces(from, to, pacer, [&](uint64_t a, uint64_t b) {
+    for (uint64_t i = a; i < b; ++i) body(i);
+  });
+}
+
+// Positions i < n where a[i] == b[i] (a loop the compiler vectorises).
+uint64_t CountEqual(const uint8_t* a, const uint8_t* b, uint64_t n) {
+  uint64_t c = 0;
+  for (uint64_t i = 0; i < n; ++i) c += a[i] == b[i];
+  return c;
 }
 
 // MatchLen for runs that may be long (megabytes): compared in steps, paced.
@@ -231,7 +247,14 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
       pacer.Read(1);
       scsc = std::max(scsc, scan);
       if (scsc < scan + len) {
-        PacedLoop(scsc, scan + len, &pacer, [&](uint64_t k) { old_score += same(k, last_off); });
+        PacedPieces(scsc, scan + len, &pacer, [&](uint64_t a, uint64_t b) {
+          const int64_t la = static_cast<int64_t>(a) + last_off;
+          if (la >= 0 && static_cast<uint64_t>(la) + (b - a) <= n) {  // all within L
+            old_score += CountEqual(&L[static_cast<uint64_t>(la)], &T[a], b - a);
+          } else {
+            for (uint64_t k = a; k < b; ++k) old_score += same(k, last_off);
+          }
+        });
         scsc = scan + len;
       }
       if ((len == old_score && len != 0) || len > old_score + kMinGain) break;
@@ -243,11 +266,29 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
     {
       int64_t s = 0, best = 0;
       const uint64_t lim = std::min(scan - last_scan, last_pos < n ? n - last_pos : 0);
-      PacedLoop(0, lim, &pacer, [&](uint64_t i) {
-        if (L[last_pos + i] == T[last_scan + i]) ++s;
-        if (2 * s - static_cast<int64_t>(i + 1) > 2 * best - static_cast<int64_t>(lenf)) {
-          best = s;
-          lenf = i + 1;
+      PacedPieces(0, lim, &pacer, [&](uint64_t a, uint64_t b) {
+        constexpr uint64_t kRun = 64;
+        for (uint64_t i = a; i < b;) {
+          // A run of kRun equal bytes raises 2*s - (i + 1) by one per byte,
+          // so the byte loop would end it with its last byte the best.
+          if (b - i >= kRun && std::memcmp(&L[last_pos + i], &T[last_scan + i], kRun) == 0) {
+            s += static_cast<int64_t>(kRun);
+            i += kRun;
+            if (2 * s - static_cast<int64_t>(i) > 2 * best - static_cast<int64_t>(lenf)) {
+              best = s;
+              lenf = i;
+            }
+            continue;
+          }
+          // Else byte by byte, for a run's length (a failed compare per byte
+          // would cost more than the loop).
+          for (const uint64_t e = std::min(b, i + kRun); i < e; ++i) {
+            if (L[last_pos + i] == T[last_scan + i]) ++s;
+            if (2 * s - static_cast<int64_t>(i + 1) > 2 * best - static_cast<int64_t>(lenf)) {
+              best = s;
+              lenf = i + 1;
+            }
+          }
         }
       });
     }
