@@ -968,6 +968,7 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
   if (!changed) {
     return Status::InvalidArgument("the target is identical to the lower state: nothing to patch");
   }
+  if (opts.after_digests) opts.after_digests();
   PatchStats stats;
   PatchAssembler assembler(t, l, low.view_nodes, target, lower, opts, &stats);
   CX_ASSIGN_OR_RETURN(SourceTree tree, assembler.Assemble(plan));

@@ -78,6 +78,9 @@ struct PatchOptions {
   // Test hook, as BuildOptions::after_source_read: files of a directory
   // target shipped as data are read (again) while the image is written.
   std::function<void(const std::string& path, uint64_t bytes_read)> after_source_read;
+  // Test hook: called once every target file's digest has been read and the
+  // patch planned, before changed files are read again to be shipped.
+  std::function<void()> after_digests;
 };
 
 // How one regular file of the patch is shipped.

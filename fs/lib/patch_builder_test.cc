@@ -849,6 +849,46 @@ TEST_F(PatchBuilderTest, TargetChangedSinceTheScanFailsNamingTheFile) {
   EXPECT_FALSE(fs::exists(work_->Join("o1")) || fs::exists(work_->Join("o2")));
 }
 
+// A target file rewritten with other bytes of the same size after its
+// digest was read (the digest the patch signs) and before it is read again
+// to make its delta fails the patch with kIOError naming it: never a patch
+// whose bytes do not match its signed digest. Nothing is written.
+TEST_F(PatchBuilderTest, FileRewrittenAfterItsDigestFailsNamingIt) {
+  Common(this, base_, target_);
+  const std::string old = test::RandomBytes(50000, 31);
+  std::string now = old;
+  now[1234] ^= 1;
+  WriteFile(base_ + "/f", old);
+  WriteFile(target_ + "/f", now);
+  ASSERT_EQ(SealImage(base_, work_->Join("b.cryptex")).code(), Code::kOk);
+  auto lower = Open(work_->Join("b.cryptex"), {});
+  ASSERT_TRUE(lower);
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(threads);
+    WriteFile(target_ + "/f", now);
+    auto target = ScanPatchTarget(target_);
+    ASSERT_TRUE(target.ok());
+    const std::string out = work_->Join("o" + std::to_string(threads));
+    PatchOptions o = Options(out);
+    o.threads = threads;
+    o.after_digests = [&] {
+      std::string other = now;
+      other[40000] ^= 1;
+      // In place: same inode, same size (and mtime kept), as an editor
+      // racing the build might.
+      struct stat st;
+      ASSERT_EQ(stat((target_ + "/f").c_str(), &st), 0);
+      WriteFile(target_ + "/f", other);
+      const struct timespec ts[2] = {st.st_atim, st.st_mtim};
+      ASSERT_EQ(utimensat(AT_FDCWD, (target_ + "/f").c_str(), ts, 0), 0);
+    };
+    auto r = MakePatch(*lower, *LowerIdentityOf(*lower), *target, o);
+    EXPECT_EQ(r.status().code(), Code::kIOError) << r.status().ToString();
+    EXPECT_TRUE(test::Contains(r.status().message(), target_ + "/f")) << r.status().ToString();
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
 // A new file of a directory target ships as data read from the directory
 // while the image is written (not held in memory), with the builder's
 // checks: a file that changes while it is read fails the patch, naming it.
