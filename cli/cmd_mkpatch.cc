@@ -225,6 +225,11 @@ int CmdMkpatch(int argc, char** argv) {
   }
   ImageOptions io;
   io.trust = &*trust;
+  // mkpatch reads each file of the lower state (and of an image target) at
+  // most once, front to back: caches beyond a few frames and the hash-tree
+  // path of the current block would only add resident memory.
+  io.frame_cache_bytes = 2u << 20;
+  io.block_cache_bytes = 2u << 20;
   auto lower = OpenStack(*from, on, io);
   if (!lower.ok()) return Fail("mkpatch", lower.status());
   auto identity = LowerIdentityOf(**lower);

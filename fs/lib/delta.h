@@ -37,7 +37,18 @@ struct DeltaOptions {
   // Threads that encode segments; 0 = hardware concurrency. The output does
   // not depend on it.
   int threads = 0;
+  // Optional. Called from the calling thread after every few MiB of input
+  // read (kDeltaReleaseEvery), at moments when no other thread of the
+  // encoder reads the inputs. A caller whose inputs are read-only file
+  // mappings may drop their pages then (madvise MADV_DONTNEED; what is read
+  // again comes back from the page cache), so that a large pair of files
+  // need not be resident at once. The output does not depend on it.
+  std::function<void()> release_inputs;
 };
+
+// Input bytes an encoder pass reads between two calls of release_inputs
+// (about: passes read in steps of up to a segment or block).
+inline constexpr uint64_t kDeltaReleaseEvery = uint64_t{8} << 20;
 
 // Encodes `target` against `lower`. Either may be empty. The result decodes
 // with DeltaReader against exactly these lower bytes. Memory besides the

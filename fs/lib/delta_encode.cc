@@ -226,6 +226,21 @@ void ParallelFor(uint64_t n, unsigned workers, const Fn& fn) {
   for (auto& t : threads) t.join();
 }
 
+// ParallelFor over [0, n) in batches of segments covering about
+// kDeltaReleaseEvery target bytes, with `release` called (when set) after
+// each batch, its workers joined: no thread reads the inputs then.
+template <typename Fn>
+void ParallelForReleasing(uint64_t n, unsigned workers, uint64_t seg,
+                          const std::function<void()>& release, const Fn& fn) {
+  const uint64_t batch = release ? std::max<uint64_t>(1, kDeltaReleaseEvery / seg) : n;
+  for (uint64_t first = 0; first < n; first += batch) {
+    const uint64_t count = std::min(batch, n - first);
+    ParallelFor(count, static_cast<unsigned>(std::min<uint64_t>(workers, count)),
+                [&](unsigned w, uint64_t i) { fn(w, first + i); });
+    if (release) release();
+  }
+}
+
 std::optional<RefModel> BuildModel(std::span<const uint8_t> lower, std::span<const uint8_t> target,
                                    const std::vector<Match>& matches) {
   RefModel model;
@@ -265,7 +280,7 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
                                    " bytes needs more than " + std::to_string(kMaxDeltaSegments) +
                                    " delta segments");
   }
-  const std::vector<Match> matches = delta::FindMatches(lower, target);
+  const std::vector<Match> matches = delta::FindMatches(lower, target, opts.release_inputs);
   std::optional<RefModel> model;
   if (opts.elf_references) model = BuildModel(lower, target, matches);
 
@@ -278,7 +293,7 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
   encoders.reserve(workers);
   for (unsigned w = 0; w < workers; ++w) encoders.emplace_back(lower, target, matches, opts);
   std::vector<SegmentEncoder::Plan> plans(nseg);
-  ParallelFor(nseg, workers, [&](unsigned w, uint64_t i) {
+  ParallelForReleasing(nseg, workers, seg, opts.release_inputs, [&](unsigned w, uint64_t i) {
     const uint64_t s = i * seg, e = std::min(s + seg, uint64_t{target.size()});
     plans[i] = encoders[w].MakePlan(s, e, model ? &*model : nullptr);
   });
@@ -296,7 +311,7 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
     }
   }
   std::vector<std::vector<uint8_t>> payloads(nseg);
-  ParallelFor(nseg, workers, [&](unsigned w, uint64_t i) {
+  ParallelForReleasing(nseg, workers, seg, opts.release_inputs, [&](unsigned w, uint64_t i) {
     payloads[i] = encoders[w].Encode(plans[i], model ? &*model : nullptr);
     plans[i] = {};
   });

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -160,7 +161,9 @@ struct Match {
 };
 
 // bsdiff-class approximate matches of target against lower, sorted by tpos
-// and disjoint in the target.
-std::vector<Match> FindMatches(std::span<const uint8_t> lower, std::span<const uint8_t> target);
+// and disjoint in the target. `release` (may be empty): called after about
+// every kDeltaReleaseEvery input bytes read (DeltaOptions::release_inputs).
+std::vector<Match> FindMatches(std::span<const uint8_t> lower, std::span<const uint8_t> target,
+                               const std::function<void()>& release = {});
 
 }  // namespace cryptex::delta

@@ -8,6 +8,7 @@
 #include <limits>
 #include <unordered_map>
 
+#include "delta.h"
 #include "delta_internal.h"
 
 namespace cryptex::delta {
@@ -48,8 +49,71 @@ uint64_t MatchLen(const uint8_t* a, uint64_t na, const uint8_t* b, uint64_t nb) 
   return i;
 }
 
+// Counts the input bytes a pass reads and calls `release` after every
+// kDeltaReleaseEvery of them (DeltaOptions::release_inputs).
+class Pacer {
+ public:
+  explicit Pacer(const std::function<void()>& release)
+      : release_(release), every_(release ? kDeltaReleaseEvery : UINT64_MAX) {}
+  void Read(uint64_t n) {
+    read_ += n;
+    if (read_ >= every_) {
+      read_ = 0;
+      release_();
+    }
+  }
+
+ private:
+  const std::function<void()>& release_;
+  const uint64_t every_;
+  uint64_t read_ = 0;
+};
+
+// Loops below that may run over megabytes tell the pacer in steps of this
+// many iterations (per iteration would cost more than the loops' work).
+constexpr uint64_t kPaceStep = 64 << 10;
+
+// Runs body(a, b) over [from, to) cut into pieces [a, b) of at most
+// kPaceStep, telling `pacer` after each.
+template <typename Body>
+void PacedPieces(uint64_t from, uint64_t to, Pacer* pacer, const Body& body) {
+  while (from < to) {
+    const uint64_t stop = to - from > kPaceStep ? from + kPaceStep : to;
+    body(from, stop);
+    pacer->Read(stop - from);
+    from = stop;
+  }
+}
+
+// Runs body(i) for i in [from, to), telling `pacer` every kPaceStep.
+template <typename Body>
+void PacedLoop(uint64_t from, uint64_t to, Pacer* pacer, const Body& body) {
+  PacedPieces(from, to, pacer, [&](uint64_t a, uint64_t b) {
+    for (uint64_t i = a; i < b; ++i) body(i);
+  });
+}
+
+// Positions i < n where a[i] == b[i] (a loop the compiler vectorises).
+uint64_t CountEqual(const uint8_t* a, const uint8_t* b, uint64_t n) {
+  uint64_t c = 0;
+  for (uint64_t i = 0; i < n; ++i) c += a[i] == b[i];
+  return c;
+}
+
+// MatchLen for runs that may be long (megabytes): compared in steps, paced.
+uint64_t LongMatchLen(const uint8_t* a, uint64_t na, const uint8_t* b, uint64_t nb, Pacer* pacer) {
+  const uint64_t n = std::min(na, nb);
+  uint64_t i = 0;
+  while (n - i >= kPaceStep && std::memcmp(a + i, b + i, kPaceStep) == 0) {
+    i += kPaceStep;
+    pacer->Read(2 * kPaceStep);
+  }
+  return i + MatchLen(a + i, n - i, b + i, n - i);
+}
+
 // Exact matches of whole lower blocks (extended both ways), sorted by tpos.
-std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint8_t> T) {
+std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint8_t> T,
+                                Pacer* pacer) {
   std::vector<Match> anchors;
   const uint64_t n = L.size(), m = T.size();
   if (n < kBlock || m < kBlock) return anchors;
@@ -59,6 +123,7 @@ std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint
   const uint64_t filter_bits = filter.size() * 64;
   for (uint64_t off = 0; off + kBlock <= n; off += kBlock) {
     const uint64_t h = BlockHash::Of(&L[off]);
+    pacer->Read(kBlock);
     blocks.emplace(h, off);
     const uint64_t bit = (h >> 17) % filter_bits;
     filter[bit / 64] |= uint64_t{1} << (bit % 64);
@@ -73,9 +138,10 @@ std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint
       if (it != blocks.end() && std::memcmp(&T[t], &L[it->second], kBlock) == 0) {
         uint64_t ts = t, ls = it->second;
         while (ts > prev_end && ls > 0 && T[ts - 1] == L[ls - 1]) --ts, --ls;
-        const uint64_t len = (t - ts) + kBlock +
-                             MatchLen(T.data() + t + kBlock, m - t - kBlock,
-                                      L.data() + it->second + kBlock, n - it->second - kBlock);
+        const uint64_t len =
+            (t - ts) + kBlock +
+            LongMatchLen(T.data() + t + kBlock, m - t - kBlock, L.data() + it->second + kBlock,
+                         n - it->second - kBlock, pacer);
         anchors.push_back({ts, ls, len});
         prev_end = t = ts + len;
         if (t + kBlock <= m) h = BlockHash::Of(&T[t]);
@@ -83,15 +149,15 @@ std::vector<Match> BlockAnchors(std::span<const uint8_t> L, std::span<const uint
       }
     }
     if (t + kBlock < m) h = roller.Roll(h, T[t], T[t + kBlock]);
-    ++t;
+    if ((++t & (kPaceStep - 1)) == 0) pacer->Read(kPaceStep);
   }
   return anchors;
 }
 
 class Finder {
  public:
-  Finder(std::span<const uint8_t> L, std::span<const uint8_t> T) : L_(L), T_(T) {
-    anchors_ = BlockAnchors(L, T);
+  Finder(std::span<const uint8_t> L, std::span<const uint8_t> T, Pacer* pacer) : L_(L), T_(T) {
+    anchors_ = BlockAnchors(L, T, pacer);
     uint64_t covered = 0;
     for (const auto& a : anchors_) covered += a.size;
     const uint64_t loose = T.size() - covered;
@@ -100,6 +166,7 @@ class Finder {
         (n <= kSuffixArrayAlwaysBelow || loose * kSuffixArrayShare >= n)) {
       sa_.resize(n);
       if (divsufsort(L.data(), sa_.data(), static_cast<saidx_t>(n)) != 0) sa_.clear();
+      pacer->Read(n);
     }
   }
 
@@ -156,11 +223,13 @@ class Finder {
 // same span) by kMinGain bytes. Between two alignments, each is extended
 // approximately (forward / backward, keeping at least half the bytes equal);
 // what neither covers is extra data.
-std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8_t> T) {
+std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8_t> T,
+                               const std::function<void()>& release) {
   std::vector<Match> out;
   const uint64_t n = L.size(), m = T.size();
   if (n == 0 || m == 0) return out;
-  Finder finder(L, T);
+  Pacer pacer(release);
+  Finder finder(L, T, &pacer);
   auto same = [&](uint64_t t, int64_t off) {
     const uint64_t l = t + static_cast<uint64_t>(off);
     return l < n && L[l] == T[t];
@@ -175,8 +244,19 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
     uint64_t scsc = scan;
     for (; scan < m; ++scan) {
       std::tie(pos, len) = finder.Search(scan);
+      pacer.Read(1);
       scsc = std::max(scsc, scan);
-      for (; scsc < scan + len; ++scsc) old_score += same(scsc, last_off);
+      if (scsc < scan + len) {
+        PacedPieces(scsc, scan + len, &pacer, [&](uint64_t a, uint64_t b) {
+          const int64_t la = static_cast<int64_t>(a) + last_off;
+          if (la >= 0 && static_cast<uint64_t>(la) + (b - a) <= n) {  // all within L
+            old_score += CountEqual(&L[static_cast<uint64_t>(la)], &T[a], b - a);
+          } else {
+            for (uint64_t k = a; k < b; ++k) old_score += same(k, last_off);
+          }
+        });
+        scsc = scan + len;
+      }
       if ((len == old_score && len != 0) || len > old_score + kMinGain) break;
       if (scsc > scan && same(scan, last_off)) --old_score;
     }
@@ -185,25 +265,45 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
     uint64_t lenf = 0;
     {
       int64_t s = 0, best = 0;
-      for (uint64_t i = 0; last_scan + i < scan && last_pos + i < n; ++i) {
-        if (L[last_pos + i] == T[last_scan + i]) ++s;
-        if (2 * s - static_cast<int64_t>(i + 1) > 2 * best - static_cast<int64_t>(lenf)) {
-          best = s;
-          lenf = i + 1;
+      const uint64_t lim = std::min(scan - last_scan, last_pos < n ? n - last_pos : 0);
+      PacedPieces(0, lim, &pacer, [&](uint64_t a, uint64_t b) {
+        constexpr uint64_t kRun = 64;
+        for (uint64_t i = a; i < b;) {
+          // A run of kRun equal bytes raises 2*s - (i + 1) by one per byte,
+          // so the byte loop would end it with its last byte the best.
+          if (b - i >= kRun && std::memcmp(&L[last_pos + i], &T[last_scan + i], kRun) == 0) {
+            s += static_cast<int64_t>(kRun);
+            i += kRun;
+            if (2 * s - static_cast<int64_t>(i) > 2 * best - static_cast<int64_t>(lenf)) {
+              best = s;
+              lenf = i;
+            }
+            continue;
+          }
+          // Else byte by byte, for a run's length (a failed compare per byte
+          // would cost more than the loop).
+          for (const uint64_t e = std::min(b, i + kRun); i < e; ++i) {
+            if (L[last_pos + i] == T[last_scan + i]) ++s;
+            if (2 * s - static_cast<int64_t>(i + 1) > 2 * best - static_cast<int64_t>(lenf)) {
+              best = s;
+              lenf = i + 1;
+            }
+          }
         }
-      }
+      });
     }
     // Backward extension of the new one.
     uint64_t lenb = 0;
     if (scan < m) {
       int64_t s = 0, best = 0;
-      for (uint64_t i = 1; scan >= last_scan + i && pos >= i; ++i) {
+      const uint64_t lim = std::min(scan - last_scan, pos);  // i in [1, lim]
+      PacedLoop(1, lim + 1, &pacer, [&](uint64_t i) {
         if (L[pos - i] == T[scan - i]) ++s;
         if (2 * s - static_cast<int64_t>(i) > 2 * best - static_cast<int64_t>(lenb)) {
           best = s;
           lenb = i;
         }
-      }
+      });
     }
     // Where both claim the same target bytes, split where the sum is best.
     if (last_scan + lenf > scan - lenb) {

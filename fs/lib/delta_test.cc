@@ -2,15 +2,21 @@
 // ELF reference prediction.
 #include "delta.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <random>
 
 #include "delta_internal.h"
 #include "sha256.h"
+#include "test_util.h"
 
 namespace cryptex {
 namespace {
@@ -125,6 +131,72 @@ TEST(DeltaTest, LargeFileWithFewFlippedBytesIsTiny) {
   EXPECT_LT(d.size(), 1024u);
   EXPECT_LT(secs, 20.0);  // generous: sanitizer builds; the bench checks < 2 s
   EXPECT_TRUE(*ApplyDelta(d, base, "t") == t);
+}
+
+// A read-only file mapping of `bytes` (a file in `dir`), as mkpatch maps its
+// scratch copies.
+class MappedBytes {
+ public:
+  MappedBytes(const test::TempDir& dir, const std::string& name, const Bytes& bytes) {
+    test::WriteFile(dir.Join(name), std::string(bytes.begin(), bytes.end()));
+    const int fd = open(dir.Join(name).c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0);
+    void* m = mmap(nullptr, bytes.size(), PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    EXPECT_NE(m, MAP_FAILED);
+    if (m != MAP_FAILED) map_ = static_cast<const uint8_t*>(m), size_ = bytes.size();
+  }
+  ~MappedBytes() {
+    if (map_) munmap(const_cast<uint8_t*>(map_), size_);
+  }
+  std::span<const uint8_t> span() const { return {map_, size_}; }
+  void Release() const { madvise(const_cast<uint8_t*>(map_), size_, MADV_DONTNEED); }
+  // Resident bytes of the mapping in this process (its Rss in /proc/self/smaps).
+  uint64_t Resident() const {
+    std::ifstream smaps("/proc/self/smaps");
+    char start[32];
+    std::snprintf(start, sizeof start, "%lx-", reinterpret_cast<unsigned long>(map_));
+    bool in = false;
+    for (std::string line; std::getline(smaps, line);) {
+      if (line.rfind(start, 0) == 0) in = true;
+      if (in && line.rfind("Rss:", 0) == 0) return std::stoull(line.substr(4)) << 10;
+    }
+    ADD_FAILURE() << "mapping not in /proc/self/smaps";
+    return 0;
+  }
+
+ private:
+  const uint8_t* map_ = nullptr;
+  size_t size_ = 0;
+};
+
+// With release_inputs dropping the pages of mapped inputs, a large pair is
+// never resident at once: at each call, each input has at most about two
+// release steps of pages mapped (what the passes read since the last call).
+// The output is the same as without it, and decodes.
+TEST(DeltaTest, ReleasingMappedInputsKeepsThemSmallAndChangesNothing) {
+  const Bytes lower = Random(40u << 20, 8);
+  Bytes target = lower;
+  for (size_t off : {size_t{4097}, size_t{13u << 20}, size_t{27000001}, target.size() - 2}) {
+    target[off] ^= 0x5A;
+  }
+  test::TempDir dir;
+  const MappedBytes l(dir, "lower", lower), t(dir, "target", target);
+  DeltaOptions o;
+  uint64_t calls = 0, most = 0;
+  o.release_inputs = [&] {
+    ++calls;
+    most = std::max({most, l.Resident(), t.Resident()});
+    l.Release();
+    t.Release();
+  };
+  auto d = EncodeDelta(l.span(), t.span(), o);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_GE(calls, 4 * target.size() / kDeltaReleaseEvery);  // several passes, each paced
+  EXPECT_LE(most, 2 * kDeltaReleaseEvery + (1u << 20));
+  EXPECT_TRUE(*d == Encode(lower, target));
+  EXPECT_LT(d->size(), 1024u);
+  EXPECT_TRUE(*ApplyDelta(*d, lower, "t") == target);
 }
 
 TEST(DeltaTest, RandomAccessAtEverySegmentBoundary) {

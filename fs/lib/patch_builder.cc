@@ -3,20 +3,28 @@
 #include "patch_builder.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "format.h"
 #include "fsverity.h"
+#include "output_file.h"
 
 namespace cryptex {
 
@@ -296,14 +304,71 @@ class Planner {
   std::vector<PlanNode> plan_;
 };
 
+// A private copy of one file's bytes in an unnamed scratch file beside the
+// patch being written (OutputFile, never committed: nothing is left
+// behind), mapped read-only once written. Its pages are file pages:
+// Release() drops them from the process and what is read again comes back
+// from the page cache, so a large file need not stay resident while a delta
+// is made from it. The bytes never change once mapped (the file has no name,
+// or, where the file system lacks O_TMPFILE, a temporary one beside the
+// output), so they are exactly the bytes that were hashed on the way in,
+// whatever happens to the file they were copied from.
+class Scratch {
+ public:
+  // `beside`: the patch's output path; `what` names the copied file in errors.
+  static Result<std::unique_ptr<Scratch>> Create(const std::string& beside, std::string what) {
+    auto s = std::unique_ptr<Scratch>(new Scratch(std::move(what)));
+    auto f = OutputFile::Create(beside, 0600);
+    if (!f.ok()) {
+      return Status(f.status().code(), s->what_ + ": no scratch copy: " + f.status().message());
+    }
+    s->file_ = std::move(*f);
+    return s;
+  }
+  ~Scratch() {
+    if (map_) munmap(map_, size_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+
+  Status Append(const void* p, size_t n) {
+    if (map_) return Status::Internal(what_ + ": scratch copy appended to after mapping");
+    Status st = file_->Append(p, n);
+    if (!st.ok()) return Status(st.code(), what_ + ": scratch copy: " + st.message());
+    return Status::Ok();
+  }
+  // Maps the bytes appended; Append() may not be called after.
+  Status Map() {
+    size_ = file_->size();
+    if (size_ == 0) return Status::Ok();
+    void* m = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file_->fd(), 0);
+    if (m == MAP_FAILED) return Status::FromErrno(errno, what_ + ": cannot map its scratch copy");
+    map_ = m;
+    return Status::Ok();
+  }
+  std::span<const uint8_t> bytes() const { return {static_cast<const uint8_t*>(map_), size_}; }
+  // Drops the mapped pages from the process (never the bytes).
+  void Release() const {
+    if (map_) madvise(map_, size_, MADV_DONTNEED);
+  }
+
+ private:
+  explicit Scratch(std::string what) : what_(std::move(what)) {}
+  std::string what_;
+  std::unique_ptr<OutputFile> file_;
+  void* map_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Reads the regular files i of a directory target with want[i] (primary
 // nodes), one at a time, and calls fn(i, digest, bytes): their fs-verity
-// digest and, with `keep`, their bytes (else empty). A file that is not the
-// size the scan saw, or not a regular file any more, fails with kIOError
-// naming it.
-using TargetFileFn = std::function<Status(uint32_t, const Digest&, std::string&&)>;
-Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool keep,
-                     const TargetFileFn& fn) {
+// digest and, when `keep_beside` is set (the output path), a mapped scratch
+// copy of exactly the bytes hashed (else null). A file that is not the size
+// the scan saw, or not a regular file any more, fails with kIOError naming
+// it.
+using TargetFileFn = std::function<Status(uint32_t, const Digest&, std::unique_ptr<const Scratch>)>;
+Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
+                     const std::string* keep_beside, const TargetFileFn& fn) {
   uint64_t resolved = 0;
   std::vector<uint8_t> buf(1 << 20);
   return WalkSourceDirs(
@@ -327,8 +392,10 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool
             return Status::IOError(path() + ": changed since the scan");
           }
           FsVerityHasher hasher;
-          std::string content;
-          if (keep) content.reserve(n.size);
+          std::unique_ptr<Scratch> copy;
+          if (keep_beside) {
+            CX_ASSIGN_OR_RETURN(copy, Scratch::Create(*keep_beside, path()));
+          }
           uint64_t total = 0;
           for (;;) {
             const ssize_t r = read(fd, buf.data(), buf.size());
@@ -336,8 +403,7 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool
             if (r < 0) return Status::FromErrno(errno, path() + ": read");
             if (r == 0) break;
             hasher.Update(buf.data(), static_cast<size_t>(r));
-            if (keep)
-              content.append(reinterpret_cast<const char*>(buf.data()), static_cast<size_t>(r));
+            if (copy) CX_RETURN_IF_ERROR(copy->Append(buf.data(), static_cast<size_t>(r)));
             total += static_cast<uint64_t>(r);
           }
           if (total != n.size) {
@@ -345,33 +411,149 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want, bool
                                    std::to_string(total) + " bytes, the scan saw " +
                                    std::to_string(n.size) + ")");
           }
-          CX_RETURN_IF_ERROR(fn(idx, hasher.Final(), std::move(content)));
+          if (copy) CX_RETURN_IF_ERROR(copy->Map());
+          CX_RETURN_IF_ERROR(fn(idx, hasher.Final(), std::move(copy)));
         }
         return Status::Ok();
       },
       &resolved);
 }
 
-Result<std::string> ReadViewFile(const View& view, uint64_t node, uint64_t size,
-                                 const std::string& what) {
-  std::string out(size, '\0');
+// A mapped scratch copy (beside `beside`) of regular file `node` of `view`,
+// `size` bytes, and, when `hasher` is set, its bytes hashed on the way.
+Result<std::unique_ptr<const Scratch>> CopyViewFile(const View& view, uint64_t node, uint64_t size,
+                                                    const std::string& what,
+                                                    const std::string& beside,
+                                                    FsVerityHasher* hasher) {
+  CX_ASSIGN_OR_RETURN(std::unique_ptr<Scratch> copy, Scratch::Create(beside, what));
+  std::vector<uint8_t> buf(std::min<uint64_t>(size, 1 << 20));
   for (uint64_t off = 0; off < size;) {
-    CX_ASSIGN_OR_RETURN(size_t n,
-                        view.Read(node, off,
-                                  std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()) + off,
-                                                     static_cast<size_t>(size - off))));
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - off));
+    CX_ASSIGN_OR_RETURN(size_t n, view.Read(node, off, std::span<uint8_t>(buf.data(), want)));
     if (n == 0) return Status::Corruption(what + ": shorter than its size");
+    if (hasher) hasher->Update(buf.data(), n);
+    CX_RETURN_IF_ERROR(copy->Append(buf.data(), n));
     off += n;
   }
-  return out;
+  CX_RETURN_IF_ERROR(copy->Map());
+  return std::unique_ptr<const Scratch>(std::move(copy));
 }
 
-// Roughly the bytes the builder would store for `data` (zstd at `level`).
-uint64_t CompressedSize(const std::string& data, int level) {
-  std::vector<char> out(ZSTD_compressBound(data.size()));
-  const size_t r = ZSTD_compress(out.data(), out.size(), data.data(), data.size(), level);
-  return ZSTD_isError(r) ? data.size() : std::min<uint64_t>(r, data.size());
+// Whether the builder would store more than `limit` bytes for `data` as a
+// file's data: each chunk of 2^chunk_log2 bytes compressed on its own with
+// zstd at `level`, kept as is when that is not smaller (builder.cc).
+// Stops as soon as the sum passes `limit`, so a file whose delta is small
+// costs little; `release` is called every kDeltaReleaseEvery bytes read.
+bool DataStoresMoreThan(std::span<const uint8_t> data, int level, uint32_t chunk_log2,
+                        uint64_t limit, const std::function<void()>& release) {
+  if (data.size() <= limit) return false;
+  struct CCtxDeleter {
+    void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+  };
+  thread_local std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
+  const size_t chunk = size_t{1} << chunk_log2;
+  std::vector<uint8_t> out(ZSTD_compressBound(chunk));
+  uint64_t stored = 0, since_release = 0;
+  for (size_t off = 0; off < data.size(); off += chunk) {
+    const size_t n = std::min(chunk, data.size() - off);
+    const size_t r =
+        cctx ? ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), data.data() + off, n, level)
+             : n;
+    stored += ZSTD_isError(r) ? n : std::min(r, n);
+    if (stored > limit) return true;
+    since_release += n;
+    if (release && since_release >= kDeltaReleaseEvery) {
+      since_release = 0;
+      release();
+    }
+  }
+  return false;
 }
+
+// Runs jobs on up to `workers` threads. Each job has a cost (e.g. the bytes
+// it works on); Submit blocks while 4 jobs per thread are submitted and not
+// yet finished, or while those would cost more than `max_cost` with it (a
+// job alone may cost more). With no thread (workers 0, or none could be
+// started) Submit runs the job itself. The destructor waits for every job
+// submitted.
+class JobPool {
+ public:
+  JobPool(unsigned workers, uint64_t max_cost) : max_cost_(max_cost) {
+    for (unsigned i = 0; i < workers; ++i) {
+      try {
+        threads_.emplace_back([this] { Work(); });
+      } catch (const std::system_error&) {
+        break;  // fewer threads
+      }
+    }
+  }
+  ~JobPool() {
+    {
+      std::unique_lock lock(mu_);
+      idle_.wait(lock, [&] { return pending_ == 0; });
+      stop_ = true;
+    }
+    work_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  JobPool(const JobPool&) = delete;
+  JobPool& operator=(const JobPool&) = delete;
+
+  void Submit(uint64_t cost, std::function<void()> job) {
+    if (threads_.empty()) return job();
+    {
+      std::unique_lock lock(mu_);
+      idle_.wait(lock, [&] {
+        return pending_ == 0 ||
+               (pending_ < 4 * threads_.size() && pending_cost_ + cost <= max_cost_);
+      });
+      ++pending_;
+      pending_cost_ += cost;
+      queue_.push_back({cost, std::move(job)});
+    }
+    work_.notify_one();
+  }
+  // Returns when every job submitted has finished.
+  void Wait() {
+    std::unique_lock lock(mu_);
+    idle_.wait(lock, [&] { return pending_ == 0; });
+  }
+
+ private:
+  void Work() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(mu_);
+        work_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job.run();
+      {
+        std::lock_guard lock(mu_);
+        --pending_;
+        pending_cost_ -= job.cost;
+      }
+      idle_.notify_all();
+    }
+  }
+
+  struct Job {
+    uint64_t cost = 0;
+    std::function<void()> run;
+  };
+  const uint64_t max_cost_;
+  std::mutex mu_;
+  std::condition_variable work_;  // a job queued, or stop
+  std::condition_variable idle_;  // a job finished
+  std::deque<Job> queue_;
+  size_t pending_ = 0;  // queued or running
+  uint64_t pending_cost_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
 
 // The patch being assembled: the plan laid out as a SourceTree.
 class PatchAssembler {
@@ -550,25 +732,43 @@ class PatchAssembler {
         ShipData(n, ti, nullptr);  // read by the builder from the directory
       }
     }
+    // Files are read here, one at a time and in order; small files' deltas
+    // are made on the pool, one file per thread, large files' here with
+    // every thread on their segments. Each file's outcome depends on its
+    // bytes alone, so the patch does not depend on the threads.
+    const unsigned threads = opts_.threads > 0 ? static_cast<unsigned>(opts_.threads)
+                                               : std::max(1u, std::thread::hardware_concurrency());
+    JobPool pool(threads > 1 ? threads : 0, kPoolInputBytes);
+    Status read;
     if (target_.view) {
-      for (uint32_t p = 0; p < need.size(); ++p) {
+      for (uint32_t p = 0; p < need.size() && read.ok(); ++p) {
         if (!need[p]) continue;
-        CX_ASSIGN_OR_RETURN(std::string b, ReadViewFile(*target_.view, target_.view_nodes[p],
-                                                        t_.node(p).size, "target /" + t_.rel[p]));
-        if (FsVerityDigest(b.data(), b.size()) != t_.digest[p]) {
-          return Status::Corruption("target /" + t_.rel[p] + ": content does not match its digest");
-        }
-        CX_RETURN_IF_ERROR(ShipOne(p, std::move(b)));
-      }
-      return Status::Ok();
-    }
-    return ReadDirTarget(
-        *t_.tree, need, true, [this](uint32_t p, const Digest& d, std::string&& bytes) -> Status {
-          if (d != t_.digest[p]) {
-            return Status::IOError(t_.tree->PathOf(p) + ": changed while the patch was built");
+        read = [&]() -> Status {
+          FsVerityHasher hasher;
+          CX_ASSIGN_OR_RETURN(auto copy,
+                              CopyViewFile(*target_.view, target_.view_nodes[p], t_.node(p).size,
+                                           "target /" + t_.rel[p], opts_.output_path, &hasher));
+          if (hasher.Final() != t_.digest[p]) {
+            return Status::Corruption("target /" + t_.rel[p] +
+                                      ": content does not match its digest");
           }
-          return ShipOne(p, std::move(bytes));
-        });
+          return ShipOne(p, std::move(copy), &pool);
+        }();
+      }
+    } else {
+      read = ReadDirTarget(
+          *t_.tree, need, &opts_.output_path,
+          [&](uint32_t p, const Digest& d, std::unique_ptr<const Scratch> copy) {
+            if (d != t_.digest[p]) {
+              return Status::IOError(t_.tree->PathOf(p) + ": changed while the patch was built");
+            }
+            return ShipOne(p, std::move(copy), &pool);
+          });
+    }
+    if (!read.ok()) Failed(files_read_, read);
+    pool.Wait();
+    // The first failure in file order: every file before it was tried.
+    return first_error_ ? first_error_->second : Status::Ok();
   }
 
   // The lower file a delta for target node `ti` is made against: the lower
@@ -588,35 +788,102 @@ class PatchAssembler {
     return base;
   }
 
-  // Ships target file `p` (a primary node), whose bytes are `data`: a delta
-  // when one beats the compressed data, else the data.
-  Status ShipOne(uint32_t p, std::string&& data) {
-    SourceNode& n = out_.nodes[node_of_.at(p)];
-    if (data.size() != n.size) return Status::Internal(t_.rel[p] + ": size changed");
-    if (const uint32_t base = DeltaBase(p); base != UINT32_MAX) {
-      const uint32_t lp = l_.primary[base];
-      CX_ASSIGN_OR_RETURN(
-          std::string lower_bytes,
-          ReadViewFile(lower_, lower_nodes_[lp], l_.node(lp).size, "lower /" + l_.rel[base]));
-      DeltaOptions dopts = opts_.delta;
-      dopts.threads = opts_.threads;
-      auto as_span = [](const std::string& s) {
-        return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-      };
-      CX_ASSIGN_OR_RETURN(std::vector<uint8_t> delta,
-                          EncodeDelta(as_span(lower_bytes), as_span(data), dopts));
-      if (delta.size() < CompressedSize(data, opts_.zstd_level)) {
-        n.flags |= kInodeDelta;
-        n.source_path = l_.rel[base];
-        n.content = std::make_shared<const std::string>(delta.begin(), delta.end());
-        stats_->files.push_back({t_.rel[p], Shipped::kDelta, n.source_path, n.size, delta.size()});
-        stats_->stored_file_bytes += delta.size();
-        return Status::Ok();
-      }
+  // Input bytes (target and lower files) of the files being decided on the
+  // pool at once: what bounds its memory (the encoder's suffix array takes
+  // 4 bytes per lower byte, besides its inputs).
+  static constexpr uint64_t kPoolInputBytes = 16u << 20;
+
+  // One target file to decide: its bytes, its delta base and lower bytes.
+  struct FileJob {
+    uint32_t p = 0;      // target primary node
+    uint64_t order = 0;  // in the order files are read
+    uint32_t base = 0;   // lower node of the delta base; UINT32_MAX: none
+    std::unique_ptr<const Scratch> data, lower;
+  };
+
+  // Ships target file `p` (a primary node), whose bytes are `data` (a copy
+  // whose digest was checked): a delta when one beats what the data would
+  // store, else the data. The lower file is copied out of the lower state
+  // here, in file order; the delta is made on `pool` for a small pair, here
+  // (with every thread) for a large one. Both copies' pages are released as
+  // the encoder goes, so resident memory stays small whatever the files'
+  // size.
+  Status ShipOne(uint32_t p, std::unique_ptr<const Scratch> data, JobPool* pool) {
+    auto job = std::make_shared<FileJob>();
+    job->p = p;
+    job->order = files_read_++;
+    job->base = DeltaBase(p);
+    job->data = std::move(data);
+    if (job->data->bytes().size() != t_.node(p).size) {
+      return Status::Internal(t_.rel[p] + ": size changed");
     }
-    // A directory target's file is read again by the builder; an image
-    // target's bytes come from memory.
-    ShipData(n, p, target_.view ? std::make_shared<const std::string>(std::move(data)) : nullptr);
+    if (job->base != UINT32_MAX) {
+      const uint32_t lp = l_.primary[job->base];
+      CX_ASSIGN_OR_RETURN(job->lower,
+                          CopyViewFile(lower_, lower_nodes_[lp], l_.node(lp).size,
+                                       "lower /" + l_.rel[job->base], opts_.output_path, nullptr));
+    }
+    const uint64_t bytes =
+        job->data->bytes().size() + (job->lower ? job->lower->bytes().size() : 0);
+    if (bytes >= kDeltaReleaseEvery) return Decide(*job, opts_.threads);
+    pool->Submit(bytes, [this, job] {
+      {
+        std::lock_guard lock(mu_);
+        if (first_error_ && first_error_->first < job->order) return;  // moot
+      }
+      if (Status st = Decide(*job, 1); !st.ok()) Failed(job->order, st);
+    });
+    return Status::Ok();
+  }
+
+  // Records the failure of the file read `order`th; the first in order wins.
+  void Failed(uint64_t order, const Status& st) {
+    std::lock_guard lock(mu_);
+    if (!first_error_ || order < first_error_->first) first_error_.emplace(order, st);
+  }
+
+  // Makes the delta of `job` (if it has a base) with `threads` threads and
+  // ships the file: as the delta when smaller than what its data would
+  // store, else as data. Safe to run on several threads at once.
+  Status Decide(const FileJob& job, int threads) {
+    const Scratch& data = *job.data;
+    std::optional<std::vector<uint8_t>> delta;
+    if (job.base != UINT32_MAX) {
+      DeltaOptions dopts = opts_.delta;
+      dopts.threads = threads;
+      dopts.release_inputs = [&] {
+        data.Release();
+        job.lower->Release();
+      };
+      CX_ASSIGN_OR_RETURN(std::vector<uint8_t> d,
+                          EncodeDelta(job.lower->bytes(), data.bytes(), dopts));
+      job.lower->Release();
+      data.Release();
+      if (DataStoresMoreThan(data.bytes(), opts_.zstd_level, opts_.chunk_log2, d.size(),
+                             [&] { data.Release(); })) {
+        delta = std::move(d);
+      }
+      data.Release();
+    }
+    // A directory target's file shipped as data is read again by the
+    // builder; an image target's bytes come from memory.
+    std::shared_ptr<const std::string> content;
+    if (delta) {
+      content = std::make_shared<const std::string>(delta->begin(), delta->end());
+    } else if (target_.view) {
+      content = std::make_shared<const std::string>(data.bytes().begin(), data.bytes().end());
+    }
+    std::lock_guard lock(mu_);
+    SourceNode& n = out_.nodes[node_of_.at(job.p)];
+    if (!delta) {
+      ShipData(n, job.p, std::move(content));
+      return Status::Ok();
+    }
+    n.flags |= kInodeDelta;
+    n.source_path = l_.rel[job.base];
+    n.content = std::move(content);
+    stats_->files.push_back({t_.rel[job.p], Shipped::kDelta, n.source_path, n.size, delta->size()});
+    stats_->stored_file_bytes += delta->size();
     return Status::Ok();
   }
 
@@ -639,6 +906,11 @@ class PatchAssembler {
   std::unordered_map<std::string, uint32_t> lower_by_path_;
   std::map<Digest, uint32_t> lower_by_digest_;  // first lower regular file with the digest
   std::unordered_map<std::string, uint32_t> lower_by_name_;
+  uint64_t files_read_ = 0;  // Ship: target files read so far
+  // Ship, while files are decided on several threads: guards out_.nodes'
+  // file fields, stats_->files, stats_->stored_file_bytes and first_error_.
+  std::mutex mu_;
+  std::optional<std::pair<uint64_t, Status>> first_error_;  // file order, failure
 };
 
 Status CheckOptions(const LowerIdentity& id, const PatchOptions& opts, Manifest* m) {
@@ -682,10 +954,11 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
     }
     tdigests.assign(n, Digest{});
     CX_RETURN_IF_ERROR(
-        ReadDirTarget(target.tree, want, false, [&](uint32_t i, const Digest& d, std::string&&) {
-          tdigests[i] = d;
-          return Status::Ok();
-        }));
+        ReadDirTarget(target.tree, want, nullptr,
+                      [&](uint32_t i, const Digest& d, std::unique_ptr<const Scratch>) {
+                        tdigests[i] = d;
+                        return Status::Ok();
+                      }));
   }
   const Flat t = Flatten(target.tree, std::move(tdigests));
   const Flat l = Flatten(low.tree, low.digests);
@@ -695,6 +968,7 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
   if (!changed) {
     return Status::InvalidArgument("the target is identical to the lower state: nothing to patch");
   }
+  if (opts.after_digests) opts.after_digests();
   PatchStats stats;
   PatchAssembler assembler(t, l, low.view_nodes, target, lower, opts, &stats);
   CX_ASSIGN_OR_RETURN(SourceTree tree, assembler.Assemble(plan));

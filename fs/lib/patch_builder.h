@@ -78,6 +78,9 @@ struct PatchOptions {
   // Test hook, as BuildOptions::after_source_read: files of a directory
   // target shipped as data are read (again) while the image is written.
   std::function<void(const std::string& path, uint64_t bytes_read)> after_source_read;
+  // Test hook: called once every target file's digest has been read and the
+  // patch planned, before changed files are read again to be shipped.
+  std::function<void()> after_digests;
 };
 
 // How one regular file of the patch is shipped.
@@ -108,9 +111,15 @@ struct PatchStats {
 // lower state, a target identical to the lower state (kInvalidArgument,
 // "nothing to patch"), and anything over the format limits. A target
 // directory file that changes while it is read fails with kIOError naming it.
-// Reads every target file once (digests); memory besides the two trees'
-// metadata: one changed file and its lower file at a time, the deltas kept,
-// and, for an image target only, the files shipped as data.
+// Reads every target file once (digests), then each changed file again:
+// copied, with its lower file, into unnamed scratch files beside
+// opts.output_path (disk space: the largest such pair, or a few small ones;
+// nothing is left behind) and mapped, their pages dropped as the delta
+// encoder reads on, so resident memory does not grow with the files' size.
+// Small changed files are decided on `threads` threads, a few MiB of them
+// at a time; the patch does not depend on the threads. Memory besides the
+// two trees' metadata: that, the deltas kept, and, for an image target
+// only, the files shipped as data.
 Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const PatchTarget& target,
                              const PatchOptions& opts);
 

@@ -11,6 +11,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -386,6 +387,87 @@ TEST_F(PatchBuilderTest, ChangedContentShipsADeltaThatDecodesToTheTarget) {
   EXPECT_EQ(Hex(*patch_->manifest().base_root_digest),
             Hex(lower_->layers()[0]->superblock().root_hash));
   EXPECT_EQ(patch_->superblock().kind, format::kKindPatch);
+}
+
+// A file larger than the delta encoder's release step (its pages are dropped
+// as it is read: kDeltaReleaseEvery) with four bytes flipped ships a delta of
+// under 1 KiB that decodes to it; the scratch copies mkpatch maps leave
+// nothing behind in the output directory; and the patch is the same bytes
+// with 1 and 3 threads (small files' deltas are made several at a time).
+TEST_F(PatchBuilderTest, LargeFileWithFewChangesIsASmallDeltaTheSameWithAnyThreads) {
+  Common(this, base_, target_);
+  const std::string old = test::RandomBytes(2 * kDeltaReleaseEvery + 12345, 21);
+  std::string now = old;
+  for (size_t off : {size_t{4097}, old.size() / 3, old.size() / 2 + 12345, old.size() - 2}) {
+    now[off] = static_cast<char>(now[off] ^ 0x5A);
+  }
+  WriteFile(base_ + "/big", old);
+  WriteFile(target_ + "/big", now);
+  std::string small_old = test::RandomBytes(30000, 22), small_now = small_old;
+  small_now[100] ^= 1;
+  WriteFile(base_ + "/small", small_old);
+  WriteFile(target_ + "/small", small_now);
+  for (int i = 0; i < 16; ++i) {
+    const std::string name = "/lib" + std::to_string(i);
+    std::string b = test::RandomBytes(5000 + 3000 * i, 100 + i), t = b;
+    t.replace(static_cast<size_t>(i) * 100, 6, "edited");
+    WriteFile(base_ + name, b);
+    WriteFile(target_ + name, t);
+  }
+  ASSERT_TRUE(MakeAndOpen());
+  ASSERT_NE(Shipping("big"), nullptr);
+  EXPECT_EQ(Shipping("big")->how, Shipped::kDelta);
+  EXPECT_LT(Shipping("big")->stored, 1024u);
+  EXPECT_EQ(Shipping("small")->how, Shipped::kDelta);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(work_->path())) left.push_back(e.path().filename());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"base", "base.cryptex", "p.cxpatch", "target"}));
+
+  const std::string first = ReadFile(patch_path_);
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(threads);
+    auto target = ScanPatchTarget(target_);
+    ASSERT_TRUE(target.ok());
+    const std::string out = work_->Join("t" + std::to_string(threads) + ".cxpatch");
+    PatchOptions o = Options(out);
+    o.threads = threads;
+    ASSERT_TRUE(MakePatch(*lower_, *LowerIdentityOf(*lower_), *target, o).ok());
+    EXPECT_TRUE(ReadFile(out) == first);
+  }
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ(Shipping("lib" + std::to_string(i))->how, Shipped::kDelta) << i;
+  }
+}
+
+// With files decided on several threads, a target file that changed since
+// the scan still fails the patch with kIOError naming it, and nothing is
+// written (the files before it may be on the pool when it is found).
+TEST_F(PatchBuilderTest, FileChangedAmongManyFailsNamingItWithAnyThreads) {
+  Common(this, base_, target_);
+  for (int i = 0; i < 24; ++i) {
+    const std::string name = "/f" + std::to_string(100 + i);
+    std::string b = test::RandomBytes(40000, 200 + i), t = b;
+    t[777] ^= 1;
+    WriteFile(base_ + name, b);
+    WriteFile(target_ + name, t);
+  }
+  ASSERT_EQ(SealImage(base_, work_->Join("b.cryptex")).code(), Code::kOk);
+  auto lower = Open(work_->Join("b.cryptex"), {});
+  ASSERT_TRUE(lower);
+  auto target = ScanPatchTarget(target_);
+  ASSERT_TRUE(target.ok());
+  WriteFile(target_ + "/f117", test::RandomBytes(40001, 9));  // grown since the scan
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(threads);
+    const std::string out = work_->Join("o" + std::to_string(threads));
+    PatchOptions o = Options(out);
+    o.threads = threads;
+    auto r = MakePatch(*lower, *LowerIdentityOf(*lower), *target, o);
+    EXPECT_EQ(r.status().code(), Code::kIOError) << r.status().ToString();
+    EXPECT_TRUE(test::Contains(r.status().message(), target_ + "/f117")) << r.status().ToString();
+    EXPECT_FALSE(fs::exists(out));
+  }
 }
 
 // A target file unlike its lower file ships as data: a delta would not be
@@ -765,6 +847,46 @@ TEST_F(PatchBuilderTest, TargetChangedSinceTheScanFailsNamingTheFile) {
   EXPECT_TRUE(test::Contains(r.status().message(), fifo)) << r.status().ToString();
   EXPECT_LT(secs, 4.0) << "opening the fifo blocked";
   EXPECT_FALSE(fs::exists(work_->Join("o1")) || fs::exists(work_->Join("o2")));
+}
+
+// A target file rewritten with other bytes of the same size after its
+// digest was read (the digest the patch signs) and before it is read again
+// to make its delta fails the patch with kIOError naming it: never a patch
+// whose bytes do not match its signed digest. Nothing is written.
+TEST_F(PatchBuilderTest, FileRewrittenAfterItsDigestFailsNamingIt) {
+  Common(this, base_, target_);
+  const std::string old = test::RandomBytes(50000, 31);
+  std::string now = old;
+  now[1234] ^= 1;
+  WriteFile(base_ + "/f", old);
+  WriteFile(target_ + "/f", now);
+  ASSERT_EQ(SealImage(base_, work_->Join("b.cryptex")).code(), Code::kOk);
+  auto lower = Open(work_->Join("b.cryptex"), {});
+  ASSERT_TRUE(lower);
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(threads);
+    WriteFile(target_ + "/f", now);
+    auto target = ScanPatchTarget(target_);
+    ASSERT_TRUE(target.ok());
+    const std::string out = work_->Join("o" + std::to_string(threads));
+    PatchOptions o = Options(out);
+    o.threads = threads;
+    o.after_digests = [&] {
+      std::string other = now;
+      other[40000] ^= 1;
+      // In place: same inode, same size (and mtime kept), as an editor
+      // racing the build might.
+      struct stat st;
+      ASSERT_EQ(stat((target_ + "/f").c_str(), &st), 0);
+      WriteFile(target_ + "/f", other);
+      const struct timespec ts[2] = {st.st_atim, st.st_mtim};
+      ASSERT_EQ(utimensat(AT_FDCWD, (target_ + "/f").c_str(), ts, 0), 0);
+    };
+    auto r = MakePatch(*lower, *LowerIdentityOf(*lower), *target, o);
+    EXPECT_EQ(r.status().code(), Code::kIOError) << r.status().ToString();
+    EXPECT_TRUE(test::Contains(r.status().message(), target_ + "/f")) << r.status().ToString();
+    EXPECT_FALSE(fs::exists(out));
+  }
 }
 
 // A new file of a directory target ships as data read from the directory

@@ -45,6 +45,10 @@ class Mapped {
   Mapped& operator=(const Mapped&) = delete;
   bool ok() const { return ok_; }
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  // Drops the touched pages from RSS (they are read again from the page cache).
+  void Release() const {
+    if (data_) madvise(const_cast<uint8_t*>(data_), size_, MADV_DONTNEED);
+  }
 
  private:
   const uint8_t* data_ = nullptr;
@@ -93,6 +97,10 @@ int main(int argc, char** argv) {
         return Usage();
       }
     }
+    o.release_inputs = [&] {  // as mkpatch does with its scratch copies
+      a.Release();
+      b.Release();
+    };
     auto d = cryptex::EncodeDelta(a.bytes(), b.bytes(), o);
     if (!d.ok()) {
       std::fprintf(stderr, "delta_tool: %s\n", d.status().ToString().c_str());
