@@ -24,7 +24,7 @@ namespace {
 
 constexpr uint32_t kSegLog2 = 14;               // 16 KiB segments
 constexpr uint64_t kPiece = 256 * 1024;         // patched_file.cc's kPieceBytes
-constexpr uint64_t kTargetBytes = 2200 * 1024;  // 9 pieces, the last one short
+constexpr uint64_t kTargetBytes = 1200 * 1024;  // 5 pieces, the last one short
 
 std::span<const uint8_t> U8(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -38,17 +38,24 @@ struct Fixture {
 
   Fixture() {
     lower = test::RandomBytes(kTargetBytes, 11);
-    target = lower.substr(0, 700000) + test::RandomBytes(3000, 12) + lower.substr(700000);
+    target = lower.substr(0, 400000) + test::RandomBytes(3000, 12) + lower.substr(400000);
     target.resize(kTargetBytes - 1234);
     for (size_t off = 333; off < target.size(); off += 5000) target[off] ^= 0x5A;
     DeltaOptions o;
     o.segment_log2 = kSegLog2;
     o.zstd_level = 1;
+    o.elf_references = false;
     auto d = EncodeDelta(U8(lower), U8(target), o);
     EXPECT_TRUE(d.ok()) << d.status().ToString();
     if (d.ok()) delta = std::move(d).value();
   }
 };
+
+// Made once per process (encoding is slow under the sanitizers).
+const Fixture& TheFixture() {
+  static const Fixture fx;
+  return fx;
+}
 
 // A source reading `delta` and `lower` (copied: tests change them); `lower_hook`
 // runs before every lower read and may fail it.
@@ -110,7 +117,7 @@ uint64_t TargetOffsetIn(const std::string& msg) {
 // thread: piece 0's first lower read waits until another thread has read
 // the lower file too.
 TEST(PatchedFileParallelTest, ConcurrentPassYieldsTheTarget) {
-  const Fixture fx;
+  const Fixture& fx = TheFixture();
   const Digest digest = FsVerityDigest(fx.target.data(), fx.target.size());
   const uint64_t segments = (fx.target.size() + (1u << kSegLog2) - 1) >> kSegLog2;
   for (unsigned threads : {1u, 2u, 4u}) {
@@ -149,8 +156,8 @@ TEST(PatchedFileParallelTest, ConcurrentPassYieldsTheTarget) {
 // the earlier one, exactly as the pass on one thread does, even when the
 // later one is found first (the lower reads of the earlier piece are slow).
 TEST(PatchedFileParallelTest, ConcurrentPassReportsTheFirstCorruptSegment) {
-  const Fixture fx;
-  const size_t early = fx.delta.size() * 3 / 16, late = fx.delta.size() * 13 / 16;
+  const Fixture& fx = TheFixture();
+  const size_t early = fx.delta.size() * 3 / 10, late = fx.delta.size() * 9 / 10;
   Source src{fx.delta, fx.lower, nullptr};
   src.delta[early] ^= 0x10;
   const Status early_only = ColdStatus(src, fx.target, 1);
@@ -188,8 +195,8 @@ TEST(PatchedFileParallelTest, ConcurrentPassReportsTheFirstCorruptSegment) {
 // flipped lower byte gives the digest mismatch, and nothing of the pass is
 // served or cached.
 TEST(PatchedFileParallelTest, ConcurrentPassReportsTheFirstLowerFailure) {
-  const Fixture fx;
-  const uint64_t bad[] = {3 * kPiece + 5000, 7 * kPiece + 100};
+  const Fixture& fx = TheFixture();
+  const uint64_t bad[] = {2 * kPiece + 5000, 4 * kPiece + 100};
   Source src{fx.delta, fx.lower, nullptr};
   src.lower_hook = [&](uint64_t off, size_t n) {
     for (uint64_t b : bad) {
@@ -209,7 +216,7 @@ TEST(PatchedFileParallelTest, ConcurrentPassReportsTheFirstLowerFailure) {
     EXPECT_EQ(ColdStatus(src, fx.target, 4).ToString(), sequential.ToString());
 
   Source flipped{fx.delta, fx.lower, nullptr};
-  flipped.lower[5 * kPiece + 77] ^= 1;
+  flipped.lower[3 * kPiece + 77] ^= 1;
   const Status seq_flip = ColdStatus(flipped, fx.target, 1);
   ASSERT_EQ(seq_flip.code(), Code::kCorruption);
   EXPECT_TRUE(test::Contains(seq_flip.message(), "test: par")) << seq_flip.message();
@@ -233,7 +240,7 @@ TEST(PatchedFileParallelTest, ConcurrentPassReportsTheFirstLowerFailure) {
 // cache) concurrently; every reader gets the target bytes and each file's
 // tree is built once.
 TEST(PatchedFileParallelTest, ConcurrentColdReadsOfADeltaOverADelta) {
-  const Fixture fx;
+  const Fixture& fx = TheFixture();
   std::string top = fx.target;
   for (size_t off = 1000; off < top.size(); off += 9000) top[off] ^= 0x33;
   DeltaOptions o;
