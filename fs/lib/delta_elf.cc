@@ -383,16 +383,6 @@ struct RefModel::Lookup {
   const std::vector<LoadSegment>& target_segs;
   const std::vector<Move>& moves;
   const PieceMap::Piece *lower_off = nullptr, *target_off = nullptr, *lower_va_hint = nullptr;
-  const Move* last_move = nullptr;  // the move last found
-
-  // RefIndex::FindMove, the last answer tried first: moves are disjoint,
-  // so a move holding `off` is the one FindMove finds.
-  const Move* FindMove(uint64_t off) {
-    if (last_move != nullptr && off - last_move->lower < last_move->size) return last_move;
-    const Move* mv = ix.FindMove(moves, off);
-    if (mv != nullptr) last_move = mv;
-    return mv;
-  }
 
   static bool Map(const PieceMap& m, uint64_t key, const PieceMap::Piece** hint, uint64_t* out) {
     const PieceMap::Piece& p = m.Find(key, hint);
@@ -420,7 +410,7 @@ struct RefModel::Lookup {
       return true;
     }
     const uint64_t off = lower_va + p.payload.a;
-    const Move* mv = FindMove(off);
+    const Move* mv = ix.FindMove(moves, off);
     if (mv == nullptr) return false;
     const uint64_t toff = off + static_cast<uint64_t>(mv->shift);  // wraps harmlessly
     return TargetOffsetToVa(toff, target_va);
@@ -475,24 +465,14 @@ void RefModel::PredictX86(std::span<const uint8_t> in, uint64_t lpos, uint64_t t
   const OpcodeSet& ops = Opcodes();
   const size_t n = in.size();
   size_t i = 0;
-  // Candidates of the window of 8 positions at `win` (X86Candidates): kept
-  // while the scan moves within it, so each window is computed once.
-  size_t win = 0;
-  uint64_t win_mask = 0;
-  bool have_win = false;
   while (i < n) {
     if (i + 9 <= n) {  // skip 8 positions at a time where nothing can start
-      if (!have_win || i - win >= 8) {
-        win = i;
-        win_mask = X86Candidates(&in[i]);
-        have_win = true;
-      }
-      const uint64_t m = win_mask & (~uint64_t{0} << (8 * (i - win)));
+      const uint64_t m = X86Candidates(&in[i]);
       if (m == 0) {
-        i = win + 8;
+        i += 8;
         continue;
       }
-      i = win + static_cast<size_t>(std::countr_zero(m) / 8);
+      i += static_cast<size_t>(std::countr_zero(m) / 8);
     }
     const uint8_t b = in[i];
     size_t disp = 0;  // offset of the disp32 within `in`; 0 = none
