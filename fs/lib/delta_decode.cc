@@ -231,7 +231,10 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
       } else if (batched) {
         std::memcpy(dst, src.data(), copylen);
       }
-      for (uint64_t i = 0; i < copylen; ++i) dst[i] = static_cast<uint8_t>(dst[i] + diff[d + i]);
+      // Locals, not members: a byte store through dst may alias the
+      // vector's own fields, which would keep the loop from vectorizing.
+      const uint8_t* add = diff.data() + d;
+      for (uint64_t i = 0; i < copylen; ++i) dst[i] = static_cast<uint8_t>(dst[i] + add[i]);
       d += copylen;
       t += copylen;
       expected = lpos + copylen;
