@@ -259,7 +259,8 @@ Status PatchedFile::BuildLeaves(Loaded& l) const {
   std::vector<std::unique_ptr<DeltaReader>> helper_readers;
   std::vector<std::thread> helpers;
   {
-    HelperSlots slots(PassThreads(pass.pieces) - 1);
+    const unsigned threads = PassThreads(pass.pieces);  // 0 for an empty file
+    HelperSlots slots(threads > 1 ? threads - 1 : 0);
     for (unsigned i = 0; i < slots.count(); ++i) {
       auto r = NewReader(l);  // validated above by the first reader: cannot fail but for memory
       if (!r.ok()) break;
@@ -272,6 +273,7 @@ Status PatchedFile::BuildLeaves(Loaded& l) const {
         break;  // no thread to be had: the pieces left are this thread's
       }
     }
+    if (env_.stats) env_.stats->pass_helpers += helpers.size();
     RunPass(l, pass, *reader);
     for (auto& t : helpers) t.join();
   }

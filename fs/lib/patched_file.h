@@ -65,6 +65,7 @@ class VerityLeaves final {
 // Counters of all the patched files of one view (shared, readable any time).
 struct PatchedFileStats {
   std::atomic<uint64_t> trees_built{0};       // first-access passes over a whole file
+  std::atomic<uint64_t> pass_helpers{0};      // threads those passes started besides their caller's
   std::atomic<uint64_t> segments_decoded{0};  // delta segments decoded, all readers
   std::atomic<uint64_t> segment_cache_hits{0};
   std::atomic<uint64_t> blocks_verified{0};  // 4 KiB blocks checked against a leaf

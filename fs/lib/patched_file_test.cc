@@ -149,6 +149,33 @@ TEST(PatchedFileParallelTest, ConcurrentPassYieldsTheTarget) {
     EXPECT_EQ(stats.verify_failures.load(), 0u);
     std::lock_guard<std::mutex> lock(mu);
     EXPECT_EQ(readers.size() > 1, threads > 1) << threads << " threads";
+    EXPECT_EQ(stats.pass_helpers.load(), threads - 1) << threads << " threads";
+  }
+}
+
+// A pass over one piece, or over nothing, starts no thread.
+TEST(PatchedFileParallelTest, SmallFilesStartNoThread) {
+  const Fixture& fx = TheFixture();
+  for (const uint64_t size : {uint64_t{0}, uint64_t{5000}, kPiece}) {
+    const std::string target = fx.lower.substr(0, size / 2) + test::RandomBytes(size - size / 2, 3);
+    DeltaOptions o;
+    o.segment_log2 = kSegLog2;
+    o.zstd_level = 1;
+    o.elf_references = false;
+    auto delta = EncodeDelta(U8(fx.lower), U8(target), o);
+    ASSERT_TRUE(delta.ok());
+    const Source src{*delta, fx.lower, nullptr};
+    PatchedFileStats stats;
+    PatchedFileEnv env{&stats, nullptr, 1};
+    env.pass_threads = 4;
+    PatchedFile f(
+        src.Make("test: small", target.size(), FsVerityDigest(target.data(), target.size())), env);
+    ASSERT_TRUE(f.Leaves().ok()) << size;  // the pass, even for an empty file
+    auto got = ReadAll(f);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE(*got == target) << size;
+    EXPECT_EQ(stats.trees_built.load(), 1u) << size;
+    EXPECT_EQ(stats.pass_helpers.load(), 0u) << size;
   }
 }
 
