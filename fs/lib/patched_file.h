@@ -109,6 +109,9 @@ struct PatchedFileSource {
 // each segment is decoded, every block of it checked against its leaf, and
 // the verified segment kept in the shared cache, so the many small lower
 // reads a delta stacked on a delta makes decode each lower segment once.
+// The first-access pass (no leaves given) decodes the file's pieces on up
+// to PatchedFileEnv::pass_threads threads, each with its own reader, and
+// joins them before returning; read_lower must be thread safe.
 // Memory, after first access and until destruction: the delta's bytes, the
 // leaves (0.8% of the target) and up to kMaxIdleReaders idle readers; plus
 // its share of the bounded cache.
