@@ -290,10 +290,9 @@ Status PatchedFile::BuildLeaves(Loaded& l) const {
   for (uint64_t seg = 0; seg < pass.kept.size(); ++seg) {
     env_.cache->Put(CacheKey(seg), pass.kept[seg], pass.kept[seg]->size());
   }
+  // One reader stays, as after a pass on one thread: the helpers' buffers
+  // (up to a few segments each) are not kept for every file ever opened.
   idle_.push_back(std::move(reader));
-  for (auto& r : helper_readers) {
-    if (idle_.size() < kMaxIdleReaders) idle_.push_back(std::move(r));
-  }
   return Status::Ok();
 }
 
