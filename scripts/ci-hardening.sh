@@ -29,9 +29,10 @@ lap "ASan+UBSan suite"
 
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTEX_TSAN=ON -DCRYPTEX_WERROR=ON >/dev/null
-cmake --build build-tsan -j"$jobs" --target image_concurrency_test parallel_test push_test view_test
+cmake --build build-tsan -j"$jobs" --target image_concurrency_test parallel_test push_test view_test patched_file_test
 build-tsan/fs/lib/image_concurrency_test
 build-tsan/fs/lib/view_test --gtest_filter='*Concurren*'
+build-tsan/fs/lib/patched_file_test
 build-tsan/fs/cryptexfs/parallel_test
 build-tsan/fs/cryptexfs/push_test
 lap "ThreadSanitizer"

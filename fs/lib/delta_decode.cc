@@ -22,7 +22,9 @@ struct DeltaReader::Impl {
   LowerReadFn read_lower;
   std::string context;
   Stats stats;
-  // The last decoded delta segment, and scratch buffers (each <= a segment).
+  // The last delta segment decoded for a partial read (a read of a whole
+  // segment decodes into the caller's buffer and leaves this alone), and
+  // scratch buffers (each <= a segment).
   uint64_t cached = UINT64_MAX;
   std::vector<uint8_t> cache, ctrl, diff, extra, lower_buf;
 
@@ -44,7 +46,8 @@ struct DeltaReader::Impl {
     Status st = read_lower(off, out);
     return st.ok() ? st : st.Prefixed(context + ": lower file at offset " + std::to_string(off));
   }
-  Status DecodeDelta(uint64_t seg, std::span<const uint8_t> body);
+  // Decodes delta segment `seg` (payload `body`) into dst[0, SegSize(seg)).
+  Status DecodeDelta(uint64_t seg, std::span<const uint8_t> body, uint8_t* dst);
   // The lower range [*lo, *hi) the copies of control stream `ctrl` of a
   // segment of `size` bytes at target offset `start` read, if every entry
   // is well formed; false otherwise (DecodeDelta then reports the error).
@@ -173,7 +176,8 @@ bool DeltaReader::Impl::CopySpan(uint64_t start, uint64_t size, uint64_t* lo, ui
 // Control entries: varint (copylen << kPredictBits | flags), varint extralen, zigzag
 // varint seek (lower position relative to where the previous copy ended;
 // the segment starts at its own target offset).
-Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> body) {
+Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> body,
+                                      uint8_t* dst_seg) {
   const uint64_t size = SegSize(seg);
   ByteCursor in(body);
   std::string why;
@@ -182,7 +186,6 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
     return Corrupt(seg, why);
   }
   if (in.remaining() != 0) return Corrupt(seg, "trailing bytes after the streams");
-  cache.resize(size);
   // One lower read for all the copies when they lie close together (the
   // usual case: code that moved a little), instead of one per entry.
   uint64_t span_lo = 0, span_hi = 0;
@@ -212,7 +215,7 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
       }
       if (copylen > diff.size() - d) return Corrupt(seg, "diff stream too short");
       if (flags != 0 && !model) return Corrupt(seg, "prediction without a reference model");
-      uint8_t* dst = cache.data() + t;
+      uint8_t* dst = dst_seg + t;
       std::span<const uint8_t> src;
       if (batched) {  // CopySpan saw this entry: lpos >= span_lo, within span_hi
         src = std::span<const uint8_t>(lower_buf).subspan(lpos - span_lo, copylen);
@@ -228,7 +231,10 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
       } else if (batched) {
         std::memcpy(dst, src.data(), copylen);
       }
-      for (uint64_t i = 0; i < copylen; ++i) dst[i] = static_cast<uint8_t>(dst[i] + diff[d + i]);
+      // Locals, not members: a byte store through dst may alias the
+      // vector's own fields, which would keep the loop from vectorizing.
+      const uint8_t* add = diff.data() + d;
+      for (uint64_t i = 0; i < copylen; ++i) dst[i] = static_cast<uint8_t>(dst[i] + add[i]);
       d += copylen;
       t += copylen;
       expected = lpos + copylen;
@@ -237,7 +243,7 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
     }
     if (extralen > extra.size() - x) return Corrupt(seg, "extra stream too short");
     // data() + offset: the offsets may equal the sizes (then nothing is copied).
-    if (extralen > 0) std::memcpy(cache.data() + t, extra.data() + x, extralen);
+    if (extralen > 0) std::memcpy(dst_seg + t, extra.data() + x, extralen);
     x += extralen;
     t += extralen;
   }
@@ -274,8 +280,10 @@ Status DeltaReader::Impl::ReadSegment(uint64_t seg, uint64_t lo, uint64_t hi, ui
   if (body[0] != delta::kKindDelta) {
     return Corrupt(seg, "unknown segment kind " + std::to_string(body[0]));
   }
+  if (lo == start && hi == start + size) return DecodeDelta(seg, body.subspan(1), out);
   cached = UINT64_MAX;
-  Status st = DecodeDelta(seg, body.subspan(1));
+  cache.resize(size);
+  Status st = DecodeDelta(seg, body.subspan(1), cache.data());
   if (!st.ok()) return st;
   cached = seg;
   std::memcpy(out, cache.data() + (lo - start), hi - lo);

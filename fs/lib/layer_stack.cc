@@ -220,15 +220,38 @@ class LayerStack final : public View {
     return Status::Ok();
   }
 
+  // Resolve(source), with the node of the source's directory remembered in
+  // *dirs: a patch's sourced files mostly share a few directories. Only
+  // for use while the merged state does not change. On any failure the
+  // path is resolved again in full, so the error is Resolve's.
+  Result<InodeInfo> ResolveSource(const std::string& source,
+                                  std::unordered_map<std::string, uint64_t>* dirs) const {
+    const size_t slash = source.rfind('/');
+    if (slash == std::string::npos) return Resolve(source);
+    const std::string_view name = std::string_view(source).substr(slash + 1);
+    if (name.empty() || name == ".") return Resolve(source);
+    const std::string parent = source.substr(0, slash);
+    auto it = dirs->find(parent);
+    if (it == dirs->end()) {
+      auto dir = Resolve(parent);
+      if (!dir.ok()) return Resolve(source);
+      it = dirs->emplace(parent, dir->ino).first;
+    }
+    auto e = Lookup(it->second, name);
+    if (!e.ok()) return Resolve(source);
+    return GetAttr(e->ino);
+  }
+
   // Binds each sourced file of patch k to its lower file in the state of
   // layers 0..k-1 (the current merged state: patch k is not laid on yet).
   Status BindSources(uint32_t k) {
+    std::unordered_map<std::string, uint64_t> source_dirs;  // for ResolveSource
     return WalkPatchFiles(k, [&](uint64_t ino, const std::string& path) -> Status {
       CX_ASSIGN_OR_RETURN(InodeInfo in, images_[k]->GetInode(ino));
       if (!in.is_sourced()) return Status::Ok();
       const std::string what = PatchPath(k) + ": " + path;
       CX_ASSIGN_OR_RETURN(std::string source, images_[k]->SourcePath(ino));
-      auto lower = Resolve(source);
+      auto lower = ResolveSource(source, &source_dirs);
       if (!lower.ok()) {
         return Status::Corruption(what + ": lower file /" + source +
                                   " is not in the state below the patch (" +

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <system_error>
+#include <thread>
 #include <utility>
 
 #include "format.h"
@@ -11,19 +13,11 @@ namespace cryptex {
 namespace {
 
 constexpr uint64_t kBlock = format::kBlockSize;
-// Decode granularity of the first-access pass: bounded memory whatever the
-// file size.
+// What a thread of the first-access pass claims at a time (rounded to whole
+// segments); a file of one piece is decoded on its caller's thread alone.
 constexpr uint64_t kPieceBytes = 256 * 1024;
 
 uint64_t BlocksFor(uint64_t size) { return (size + kBlock - 1) / kBlock; }
-
-// A segment's bytes as the cache holds them: zero-padded to whole blocks,
-// as fs-verity hashes the last block.
-std::shared_ptr<std::vector<uint8_t>> PaddedSegment(const uint8_t* data, uint64_t len) {
-  auto v = std::make_shared<std::vector<uint8_t>>(BlocksFor(len) * kBlock, 0);
-  std::memcpy(v->data(), data, len);
-  return v;
-}
 
 std::string Hex(const Digest& d) { return HexEncode(d); }
 
@@ -133,43 +127,171 @@ Result<std::shared_ptr<const PatchedFile::Loaded>> PatchedFile::Load() const {
   return loaded_;
 }
 
+// The first-access pass of one file, shared by the threads running it:
+// pieces of kPieceBytes are claimed in turn; each thread decodes its pieces
+// with its own reader and writes their leaves (and the segments to keep) to
+// their own slots, so the result does not depend on which thread did what.
+struct PatchedFile::Pass {
+  uint64_t piece = 0, pieces = 0;
+  uint64_t keep_segments = 0;  // segments [0, keep_segments) are kept for the cache
+  std::vector<Digest> leaves;  // one per block, in order
+  std::vector<std::shared_ptr<const std::vector<uint8_t>>> kept;  // keep_segments
+  std::atomic<uint64_t> next{0};                                  // next piece to claim
+  std::atomic<uint64_t> first_failed{UINT64_MAX};                 // lowest piece that failed
+  std::mutex mu;                                                  // guards error
+  Status error;                                                   // of piece first_failed
+  std::atomic<uint64_t> segments_decoded{0};
+
+  // Records the error of piece p; the lowest piece's error wins.
+  void Fail(uint64_t p, Status st) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (p < first_failed.load()) {
+      first_failed.store(p);
+      error = std::move(st);
+    }
+  }
+};
+
+namespace {
+
+// Helper threads of first-access passes running now, library-wide: however
+// many files are first read at once (a FUSE daemon), each pass runs on its
+// caller's thread plus what is left of this many helpers.
+constexpr unsigned kMaxPassHelpers = 4;
+std::atomic<unsigned> g_pass_helpers{0};
+
+// Up to `want` helper slots, released on destruction.
+class HelperSlots {
+ public:
+  explicit HelperSlots(unsigned want) {
+    unsigned cur = g_pass_helpers.load();
+    while (want > 0 && cur < kMaxPassHelpers) {
+      const unsigned take = std::min(want, kMaxPassHelpers - cur);
+      if (g_pass_helpers.compare_exchange_weak(cur, cur + take)) {
+        n_ = take;
+        break;
+      }
+    }
+  }
+  ~HelperSlots() { g_pass_helpers.fetch_sub(n_); }
+  HelperSlots(const HelperSlots&) = delete;
+  HelperSlots& operator=(const HelperSlots&) = delete;
+  unsigned count() const { return n_; }
+
+ private:
+  unsigned n_ = 0;
+};
+
+}  // namespace
+
+unsigned PatchedFile::PassThreads(uint64_t pieces) const {
+  const unsigned want =
+      env_.pass_threads != 0
+          ? env_.pass_threads
+          : std::min(kMaxPassThreads, std::max(1u, std::thread::hardware_concurrency()));
+  return static_cast<unsigned>(std::min<uint64_t>(want, pieces));
+}
+
+Status PatchedFile::DecodePiece(const Loaded& l, Pass& pass, DeltaReader& reader, uint64_t p,
+                                std::vector<uint8_t>& scratch) const {
+  const uint64_t begin = p * pass.piece;
+  const uint64_t end = std::min(src_.size, begin + pass.piece);
+  for (uint64_t off = begin; off < end; off += l.segment_size) {
+    const uint64_t seg = off / l.segment_size;
+    const uint64_t len = std::min<uint64_t>(l.segment_size, end - off);
+    uint8_t* dst;
+    std::shared_ptr<std::vector<uint8_t>> keep;
+    if (seg < pass.keep_segments) {  // decoded straight into the bytes the cache will hold
+      keep = std::make_shared<std::vector<uint8_t>>(BlocksFor(len) * kBlock);
+      dst = keep->data();
+    } else {
+      scratch.resize(l.segment_size);
+      dst = scratch.data();
+    }
+    const uint64_t before = reader.stats().segments_decoded;
+    Status st = reader.ReadRange(off, std::span<uint8_t>(dst, len));
+    pass.segments_decoded += reader.stats().segments_decoded - before;
+    CX_RETURN_IF_ERROR(st);
+    const std::vector<Digest> part = LeafHashes(dst, len);
+    std::copy(part.begin(), part.end(), pass.leaves.begin() + static_cast<ptrdiff_t>(off / kBlock));
+    if (keep) pass.kept[seg] = std::move(keep);
+  }
+  return Status::Ok();
+}
+
+void PatchedFile::RunPass(const Loaded& l, Pass& pass, DeltaReader& reader) const {
+  std::vector<uint8_t> scratch;
+  for (;;) {
+    const uint64_t p = pass.next.fetch_add(1);
+    // Pieces past a failed one cannot change the outcome.
+    if (p >= pass.pieces || p > pass.first_failed.load()) return;
+    Status st = DecodePiece(l, pass, reader, p, scratch);
+    if (!st.ok()) {
+      pass.Fail(p, std::move(st));
+      return;
+    }
+  }
+}
+
 Status PatchedFile::BuildLeaves(Loaded& l) const {
   CX_ASSIGN_OR_RETURN(auto reader, NewReader(l));
   l.segment_size = reader->segment_size();
-  std::vector<Digest> leaves;
-  leaves.reserve(BlocksFor(src_.size));
-  const uint64_t piece =
-      std::max<uint64_t>(l.segment_size, kPieceBytes) / l.segment_size * l.segment_size;
-  std::vector<uint8_t> buf(std::min<uint64_t>(piece, src_.size));
-  // The segments decoded here are verified once the leaves check out: up to
-  // kKeepFraction of the cache of them is kept to be cached then, so the
-  // read that caused this pass does not decode and hash them again.
+  Pass pass;
+  pass.piece = std::max<uint64_t>(l.segment_size, kPieceBytes) / l.segment_size * l.segment_size;
+  pass.pieces = (src_.size + pass.piece - 1) / pass.piece;
+  pass.leaves.resize(BlocksFor(src_.size));
+  // The segments decoded here are verified once the leaves check out: the
+  // first ones, up to 1/kKeepFraction of the cache, are kept to be cached
+  // then, so the read that caused this pass does not decode and hash them
+  // again. All segments but the last are whole blocks of segment_size.
   const uint64_t keep_budget = env_.cache ? env_.cache->capacity() / kKeepFraction : 0;
-  uint64_t kept_bytes = 0;
-  std::vector<std::pair<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>> kept;
-  for (uint64_t off = 0; off < src_.size; off += piece) {
-    const uint64_t n = std::min<uint64_t>(piece, src_.size - off);
-    const uint64_t before = reader->stats().segments_decoded;
-    Status st = reader->ReadRange(off, std::span<uint8_t>(buf.data(), n));
-    if (env_.stats) env_.stats->segments_decoded += reader->stats().segments_decoded - before;
-    CX_RETURN_IF_ERROR(st);
-    const std::vector<Digest> part = LeafHashes(buf.data(), n);
-    leaves.insert(leaves.end(), part.begin(), part.end());
-    for (uint64_t s = 0; s < n; s += l.segment_size) {
-      const uint64_t len = std::min<uint64_t>(l.segment_size, n - s);
-      if (kept_bytes + BlocksFor(len) * kBlock > keep_budget) break;
-      kept.emplace_back((off + s) / l.segment_size, PaddedSegment(buf.data() + s, len));
-      kept_bytes += kept.back().second->size();
-    }
+  const uint64_t segments = (src_.size + l.segment_size - 1) / l.segment_size;
+  pass.keep_segments = std::min(segments, keep_budget / l.segment_size);
+  if (pass.keep_segments + 1 == segments &&
+      (segments - 1) * l.segment_size + BlocksFor(src_.size % l.segment_size) * kBlock <=
+          keep_budget) {
+    pass.keep_segments = segments;  // the short last segment fits too
   }
+  pass.kept.resize(pass.keep_segments);
+
+  // Helpers, each with a reader of its own, take pieces alongside this
+  // thread; a one-piece file takes no thread.
+  std::vector<std::unique_ptr<DeltaReader>> helper_readers;
+  std::vector<std::thread> helpers;
+  {
+    const unsigned threads = PassThreads(pass.pieces);  // 0 for an empty file
+    HelperSlots slots(threads > 1 ? threads - 1 : 0);
+    for (unsigned i = 0; i < slots.count(); ++i) {
+      auto r = NewReader(l);  // validated above by the first reader: cannot fail but for memory
+      if (!r.ok()) break;
+      helper_readers.push_back(std::move(r).value());
+    }
+    for (auto& r : helper_readers) {
+      try {
+        helpers.emplace_back([this, &l, &pass, rd = r.get()] { RunPass(l, pass, *rd); });
+      } catch (const std::system_error&) {
+        break;  // no thread to be had: the pieces left are this thread's
+      }
+    }
+    if (env_.stats) env_.stats->pass_helpers += helpers.size();
+    RunPass(l, pass, *reader);
+    for (auto& t : helpers) t.join();
+  }
+  if (env_.stats) env_.stats->segments_decoded += pass.segments_decoded.load();
+  if (pass.first_failed.load() != UINT64_MAX) return pass.error;
+
   if (env_.stats) ++env_.stats->trees_built;
-  auto checked = VerityLeaves::Check(std::move(leaves), src_.size, src_.digest, src_.context);
+  auto checked = VerityLeaves::Check(std::move(pass.leaves), src_.size, src_.digest, src_.context);
   if (!checked.ok()) {
     if (env_.stats) ++env_.stats->verify_failures;
     return checked.status();
   }
   l.leaves = std::make_shared<const VerityLeaves>(std::move(checked).value());
-  for (auto& [seg, bytes] : kept) env_.cache->Put(CacheKey(seg), bytes, bytes->size());
+  for (uint64_t seg = 0; seg < pass.kept.size(); ++seg) {
+    env_.cache->Put(CacheKey(seg), pass.kept[seg], pass.kept[seg]->size());
+  }
+  // One reader stays, as after a pass on one thread: the helpers' buffers
+  // (up to a few segments each) are not kept for every file ever opened.
   idle_.push_back(std::move(reader));
   return Status::Ok();
 }

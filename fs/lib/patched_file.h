@@ -9,8 +9,9 @@
 // accepted (VerityLeaves::Check); after that the leaves are trusted memory.
 // Where the leaves come from is the caller's choice:
 //  * PatchedFile computes them on first access with one pass over the
-//    decoded file (memory: one decode piece at a time, plus the segments
-//    kept for the cache: at most 1/kKeepFraction of it);
+//    decoded file, its pieces decoded on a few threads (memory: one
+//    segment per thread, plus the segments kept for the cache: at most
+//    1/kKeepFraction of it);
 //  * a store may later persist them (VerityLeaves::Serialize at install
 //    time) and hand them back (VerityLeaves::Parse): untrusted bytes,
 //    accepted only if they hash up to the signed digest.
@@ -64,6 +65,7 @@ class VerityLeaves final {
 // Counters of all the patched files of one view (shared, readable any time).
 struct PatchedFileStats {
   std::atomic<uint64_t> trees_built{0};       // first-access passes over a whole file
+  std::atomic<uint64_t> pass_helpers{0};      // threads those passes started besides their caller's
   std::atomic<uint64_t> segments_decoded{0};  // delta segments decoded, all readers
   std::atomic<uint64_t> segment_cache_hits{0};
   std::atomic<uint64_t> blocks_verified{0};  // 4 KiB blocks checked against a leaf
@@ -81,6 +83,11 @@ struct PatchedFileEnv {
   SegmentCache* cache = nullptr;
   // Distinct per file sharing `cache`: below 2^43.
   uint64_t cache_id = 0;
+  // Threads of a first-access pass (the caller's included), at most one
+  // per piece; 0: min(hardware threads, PatchedFile::kMaxPassThreads).
+  // Helpers beyond the caller's thread also count against a library-wide
+  // cap (patched_file.cc), so a pass may get fewer.
+  unsigned pass_threads = 0;
 };
 
 // Where a delta file's bytes come from. The functions are called from any
@@ -102,6 +109,9 @@ struct PatchedFileSource {
 // each segment is decoded, every block of it checked against its leaf, and
 // the verified segment kept in the shared cache, so the many small lower
 // reads a delta stacked on a delta makes decode each lower segment once.
+// The first-access pass (no leaves given) decodes the file's pieces on up
+// to PatchedFileEnv::pass_threads threads, each with its own reader, and
+// joins them before returning; read_lower must be thread safe.
 // Memory, after first access and until destruction: the delta's bytes, the
 // leaves (0.8% of the target) and up to kMaxIdleReaders idle readers; plus
 // its share of the bounded cache.
@@ -129,12 +139,24 @@ class PatchedFile final {
   // The first-access pass puts the segments it decoded into the cache (once
   // the leaves check out), up to 1/kKeepFraction of the cache's capacity.
   static constexpr uint64_t kKeepFraction = 4;
+  // Threads a first-access pass uses by default (PatchedFileEnv::pass_threads).
+  static constexpr unsigned kMaxPassThreads = 4;
 
  private:
   struct Loaded;  // delta bytes + leaves
   Result<std::shared_ptr<const Loaded>> Load() const;
+  struct Pass;  // the shared state of one first-access pass
   // One pass over the decoded file: l.leaves, checked. REQUIRES: mu_ held.
+  // The pass decodes pieces of the file on up to PassThreads() threads; on
+  // failure the error of the lowest failing piece is returned, as a
+  // sequential pass would.
   Status BuildLeaves(Loaded& l) const;
+  unsigned PassThreads(uint64_t pieces) const;
+  // Claims and decodes pieces until none is left (or one below failed).
+  void RunPass(const Loaded& l, Pass& pass, DeltaReader& reader) const;
+  // Piece p: its leaves, and its segments to keep, into `pass`.
+  Status DecodePiece(const Loaded& l, Pass& pass, DeltaReader& reader, uint64_t p,
+                     std::vector<uint8_t>& scratch) const;
   Result<std::unique_ptr<DeltaReader>> NewReader(const Loaded& l) const;
   uint64_t CacheKey(uint64_t seg) const;  // of segment `seg` in env_.cache
   // Verified segment `seg` (zero-padded to whole blocks), from the cache or
