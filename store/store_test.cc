@@ -732,7 +732,7 @@ TEST_F(StoreTest, TamperedPatchInTheStoreIsReportedNeverServed) {
   EXPECT_EQ(doc["lines"][0]["damaged"][0]["patch"], "p1");
   // The superblock's root hash: status reports the file, exit 3.
   test::FlipByte(path, test::FileSize(path) / 2);
-  test::FlipByte(path, test::FileSize(path) - 4096 + 130);
+  test::FlipByte(path, test::ImageSuperblock(path).superblock_offset() + 130);
   s = Cx("status", true);
   EXPECT_EQ(s.exit_code, cli::kExitIntegrity) << s.out << s.err;
   EXPECT_TRUE(Contains(s.out, "DAMAGED p1")) << s.out;
@@ -749,6 +749,7 @@ TEST_F(StoreTest, ActivationOfAPatchDamagedInTheStoreIsRefusedAndRecorded) {
       store_->Install(Patch("p1", 6, {}, {{"a", std::string(100000, 'P')}}), false, {}).ok());
   const std::string path = store_->PatchPath(kLine, "p1");
   const std::string good = ReadFile(path);
+  const SuperblockInfo sb = test::ImageSuperblock(path);
   auto no_trust = Store::Open(store_dir(), nullptr);
   ASSERT_TRUE(no_trust.ok());
   struct Damage {
@@ -757,10 +758,12 @@ TEST_F(StoreTest, ActivationOfAPatchDamagedInTheStoreIsRefusedAndRecorded) {
     const char* says;
   };
   const std::vector<Damage> damages = {
-      {"a data byte", [&] { test::FlipByte(path, 4096 + 10); }, "SHA-256"},
+      {"a data byte",
+       [&] { test::FlipByte(path, sb.regions[format::kRegionData].offset + 10); },
+       "SHA-256"},
       {"the last byte", [&] { test::FlipByte(path, good.size() - 1, 0x01); }, "SHA-256"},
-      {"the header block", [&] { test::FlipByte(path, 100); }, "SHA-256"},
-      {"the signature", [&] { test::FlipByte(path, good.size() - 4096 + 520); }, "SHA-256"},
+      {"the header", [&] { test::FlipByte(path, 20); }, "SHA-256"},
+      {"the signature", [&] { test::FlipByte(path, sb.superblock_offset() + 520); }, "SHA-256"},
       {"a byte appended", [&] { WriteFile(path, good + "x"); }, "bytes"},
       {"truncated", [&] { WriteFile(path, good.substr(0, good.size() - 4096)); }, "bytes"},
       {"deleted", [&] { fs::remove(path); }, "missing from the store"},

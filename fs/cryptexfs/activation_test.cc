@@ -1010,7 +1010,7 @@ TEST_P(TamperedPatchTest, ActivationOfADamagedPatchIsRefusedAndTheMountKeepsTheO
   const std::string tree = st + "/lines/" + kLine + "/trees/p1.tree";
   std::string damaged = patch;
   if (where == "superblock") {
-    test::FlipByte(patch, test::FileSize(patch) - 4096 + 130);  // root_hash
+    test::FlipByte(patch, test::ImageSuperblock(patch).superblock_offset() + 130);  // root_hash
   } else if (where == "data") {
     test::FlipByte(patch, test::FileSize(patch) / 2);
   } else {
@@ -1060,9 +1060,9 @@ TEST_F(ActivationTest, PatchDamagedWhileActiveAndMountedGivesEioAndStatusReports
   const std::string mnt = work_->Join("mnt_damaged_active");
   ASSERT_NE(Mount(st, mnt), nullptr);
   const std::string patch = st + "/lines/" + kLine + "/patches/p1.cxpatch";
-  // Before any file is read (nothing cached): the header block is 0..4095,
-  // the data region (frames of the files' content) starts at 4096.
-  test::FlipByte(patch, 4096 + 20);
+  // Before any file is read (nothing cached): a byte of the data region
+  // (frames of the files' content).
+  test::FlipByte(patch, test::ImageSuperblock(patch).regions[format::kRegionData].offset + 20);
   const std::vector<std::string> files = {"hello.txt",   "big.bin",  "added.txt", "dir/inner.txt",
                                           "dir/new.txt", "newdir/g", "delta.bin", "keep.txt"};
   size_t eio = 0, changed = 0;

@@ -168,6 +168,7 @@ class ImageWriter {
     // Everything a reader would refuse is refused before anything is written.
     CX_RETURN_IF_ERROR(opts_.manifest.Validate());
     CX_RETURN_IF_ERROR(CheckTree());
+    compact_ = opts_.compact && TablesBytesBound() <= kMaxPackedMetaBytes;
     CX_ASSIGN_OR_RETURN(out_, OutputFile::Create(opts_.output_path));
     CX_RETURN_IF_ERROR(WriteHeader());
     AssignInodes();
@@ -234,8 +235,27 @@ class ImageWriter {
     return Status::Ok();
   }
 
+  // An upper bound of the table regions' bytes (inodes, dirents, extents,
+  // xattrs, strings, frames), from the source tree alone: whether they fit
+  // the compact layout's packed metadata is decided before writing.
+  uint64_t TablesBytesBound() const {
+    uint64_t n = 0;
+    for (const SourceNode& node : tree_.nodes) {
+      n += sizeof(DiskInode) + sizeof(DiskDirent) + node.name.size() +
+           node.symlink_target.size() + node.source_path.size();
+      for (const auto& [k, v] : node.xattrs) n += sizeof(DiskXattr) + k.size() + v.size();
+      if (S_ISREG(node.mode)) {
+        // One extent per chunk, and at most one frame per extent.
+        n += ((node.size >> opts_.chunk_log2) + 1) * (sizeof(DiskExtent) + sizeof(DiskFrame));
+      }
+    }
+    return n;
+  }
+
+  uint64_t HeaderSize() const { return compact_ ? sizeof(DiskHeader) : kBlockSize; }
+
   Status WriteHeader() {
-    std::vector<uint8_t> block(kBlockSize, 0);
+    std::vector<uint8_t> block(HeaderSize(), 0);
     DiskHeader h;
     std::memset(&h, 0, sizeof h);
     std::memcpy(h.magic, kHeaderMagic, 8);
@@ -727,7 +747,9 @@ class ImageWriter {
     }
     for (const auto& f : frames_) AppendRecord(frames, f);
 
-    regions_[kRegionData] = {kBlockSize, out_->size() - kBlockSize};
+    regions_[kRegionData] = {HeaderSize(), out_->size() - HeaderSize()};
+    manifest_bytes_ = opts_.manifest.Encode();
+    if (compact_) return WritePackedMetadata(&frames, &inodes, &dirents, &extents, &xattrs);
     auto put = [&](Region r, const std::vector<uint8_t>& bytes) -> Status {
       uint64_t off = (out_->size() + 127) & ~uint64_t{127};
       regions_[r] = {off, bytes.size()};
@@ -739,9 +761,47 @@ class ImageWriter {
     CX_RETURN_IF_ERROR(put(kRegionExtents, extents));
     CX_RETURN_IF_ERROR(put(kRegionXattrs, xattrs));
     CX_RETURN_IF_ERROR(put(kRegionStrings, strings_));
-    manifest_bytes_ = opts_.manifest.Encode();
     CX_RETURN_IF_ERROR(put(kRegionManifest, manifest_bytes_));
     return Status::Ok();
+  }
+
+  // Compact layout: the table regions back to back in one buffer (their
+  // offsets are into it), stored as one zstd frame (or as is, if that is not
+  // smaller) right after the data; then the manifest, in the clear so that a
+  // feed can read it without decompressing anything.
+  Status WritePackedMetadata(const std::vector<uint8_t>* frames, const std::vector<uint8_t>* inodes,
+                             const std::vector<uint8_t>* dirents,
+                             const std::vector<uint8_t>* extents,
+                             const std::vector<uint8_t>* xattrs) {
+    std::vector<uint8_t> raw;
+    auto add = [&](Region r, const std::vector<uint8_t>& bytes) {
+      regions_[r] = {raw.size(), bytes.size()};
+      raw.insert(raw.end(), bytes.begin(), bytes.end());
+    };
+    add(kRegionFrames, *frames);
+    add(kRegionInodes, *inodes);
+    add(kRegionDirents, *dirents);
+    add(kRegionExtents, *extents);
+    add(kRegionXattrs, *xattrs);
+    add(kRegionStrings, strings_);
+    if (raw.size() > kMaxPackedMetaBytes) {  // TablesBytesBound() was wrong
+      return Status::Internal("packed metadata of " + std::to_string(raw.size()) +
+                              " bytes exceeds the compact layout's limit");
+    }
+    std::vector<uint8_t> z(ZSTD_compressBound(raw.size()));
+    // The tables are small next to the data; spend the time on them.
+    const int level = raw.size() <= (4u << 20) ? ZSTD_maxCLevel() : opts_.zstd_level;
+    const size_t n = ZSTD_compress(z.data(), z.size(), raw.data(), raw.size(), level);
+    if (ZSTD_isError(n)) {
+      return Status::Internal(std::string("zstd (packed metadata): ") + ZSTD_getErrorName(n));
+    }
+    const std::vector<uint8_t>& stored = n < raw.size() ? z : raw;
+    const size_t stored_size = n < raw.size() ? n : raw.size();
+    packed_meta_ = {out_->size(), stored_size};
+    packed_meta_raw_ = raw.size();
+    CX_RETURN_IF_ERROR(out_->Append(stored.data(), stored_size));
+    regions_[kRegionManifest] = {out_->size(), manifest_bytes_.size()};
+    return out_->Append(manifest_bytes_.data(), manifest_bytes_.size());
   }
 
   // ---- tree and seal ----------------------------------------------------------
@@ -755,7 +815,11 @@ class ImageWriter {
     SuperblockInfo sb;
     sb.kind = opts_.kind;
     sb.compat = kCompatDedup;
-    sb.incompat = kIncompatZstd | (opts_.kind == kKindPatch ? kIncompatWhiteouts : 0);
+    sb.incompat = kIncompatZstd | (opts_.kind == kKindPatch ? kIncompatWhiteouts : 0) |
+                  (compact_ ? kIncompatCompact : 0);
+    sb.packed_meta_offset = packed_meta_.offset;
+    sb.packed_meta_stored = packed_meta_.length;
+    sb.packed_meta_raw = packed_meta_raw_;
     for (const SourceNode& n : tree_.nodes) {
       if (n.is_sourced()) sb.incompat |= kIncompatLowerContent;
     }
@@ -784,10 +848,13 @@ class ImageWriter {
     TreeGeometry g = TreeGeometry::For(sb.data_blocks);
     sb.hash_blocks = g.total_hash_blocks;
     sb.tree_levels = static_cast<uint32_t>(g.levels.size());
-    sb.image_size = data_end + hash_area.size() + kBlockSize;
+    // The trailer: the superblock and signature, alone (compact) or at the
+    // start of an otherwise zero block (classic).
+    const size_t trailer = compact_ ? kTrailerSize : kBlockSize;
+    sb.image_size = data_end + hash_area.size() + trailer;
     CX_RETURN_IF_ERROR(out_->Append(hash_area.data(), hash_area.size()));
 
-    std::vector<uint8_t> block(kBlockSize, 0);
+    std::vector<uint8_t> block(trailer, 0);
     auto sbytes = EncodeSuperblock(sb);
     std::memcpy(block.data(), sbytes.data(), sbytes.size());
     CX_ASSIGN_OR_RETURN(Ed25519Sig sig, opts_.key->Sign(sbytes));
@@ -838,6 +905,9 @@ class ImageWriter {
   std::vector<uint8_t> strings_;
   std::vector<uint8_t> manifest_bytes_;
   RegionInfo regions_[kRegionCount];
+  bool compact_ = false;      // writing the compact layout
+  RegionInfo packed_meta_;    // compact: where the packed metadata lies, stored bytes
+  uint64_t packed_meta_raw_ = 0;
 };
 
 }  // namespace

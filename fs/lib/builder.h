@@ -115,6 +115,11 @@ struct BuildOptions {
   int zstd_level = 9;
   uint32_t chunk_log2 = 17;
   int threads = 0;  // 0 = hardware concurrency
+  // Write the compact layout (docs/FORMAT.md section 13: 64-byte header,
+  // packed zstd metadata, 640-byte trailer) when the tables fit its limit
+  // (format::kMaxPackedMetaBytes), else the classic one. mkpatch sets it: a
+  // patch is small, so its fixed framing and tables are most of its bytes.
+  bool compact = false;
   std::function<void(const BuildProgress&)> progress;
   // Test hook: called on the reading thread each time part of a source file
   // has been read (one chunk, or a whole small file), with the file's path

@@ -92,8 +92,15 @@ inline constexpr uint64_t kIncompatWhiteouts = 1ull << 1;  // whiteout entries/o
 // (kInodeLowerContent, kInodeDelta). Such an image is only readable on top of
 // the lower state it binds to (docs/FORMAT.md section 12).
 inline constexpr uint64_t kIncompatLowerContent = 1ull << 2;
+// Compact layout (docs/FORMAT.md section 13), what mkpatch writes: a 64-byte
+// header instead of a header block, the inode, dirent, extent, xattr, string
+// and frame tables packed into one zstd frame (the packed metadata, located
+// by DiskSuperblock::packed_meta_*; those regions' offsets are offsets into
+// its decompressed bytes), and the superblock and signature as the last 640
+// bytes of the file instead of a whole block.
+inline constexpr uint64_t kIncompatCompact = 1ull << 3;
 inline constexpr uint64_t kIncompatKnown =
-    kIncompatZstd | kIncompatWhiteouts | kIncompatLowerContent;
+    kIncompatZstd | kIncompatWhiteouts | kIncompatLowerContent | kIncompatCompact;
 inline constexpr uint64_t kCompatDedup = 1ull << 0;  // informational
 inline constexpr uint64_t kCompatKnown = kCompatDedup;
 
@@ -158,7 +165,13 @@ struct DiskSuperblock {
   DiskRegion regions[kRegionCount];  // 8 * 16 = 128 bytes
   Le64 root_inode;                   // inode number of "/" (== 1)
   Le64 created_at;                   // seconds since the epoch (build --epoch)
-  uint8_t reserved[216];             // zero
+  // Compact layout only (kIncompatCompact), else zero: where the packed
+  // metadata lies in the verified area, its stored bytes (a zstd frame, or
+  // the bytes as is when stored == raw) and its decompressed size.
+  Le64 packed_meta_offset;
+  Le64 packed_meta_stored;
+  Le64 packed_meta_raw;
+  uint8_t reserved[192];  // zero
 };
 static_assert(sizeof(DiskSuperblock) == 512);
 
@@ -175,6 +188,16 @@ struct DiskSignature {
 };
 static_assert(sizeof(DiskSignature) == 128);
 inline constexpr uint32_t kSignatureOffsetInBlock = 512;
+// The superblock and the signature block: the first 640 bytes of the last
+// block (classic layout), or the last 640 bytes of the file (compact layout).
+inline constexpr uint32_t kTrailerSize = kSignatureOffsetInBlock + sizeof(DiskSignature);
+static_assert(kTrailerSize == 640);
+// Compact layout: the header is DiskHeader alone; the verified area holds at
+// least one block; the packed metadata decompresses to at most this much.
+inline constexpr uint64_t kMaxPackedMetaBytes = 64ull << 20;
+// The smallest file of either layout (compact: one data block, which is its
+// own tree's root, and the trailer); readers refuse smaller files unread.
+inline constexpr uint64_t kMinImageSize = kBlockSize + kTrailerSize;
 
 // ---- manifest region --------------------------------------------------------
 

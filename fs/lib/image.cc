@@ -46,7 +46,7 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageO
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return Status::InvalidArgument(path + ": not a regular file or block device");
   }
-  if (size < 3 * kBlockSize) {
+  if (size < kMinImageSize) {
     return Status::Corruption(path + ": not a cryptex image (" + std::to_string(size) +
                               " bytes is too small; truncated?)");
   }
@@ -54,9 +54,11 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageO
   CX_RETURN_IF_ERROR(PReadFull(impl->fd, last.data(), kBlockSize, size - kBlockSize, path));
   // Cheap structural check first so that "not an image" is reported as such,
   // then the signature, and only then is the superblock trusted.
-  if (std::memcmp(last.data(), kSuperMagic, 8) != 0) {
+  if (TrailerOf(last).empty()) {
     return Status::Corruption(path + ": not a cryptex image (no superblock at offset " +
-                              std::to_string(size - kBlockSize) + "; truncated or not an image)");
+                              std::to_string(size - kBlockSize) + " or " +
+                              std::to_string(size - kTrailerSize) +
+                              "; truncated or not an image)");
   }
   CX_RETURN_IF_ERROR(VerifySuperblockSignature(last, *opts.trust, path));
   CX_ASSIGN_OR_RETURN(impl->sb, DecodeSuperblock(last, size, path));
@@ -76,6 +78,7 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageO
   m.frame_cache =
       std::make_unique<LruCache<FrameBytes>>(std::max<size_t>(opts.frame_cache_bytes, 64u << 10));
   CX_RETURN_IF_ERROR(m.blocks->CheckRoot());
+  if (m.sb.compact()) CX_RETURN_IF_ERROR(m.UnpackMeta());
   const auto& mr = m.sb.regions[kRegionManifest];
   if (mr.length > kMaxManifestBytes) {
     return Status::Corruption(path + ": manifest larger than " + std::to_string(kMaxManifestBytes) +

@@ -210,6 +210,46 @@ struct Image::Impl {
     return Status::Ok();
   }
 
+  // Compact layout: the packed metadata, verified and decompressed once at
+  // open (at most kMaxPackedMetaBytes); the table regions index into it.
+  std::vector<uint8_t> packed_meta;
+
+  Status UnpackMeta() {
+    const uint64_t off = sb.packed_meta_offset, stored = sb.packed_meta_stored;
+    auto bad = [&](const std::string& m) {
+      return Status::Corruption(path + ": packed metadata at offset " + std::to_string(off) +
+                                ": " + m);
+    };
+    std::vector<uint8_t> z(stored);
+    CX_RETURN_IF_ERROR(ReadMeta(off, stored, z.data()));
+    if (stored == sb.packed_meta_raw) {
+      packed_meta = std::move(z);
+      return Status::Ok();
+    }
+    const unsigned long long claimed = ZSTD_getFrameContentSize(z.data(), z.size());
+    if (claimed != sb.packed_meta_raw) {
+      return bad("not one zstd frame of " + std::to_string(sb.packed_meta_raw) + " bytes");
+    }
+    packed_meta.resize(sb.packed_meta_raw);
+    const size_t got = ZSTD_decompress(packed_meta.data(), packed_meta.size(), z.data(), z.size());
+    if (ZSTD_isError(got) || got != packed_meta.size()) {
+      return bad(ZSTD_isError(got) ? std::string("zstd: ") + ZSTD_getErrorName(got)
+                                   : "decompressed to " + std::to_string(got) + " bytes, not " +
+                                         std::to_string(packed_meta.size()));
+    }
+    return Status::Ok();
+  }
+
+  // Verified bytes [at, at + len) of region r (bounds checked by the caller).
+  Status ReadRegion(Region r, uint64_t at, size_t len, void* out) const {
+    const auto& reg = sb.regions[r];
+    if (sb.packed(r)) {
+      std::memcpy(out, packed_meta.data() + reg.offset + at, len);
+      return Status::Ok();
+    }
+    return ReadMeta(reg.offset + at, len, out);
+  }
+
   template <typename T>
   Status ReadRecord(Region r, uint64_t index, T* out) const {
     const auto& reg = sb.regions[r];
@@ -217,7 +257,7 @@ struct Image::Impl {
       return Status::Corruption(path + ": " + RegionName(r) + " index " + std::to_string(index) +
                                 " out of range");
     }
-    return ReadMeta(reg.offset + index * sizeof(T), sizeof(T), out);
+    return ReadRegion(r, index * sizeof(T), sizeof(T), out);
   }
 
   Status ReadString(uint64_t off, uint64_t len, std::string* out) const {
@@ -227,7 +267,7 @@ struct Image::Impl {
                                 std::to_string(len) + " outside the strings region");
     }
     out->resize(len);
-    return ReadMeta(reg.offset + off, len, out->data());
+    return ReadRegion(kRegionStrings, off, len, out->data());
   }
 
   Result<InodeInfo> GetInode(uint64_t ino) const {
@@ -350,9 +390,16 @@ struct Image::Impl {
   // GCC 12 at -O3 reports a false -Wrestrict there (GCC bug 105329).
   std::string DirentSpan(uint64_t first, uint64_t count) const {
     std::string span = "[";
-    span += std::to_string(first) + ", " + std::to_string(first + count) + ") at offset " +
-            std::to_string(sb.regions[kRegionDirents].offset + first * sizeof(DiskDirent));
+    span += std::to_string(first) + ", " + std::to_string(first + count) + ") at " +
+            MetaOffset(kRegionDirents, first * sizeof(DiskDirent));
     return span;
+  }
+
+  // Where byte `at` of table region r lies, for messages: a file offset, or
+  // (compact layout) an offset into the packed metadata.
+  std::string MetaOffset(Region r, uint64_t at) const {
+    return (sb.packed(r) ? "packed metadata offset " : "offset ") +
+           std::to_string(sb.regions[r].offset + at);
   }
 
   // One pass of CheckDir over `dir`'s entries; appends subdirectories to

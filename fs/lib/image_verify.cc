@@ -26,19 +26,22 @@ Status Image::VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress)
     }
   }
 
-  // 1b. The header block: magic, version, and zeros everywhere else.
+  // 1b. The header: magic, version, and zeros everywhere else (in the whole
+  //     header block; a compact image has no header block, only the header).
   {
+    const size_t header_end = sb.compact() ? sizeof(DiskHeader) : kBlockSize;
     std::vector<uint8_t> hb(kBlockSize);
     CX_RETURN_IF_ERROR(m.blocks->Read(0, 1, hb.data()));
     DiskHeader h;
     std::memcpy(&h, hb.data(), sizeof h);
     bool zero = h.reserved0.get() == 0;
-    for (size_t i = offsetof(DiskHeader, reserved); i < kBlockSize && zero; ++i) {
+    for (size_t i = offsetof(DiskHeader, reserved); i < header_end && zero; ++i) {
       zero = hb[i] == 0;
     }
     if (std::memcmp(h.magic, kHeaderMagic, 8) != 0 || h.format_version.get() != kFormatVersion ||
         !zero) {
-      return Status::Corruption(m.path + ": header block at offset 0 is malformed (magic, " +
+      return Status::Corruption(m.path + (sb.compact() ? ": header" : ": header block") +
+                                " at offset 0 is malformed (magic, " +
                                 "version or non-zero reserved bytes)");
     }
   }
@@ -156,8 +159,7 @@ Status Image::Impl::CheckReferences(const std::vector<uint32_t>& names,
     const std::string where = m.path + ": inode " + std::to_string(ino);
     if (names[ino] == 0) {
       return Status::Corruption(
-          where + " (inode table offset " +
-          std::to_string(m.sb.regions[kRegionInodes].offset + (ino - 1) * sizeof(DiskInode)) +
+          where + " (inode table at " + m.MetaOffset(kRegionInodes, (ino - 1) * sizeof(DiskInode)) +
           ") is named by no directory entry (orphan)");
     }
     CX_ASSIGN_OR_RETURN(InodeInfo in, m.GetInode(ino));
@@ -170,9 +172,8 @@ Status Image::Impl::CheckReferences(const std::vector<uint32_t>& names,
   }
   if (const uint64_t k = m.dirs.FirstUnclaimedEntry(m.dirent_count); k < m.dirent_count) {
     return Status::Corruption(
-        m.path + ": directory entry " + std::to_string(k) + " (offset " +
-        std::to_string(m.sb.regions[kRegionDirents].offset + k * sizeof(DiskDirent)) +
-        ") belongs to no directory");
+        m.path + ": directory entry " + std::to_string(k) + " (at " +
+        m.MetaOffset(kRegionDirents, k * sizeof(DiskDirent)) + ") belongs to no directory");
   }
   return Status::Ok();
 }

@@ -978,6 +978,7 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
   b.key = opts.key;
   b.manifest = std::move(manifest);
   b.kind = kKindPatch;
+  b.compact = opts.compact;
   b.zstd_level = opts.zstd_level;
   b.chunk_log2 = opts.chunk_log2;
   b.threads = opts.threads;

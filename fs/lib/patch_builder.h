@@ -69,6 +69,8 @@ struct PatchOptions {
   // default to the lower base's; base_root_digest and requires_patches are
   // set from the LowerIdentity (any value given is replaced).
   Manifest manifest;
+  // The compact layout (BuildOptions::compact); false writes the classic one.
+  bool compact = true;
   int zstd_level = 9;
   uint32_t chunk_log2 = format::kDefaultChunkLog2;
   int threads = 0;  // 0 = hardware concurrency (compression and deltas)

@@ -1,6 +1,8 @@
 #include "superblock.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace cryptex {
 
@@ -59,23 +61,39 @@ static std::string Hex64(uint64_t v) {
   return buf;
 }
 
-Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t file_size,
+std::span<const uint8_t> TrailerOf(std::span<const uint8_t> tail) {
+  if (tail.size() == kBlockSize && std::memcmp(tail.data(), kSuperMagic, 8) == 0) {
+    return tail.first(kTrailerSize);
+  }
+  if (tail.size() >= kTrailerSize &&
+      std::memcmp(tail.data() + tail.size() - kTrailerSize, kSuperMagic, 8) == 0) {
+    return tail.last(kTrailerSize);
+  }
+  return {};
+}
+
+Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> tail, uint64_t file_size,
                                         const std::string& what) {
-  const uint64_t sb_off = file_size >= kBlockSize ? file_size - kBlockSize : 0;
+  const std::span<const uint8_t> trailer = TrailerOf(tail);
+  const bool classic = !trailer.empty() && trailer.data() == tail.data();
+  const uint64_t sb_off =
+      file_size - std::min<uint64_t>(file_size, classic ? kBlockSize : kTrailerSize);
   auto bad = [&](const std::string& m) {
     return Status::Corruption(what + ": superblock at offset " + std::to_string(sb_off) + ": " + m);
   };
-  if (file_size < 3 * kBlockSize || file_size % kBlockSize != 0) {
+  if (file_size < kMinImageSize) {
     return Status::Corruption(what + ": not a cryptex image (size " + std::to_string(file_size) +
-                              " is not a multiple of 4096 of at least 12288; truncated?)");
+                              " is less than " + std::to_string(kMinImageSize) + "; truncated?)");
   }
-  if (block.size() != kBlockSize) return bad("short read");
-  DiskSuperblock d;
-  std::memcpy(&d, block.data(), sizeof d);
-  if (std::memcmp(d.magic, kSuperMagic, 8) != 0) {
+  if (tail.size() != std::min<uint64_t>(file_size, kBlockSize)) return bad("short read");
+  if (trailer.empty()) {
     return Status::Corruption(what + ": not a cryptex image (no superblock magic at offset " +
-                              std::to_string(sb_off) + "; truncated or not an image)");
+                              std::to_string(file_size - kBlockSize) + " or " +
+                              std::to_string(file_size - kTrailerSize) +
+                              "; truncated or not an image)");
   }
+  DiskSuperblock d;
+  std::memcpy(&d, trailer.data(), sizeof d);
   SuperblockInfo s;
   s.format_version = d.format_version.get();
   if (s.format_version != kFormatVersion) {
@@ -89,6 +107,15 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
   if (uint64_t unknown = s.incompat & ~kIncompatKnown) {
     return Status::Unsupported(what + ": unknown incompatible feature bits " + Hex64(unknown) +
                                " (image needs a newer cryptex)");
+  }
+  // The layout the superblock claims must be the one it was found in.
+  if (classic == s.compact()) {
+    return bad(classic ? "compact layout flagged, but the superblock starts the last block"
+                       : "classic layout, but the superblock is not at the start of the last "
+                         "block");
+  }
+  if (classic && file_size % kBlockSize != 0) {
+    return bad("file size " + std::to_string(file_size) + " is not a multiple of 4096");
   }
   s.kind = d.kind.get();
   if (s.kind != kKindBase && s.kind != kKindPatch) {
@@ -110,8 +137,10 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
   s.hash_offset = d.hash_offset.get();
   s.hash_blocks = d.hash_blocks.get();
   s.tree_levels = d.tree_levels.get();
-  // At least the header block and one block of metadata.
-  if (s.data_blocks < 2 || s.data_blocks > (file_size / kBlockSize)) return bad("data_blocks");
+  // Classic: at least the header block and one block of metadata.
+  if (s.data_blocks < (classic ? 2u : 1u) || s.data_blocks > (file_size / kBlockSize)) {
+    return bad("data_blocks");
+  }
   if (s.hash_offset != s.data_blocks * kBlockSize) return bad("hash_offset != data_blocks*4096");
   TreeGeometry g = TreeGeometry::For(s.data_blocks);
   if (s.hash_blocks != g.total_hash_blocks || s.tree_levels != g.levels.size()) {
@@ -120,29 +149,69 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
                std::to_string(g.total_hash_blocks) + " in " + std::to_string(g.levels.size()) +
                " expected for " + std::to_string(s.data_blocks) + " data blocks)");
   }
-  if (s.hash_offset + s.hash_blocks * kBlockSize + kBlockSize != file_size) {
+  if (s.hash_blocks > (file_size - s.hash_offset) / kBlockSize ||
+      s.hash_offset + s.hash_blocks * kBlockSize + (classic ? kBlockSize : kTrailerSize) !=
+          file_size) {
     return bad("regions do not add up to the file size");
   }
   if (d.salt_size.get() != kSaltSize) return bad("salt size");
   std::memcpy(s.salt.data(), d.salt, 32);
   std::memcpy(s.root_hash.data(), d.root_hash, 32);
+  s.packed_meta_offset = d.packed_meta_offset.get();
+  s.packed_meta_stored = d.packed_meta_stored.get();
+  s.packed_meta_raw = d.packed_meta_raw.get();
+  // Where regions may lie: after the header, inside the verified area; a
+  // compact image's table regions inside the packed metadata instead.
+  const uint64_t first = classic ? kBlockSize : sizeof(DiskHeader);
+  if (classic) {
+    if (s.packed_meta_offset != 0 || s.packed_meta_stored != 0 || s.packed_meta_raw != 0) {
+      return bad("packed metadata fields set in a classic-layout image");
+    }
+  } else {
+    const uint64_t o = s.packed_meta_offset, n = s.packed_meta_stored;
+    if (o < first || o > s.hash_offset || n > s.hash_offset - o || n == 0) {
+      return bad("packed metadata [" + std::to_string(o) + ", +" + std::to_string(n) +
+                 ") lies outside the verified area");
+    }
+    if (s.packed_meta_raw > kMaxPackedMetaBytes || n > s.packed_meta_raw) {
+      return bad("packed metadata of " + std::to_string(s.packed_meta_raw) +
+                 " bytes (stored in " + std::to_string(n) + "; at most " +
+                 std::to_string(kMaxPackedMetaBytes) + ", and never stored in more)");
+    }
+  }
   for (uint32_t r = 0; r < kRegionCount; ++r) {
     s.regions[r].offset = d.regions[r].offset.get();
     s.regions[r].length = d.regions[r].length.get();
     const auto& reg = s.regions[r];
-    if (reg.offset < kBlockSize || reg.offset > s.hash_offset ||
-        reg.length > s.hash_offset - reg.offset) {
+    const uint64_t lo = s.packed(r) ? 0 : first;
+    const uint64_t hi = s.packed(r) ? s.packed_meta_raw : s.hash_offset;
+    if (reg.offset < lo || reg.offset > hi || reg.length > hi - reg.offset) {
       return bad(std::string("region ") + RegionName(r) + " [" + std::to_string(reg.offset) +
-                 ", +" + std::to_string(reg.length) + ") lies outside the verified area");
+                 ", +" + std::to_string(reg.length) + ") lies outside the " +
+                 (s.packed(r) ? "packed metadata" : "verified area"));
     }
   }
   // Regions never share bytes: a byte is an inode or a dirent, not both.
-  for (uint32_t a = 0; a < kRegionCount; ++a) {
-    for (uint32_t b = a + 1; b < kRegionCount; ++b) {
-      const auto &ra = s.regions[a], &rb = s.regions[b];
-      if (ra.length == 0 || rb.length == 0) continue;
+  // The packed metadata is one more range of the file's bytes.
+  struct Range {
+    const char* name;
+    RegionInfo at;
+    bool packed;
+  };
+  std::vector<Range> ranges;
+  for (uint32_t r = 0; r < kRegionCount; ++r) {
+    ranges.push_back({RegionName(r), s.regions[r], s.packed(r)});
+  }
+  if (!classic) {
+    ranges.push_back({"packed metadata", {s.packed_meta_offset, s.packed_meta_stored}, false});
+  }
+  for (size_t a = 0; a < ranges.size(); ++a) {
+    for (size_t b = a + 1; b < ranges.size(); ++b) {
+      const RegionInfo &ra = ranges[a].at, &rb = ranges[b].at;
+      if (ranges[a].packed != ranges[b].packed || ra.length == 0 || rb.length == 0) continue;
       if (ra.offset < rb.offset + rb.length && rb.offset < ra.offset + ra.length) {
-        return bad(std::string("regions ") + RegionName(a) + " and " + RegionName(b) + " overlap");
+        return bad(std::string("regions ") + ranges[a].name + " and " + ranges[b].name +
+                   " overlap");
       }
     }
   }
@@ -155,8 +224,9 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
   if (s.regions[kRegionInodes].length == 0) return bad("no inodes");
   if (d.root_inode.get() != 1) return bad("root inode must be 1");
   s.created_at = d.created_at.get();
-  // Every byte of the last block is either signed or must be zero, so the
-  // image has exactly one valid encoding (no room to smuggle bytes).
+  // Every byte of the trailer (and of the rest of a classic image's last
+  // block) is either signed or must be zero, so the image has exactly one
+  // valid encoding (no room to smuggle bytes).
   auto all_zero = [](const uint8_t* p, size_t n) {
     for (size_t i = 0; i < n; ++i)
       if (p[i] != 0) return false;
@@ -165,12 +235,11 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
   if (!all_zero(d.reserved, sizeof d.reserved)) return bad("reserved bytes are not zero");
 
   DiskSignature sig;
-  std::memcpy(&sig, block.data() + kSignatureOffsetInBlock, sizeof sig);
+  std::memcpy(&sig, trailer.data() + kSignatureOffsetInBlock, sizeof sig);
   if (!all_zero(sig.reserved, sizeof sig.reserved)) {
     return bad("reserved bytes of the signature block are not zero");
   }
-  constexpr size_t kSigEnd = kSignatureOffsetInBlock + sizeof(DiskSignature);
-  if (!all_zero(block.data() + kSigEnd, kBlockSize - kSigEnd)) {
+  if (classic && !all_zero(tail.data() + kTrailerSize, kBlockSize - kTrailerSize)) {
     return bad("bytes after the signature block are not zero");
   }
   std::memcpy(s.key_id.data(), sig.key_id, 32);
@@ -178,9 +247,13 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t
   return s;
 }
 
-Status VerifySuperblockSignature(std::span<const uint8_t> block, const TrustStore& trust,
+Status VerifySuperblockSignature(std::span<const uint8_t> tail, const TrustStore& trust,
                                  const std::string& what) {
-  if (block.size() != kBlockSize) return Status::Corruption(what + ": short superblock");
+  const std::span<const uint8_t> block = TrailerOf(tail);
+  if (block.empty()) {
+    return Status::Corruption(what + ": not a cryptex image (no superblock; truncated or not an "
+                                     "image)");
+  }
   DiskSignature sig;
   std::memcpy(&sig, block.data() + kSignatureOffsetInBlock, sizeof sig);
   if (std::memcmp(sig.magic, kSigMagic, 8) != 0) {
@@ -231,6 +304,9 @@ std::array<uint8_t, sizeof(DiskSuperblock)> EncodeSuperblock(const SuperblockInf
   }
   d.root_inode.set(1);
   d.created_at.set(s.created_at);
+  d.packed_meta_offset.set(s.packed_meta_offset);
+  d.packed_meta_stored.set(s.packed_meta_stored);
+  d.packed_meta_raw.set(s.packed_meta_raw);
   std::array<uint8_t, sizeof(DiskSuperblock)> out;
   std::memcpy(out.data(), &d, sizeof d);
   return out;

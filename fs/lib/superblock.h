@@ -34,11 +34,25 @@ struct SuperblockInfo {
   Digest root_hash{};
   RegionInfo regions[format::kRegionCount];
   uint64_t created_at = 0;
+  // Compact layout only: the packed metadata (format.h, kIncompatCompact).
+  uint64_t packed_meta_offset = 0;
+  uint64_t packed_meta_stored = 0;
+  uint64_t packed_meta_raw = 0;
   // Signature block.
   KeyId key_id{};
   Ed25519Sig sig{};
 
   TreeGeometry geometry() const { return TreeGeometry::For(data_blocks); }
+  bool compact() const { return (incompat & format::kIncompatCompact) != 0; }
+  // Whether region r's offset is into the packed metadata's decompressed
+  // bytes (compact layout: every table region) rather than into the file.
+  bool packed(uint32_t r) const {
+    return compact() && r != format::kRegionManifest && r != format::kRegionData;
+  }
+  // Where the superblock lies in the file.
+  uint64_t superblock_offset() const {
+    return image_size - (compact() ? format::kTrailerSize : format::kBlockSize);
+  }
   uint64_t chunk_size() const { return 1ull << chunk_log2; }
   const char* kind_name() const;
   // The exact veritysetup command line that checks this image's tree, for
@@ -51,15 +65,22 @@ struct SuperblockInfo {
 // `arg` in POSIX sh single quotes ('it'\''s'): one word, byte for byte.
 std::string ShellQuote(std::string_view arg);
 
-// Decodes and validates the last block of an image (4096 bytes) against the
-// actual file size. Does not check the signature (see VerifySuperblockSignature).
-// `what` names the file in errors.
-Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> block, uint64_t file_size,
+// `tail` is the last 4096 bytes of a file. Returns its superblock and
+// signature block (kTrailerSize bytes): the start of `tail` if a superblock
+// begins there (classic layout), else its last 640 bytes if one begins there
+// (compact layout), else an empty span (not an image).
+std::span<const uint8_t> TrailerOf(std::span<const uint8_t> tail);
+
+// Decodes and validates the superblock in `tail` (the last 4096 bytes of an
+// image) against the actual file size. Does not check the signature (see
+// VerifySuperblockSignature). `what` names the file in errors.
+Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> tail, uint64_t file_size,
                                         const std::string& what);
 
-// Checks the signature block in `block` over its first 512 bytes against the
-// trust store. kSignature with the key id when unknown or wrong.
-Status VerifySuperblockSignature(std::span<const uint8_t> block, const TrustStore& trust,
+// Checks the signature block of the trailer in `tail` (as DecodeSuperblock)
+// over the superblock's 512 bytes against the trust store. kSignature with the
+// key id when unknown or wrong.
+Status VerifySuperblockSignature(std::span<const uint8_t> tail, const TrustStore& trust,
                                  const std::string& what);
 
 // Encodes a superblock (the signed 512 bytes) from info.

@@ -142,6 +142,19 @@ uint64_t FileSize(const std::string& path) {
   return static_cast<uint64_t>(st.st_size);
 }
 
+SuperblockInfo ImageSuperblock(const std::string& path) {
+  const std::string bytes = ReadFile(path);
+  const size_t tail = std::min<size_t>(bytes.size(), format::kBlockSize);
+  auto sb = DecodeSuperblock(
+      std::span(reinterpret_cast<const uint8_t*>(bytes.data()) + bytes.size() - tail, tail),
+      bytes.size(), path);
+  if (!sb.ok()) {
+    ADD_FAILURE() << sb.status().ToString();
+    return {};
+  }
+  return *sb;
+}
+
 void FlipByte(const std::string& path, uint64_t offset, uint8_t mask) {
   const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {

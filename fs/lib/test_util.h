@@ -65,6 +65,10 @@ std::string RandomBytes(size_t n, uint64_t seed);
 uint64_t FileSize(const std::string& path);
 // Corrupts one byte in place: the byte at `offset` is XORed with `mask`.
 void FlipByte(const std::string& path, uint64_t offset, uint8_t mask = 0xff);
+// The superblock of the image at `path`, decoded without a signature check
+// (where tamper tests aim: SuperblockInfo::superblock_offset(), regions);
+// a default SuperblockInfo and a test failure if it does not decode.
+SuperblockInfo ImageSuperblock(const std::string& path);
 // Names in `dir` (not "." or ".."), sorted bytewise.
 std::vector<std::string> ListDirNames(const std::string& dir);
 

@@ -25,10 +25,17 @@ VerifiedBlocks::VerifiedBlocks(int fd, std::string what, const SuperblockInfo& s
       verified_(verified) {}
 
 std::string VerifiedBlocks::DescribeOffset(uint64_t offset) const {
-  std::string region = offset < kBlockSize ? "header" : "padding";
+  const uint64_t header = sb_.compact() ? sizeof(format::DiskHeader) : kBlockSize;
+  std::string region = offset < header ? "header" : "padding";
+  auto owns = [offset](uint64_t at, uint64_t len) {
+    return len != 0 && offset + kBlockSize > at && offset < at + len;
+  };
+  if (sb_.compact() && owns(sb_.packed_meta_offset, sb_.packed_meta_stored)) {
+    region = "packed metadata";
+  }
   for (uint32_t r = 0; r < format::kRegionCount; ++r) {
     const auto& reg = sb_.regions[r];
-    if (offset + kBlockSize > reg.offset && offset < reg.offset + reg.length) {
+    if (!sb_.packed(r) && owns(reg.offset, reg.length)) {
       region = format::RegionName(r);
       break;
     }
