@@ -144,6 +144,12 @@ Json JsonDocument(const std::string& path, const Image& img, const InodeCounts& 
   j["content_bytes"] = c.content;
   j["stored_bytes"] = c.stored;
   j["image_bytes"] = sb.image_size;
+  j["layout"] = sb.compact() ? "compact" : "classic";
+  if (sb.compact()) {
+    j["packed_metadata"] = Json{{"offset", sb.packed_meta_offset},
+                                {"stored_bytes", sb.packed_meta_stored},
+                                {"raw_bytes", sb.packed_meta_raw}};
+  }
   j["compression_ratio"] = c.ratio();
   j["chunk_size"] = sb.chunk_size();
   j["root_hash"] = HexEncode(sb.root_hash);
@@ -209,6 +215,12 @@ void PrintText(const std::string& path, const Image& img, const InodeCounts& c,
               HumanBytes(c.stored).c_str(), c.ratio(), HumanBytes(sb.chunk_size()).c_str());
   std::printf("image size:      %s (%llu bytes)\n", HumanBytes(sb.image_size).c_str(),
               static_cast<unsigned long long>(sb.image_size));
+  if (sb.compact()) {
+    std::printf("layout:          compact (tables %s packed into %s)\n",
+                HumanBytes(sb.packed_meta_raw).c_str(), HumanBytes(sb.packed_meta_stored).c_str());
+  } else {
+    std::printf("layout:          classic\n");
+  }
   std::printf("root hash:       %s\n", HexEncode(sb.root_hash).c_str());
   std::printf(
       "verity:          sha256, format 1, 4096-byte blocks, %llu data blocks, hash "

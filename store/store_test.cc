@@ -758,8 +758,7 @@ TEST_F(StoreTest, ActivationOfAPatchDamagedInTheStoreIsRefusedAndRecorded) {
     const char* says;
   };
   const std::vector<Damage> damages = {
-      {"a data byte",
-       [&] { test::FlipByte(path, sb.regions[format::kRegionData].offset + 10); },
+      {"a data byte", [&] { test::FlipByte(path, sb.regions[format::kRegionData].offset + 10); },
        "SHA-256"},
       {"the last byte", [&] { test::FlipByte(path, good.size() - 1, 0x01); }, "SHA-256"},
       {"the header", [&] { test::FlipByte(path, 20); }, "SHA-256"},

@@ -241,8 +241,8 @@ class ImageWriter {
   uint64_t TablesBytesBound() const {
     uint64_t n = 0;
     for (const SourceNode& node : tree_.nodes) {
-      n += sizeof(DiskInode) + sizeof(DiskDirent) + node.name.size() +
-           node.symlink_target.size() + node.source_path.size();
+      n += sizeof(DiskInode) + sizeof(DiskDirent) + node.name.size() + node.symlink_target.size() +
+           node.source_path.size();
       for (const auto& [k, v] : node.xattrs) n += sizeof(DiskXattr) + k.size() + v.size();
       if (S_ISREG(node.mode)) {
         // One extent per chunk, and at most one frame per extent.
@@ -905,8 +905,8 @@ class ImageWriter {
   std::vector<uint8_t> strings_;
   std::vector<uint8_t> manifest_bytes_;
   RegionInfo regions_[kRegionCount];
-  bool compact_ = false;      // writing the compact layout
-  RegionInfo packed_meta_;    // compact: where the packed metadata lies, stored bytes
+  bool compact_ = false;    // writing the compact layout
+  RegionInfo packed_meta_;  // compact: where the packed metadata lies, stored bytes
   uint64_t packed_meta_raw_ = 0;
 };
 

@@ -57,8 +57,7 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const ImageO
   if (TrailerOf(last).empty()) {
     return Status::Corruption(path + ": not a cryptex image (no superblock at offset " +
                               std::to_string(size - kBlockSize) + " or " +
-                              std::to_string(size - kTrailerSize) +
-                              "; truncated or not an image)");
+                              std::to_string(size - kTrailerSize) + "; truncated or not an image)");
   }
   CX_RETURN_IF_ERROR(VerifySuperblockSignature(last, *opts.trust, path));
   CX_ASSIGN_OR_RETURN(impl->sb, DecodeSuperblock(last, size, path));

@@ -217,8 +217,8 @@ struct Image::Impl {
   Status UnpackMeta() {
     const uint64_t off = sb.packed_meta_offset, stored = sb.packed_meta_stored;
     auto bad = [&](const std::string& m) {
-      return Status::Corruption(path + ": packed metadata at offset " + std::to_string(off) +
-                                ": " + m);
+      return Status::Corruption(path + ": packed metadata at offset " + std::to_string(off) + ": " +
+                                m);
     };
     std::vector<uint8_t> z(stored);
     CX_RETURN_IF_ERROR(ReadMeta(off, stored, z.data()));

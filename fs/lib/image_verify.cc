@@ -158,9 +158,9 @@ Status Image::Impl::CheckReferences(const std::vector<uint32_t>& names,
   for (uint64_t ino = 2; ino <= m.inode_count; ++ino) {
     const std::string where = m.path + ": inode " + std::to_string(ino);
     if (names[ino] == 0) {
-      return Status::Corruption(
-          where + " (inode table at " + m.MetaOffset(kRegionInodes, (ino - 1) * sizeof(DiskInode)) +
-          ") is named by no directory entry (orphan)");
+      return Status::Corruption(where + " (inode table at " +
+                                m.MetaOffset(kRegionInodes, (ino - 1) * sizeof(DiskInode)) +
+                                ") is named by no directory entry (orphan)");
     }
     CX_ASSIGN_OR_RETURN(InodeInfo in, m.GetInode(ino));
     if (!in.is_dir() && in.nlink != names[ino]) {
@@ -171,9 +171,9 @@ Status Image::Impl::CheckReferences(const std::vector<uint32_t>& names,
     }
   }
   if (const uint64_t k = m.dirs.FirstUnclaimedEntry(m.dirent_count); k < m.dirent_count) {
-    return Status::Corruption(
-        m.path + ": directory entry " + std::to_string(k) + " (at " +
-        m.MetaOffset(kRegionDirents, k * sizeof(DiskDirent)) + ") belongs to no directory");
+    return Status::Corruption(m.path + ": directory entry " + std::to_string(k) + " (at " +
+                              m.MetaOffset(kRegionDirents, k * sizeof(DiskDirent)) +
+                              ") belongs to no directory");
   }
   return Status::Ok();
 }

@@ -174,9 +174,9 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> tail, uint64_t 
                  ") lies outside the verified area");
     }
     if (s.packed_meta_raw > kMaxPackedMetaBytes || n > s.packed_meta_raw) {
-      return bad("packed metadata of " + std::to_string(s.packed_meta_raw) +
-                 " bytes (stored in " + std::to_string(n) + "; at most " +
-                 std::to_string(kMaxPackedMetaBytes) + ", and never stored in more)");
+      return bad("packed metadata of " + std::to_string(s.packed_meta_raw) + " bytes (stored in " +
+                 std::to_string(n) + "; at most " + std::to_string(kMaxPackedMetaBytes) +
+                 ", and never stored in more)");
     }
   }
   for (uint32_t r = 0; r < kRegionCount; ++r) {
@@ -251,8 +251,9 @@ Status VerifySuperblockSignature(std::span<const uint8_t> tail, const TrustStore
                                  const std::string& what) {
   const std::span<const uint8_t> block = TrailerOf(tail);
   if (block.empty()) {
-    return Status::Corruption(what + ": not a cryptex image (no superblock; truncated or not an "
-                                     "image)");
+    return Status::Corruption(what +
+                              ": not a cryptex image (no superblock; truncated or not an "
+                              "image)");
   }
   DiskSignature sig;
   std::memcpy(&sig, block.data() + kSignatureOffsetInBlock, sizeof sig);

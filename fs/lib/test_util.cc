@@ -614,7 +614,8 @@ int MakeDeepChain(const std::string& root, int depth, const std::string& comp) {
 }
 
 Result<std::unique_ptr<TrustStore>> SealForTest(const std::string& src, const std::string& out,
-                                                uint32_t chunk_log2, const std::string& name) {
+                                                uint32_t chunk_log2, const std::string& name,
+                                                bool compact) {
   CX_ASSIGN_OR_RETURN(PrivateKey key, PrivateKey::Generate());
   CX_RETURN_IF_ERROR(key.SavePair(out + ".key"));
   CX_ASSIGN_OR_RETURN(SourceTree tree, ScanDirectory(src));
@@ -623,6 +624,7 @@ Result<std::unique_ptr<TrustStore>> SealForTest(const std::string& src, const st
   opts.key = &key;
   opts.manifest.name = name;
   opts.chunk_log2 = chunk_log2;
+  opts.compact = compact;
   CX_RETURN_IF_ERROR(WriteImage(tree, opts).status());
   CX_ASSIGN_OR_RETURN(TrustStore trust, TrustStore::LoadFile(out + ".key.pub"));
   return std::make_unique<TrustStore>(std::move(trust));

@@ -115,11 +115,13 @@ int MakeDeepChain(const std::string& root, int depth, const std::string& comp);
 bool Contains(const std::string& haystack, const std::string& needle);
 
 // Seals directory `src` into image `out` (chunks of 2^chunk_log2 bytes,
-// manifest name `name`) with a fresh key saved as out + ".key"/".key.pub",
-// and returns a trust store holding that key, to open `out` with.
+// manifest name `name`, the compact layout if `compact`) with a fresh key
+// saved as out + ".key"/".key.pub", and returns a trust store holding that
+// key, to open `out` with.
 Result<std::unique_ptr<TrustStore>> SealForTest(const std::string& src, const std::string& out,
                                                 uint32_t chunk_log2 = 17,
-                                                const std::string& name = "test");
+                                                const std::string& name = "test",
+                                                bool compact = false);
 
 // The `cryptex` binary of this build: $CRYPTEX_BUILD_DIR/cli/cryptex (set by
 // ctest), else the build directory compiled in as CRYPTEX_DEFAULT_BUILD_DIR.

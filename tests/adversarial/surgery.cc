@@ -70,6 +70,13 @@ Result<SuperblockInfo> Peek(std::span<const uint8_t> image) {
 Status SignLastBlock(Bytes* image, const PrivateKey& key) {
   if (image->size() < kBlockSize) return Status::InvalidArgument("image shorter than one block");
   uint8_t* last = image->data() + image->size() - kBlockSize;
+  size_t trailer = kBlockSize;
+  // A compact image's trailer is its last 640 bytes (TrailerOf's rule).
+  uint8_t* compact = image->data() + image->size() - kTrailerSize;
+  if (std::memcmp(last, kSuperMagic, 8) != 0 && std::memcmp(compact, kSuperMagic, 8) == 0) {
+    last = compact;
+    trailer = kTrailerSize;
+  }
   CX_ASSIGN_OR_RETURN(Ed25519Sig sig,
                       key.Sign(std::span<const uint8_t>(last, sizeof(DiskSuperblock))));
   DiskSignature ds;
@@ -80,7 +87,7 @@ Status SignLastBlock(Bytes* image, const PrivateKey& key) {
   const KeyId id = key.id();
   std::memcpy(ds.key_id, id.data(), 32);
   std::memcpy(ds.sig, sig.data(), 64);
-  std::memset(last + sizeof(DiskSuperblock), 0, kBlockSize - sizeof(DiskSuperblock));
+  std::memset(last + sizeof(DiskSuperblock), 0, trailer - sizeof(DiskSuperblock));
   std::memcpy(last + kSignatureOffsetInBlock, &ds, sizeof ds);
   return Status::Ok();
 }

@@ -45,7 +45,9 @@ SuperblockBytes SuperblockOf(std::span<const uint8_t> image);
 Result<SuperblockInfo> Peek(std::span<const uint8_t> image);
 
 // Re-signs the last block of `image` over its first 512 bytes as they are,
-// writing a fresh signature block (key id of `key`) and zeroing the rest.
+// writing a fresh signature block (key id of `key`) and zeroing the rest; or,
+// when the superblock magic is not there but starts the last 640 bytes (the
+// compact layout's trailer), that trailer likewise.
 // REQUIRES: image->size() >= 4096.
 Status SignLastBlock(Bytes* image, const PrivateKey& key);
 

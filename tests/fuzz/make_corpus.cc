@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "builder.h"
 #include "delta.h"
 #include "format.h"
 #include "gen.h"
@@ -30,6 +31,20 @@ int Die(const Status& st) {
 Status Put(const std::string& dir, const std::string& name, std::span<const uint8_t> bytes) {
   mkdir(dir.c_str(), 0755);
   return surgery::WriteAll(dir + "/" + name, bytes);
+}
+
+// `src` sealed in the compact layout (docs/FORMAT.md section 13).
+Result<Bytes> CompactLayoutImage(const std::string& src, const std::string& out) {
+  CX_ASSIGN_OR_RETURN(PrivateKey key, PrivateKey::Generate());
+  CX_ASSIGN_OR_RETURN(SourceTree tree, ScanDirectory(src));
+  BuildOptions opts;
+  opts.output_path = out;
+  opts.key = &key;
+  opts.manifest.name = "org.example.compact";
+  opts.chunk_log2 = 12;
+  opts.compact = true;
+  CX_RETURN_IF_ERROR(WriteImage(tree, opts).status());
+  return surgery::ReadAll(out);
 }
 
 // The resealed target's compact input: the superblock's 512 signed bytes,
@@ -139,6 +154,11 @@ int main(int argc, char** argv) {
   auto compact = Compact(base->bytes);
   if (!compact.ok()) return Die(compact.status());
   check(Put(res_dir, "base", *compact));
+  // The compact layout (what mkpatch writes) of the same tree.
+  auto packed = CompactLayoutImage(work + "/src", work + "/packed.cryptex");
+  if (!packed.ok()) return Die(packed.status());
+  check(Put(sb_dir, "compact_layout", last_block(*packed)));
+  check(Put(img_dir, "compact_layout", *packed));
 
   auto tables = surgery::ReadTables(base->bytes);
   if (!tables.ok()) return Die(tables.status());
