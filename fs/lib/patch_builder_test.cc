@@ -1033,6 +1033,41 @@ TEST_F(PatchBuilderTest, EveryKindOfEntryWithManyChanges) {
   EXPECT_GT(stats_.removed, 0u);
 }
 
+// mkpatch writes the compact layout; the same patch in the classic layout
+// (PatchOptions::compact = false) stacks to the same tree, and is larger by
+// at least the superblock block's padding the compact layout drops.
+TEST_F(PatchBuilderTest, ClassicLayoutPatchServesTheSameAsCompact) {
+  test::MakeEveryKindTree(base_);
+  ASSERT_EQ(test::RunCommand("rmdir " + test::ShellQuote(target_) + " && cp -a " +
+                             test::ShellQuote(base_) + " " + test::ShellQuote(target_))
+                .exit_code,
+            0);
+  for (auto it = fs::recursive_directory_iterator(target_); it != fs::end(it); ++it) {
+    if (!it->is_symlink() && it->is_regular_file() && it->file_size() > 0) {
+      WriteFile(it->path(), ReadFile(it->path()) + "changed");
+    }
+  }
+  ASSERT_TRUE(MakeAndOpen(false));
+  EXPECT_TRUE(patch_->superblock().compact());
+  PatchOptions o = Options(work_->Join("classic.cxpatch"));
+  o.compact = false;
+  auto id = LowerIdentityOf(*lower_);
+  auto target = ScanPatchTarget(target_);
+  ASSERT_TRUE(id.ok() && target.ok());
+  ASSERT_TRUE(MakePatch(*lower_, *id, *target, o).ok());
+  ImageOptions io;
+  io.trust = trust_;
+  auto classic = Image::Open(o.output_path, io);
+  ASSERT_TRUE(classic.ok()) << classic.status().ToString();
+  EXPECT_FALSE((*classic)->superblock().compact());
+  ASSERT_TRUE((*classic)->VerifyAll().ok());
+  auto stacked = OpenStack(base_image_, {o.output_path}, io);
+  ASSERT_TRUE(stacked.ok()) << stacked.status().ToString();
+  EXPECT_EQ(CompareViewWithDir(**stacked, target_), std::vector<std::string>{});
+  EXPECT_GE((*classic)->superblock().image_size,
+            patch_->superblock().image_size + format::kBlockSize - format::kTrailerSize);
+}
+
 // The comparison helper for stacks: a base view equals the tree it was
 // sealed from, and notices a difference.
 TEST_F(PatchBuilderTest, CompareViewWithDirHelper) {
