@@ -68,7 +68,7 @@ Result<ImageFacts> ReadFactsUnverified(const std::string& path) {
   if (fstat(f.fd, &st) != 0) return Status::FromErrno(errno, path);
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + ": not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < 3 * format::kBlockSize) {
+  if (size < format::kMinImageSize) {
     return Status::Corruption(path + ": not a cryptex image (" + std::to_string(size) +
                               " bytes is too small; truncated?)");
   }
