@@ -258,6 +258,16 @@ class PatchBuilderTest : public ::testing::Test {
     return ::testing::AssertionSuccess();
   }
 
+  // base_ gets every kind of entry (test::MakeEveryKindTree); target_ is a
+  // copy of it (cp -a) for a test to change.
+  void EveryKindBaseAndTargetCopy() {
+    test::MakeEveryKindTree(base_);
+    ASSERT_EQ(test::RunCommand("rmdir " + test::ShellQuote(target_) + " && cp -a " +
+                               test::ShellQuote(base_) + " " + test::ShellQuote(target_))
+                  .exit_code,
+              0);
+  }
+
   // True while OpenStack is the placeholder that serves a base alone.
   static bool StacksUnsupported(const Status& st) {
     return st.code() == Code::kUnsupported && test::Contains(st.message(), "not implemented");
@@ -991,11 +1001,7 @@ TEST_F(PatchBuilderTest, PatchOnAPatchRequiresItAndNeedsANewId) {
 // well formed, its files check out, and (once stacks land) base + patch is
 // exactly the target.
 TEST_F(PatchBuilderTest, EveryKindOfEntryWithManyChanges) {
-  test::MakeEveryKindTree(base_);
-  ASSERT_EQ(test::RunCommand("rmdir " + test::ShellQuote(target_) + " && cp -a " +
-                             test::ShellQuote(base_) + " " + test::ShellQuote(target_))
-                .exit_code,
-            0);
+  ASSERT_NO_FATAL_FAILURE(EveryKindBaseAndTargetCopy());
   ASSERT_EQ(test::CompareTrees(base_, target_), std::vector<std::string>{});
   int i = 0;
   std::vector<fs::path> files, dirs;
@@ -1037,11 +1043,7 @@ TEST_F(PatchBuilderTest, EveryKindOfEntryWithManyChanges) {
 // (PatchOptions::compact = false) stacks to the same tree, and is larger by
 // at least the superblock block's padding the compact layout drops.
 TEST_F(PatchBuilderTest, ClassicLayoutPatchServesTheSameAsCompact) {
-  test::MakeEveryKindTree(base_);
-  ASSERT_EQ(test::RunCommand("rmdir " + test::ShellQuote(target_) + " && cp -a " +
-                             test::ShellQuote(base_) + " " + test::ShellQuote(target_))
-                .exit_code,
-            0);
+  ASSERT_NO_FATAL_FAILURE(EveryKindBaseAndTargetCopy());
   for (auto it = fs::recursive_directory_iterator(target_); it != fs::end(it); ++it) {
     if (!it->is_symlink() && it->is_regular_file() && it->file_size() > 0) {
       WriteFile(it->path(), ReadFile(it->path()) + "changed");
