@@ -32,7 +32,7 @@ const char kHelp[] =
     "  --chunk-size SIZE    chunk size, power of two 4K..1M (default 128K)\n"
     "  --epoch SECONDS      creation time recorded in the image (default:\n"
     "                       $SOURCE_DATE_EPOCH, else now); fix it for reproducible builds\n"
-    "  --threads N          compression threads (default: all cores)\n"
+    "  --threads N          compression threads (default: the CPUs it may use)\n"
     "A progress bar is shown when stderr is a terminal.\n";
 
 class ProgressBar {

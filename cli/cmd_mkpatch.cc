@@ -53,7 +53,7 @@ const char kHelp[] =
     "  --description TEXT     free text\n"
     "  --level L              zstd level 1..22 (default 9)\n"
     "  --chunk-size SIZE      chunk size, power of two 4K..1M (default 128K)\n"
-    "  --threads N            compression and delta threads (default: all cores)\n"
+    "  --threads N            compression and delta threads (default: the CPUs it may use)\n"
     "  --no-delta             ship changed files whole, never as deltas\n"
     "  --trust DIR            trusted keys for BASE, the --on patches and an image\n"
     "                         NEW (default /etc/cryptex/keys)\n"

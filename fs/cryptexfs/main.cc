@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "cpus.h"
 #include "exit_codes.h"
 #include "filesystem.h"
 #include "format.h"
@@ -265,7 +266,7 @@ int Run(int argc, char** argv) {
 
   // Decoding threads: one per core, at most 8 (a read is cut into at most 8
   // pieces; each thread keeps a zstd context and a chunk-sized buffer).
-  const unsigned decoders = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+  const unsigned decoders = std::clamp(UsableCpus(), 1u, 8u);
   // Learned after INIT (the mount exists then): the readahead and, at exit,
   // the connection to abort if the push thread is stuck.
   auto device = std::make_shared<std::string>();

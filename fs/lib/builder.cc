@@ -25,6 +25,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "cpus.h"
 #include "format.h"
 #include "fsverity.h"
 #include "merkle.h"
@@ -153,7 +154,7 @@ class ImageWriter {
   ImageWriter(const SourceTree& tree, const BuildOptions& opts) : tree_(tree), opts_(opts) {
     threads_ = opts.threads > 0
                    ? opts.threads
-                   : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+                   : static_cast<int>(UsableCpus());
   }
 
   Result<BuildStats> Run() {

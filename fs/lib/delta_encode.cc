@@ -8,6 +8,7 @@
 #include <system_error>
 #include <thread>
 
+#include "cpus.h"
 #include "delta.h"
 #include "delta_internal.h"
 
@@ -287,7 +288,7 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
   // The model is kept when the differing bytes its predictions remove
   // outnumber its own (compressed) bytes; each segment is compressed once.
   const unsigned workers = static_cast<unsigned>(std::min<uint64_t>(
-      opts.threads > 0 ? opts.threads : std::max(1u, std::thread::hardware_concurrency()),
+      opts.threads > 0 ? opts.threads : UsableCpus(),
       std::max<uint64_t>(nseg, 1)));
   std::vector<SegmentEncoder> encoders;
   encoders.reserve(workers);

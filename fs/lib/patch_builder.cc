@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "cpus.h"
 #include "format.h"
 #include "fsverity.h"
 #include "output_file.h"
@@ -737,7 +738,7 @@ class PatchAssembler {
     // every thread on their segments. Each file's outcome depends on its
     // bytes alone, so the patch does not depend on the threads.
     const unsigned threads = opts_.threads > 0 ? static_cast<unsigned>(opts_.threads)
-                                               : std::max(1u, std::thread::hardware_concurrency());
+                                               : UsableCpus();
     JobPool pool(threads > 1 ? threads : 0, kPoolInputBytes);
     Status read;
     if (target_.view) {

@@ -6,6 +6,7 @@
 #include <thread>
 #include <utility>
 
+#include "cpus.h"
 #include "format.h"
 #include "fsverity.h"
 
@@ -188,7 +189,7 @@ unsigned PatchedFile::PassThreads(uint64_t pieces) const {
   const unsigned want =
       env_.pass_threads != 0
           ? env_.pass_threads
-          : std::min(kMaxPassThreads, std::max(1u, std::thread::hardware_concurrency()));
+          : std::min(kMaxPassThreads, UsableCpus());
   return static_cast<unsigned>(std::min<uint64_t>(want, pieces));
 }
 
