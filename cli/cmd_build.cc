@@ -69,14 +69,6 @@ class ProgressBar {
   Clock::time_point start_;
 };
 
-std::optional<uint64_t> ParseU64(const std::string& s) {
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-  errno = 0;
-  unsigned long long v = std::strtoull(s.c_str(), nullptr, 10);
-  if (errno) return std::nullopt;
-  return v;
-}
-
 }  // namespace
 
 int CmdBuild(int argc, char** argv) {
@@ -105,12 +97,12 @@ int CmdBuild(int argc, char** argv) {
   opts.manifest.version = *version;
   opts.manifest.description = args.Get("--description").value_or("");
   if (auto rc = args.Get("--release-counter")) {
-    auto v = ParseU64(*rc);
+    auto v = ParseDecimal(*rc);
     if (!v) return Usage("build", "--release-counter must be a non-negative integer");
     opts.manifest.release_counter = *v;
   }
   if (auto l = args.Get("--level")) {
-    auto v = ParseU64(*l);
+    auto v = ParseDecimal(*l);
     if (!v || *v < 1 || *v > 22) return Usage("build", "--level must be 1..22");
     opts.zstd_level = static_cast<int>(*v);
   }
@@ -122,7 +114,7 @@ int CmdBuild(int argc, char** argv) {
     opts.chunk_log2 = static_cast<uint32_t>(__builtin_ctzll(v));
   }
   if (auto t = args.Get("--threads")) {
-    auto v = ParseU64(*t);
+    auto v = ParseDecimal(*t);
     if (!v || *v < 1 || *v > 256) return Usage("build", "--threads must be 1..256");
     opts.threads = static_cast<int>(*v);
   }
@@ -131,7 +123,7 @@ int CmdBuild(int argc, char** argv) {
     if (const char* sde = std::getenv("SOURCE_DATE_EPOCH")) epoch = sde;
   }
   if (epoch) {
-    auto v = ParseU64(*epoch);
+    auto v = ParseDecimal(*epoch);
     if (!v) return Usage("build", "--epoch must be seconds since 1970");
     opts.manifest.created_at = *v;
   } else {

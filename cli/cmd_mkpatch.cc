@@ -70,14 +70,6 @@ const std::vector<std::string> kWithValue = {
     "--cve"};
 const std::vector<std::string> kFlags = {"--quiet", "-q", "--no-delta"};
 
-std::optional<uint64_t> ParseU64(const std::string& s) {
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-  errno = 0;
-  const unsigned long long v = std::strtoull(s.c_str(), nullptr, 10);
-  if (errno) return std::nullopt;
-  return v;
-}
-
 // CVE-YYYY-NNNN with four or more digits in the sequence number.
 bool ValidCve(const std::string& s) {
   if (s.size() < 13 || s.rfind("CVE-", 0) != 0 || s[8] != '-') return false;
@@ -157,12 +149,12 @@ int CmdMkpatch(int argc, char** argv) {
     return Usage("mkpatch", "--class must be relaunch or reboot");
   }
   if (auto rc = args.Get("--release-counter")) {
-    auto v = ParseU64(*rc);
+    auto v = ParseDecimal(*rc);
     if (!v) return Usage("mkpatch", "--release-counter must be a non-negative integer");
     m.release_counter = *v;
   }
   if (auto t = args.Get("--released-at")) {
-    auto v = ParseU64(*t);
+    auto v = ParseDecimal(*t);
     if (!v) return Usage("mkpatch", "--released-at must be seconds since 1970");
     m.released_at = *v;
   }
@@ -171,14 +163,14 @@ int CmdMkpatch(int argc, char** argv) {
     if (const char* sde = std::getenv("SOURCE_DATE_EPOCH")) epoch = sde;
   }
   if (epoch) {
-    auto v = ParseU64(*epoch);
+    auto v = ParseDecimal(*epoch);
     if (!v) return Usage("mkpatch", "--epoch must be seconds since 1970");
     m.created_at = *v;
   } else {
     m.created_at = static_cast<uint64_t>(std::time(nullptr));
   }
   if (auto l = args.Get("--level")) {
-    auto v = ParseU64(*l);
+    auto v = ParseDecimal(*l);
     if (!v || *v < 1 || *v > 22) return Usage("mkpatch", "--level must be 1..22");
     opts.zstd_level = static_cast<int>(*v);
   }
@@ -190,7 +182,7 @@ int CmdMkpatch(int argc, char** argv) {
     opts.chunk_log2 = static_cast<uint32_t>(__builtin_ctzll(v));
   }
   if (auto t = args.Get("--threads")) {
-    auto v = ParseU64(*t);
+    auto v = ParseDecimal(*t);
     if (!v || *v < 1 || *v > 256) return Usage("mkpatch", "--threads must be 1..256");
     opts.threads = static_cast<int>(*v);
   }

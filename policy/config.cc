@@ -9,6 +9,7 @@
 #include <set>
 
 #include "durable.h"
+#include "parse_size.h"
 #include "store.h"
 
 #ifndef CRYPTEX_PLUGIN_SUBDIR
@@ -100,15 +101,13 @@ struct Parser {
 
   bool Unsigned(const std::string& section, const std::string& key, const std::string& value,
                 uint32_t lo, uint32_t hi, uint32_t* out) {
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long v = std::strtoull(value.c_str(), &end, 10);
-    if (value.empty() || *end != '\0' || errno != 0 || value[0] == '-' || v < lo || v > hi) {
+    const std::optional<uint64_t> v = ParseDecimal(value);
+    if (!v || *v < lo || *v > hi) {
       return Fail(section, key,
                   "'" + value + "' is not a number from " + std::to_string(lo) + " to " +
                       std::to_string(hi));
     }
-    *out = static_cast<uint32_t>(v);
+    *out = static_cast<uint32_t>(*v);
     return true;
   }
 

@@ -119,6 +119,8 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
       {"bucket too big", "[cryptex]\ndevice_bucket = 100\n", 2, "device_bucket", "0 to 99"},
       {"bucket negative", "[cryptex]\ndevice_bucket = -1\n", 2, "device_bucket", "0 to 99"},
       {"bucket not a number", "[cryptex]\ndevice_bucket = 7x\n", 2, "device_bucket"},
+      {"bucket with a sign", "[cryptex]\ndevice_bucket = +7\n", 2, "device_bucket", "0 to 99"},
+      {"health_keep with a sign", "[cryptex]\nhealth_keep = +3\n", 2, "health_keep"},
       {"bad timeout unit", "[cryptex]\nplugin_timeout = 5 weeks\n", 2, "plugin_timeout",
        "duration"},
       {"zero timeout", "[cryptex]\nplugin_timeout = 0s\n", 2, "plugin_timeout"},

@@ -4,21 +4,15 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <fstream>
 #include <string>
 #include <thread>
 
+#include "parse_size.h"
+
 namespace cryptex {
 
 namespace {
-
-std::optional<uint64_t> ParseU64(std::string_view s) {
-  uint64_t v = 0;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
-}
 
 // CPUs in this process's affinity mask, 0 if unknown.
 unsigned AffinityCpus() {
@@ -57,8 +51,8 @@ std::optional<unsigned> CpusFromCpuMax(std::string_view line) {
   if (sp == std::string_view::npos) return std::nullopt;
   const std::string_view quota = line.substr(0, sp);
   if (quota == "max") return std::nullopt;
-  const auto q = ParseU64(quota);
-  const auto p = ParseU64(line.substr(sp + 1));
+  const auto q = ParseDecimal(quota);
+  const auto p = ParseDecimal(line.substr(sp + 1));
   if (!q || !p || *q == 0 || *p == 0) return std::nullopt;
   const uint64_t cpus = (*q + *p - 1) / *p;
   return static_cast<unsigned>(std::min<uint64_t>(cpus, 1u << 20));

@@ -4,16 +4,36 @@
 
 namespace cryptex {
 
-bool ParseSize(std::string_view text, uint64_t* bytes) {
-  size_t i = 0;
-  uint64_t v = 0;
+namespace {
+
+// The leading digits of `text` as a number: how many there are (0: none,
+// or the number overflows).
+size_t LeadingDecimal(std::string_view text, uint64_t* v) {
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  size_t i = 0;
+  *v = 0;
   while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
-    uint64_t d = static_cast<uint64_t>(text[i] - '0');
-    if (v > (kMax - d) / 10) return false;
-    v = v * 10 + d;
+    const uint64_t d = static_cast<uint64_t>(text[i] - '0');
+    if (*v > (kMax - d) / 10) return 0;
+    *v = *v * 10 + d;
     ++i;
   }
+  return i;
+}
+
+}  // namespace
+
+std::optional<uint64_t> ParseDecimal(std::string_view text) {
+  uint64_t v = 0;
+  const size_t n = LeadingDecimal(text, &v);
+  if (n == 0 || n != text.size()) return std::nullopt;
+  return v;
+}
+
+bool ParseSize(std::string_view text, uint64_t* bytes) {
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  uint64_t v = 0;
+  const size_t i = LeadingDecimal(text, &v);
   if (i == 0) return false;
   std::string_view suffix = text.substr(i);
   int shift = 0;

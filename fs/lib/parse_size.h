@@ -1,8 +1,10 @@
-// The one parser of sizes that users type (cryptex --chunk-size, cryptexfs
-// -o cache_size= and readahead=).
+// The one parser of sizes and counts that users type (cryptex --chunk-size,
+// --threads, --release-counter; cryptexfs -o cache_size= and readahead=;
+// numbers in cryptex.conf).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace cryptex {
@@ -11,5 +13,9 @@ namespace cryptex {
 // lower case and may be followed by "B" or "iB"). False on anything else,
 // including overflow; *bytes is left alone then.
 bool ParseSize(std::string_view text, uint64_t* bytes);
+
+// A decimal number: one or more digits and nothing else (no sign, space or
+// suffix), at most UINT64_MAX. nullopt on anything else.
+std::optional<uint64_t> ParseDecimal(std::string_view text);
 
 }  // namespace cryptex

@@ -42,5 +42,17 @@ TEST(ParseSizeTest, Rejects) {
   EXPECT_EQ(v, 7u);
 }
 
+// Counts users type (--threads, --release-counter, numbers in cryptex.conf):
+// digits only, so "+5", " 5" and "5 " are refused, not read as 5.
+TEST(ParseDecimalTest, DigitsOnly) {
+  EXPECT_EQ(ParseDecimal("0"), 0u);
+  EXPECT_EQ(ParseDecimal("007"), 7u);
+  EXPECT_EQ(ParseDecimal("18446744073709551615"), UINT64_MAX);
+  for (const char* bad : {"", "+5", "-5", " 5", "5 ", "5\n", "5k", "0x10", "1e3",
+                          "18446744073709551616", "99999999999999999999999"}) {
+    EXPECT_EQ(ParseDecimal(bad), std::nullopt) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace cryptex
