@@ -17,6 +17,7 @@
 #include "format.h"
 #include "image.h"
 #include "manifest.h"
+#include "parse_size.h"
 #include "superblock.h"
 
 namespace cryptex::feed {
@@ -240,24 +241,15 @@ Result<std::optional<Index>> PreviousIndex(const std::string& path, bool forced)
 }  // namespace
 
 Result<int64_t> ParseExpiry(std::string_view text, const std::string& what) {
-  const auto bad = [&] {
+  const std::optional<uint64_t> ms = ParseDurationMs(text);
+  if (!ms || *ms % 1000 != 0 || *ms < 1000 ||
+      *ms > static_cast<uint64_t>(kMaxExpirySeconds) * 1000) {
     std::string m = "'";  // appends: GCC 12 -O3 warns (-Wrestrict) on "'" + std::string
     m += text;
     m += "' is not a duration for " + what + " (e.g. 3600s, 30m, 12h, 7d, 2w; from 1s to 366d)";
     return Status::InvalidArgument(m);
-  };
-  size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  if (digits == 0 || digits > 9) return bad();
-  const int64_t n = std::stoll(std::string(text.substr(0, digits)));
-  const std::string_view unit = text.substr(digits);
-  static const std::map<std::string_view, int64_t> kUnits = {
-      {"", 1}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}, {"w", 7 * 86400}};
-  auto it = kUnits.find(unit);
-  if (it == kUnits.end()) return bad();
-  const int64_t sec = n * it->second;  // at most 10^9 * 604800: no overflow
-  if (sec < 1 || sec > kMaxExpirySeconds) return bad();
-  return sec;
+  }
+  return static_cast<int64_t>(*ms / 1000);
 }
 
 Result<std::string> ReadIndexFile(const std::string& path) {

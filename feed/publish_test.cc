@@ -113,8 +113,8 @@ TEST(ParseExpiryTest, AcceptsUnitsWithinLimits) {
   EXPECT_EQ(*ParseExpiry("3600", "x"), 3600);
   EXPECT_EQ(*ParseExpiry("2w", "x"), 14 * 86400);
   EXPECT_EQ(*ParseExpiry("366d", "x"), kMaxExpirySeconds);
-  for (const char* bad :
-       {"", "0", "0d", "d", "7x", "-1d", "367d", "1.5h", "9999999999", " 7d", "7d ", "7D"}) {
+  for (const char* bad : {"", "0", "0d", "d", "7x", "-1d", "367d", "1.5h", "9999999999", " 7d",
+                          "7d ", "7D", "500ms", "1500ms", "+7d"}) {
     auto r = ParseExpiry(bad, "--expires");
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.status().code(), Code::kInvalidArgument);

@@ -383,29 +383,12 @@ std::vector<ConfigKey> KnownConfigKeys() {
 
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text, const std::string& what) {
   const std::string t = Trim(text);
-  size_t digits = 0;
-  while (digits < t.size() && t[digits] >= '0' && t[digits] <= '9') ++digits;
-  const std::string unit = t.substr(digits);
-  const auto bad = [&] {
+  const std::optional<uint64_t> ms = ParseDurationMs(t);
+  if (!ms || *ms == 0 || std::chrono::milliseconds(*ms) > kMaxDuration) {
     return Status::InvalidArgument("'" + t + "' is not a duration for " + what +
                                    " (e.g. 500ms, 5s, 2m, 1h; from 1ms to 24h)");
-  };
-  if (digits == 0 || digits > 9) return bad();
-  const uint64_t n = std::stoull(t.substr(0, digits));
-  uint64_t ms = 0;
-  if (unit == "ms") {
-    ms = n;
-  } else if (unit.empty() || unit == "s") {
-    ms = n * 1000;
-  } else if (unit == "m") {
-    ms = n * 60 * 1000;
-  } else if (unit == "h") {
-    ms = n * 3600 * 1000;
-  } else {
-    return bad();
   }
-  if (ms == 0 || std::chrono::milliseconds(ms) > kMaxDuration) return bad();
-  return std::chrono::milliseconds(ms);
+  return std::chrono::milliseconds(*ms);
 }
 
 Result<Config> ParseConfig(std::string_view text, const std::string& path) {

@@ -30,6 +30,22 @@ std::optional<uint64_t> ParseDecimal(std::string_view text) {
   return v;
 }
 
+std::optional<uint64_t> ParseDurationMs(std::string_view text) {
+  uint64_t n = 0;
+  const size_t digits = LeadingDecimal(text, &n);
+  if (digits == 0 || digits > 9) return std::nullopt;
+  const std::string_view unit = text.substr(digits);
+  static constexpr struct {
+    std::string_view name;
+    uint64_t ms;
+  } kUnits[] = {{"ms", 1},        {"", 1000},        {"s", 1000},       {"m", 60'000},
+                {"h", 3'600'000}, {"d", 86'400'000}, {"w", 604'800'000}};
+  for (const auto& u : kUnits) {
+    if (u.name == unit) return n * u.ms;  // at most 10^9 * 6.048 * 10^8: no overflow
+  }
+  return std::nullopt;
+}
+
 bool ParseSize(std::string_view text, uint64_t* bytes) {
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
   uint64_t v = 0;

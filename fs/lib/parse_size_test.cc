@@ -54,5 +54,20 @@ TEST(ParseDecimalTest, DigitsOnly) {
   }
 }
 
+TEST(ParseDurationTest, UnitsAndRefusals) {
+  EXPECT_EQ(ParseDurationMs("500ms"), 500u);
+  EXPECT_EQ(ParseDurationMs("90"), 90'000u);
+  EXPECT_EQ(ParseDurationMs("90s"), 90'000u);
+  EXPECT_EQ(ParseDurationMs("30m"), 1'800'000u);
+  EXPECT_EQ(ParseDurationMs("12h"), 43'200'000u);
+  EXPECT_EQ(ParseDurationMs("7d"), 604'800'000u);
+  EXPECT_EQ(ParseDurationMs("2w"), 1'209'600'000u);
+  EXPECT_EQ(ParseDurationMs("999999999w"), 999'999'999ull * 604'800'000u);
+  for (const char* bad :
+       {"", "s", "+5s", "-5s", " 5s", "5s ", "5 s", "1.5h", "5S", "5sec", "1000000000s", "5x"}) {
+    EXPECT_EQ(ParseDurationMs(bad), std::nullopt) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace cryptex
