@@ -224,27 +224,31 @@ Result<std::string> Image::GetXattr(uint64_t ino, std::string_view name) const {
   return Status::NotFound(std::string(name));
 }
 
-Result<InodeInfo> Image::Resolve(std::string_view path) const {
-  uint64_t ino = 1;
+Result<uint64_t> WalkPath(
+    std::string_view path, uint64_t root,
+    const std::function<Result<DirEntry>(uint64_t, std::string_view)>& lookup) {
+  uint64_t node = root;
   size_t pos = 0;
   while (pos < path.size()) {
     size_t slash = path.find('/', pos);
     if (slash == std::string_view::npos) slash = path.size();
-    std::string_view comp = path.substr(pos, slash - pos);
+    const std::string_view comp = path.substr(pos, slash - pos);
     pos = slash + 1;
     if (comp.empty() || comp == ".") continue;
-    auto e = Lookup(ino, comp);
-    if (!e.ok()) {
-      if (e.status().code() == Code::kNotFound) {
-        return Status::NotFound(std::string(path) + ": no such file in the image");
-      }
-      return e.status();
-    }
-    if (e->type == kTypeWhiteout) {
+    auto e = lookup(node, comp);
+    if (!e.ok() && e.status().code() != Code::kNotFound) return e.status();
+    if (!e.ok() || e->type == kTypeWhiteout) {
       return Status::NotFound(std::string(path) + ": no such file in the image");
     }
-    ino = e->ino;
+    node = e->ino;
   }
+  return node;
+}
+
+Result<InodeInfo> Image::Resolve(std::string_view path) const {
+  CX_ASSIGN_OR_RETURN(uint64_t ino, WalkPath(path, 1, [this](uint64_t dir, std::string_view n) {
+                        return Lookup(dir, n);
+                      }));
   return impl_->GetInode(ino);
 }
 

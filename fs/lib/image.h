@@ -73,6 +73,15 @@ struct Xattr {
   std::string value;
 };
 
+// The node `path` names, walked from `root` with `lookup` (a directory and
+// a name to its entry): "/a/b" or "a/b", empty and "." components skipped,
+// no symlink followed. kNotFound naming the path if a component is missing
+// or a whiteout; other lookup errors as they are. Image::Resolve and
+// View::Resolve.
+Result<uint64_t> WalkPath(
+    std::string_view path, uint64_t root,
+    const std::function<Result<DirEntry>(uint64_t, std::string_view)>& lookup);
+
 // Counters, readable at any time (e.g. exported by cryptexfs as xattrs).
 struct ImageStats {
   std::atomic<uint64_t> verify_failures{0};  // blocks that failed the tree check

@@ -16,23 +16,9 @@ Result<Digest> View::FileDigest(uint64_t node) const {
 }
 
 Result<InodeInfo> View::Resolve(std::string_view path) const {
-  uint64_t node = root();
-  size_t pos = 0;
-  while (pos < path.size()) {
-    size_t slash = path.find('/', pos);
-    if (slash == std::string_view::npos) slash = path.size();
-    const std::string_view comp = path.substr(pos, slash - pos);
-    pos = slash + 1;
-    if (comp.empty() || comp == ".") continue;
-    auto e = Lookup(node, comp);
-    if (!e.ok()) {
-      if (e.status().code() == Code::kNotFound) {
-        return Status::NotFound(std::string(path) + ": no such file in the image");
-      }
-      return e.status();
-    }
-    node = e->ino;
-  }
+  CX_ASSIGN_OR_RETURN(
+      uint64_t node,
+      WalkPath(path, root(), [this](uint64_t dir, std::string_view n) { return Lookup(dir, n); }));
   return GetAttr(node);
 }
 
