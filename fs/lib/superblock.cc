@@ -249,12 +249,11 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> tail, uint64_t 
 
 Status VerifySuperblockSignature(std::span<const uint8_t> tail, const TrustStore& trust,
                                  const std::string& what) {
-  const std::span<const uint8_t> block = TrailerOf(tail);
-  if (block.empty()) {
-    return Status::Corruption(what +
-                              ": not a cryptex image (no superblock; truncated or not an "
-                              "image)");
-  }
+  std::span<const uint8_t> block = TrailerOf(tail);
+  // No superblock magic in either place: check the classic place (the
+  // signature covers whatever is there; DecodeSuperblock refuses it).
+  if (block.empty() && tail.size() >= kTrailerSize) block = tail.first(kTrailerSize);
+  if (block.empty()) return Status::Corruption(what + ": short superblock");
   DiskSignature sig;
   std::memcpy(&sig, block.data() + kSignatureOffsetInBlock, sizeof sig);
   if (std::memcmp(sig.magic, kSigMagic, 8) != 0) {

@@ -77,9 +77,10 @@ std::span<const uint8_t> TrailerOf(std::span<const uint8_t> tail);
 Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> tail, uint64_t file_size,
                                         const std::string& what);
 
-// Checks the signature block of the trailer in `tail` (as DecodeSuperblock)
-// over the superblock's 512 bytes against the trust store. kSignature with the
-// key id when unknown or wrong.
+// Checks the signature block of the trailer in `tail` (as DecodeSuperblock;
+// with no superblock magic anywhere, the classic place) over the
+// superblock's 512 bytes against the trust store. kSignature with the key id
+// when unknown or wrong.
 Status VerifySuperblockSignature(std::span<const uint8_t> tail, const TrustStore& trust,
                                  const std::string& what);
 
