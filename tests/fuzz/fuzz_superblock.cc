@@ -31,7 +31,7 @@ void CheckDecoded(const std::vector<uint8_t>& block, uint64_t file_size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> block(format::kBlockSize, 0);
-  std::memcpy(block.data(), data, std::min<size_t>(size, block.size()));
+  if (size > 0) std::memcpy(block.data(), data, std::min<size_t>(size, block.size()));
   format::DiskSuperblock d;
   const auto found = TrailerOf(block);
   std::memcpy(&d, found.empty() ? block.data() : found.data(), sizeof d);

@@ -28,7 +28,10 @@ int main(int argc, char** argv) {
     std::ifstream in(f, std::ios::binary);
     std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
                                std::istreambuf_iterator<char>());
-    LLVMFuzzerTestOneInput(bytes.data(), bytes.size());
+    // As libFuzzer does, never a null pointer (an empty vector's data() may
+    // be one), even for an empty input.
+    static const uint8_t kNone = 0;
+    LLVMFuzzerTestOneInput(bytes.empty() ? &kNone : bytes.data(), bytes.size());
   }
   std::printf("replayed %zu inputs\n", files.size());
   return files.empty() ? 1 : 0;
