@@ -152,9 +152,7 @@ void ProcessJob(Job& j, int level) {
 class ImageWriter {
  public:
   ImageWriter(const SourceTree& tree, const BuildOptions& opts) : tree_(tree), opts_(opts) {
-    threads_ = opts.threads > 0
-                   ? opts.threads
-                   : static_cast<int>(UsableCpus());
+    threads_ = opts.threads > 0 ? opts.threads : static_cast<int>(UsableCpus());
   }
 
   Result<BuildStats> Run() {

@@ -288,8 +288,7 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
   // The model is kept when the differing bytes its predictions remove
   // outnumber its own (compressed) bytes; each segment is compressed once.
   const unsigned workers = static_cast<unsigned>(std::min<uint64_t>(
-      opts.threads > 0 ? opts.threads : UsableCpus(),
-      std::max<uint64_t>(nseg, 1)));
+      opts.threads > 0 ? opts.threads : UsableCpus(), std::max<uint64_t>(nseg, 1)));
   std::vector<SegmentEncoder> encoders;
   encoders.reserve(workers);
   for (unsigned w = 0; w < workers; ++w) encoders.emplace_back(lower, target, matches, opts);

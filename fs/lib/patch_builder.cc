@@ -737,8 +737,8 @@ class PatchAssembler {
     // are made on the pool, one file per thread, large files' here with
     // every thread on their segments. Each file's outcome depends on its
     // bytes alone, so the patch does not depend on the threads.
-    const unsigned threads = opts_.threads > 0 ? static_cast<unsigned>(opts_.threads)
-                                               : UsableCpus();
+    const unsigned threads =
+        opts_.threads > 0 ? static_cast<unsigned>(opts_.threads) : UsableCpus();
     JobPool pool(threads > 1 ? threads : 0, kPoolInputBytes);
     Status read;
     if (target_.view) {

@@ -187,9 +187,7 @@ class HelperSlots {
 
 unsigned PatchedFile::PassThreads(uint64_t pieces) const {
   const unsigned want =
-      env_.pass_threads != 0
-          ? env_.pass_threads
-          : std::min(kMaxPassThreads, UsableCpus());
+      env_.pass_threads != 0 ? env_.pass_threads : std::min(kMaxPassThreads, UsableCpus());
   return static_cast<unsigned>(std::min<uint64_t>(want, pieces));
 }
 
