@@ -102,13 +102,25 @@ class LayerStack final : public View {
     });
   }
 
+  // The caller keeps what it reads (View::Read's contract for a mount or an
+  // extract): delta files decode whole segments straight into buf.
   Result<size_t> Read(uint64_t node, uint64_t offset, std::span<uint8_t> buf) const override {
+    return ReadNode(node, offset, buf, true);
+  }
+
+  // through: PatchedFile::ReadThrough, else PatchedFile::Read (a decoder's
+  // lower reads, which the segment cache serves).
+  Result<size_t> ReadNode(uint64_t node, uint64_t offset, std::span<uint8_t> buf,
+                          bool through) const {
     if (FindDir(node))
       return Status::IsDirectory("node " + std::to_string(node) + " is a directory");
     auto it = sourced_.find(node);
     if (it != sourced_.end()) {
-      if (it->second.delta) return it->second.delta->Read(offset, buf);
-      return Read(it->second.lower, offset, buf);
+      if (it->second.delta) {
+        return through ? it->second.delta->ReadThrough(offset, buf)
+                       : it->second.delta->Read(offset, buf);
+      }
+      return ReadNode(it->second.lower, offset, buf, through);
     }
     CX_RETURN_IF_ERROR(CheckServed(node));
     return images_[NodeLayer(node)]->Read(NodeIno(node), offset, buf);
@@ -333,7 +345,7 @@ class LayerStack final : public View {
   Status ReadFullNode(uint64_t node, uint64_t offset, std::span<uint8_t> out,
                       const std::string& what) const {
     while (!out.empty()) {
-      CX_ASSIGN_OR_RETURN(size_t n, Read(node, offset, out));
+      CX_ASSIGN_OR_RETURN(size_t n, ReadNode(node, offset, out, false));
       if (n == 0) {
         return Status::Corruption(what + ": ends before offset " + std::to_string(offset));
       }

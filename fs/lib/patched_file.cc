@@ -1,6 +1,7 @@
 #include "patched_file.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <system_error>
 #include <thread>
@@ -321,6 +322,29 @@ Status PatchedFile::DecodeRange(const Loaded& l, uint64_t offset, std::span<uint
   return Status::Ok();
 }
 
+Status PatchedFile::VerifyBlocks(const Loaded& l, uint64_t first_block,
+                                 std::span<const uint8_t> bytes) const {
+  for (uint64_t i = 0; i * kBlock < bytes.size(); ++i) {
+    const uint64_t n = std::min<uint64_t>(kBlock, bytes.size() - i * kBlock);
+    Digest got;
+    if (n == kBlock) {
+      got = Sha256::Hash(bytes.data() + i * kBlock, kBlock);
+    } else {  // the file's last block, zero-padded as fs-verity hashes it
+      std::array<uint8_t, kBlock> padded{};
+      std::memcpy(padded.data(), bytes.data() + i * kBlock, n);
+      got = Sha256::Hash(padded.data(), kBlock);
+    }
+    if (env_.stats) ++env_.stats->blocks_verified;
+    if (got != l.leaves->leaf(first_block + i)) {
+      if (env_.stats) ++env_.stats->verify_failures;
+      return Status::Corruption(src_.context + ": block at offset " +
+                                std::to_string((first_block + i) * kBlock) +
+                                " does not match the signed fs-verity tree");
+    }
+  }
+  return Status::Ok();
+}
+
 Result<std::shared_ptr<const std::vector<uint8_t>>> PatchedFile::Segment(const Loaded& l,
                                                                          uint64_t seg) const {
   const uint64_t key = CacheKey(seg);
@@ -334,24 +358,22 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> PatchedFile::Segment(const L
   const uint64_t len = std::min(l.segment_size, src_.size - start);
   auto bytes = std::make_shared<std::vector<uint8_t>>(BlocksFor(len) * kBlock, 0);
   CX_RETURN_IF_ERROR(DecodeRange(l, start, std::span<uint8_t>(bytes->data(), len)));
-  const uint64_t first_block = start / kBlock;
-  for (uint64_t i = 0; i < bytes->size() / kBlock; ++i) {
-    // The tail of the last block is zero-padded, as fs-verity hashes it.
-    const Digest got = Sha256::Hash(bytes->data() + i * kBlock, kBlock);
-    if (env_.stats) ++env_.stats->blocks_verified;
-    if (got != l.leaves->leaf(first_block + i)) {
-      if (env_.stats) ++env_.stats->verify_failures;
-      return Status::Corruption(src_.context + ": block at offset " +
-                                std::to_string((first_block + i) * kBlock) +
-                                " does not match the signed fs-verity tree");
-    }
-  }
+  // Hashed whole: the tail of the last block is zero-padded already.
+  CX_RETURN_IF_ERROR(VerifyBlocks(l, start / kBlock, *bytes));
   std::shared_ptr<const std::vector<uint8_t>> out = std::move(bytes);
   if (env_.cache) env_.cache->Put(key, out, out->size());
   return out;
 }
 
 Result<size_t> PatchedFile::Read(uint64_t offset, std::span<uint8_t> buf) const {
+  return ReadImpl(offset, buf, false);
+}
+
+Result<size_t> PatchedFile::ReadThrough(uint64_t offset, std::span<uint8_t> buf) const {
+  return ReadImpl(offset, buf, true);
+}
+
+Result<size_t> PatchedFile::ReadImpl(uint64_t offset, std::span<uint8_t> buf, bool through) const {
   // Loaded (so checked against the signed digest) even to read nothing: an
   // empty target whose digest is wrong is refused too.
   CX_ASSIGN_OR_RETURN(auto l, Load());
@@ -359,10 +381,21 @@ Result<size_t> PatchedFile::Read(uint64_t offset, std::span<uint8_t> buf) const 
   const uint64_t end = offset + std::min<uint64_t>(buf.size(), src_.size - offset);
   for (uint64_t pos = offset; pos < end;) {
     const uint64_t seg = pos / l->segment_size;
-    CX_ASSIGN_OR_RETURN(auto bytes, Segment(*l, seg));
     const uint64_t seg_start = seg * l->segment_size;
-    const uint64_t n = std::min(end, seg_start + l->segment_size) - pos;
-    std::memcpy(buf.data() + (pos - offset), bytes->data() + (pos - seg_start), n);
+    const uint64_t seg_end = std::min(src_.size, seg_start + l->segment_size);
+    const uint64_t n = std::min(end, seg_end) - pos;
+    uint8_t* dst = buf.data() + (pos - offset);
+    if (through && pos == seg_start && n == seg_end - seg_start &&
+        !(env_.cache && env_.cache->Contains(CacheKey(seg)))) {
+      // Nothing of these bytes reaches the caller unless all verify: a
+      // failure fails the whole read.
+      const std::span<uint8_t> out(dst, n);
+      CX_RETURN_IF_ERROR(DecodeRange(*l, seg_start, out));
+      CX_RETURN_IF_ERROR(VerifyBlocks(*l, seg_start / kBlock, out));
+    } else {
+      CX_ASSIGN_OR_RETURN(auto bytes, Segment(*l, seg));
+      std::memcpy(dst, bytes->data() + (pos - seg_start), n);
+    }
     pos += n;
   }
   return static_cast<size_t>(end - offset);

@@ -131,6 +131,14 @@ class PatchedFile final {
   // kCorruption (naming the context and offset) on any mismatch: never
   // wrong bytes.
   Result<size_t> Read(uint64_t offset, std::span<uint8_t> buf) const;
+  // As Read, for a caller that keeps what it reads (a FUSE reply, which the
+  // kernel's page cache keeps; an extract): a segment the range covers
+  // whole that the cache lacks is decoded straight into `buf` and verified
+  // there, and not cached. That saves a segment-sized allocation and a copy
+  // per segment of a sequential read. A decoder reading its lower file
+  // uses Read, so that a delta stacked on this one, making small reads of
+  // the same segments, decodes each once.
+  Result<size_t> ReadThrough(uint64_t offset, std::span<uint8_t> buf) const;
   // The checked leaves, building them if needed (for a store to persist).
   Result<std::shared_ptr<const VerityLeaves>> Leaves() const;
   uint64_t size() const { return src_.size; }
@@ -163,6 +171,10 @@ class PatchedFile final {
   // decoded.
   Result<std::shared_ptr<const std::vector<uint8_t>>> Segment(const Loaded& l, uint64_t seg) const;
   Status DecodeRange(const Loaded& l, uint64_t offset, std::span<uint8_t> out) const;
+  // Checks the blocks of `bytes`, which start at block `first_block`, against
+  // their leaves (the last one zero-padded if short).
+  Status VerifyBlocks(const Loaded& l, uint64_t first_block, std::span<const uint8_t> bytes) const;
+  Result<size_t> ReadImpl(uint64_t offset, std::span<uint8_t> buf, bool through) const;
 
   PatchedFileSource src_;
   PatchedFileEnv env_;
