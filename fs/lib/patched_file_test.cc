@@ -317,5 +317,75 @@ TEST(PatchedFileParallelTest, ConcurrentColdReadsOfADeltaOverADelta) {
   EXPECT_EQ(stats.verify_failures.load(), 0u);
 }
 
+// ReadThrough (a FUSE reply, an extract): whole segments are decoded into
+// the caller's buffer and verified there, and none is cached; a partial
+// segment goes through the cache as Read does. Wrong lower bytes fail the
+// read, naming the block, whichever path decodes them.
+TEST(PatchedFileReadThroughTest, WholeSegmentsSkipTheCacheAndAreVerified) {
+  const Fixture& fx = TheFixture();
+  const Digest digest = FsVerityDigest(fx.target.data(), fx.target.size());
+  auto leaves = [&] {
+    auto l = VerityLeaves::Check(
+        LeafHashes(reinterpret_cast<const uint8_t*>(fx.target.data()), fx.target.size()),
+        fx.target.size(), digest, "test");
+    EXPECT_TRUE(l.ok()) << l.status().ToString();
+    return std::move(l).value();
+  };
+  const uint64_t seg = uint64_t{1} << kSegLog2;
+  const uint64_t segments = (fx.target.size() + seg - 1) / seg;
+  Source src{fx.delta, fx.lower, nullptr};
+  {
+    PatchedFileStats stats;
+    SegmentCache cache(64 << 20);
+    PatchedFile f(src.Make("test: through", fx.target.size(), digest), {&stats, &cache, 1},
+                  leaves());
+    std::string got(fx.target.size(), '\0');
+    for (uint64_t off = 0; off < got.size(); off += 4 * seg) {  // 4 segments per read
+      const size_t n = std::min<size_t>(4 * seg, got.size() - off);
+      auto r = f.ReadThrough(off, {reinterpret_cast<uint8_t*>(got.data()) + off, n});
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      ASSERT_EQ(*r, n);
+    }
+    EXPECT_TRUE(got == fx.target);
+    EXPECT_EQ(stats.segments_decoded.load(), segments);
+    EXPECT_EQ(stats.blocks_verified.load(), (fx.target.size() + 4095) / 4096);
+    for (uint64_t i = 0; i < segments; ++i) EXPECT_FALSE(cache.Contains((1u << 20) | i)) << i;
+
+    // A partial read caches its segment; a whole read of it then uses that.
+    std::vector<uint8_t> buf(seg);
+    ASSERT_TRUE(f.Read(3 * seg + 100, std::span<uint8_t>(buf).first(500)).ok());
+    EXPECT_TRUE(cache.Contains((1u << 20) | 3));
+    const uint64_t hits = stats.segment_cache_hits.load();
+    auto r = f.ReadThrough(3 * seg, buf);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(stats.segment_cache_hits.load(), hits + 1);
+    EXPECT_EQ(std::memcmp(buf.data(), fx.target.data() + 3 * seg, seg), 0);
+    // Odd offsets and sizes: partial segments at both ends.
+    std::string odd(3 * seg + 777, '\0');
+    r = f.ReadThrough(5 * seg - 333, {reinterpret_cast<uint8_t*>(odd.data()), odd.size()});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(odd, fx.target.substr(5 * seg - 333, odd.size()));
+  }
+  {  // one wrong lower byte under segment 6 (no insertion before 400000)
+    Source bad = src;
+    bad.lower[6 * seg + 5] ^= 1;
+    PatchedFileStats stats;
+    SegmentCache cache(64 << 20);
+    PatchedFile f(bad.Make("test: through", fx.target.size(), digest), {&stats, &cache, 1},
+                  leaves());
+    std::vector<uint8_t> buf(2 * seg);
+    ASSERT_TRUE(f.ReadThrough(4 * seg, buf).ok());  // segments 4 and 5 are fine
+    auto r = f.ReadThrough(6 * seg, buf);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), Code::kCorruption);
+    EXPECT_NE(
+        r.status().message().find("test: through: block at offset " + std::to_string(6 * seg)),
+        std::string::npos)
+        << r.status().ToString();
+    EXPECT_EQ(stats.verify_failures.load(), 1u);
+    EXPECT_FALSE(cache.Contains((1u << 20) | 6));
+  }
+}
+
 }  // namespace
 }  // namespace cryptex
