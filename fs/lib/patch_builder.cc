@@ -445,15 +445,27 @@ Result<std::unique_ptr<const Scratch>> CopyViewFile(const View& view, uint64_t n
 // zstd at `level`, kept as is when that is not smaller (builder.cc).
 // Stops as soon as the sum passes `limit`, so a file whose delta is small
 // costs little; `release` is called every kDeltaReleaseEvery bytes read.
+// The first chunk is tried at zstd's fastest level first: when even that
+// stores over kFastMargin times `limit`, `level` would store more than
+// `limit` too (level 9 gains some tens of percent on level 1, not a factor
+// of 4), and the slow compression is skipped. That is the usual case, a
+// delta of a few hundred bytes against a file of tens of KiB: a 128 KiB
+// chunk costs about 0.2 ms at level 1 against 2-3 ms at level 9.
 bool DataStoresMoreThan(std::span<const uint8_t> data, int level, uint32_t chunk_log2,
                         uint64_t limit, const std::function<void()>& release) {
   if (data.size() <= limit) return false;
+  constexpr uint64_t kFastMargin = 4;
   struct CCtxDeleter {
     void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
   };
   thread_local std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
   const size_t chunk = size_t{1} << chunk_log2;
   std::vector<uint8_t> out(ZSTD_compressBound(chunk));
+  if (cctx && level > 1 && limit <= UINT64_MAX / kFastMargin) {
+    const size_t n = std::min(chunk, data.size());
+    const size_t r = ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), data.data(), n, 1);
+    if (!ZSTD_isError(r) && std::min(r, n) > kFastMargin * limit) return true;
+  }
   uint64_t stored = 0, since_release = 0;
   for (size_t off = 0; off < data.size(); off += chunk) {
     const size_t n = std::min(chunk, data.size() - off);
