@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 # As debhelper's cmake build system passes them: CPPFLAGS into C/CXXFLAGS.
 # Given on the command line, not in the environment, so that they also
 # replace what an existing build directory cached.
+if ! command -v dpkg-buildflags >/dev/null; then
+  echo "build.sh: dpkg-buildflags not found: install dpkg-dev (scripts/deps.sh does)" >&2
+  exit 1
+fi
 cppflags=$(dpkg-buildflags --get CPPFLAGS)
 ldflags=$(dpkg-buildflags --get LDFLAGS)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCRYPTEX_WERROR=ON \

@@ -3,6 +3,7 @@
 set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config git python3
+  dpkg-dev                                           # dpkg-buildflags: the packager's flags (scripts/build.sh)
   libfuse3-dev fuse3 libzstd-dev zstd libssl-dev libinih-dev
   libgtest-dev googletest
   nlohmann-json3-dev                                 # cryptex --json output
