@@ -4,8 +4,10 @@
 #include <divsufsort.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <unordered_map>
 
 #include "delta.h"
@@ -22,6 +24,13 @@ constexpr uint64_t kHashMul = 0x9E3779B97F4A7C15ull;
 // unchanged block covers are a fair share of it.
 constexpr uint64_t kSuffixArrayAlwaysBelow = 16u << 20;
 constexpr uint64_t kSuffixArrayShare = 16;
+// Fewer loose bytes than 1/kWindowShare of the lower file: the suffix array
+// covers windows of the lower file around where they would be (Finder).
+constexpr uint64_t kWindowShare = 8;
+constexpr uint64_t kWindowMargin = 16u << 10;
+// Search ranges narrowed by the first two bytes (a 256 KiB table) from
+// this many sorted bytes on.
+constexpr uint64_t kBucketFrom = 64u << 10;
 // A new exact match must beat continuing the current alignment by this many
 // bytes to start a new control entry.
 constexpr uint64_t kMinGain = 8;
@@ -32,9 +41,15 @@ struct BlockHash {
   BlockHash() {
     for (uint64_t i = 1; i < kBlock; ++i) top *= kHashMul;
   }
+  // sum of (p[i] + 1) * kHashMul^(kBlock-1-i), four bytes per step so that
+  // the multiply chain is a quarter as long (same value as a byte loop).
   static uint64_t Of(const uint8_t* p) {
+    constexpr uint64_t m2 = kHashMul * kHashMul, m3 = m2 * kHashMul, m4 = m3 * kHashMul;
     uint64_t h = 0;
-    for (uint64_t i = 0; i < kBlock; ++i) h = h * kHashMul + p[i] + 1;
+    for (uint64_t i = 0; i < kBlock; i += 4) {
+      h = h * m4 + (p[i] + uint64_t{1}) * m3 + (p[i + 1] + uint64_t{1}) * m2 +
+          (p[i + 2] + uint64_t{1}) * kHashMul + (p[i + 3] + uint64_t{1});
+    }
     return h;
   }
   uint64_t Roll(uint64_t h, uint8_t out, uint8_t in) const {
@@ -42,11 +57,30 @@ struct BlockHash {
   }
 };
 
-uint64_t MatchLen(const uint8_t* a, uint64_t na, const uint8_t* b, uint64_t nb) {
-  const uint64_t n = std::min(na, nb);
+// Length of the common prefix of a[0..n) and b[0..n), compared 8 bytes at a
+// time (the first differing byte of a word is its lowest set byte of a ^ b
+// on a little-endian machine, the highest on a big-endian one).
+uint64_t CommonPrefix(const uint8_t* a, const uint8_t* b, uint64_t n) {
   uint64_t i = 0;
+  for (; n - i >= 8; i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a + i, 8);
+    std::memcpy(&y, b + i, 8);
+    if (x != y) {
+      const uint64_t d = x ^ y;
+      if constexpr (std::endian::native == std::endian::little) {
+        return i + static_cast<uint64_t>(std::countr_zero(d)) / 8;
+      } else {
+        return i + static_cast<uint64_t>(std::countl_zero(d)) / 8;
+      }
+    }
+  }
   while (i < n && a[i] == b[i]) ++i;
   return i;
+}
+
+uint64_t MatchLen(const uint8_t* a, uint64_t na, const uint8_t* b, uint64_t nb) {
+  return CommonPrefix(a, b, std::min(na, nb));
 }
 
 // Counts the input bytes a pass reads and calls `release` after every
@@ -162,12 +196,22 @@ class Finder {
     for (const auto& a : anchors_) covered += a.size;
     const uint64_t loose = T.size() - covered;
     const uint64_t n = L.size();
-    if (n > 0 && loose > 0 && n < uint64_t{std::numeric_limits<int32_t>::max()} &&
-        (n <= kSuffixArrayAlwaysBelow || loose * kSuffixArrayShare >= n)) {
-      sa_.resize(n);
-      if (divsufsort(L.data(), sa_.data(), static_cast<saidx_t>(n)) != 0) sa_.clear();
-      pacer->Read(n);
+    if (n == 0 || loose == 0) return;
+    if (!anchors_.empty() && loose * kWindowShare < n && Windows(n)) {
+      S_ = windowed_;
+    } else if (n <= kSuffixArrayAlwaysBelow || loose * kSuffixArrayShare >= n) {
+      S_ = L;
+    } else {
+      return;
     }
+    if (S_.size() >= uint64_t{std::numeric_limits<int32_t>::max()}) return;
+    // Not zeroed: divsufsort writes every entry.
+    std::unique_ptr<saidx_t[]> sa(new saidx_t[S_.size()]);
+    if (divsufsort(S_.data(), sa.get(), static_cast<saidx_t>(S_.size())) == 0) {
+      sa_ = std::move(sa);
+      if (S_.size() >= kBucketFrom) Bucket();
+    }
+    pacer->Read(S_.size());
   }
 
   // The longest exact match found for target[t..]: (lower pos, length).
@@ -180,39 +224,148 @@ class Finder {
       const Match& a = anchors_[next_anchor_];
       return {a.lpos + (t - a.tpos), a.tpos + a.size - t};
     }
-    if (sa_.empty()) return {0, 0};
-    return SearchSa(t);
+    if (sa_ == nullptr) return {0, 0};
+    const auto [pos, len] = SearchSa(t);
+    if (windows_.empty()) return {pos, len};
+    // A position in the windows' concatenation: back to the lower file, and
+    // cut where its window ends.
+    const auto w =
+        std::prev(std::upper_bound(windows_.begin(), windows_.end(), pos,
+                                   [](uint64_t p, const Window& x) { return p < x.offset; }));
+    const uint64_t in = pos - w->offset;
+    return {w->lpos + in, std::min(len, w->size - in)};
   }
 
  private:
+  // A lower range searched when few target bytes are loose, and its offset
+  // in windowed_.
+  struct Window {
+    uint64_t lpos, size, offset;
+  };
+
+  // When the anchors leave few target bytes loose, most of what matches them
+  // lies near where they would sit in the lower file: the suffix array then
+  // covers windows of kWindowMargin bytes either side of those places
+  // (merged), copied one after another into windowed_. False when the
+  // windows would cover half of the lower file or more (then it is sorted
+  // whole).
+  bool Windows(uint64_t n) {
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [from, to) in L
+    const uint64_t m = T_.size();
+    auto add = [&](uint64_t ts, uint64_t te) {
+      if (ts >= te) return;
+      // Where [ts, te) would lie continuing the anchor before it, or leading
+      // up to the one after it (either may be missing).
+      const auto next = std::lower_bound(anchors_.begin(), anchors_.end(), te,
+                                         [](const Match& a, uint64_t t) { return a.tpos < t; });
+      uint64_t lo = UINT64_MAX, hi = 0;
+      if (next != anchors_.begin()) {
+        const Match& a = *std::prev(next);
+        lo = std::min(lo, a.lpos + (ts - a.tpos));
+        hi = std::max(hi, a.lpos + (te - a.tpos));
+      }
+      if (next != anchors_.end()) {
+        const Match& b = *next;
+        const uint64_t back = b.tpos - ts;
+        lo = std::min(lo, b.lpos >= back ? b.lpos - back : 0);
+        hi = std::max(hi, b.lpos >= b.tpos - te ? b.lpos - (b.tpos - te) : 0);
+      }
+      lo = std::min(lo, n);
+      lo = lo > kWindowMargin ? lo - kWindowMargin : 0;
+      hi = std::min(n, std::max(hi, lo) + kWindowMargin);
+      if (lo < hi) ranges.emplace_back(lo, hi);
+    };
+    uint64_t t = 0;
+    for (const Match& a : anchors_) {
+      add(t, a.tpos);
+      t = a.tpos + a.size;
+    }
+    add(t, m);
+    std::sort(ranges.begin(), ranges.end());
+    uint64_t total = 0;
+    for (const auto& [from, to] : ranges) {
+      if (!windows_.empty() && from <= windows_.back().lpos + windows_.back().size) {
+        Window& last = windows_.back();
+        const uint64_t end = std::max(last.lpos + last.size, to);
+        total += end - (last.lpos + last.size);
+        last.size = end - last.lpos;
+      } else {
+        windows_.push_back({from, to - from, total});
+        total += to - from;
+      }
+    }
+    if (windows_.empty() || total * 2 >= n) {
+      windows_.clear();
+      return false;
+    }
+    windowed_.reserve(total);
+    for (const Window& w : windows_) {
+      windowed_.insert(windowed_.end(), L_.begin() + w.lpos, L_.begin() + w.lpos + w.size);
+    }
+    return true;
+  }
+
+  // bucket_[k] = the first suffix array index whose suffix is at least the
+  // two bytes k >> 8, k & 255 (the one-byte suffix L[n-1] counts as less
+  // than every two-byte suffix that starts with its byte).
+  void Bucket() {
+    const uint64_t n = S_.size();
+    bucket_.assign(65537, 0);
+    for (uint64_t i = 0; i + 1 < n; ++i) ++bucket_[(uint32_t{S_[i]} << 8 | S_[i + 1]) + 1];
+    for (uint32_t k = 1; k <= 65536; ++k) bucket_[k] += bucket_[k - 1];
+    for (uint32_t k = uint32_t{S_[n - 1]} << 8; k <= 65536; ++k) ++bucket_[k];
+  }
+
+  // The binary search of bsdiff over the sorted suffixes, narrowed to the
+  // suffixes that share the query's first two bytes, and skipping the
+  // prefix that both ends of the range already share with the query. It
+  // returns what a search over the whole array would.
   std::pair<uint64_t, uint64_t> SearchSa(uint64_t t) const {
     const uint8_t* q = &T_[t];
-    const uint64_t qn = T_.size() - t, n = L_.size();
-    auto len_at = [&](uint64_t i) {
-      const uint64_t p = static_cast<uint64_t>(sa_[i]);
-      return MatchLen(&L_[p], n - p, q, qn);
-    };
+    const uint64_t qn = T_.size() - t, n = S_.size();
     uint64_t lo = 0, hi = n - 1;
+    if (!bucket_.empty() && qn >= 2) {
+      const uint32_t k = uint32_t{q[0]} << 8 | q[1];
+      // Clamped as the whole search's ends are, so that it ends on the same
+      // pair of neighbours.
+      lo = std::min<uint64_t>(std::max<uint64_t>(bucket_[k], 1) - 1, n - 2);
+      hi = std::max<uint64_t>(std::min<uint64_t>(bucket_[k + 1], n - 1), lo + 1);
+    }
+    constexpr uint64_t kUnknown = UINT64_MAX;
+    uint64_t lo_len = kUnknown, hi_len = kUnknown;  // common prefix with q
     while (hi - lo > 1) {
       const uint64_t mid = lo + (hi - lo) / 2;
       const uint64_t p = static_cast<uint64_t>(sa_[mid]);
       const uint64_t k = std::min(n - p, qn);
-      const int c = std::memcmp(&L_[p], q, k);
-      if (c < 0 || (c == 0 && n - p < qn)) {
+      const uint64_t skip =
+          lo_len == kUnknown || hi_len == kUnknown ? 0 : std::min({lo_len, hi_len, k});
+      const uint64_t len = skip + CommonPrefix(&S_[p] + skip, q + skip, k - skip);
+      if (len < k ? S_[p + len] < q[len] : n - p < qn) {
         lo = mid;
+        lo_len = len;
       } else {
         hi = mid;
+        hi_len = len;
       }
     }
-    const uint64_t a = len_at(lo), b = len_at(hi);
+    auto len_at = [&](uint64_t i, uint64_t known) {
+      if (known != kUnknown) return known;
+      const uint64_t p = static_cast<uint64_t>(sa_[i]);
+      return MatchLen(&S_[p], n - p, q, qn);
+    };
+    const uint64_t a = len_at(lo, lo_len), b = len_at(hi, hi_len);
     return a >= b ? std::pair{static_cast<uint64_t>(sa_[lo]), a}
                   : std::pair{static_cast<uint64_t>(sa_[hi]), b};
   }
 
   std::span<const uint8_t> L_, T_;
   std::vector<Match> anchors_;
-  size_t next_anchor_ = 0;  // searches come in increasing target order
-  std::vector<saidx_t> sa_;
+  size_t next_anchor_ = 0;         // searches come in increasing target order
+  std::vector<Window> windows_;    // empty: S_ is all of L_
+  std::vector<uint8_t> windowed_;  // the windows' bytes, when there are windows
+  std::span<const uint8_t> S_;     // what the suffix array sorts
+  std::unique_ptr<saidx_t[]> sa_;  // the suffix array, if built
+  std::vector<uint32_t> bucket_;
 };
 
 }  // namespace

@@ -121,6 +121,62 @@ TEST(DeltaTest, EditedFileCostsLittle) {
   EXPECT_TRUE(*ApplyDelta(d, base, "t") == t);
 }
 
+// The suffix array search (narrowed by the first two bytes, skipping the
+// prefix both ends of the range share) finds every piece wherever it lies:
+// pieces of random bytes cut at odd sizes (no whole 4 KiB block survives,
+// so all of the target is searched) and shuffled cost a few bytes of
+// control each; a piece not found would cost its size. Lower files ending
+// in a zero byte and in a byte that starts many suffixes, and a two-symbol
+// alphabet (long shared prefixes), cover the search's edges.
+TEST(DeltaTest, ShuffledPiecesAreFoundWhereverTheyLie) {
+  struct Case {
+    const char* name;
+    Bytes lower;
+  };
+  Bytes ends_zero = Random(300000, 21);
+  ends_zero.back() = 0;
+  Bytes ends_ff = Random(300000, 22);
+  ends_ff.back() = 0xff;
+  Bytes two_symbols = Random(300000, 23);
+  for (auto& b : two_symbols) b &= 1;
+  for (const Case& c : {Case{"ends in 0", ends_zero}, Case{"ends in ff", ends_ff},
+                        Case{"two symbols", two_symbols}}) {
+    SCOPED_TRACE(c.name);
+    const Bytes& lower = c.lower;
+    std::vector<std::pair<size_t, size_t>> pieces;  // [from, to) of lower
+    for (size_t off = 0; off < lower.size(); off += 3001) {
+      pieces.emplace_back(off, std::min(lower.size(), off + 3001));
+    }
+    std::shuffle(pieces.begin(), pieces.end(), std::mt19937(24));
+    Bytes target;
+    for (auto [from, to] : pieces)
+      target.insert(target.end(), lower.begin() + from, lower.begin() + to);
+    const Bytes d = Encode(lower, target);
+    EXPECT_LT(d.size(), 20 * pieces.size()) << pieces.size() << " pieces";
+    auto out = ApplyDelta(d, lower, "t");
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    EXPECT_TRUE(*out == target);
+  }
+}
+
+// When whole unchanged blocks cover nearly all of a file, the few bytes
+// left are searched in windows of the lower file around where they were.
+// What moved a little within the file (code relinked a few KiB away) is
+// still found there, at the start, the middle and the very end of the file.
+TEST(DeltaTest, FewChangedBytesFindWhatMovedNearby) {
+  const Bytes base = Random(4u << 20, 25);
+  Bytes t = base;
+  for (size_t at : {size_t{100}, size_t{1u << 20}, size_t{3u << 20}, base.size() - 2500}) {
+    const size_t from = at >= 6000 ? at - 6000 : at + 9000;  // 6 KiB before, or 9 after
+    std::copy(base.begin() + from, base.begin() + from + 2400, t.begin() + at);
+  }
+  const Bytes d = Encode(base, t);
+  EXPECT_LT(d.size(), 600u);  // 4 x 2,400 random bytes, were they not found
+  auto out = ApplyDelta(d, base, "t");
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_TRUE(*out == t);
+}
+
 TEST(DeltaTest, LargeFileWithFewFlippedBytesIsTiny) {
   Bytes base = Random(48u << 20, 7);
   Bytes t = base;

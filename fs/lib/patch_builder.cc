@@ -305,20 +305,32 @@ class Planner {
   std::vector<PlanNode> plan_;
 };
 
-// A private copy of one file's bytes in an unnamed scratch file beside the
-// patch being written (OutputFile, never committed: nothing is left
-// behind), mapped read-only once written. Its pages are file pages:
-// Release() drops them from the process and what is read again comes back
-// from the page cache, so a large file need not stay resident while a delta
-// is made from it. The bytes never change once mapped (the file has no name,
-// or, where the file system lacks O_TMPFILE, a temporary one beside the
-// output), so they are exactly the bytes that were hashed on the way in,
-// whatever happens to the file they were copied from.
+// A private copy of one file's bytes. A file of kScratchInMemoryBelow bytes
+// or more is copied to an unnamed scratch file beside the patch being
+// written (OutputFile, never committed: nothing is left behind), mapped
+// read-only once written. Its pages are file pages: Release() drops them
+// from the process and what is read again comes back from the page cache,
+// so a large file need not stay resident while a delta is made from it. A
+// smaller one is kept in memory (the files decided at once are bounded by
+// their bytes, PatchAssembler::kPoolInputBytes), which spares a file
+// creation, a write and page faults per file. Either way the bytes never
+// change once complete (the file has no name, or, where the file system
+// lacks O_TMPFILE, a temporary one beside the output), so they are exactly
+// the bytes that were hashed on the way in, whatever happens to the file
+// they were copied from.
 class Scratch {
  public:
-  // `beside`: the patch's output path; `what` names the copied file in errors.
-  static Result<std::unique_ptr<Scratch>> Create(const std::string& beside, std::string what) {
+  static constexpr uint64_t kScratchInMemoryBelow = 2u << 20;
+
+  // `beside`: the patch's output path; `what` names the copied file in
+  // errors; `size`: the bytes that will be appended.
+  static Result<std::unique_ptr<Scratch>> Create(const std::string& beside, std::string what,
+                                                 uint64_t size) {
     auto s = std::unique_ptr<Scratch>(new Scratch(std::move(what)));
+    if (size < kScratchInMemoryBelow) {
+      s->memory_.reserve(static_cast<size_t>(size));
+      return s;
+    }
     auto f = OutputFile::Create(beside, 0600);
     if (!f.ok()) {
       return Status(f.status().code(), s->what_ + ": no scratch copy: " + f.status().message());
@@ -333,13 +345,20 @@ class Scratch {
   Scratch& operator=(const Scratch&) = delete;
 
   Status Append(const void* p, size_t n) {
-    if (map_) return Status::Internal(what_ + ": scratch copy appended to after mapping");
+    if (done_) return Status::Internal(what_ + ": scratch copy appended to after mapping");
+    if (!file_) {
+      const auto* b = static_cast<const uint8_t*>(p);
+      memory_.insert(memory_.end(), b, b + n);
+      return Status::Ok();
+    }
     Status st = file_->Append(p, n);
     if (!st.ok()) return Status(st.code(), what_ + ": scratch copy: " + st.message());
     return Status::Ok();
   }
   // Maps the bytes appended; Append() may not be called after.
   Status Map() {
+    done_ = true;
+    if (!file_) return Status::Ok();
     size_ = file_->size();
     if (size_ == 0) return Status::Ok();
     void* m = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file_->fd(), 0);
@@ -347,8 +366,12 @@ class Scratch {
     map_ = m;
     return Status::Ok();
   }
-  std::span<const uint8_t> bytes() const { return {static_cast<const uint8_t*>(map_), size_}; }
-  // Drops the mapped pages from the process (never the bytes).
+  std::span<const uint8_t> bytes() const {
+    if (!file_) return memory_;
+    return {static_cast<const uint8_t*>(map_), size_};
+  }
+  // Drops the mapped pages from the process (never the bytes); nothing for
+  // a copy in memory.
   void Release() const {
     if (map_) madvise(map_, size_, MADV_DONTNEED);
   }
@@ -356,7 +379,9 @@ class Scratch {
  private:
   explicit Scratch(std::string what) : what_(std::move(what)) {}
   std::string what_;
+  std::vector<uint8_t> memory_;  // the copy, when not in a file
   std::unique_ptr<OutputFile> file_;
+  bool done_ = false;
   void* map_ = nullptr;
   size_t size_ = 0;
 };
@@ -395,7 +420,7 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
           FsVerityHasher hasher;
           std::unique_ptr<Scratch> copy;
           if (keep_beside) {
-            CX_ASSIGN_OR_RETURN(copy, Scratch::Create(*keep_beside, path()));
+            CX_ASSIGN_OR_RETURN(copy, Scratch::Create(*keep_beside, path(), n.size));
           }
           uint64_t total = 0;
           for (;;) {
@@ -426,7 +451,7 @@ Result<std::unique_ptr<const Scratch>> CopyViewFile(const View& view, uint64_t n
                                                     const std::string& what,
                                                     const std::string& beside,
                                                     FsVerityHasher* hasher) {
-  CX_ASSIGN_OR_RETURN(std::unique_ptr<Scratch> copy, Scratch::Create(beside, what));
+  CX_ASSIGN_OR_RETURN(std::unique_ptr<Scratch> copy, Scratch::Create(beside, what, size));
   std::vector<uint8_t> buf(std::min<uint64_t>(size, 1 << 20));
   for (uint64_t off = 0; off < size;) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - off));
