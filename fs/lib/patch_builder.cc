@@ -830,6 +830,9 @@ class PatchAssembler {
   // pool at once: what bounds its memory (the encoder's suffix array takes
   // 4 bytes per lower byte, besides its inputs).
   static constexpr uint64_t kPoolInputBytes = 16u << 20;
+  // Input bytes from which a file decided on the pool encodes its segments
+  // with every thread.
+  static constexpr uint64_t kSegmentThreadsFrom = 1u << 20;
 
   // One target file to decide: its bytes, its delta base and lower bytes.
   struct FileJob {
@@ -864,12 +867,16 @@ class PatchAssembler {
     const uint64_t bytes =
         job->data->bytes().size() + (job->lower ? job->lower->bytes().size() : 0);
     if (bytes >= kDeltaReleaseEvery) return Decide(*job, opts_.threads);
-    pool->Submit(bytes, [this, job] {
+    pool->Submit(bytes, [this, job, bytes] {
       {
         std::lock_guard lock(mu_);
         if (first_error_ && first_error_->first < job->order) return;  // moot
       }
-      if (Status st = Decide(*job, 1); !st.ok()) Failed(job->order, st);
+      // A large pair's segments are encoded on every core too: the pool's
+      // other threads may have nothing left to do (a patch of one or two
+      // large files), and the output does not depend on threads.
+      const int threads = bytes >= kSegmentThreadsFrom ? opts_.threads : 1;
+      if (Status st = Decide(*job, threads); !st.ok()) Failed(job->order, st);
     });
     return Status::Ok();
   }
