@@ -177,6 +177,54 @@ TEST(DeltaTest, FewChangedBytesFindWhatMovedNearby) {
   EXPECT_TRUE(*out == t);
 }
 
+// Few loose bytes, edits of every shape around the windows' edges: the
+// first and last bytes, pieces copied from just past either end of the
+// lower file's window, appended and cut tails, a target much shorter than
+// its lower file. Each must round-trip (ASan checks the windows' bounds).
+TEST(DeltaTest, WindowedSearchRoundTripsEditsOfEveryShape) {
+  const Bytes base = Random(1u << 20, 26);
+  std::mt19937 rng(27);
+  for (int iter = 0; iter < 40; ++iter) {
+    Bytes t = base;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % t.size();
+      const size_t len = 1 + rng() % 3000;
+      switch (rng() % 5) {
+        case 0: {  // a piece of the lower file from up to 40 KiB away
+          const int64_t from =
+              static_cast<int64_t>(at) + static_cast<int64_t>(rng() % 80000) - 40000;
+          const size_t f = static_cast<size_t>(
+              std::clamp<int64_t>(from, 0, static_cast<int64_t>(base.size() - len)));
+          std::copy(base.begin() + f, base.begin() + f + len,
+                    t.begin() + std::min(at, t.size() - std::min(len, t.size())));
+          break;
+        }
+        case 1: {  // inserted random bytes
+          const Bytes r = Random(len, static_cast<uint32_t>(rng()));
+          t.insert(t.begin() + at, r.begin(), r.end());
+          break;
+        }
+        case 2:  // a deleted range
+          t.erase(t.begin() + at, t.begin() + std::min(t.size(), at + len));
+          break;
+        case 3:  // first or last bytes changed
+          for (size_t i = 0; i < std::min(len, t.size()); ++i) {
+            (rng() % 2 ? t[i] : t[t.size() - 1 - i]) ^= 0x5a;
+          }
+          break;
+        default:  // an appended tail
+          t.insert(t.end(), base.begin(), base.begin() + len);
+          break;
+      }
+      if (t.empty()) t.push_back(1);
+    }
+    if (iter % 8 == 7) t.resize(t.size() / 5);  // much shorter than its lower file
+    SCOPED_TRACE(iter);
+    ExpectRoundTrip(base, t);
+  }
+}
+
 TEST(DeltaTest, LargeFileWithFewFlippedBytesIsTiny) {
   Bytes base = Random(48u << 20, 7);
   Bytes t = base;
