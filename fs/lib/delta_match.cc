@@ -31,9 +31,15 @@ constexpr uint64_t kWindowMargin = 16u << 10;
 // Search ranges narrowed by the first two bytes (a 256 KiB table) from
 // this many sorted bytes on.
 constexpr uint64_t kBucketFrom = 64u << 10;
+// ... and by the first three bytes (a 64 MiB table) from this many on.
+constexpr uint64_t kBucket3From = 16u << 20;
 // A new exact match must beat continuing the current alignment by this many
 // bytes to start a new control entry.
 constexpr uint64_t kMinGain = 8;
+// After kStrideAfter searches in a row that found nothing to switch to, the
+// scan searches every kStride-th target position only (FindMatches).
+constexpr uint64_t kStrideAfter = 32;
+constexpr uint64_t kStride = 8;
 
 // Polynomial hash of one block; Roll() slides it by one byte.
 struct BlockHash {
@@ -306,14 +312,26 @@ class Finder {
   }
 
   // bucket_[k] = the first suffix array index whose suffix is at least the
-  // two bytes k >> 8, k & 255 (the one-byte suffix L[n-1] counts as less
-  // than every two-byte suffix that starts with its byte).
+  // key_bytes_ bytes of k (big-endian); a suffix shorter than that counts as
+  // less than every longer one it is a prefix of.
   void Bucket() {
     const uint64_t n = S_.size();
-    bucket_.assign(65537, 0);
-    for (uint64_t i = 0; i + 1 < n; ++i) ++bucket_[(uint32_t{S_[i]} << 8 | S_[i + 1]) + 1];
-    for (uint32_t k = 1; k <= 65536; ++k) bucket_[k] += bucket_[k - 1];
-    for (uint32_t k = uint32_t{S_[n - 1]} << 8; k <= 65536; ++k) ++bucket_[k];
+    key_bytes_ = n >= kBucket3From ? 3 : 2;
+    const uint32_t keys = 1u << (8 * key_bytes_);
+    bucket_.assign(size_t{keys} + 1, 0);
+    for (uint64_t i = 0; i + key_bytes_ <= n; ++i) ++bucket_[Key(&S_[i]) + 1];
+    for (uint32_t k = 1; k <= keys; ++k) bucket_[k] += bucket_[k - 1];
+    // The suffixes shorter than a key: each is less than every key that
+    // starts with its bytes.
+    for (uint64_t i = n - key_bytes_ + 1; i < n; ++i) {
+      uint32_t k = 0;
+      for (uint64_t j = i; j < i + key_bytes_; ++j) k = k << 8 | (j < n ? S_[j] : 0);
+      for (; k <= keys; ++k) ++bucket_[k];
+    }
+  }
+  uint32_t Key(const uint8_t* p) const {
+    return key_bytes_ == 3 ? uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | p[2]
+                           : uint32_t{p[0]} << 8 | p[1];
   }
 
   // The binary search of bsdiff over the sorted suffixes, narrowed to the
@@ -324,8 +342,8 @@ class Finder {
     const uint8_t* q = &T_[t];
     const uint64_t qn = T_.size() - t, n = S_.size();
     uint64_t lo = 0, hi = n - 1;
-    if (!bucket_.empty() && qn >= 2) {
-      const uint32_t k = uint32_t{q[0]} << 8 | q[1];
+    if (!bucket_.empty() && qn >= key_bytes_) {
+      const uint32_t k = Key(q);
       // Clamped as the whole search's ends are, so that it ends on the same
       // pair of neighbours.
       lo = std::min<uint64_t>(std::max<uint64_t>(bucket_[k], 1) - 1, n - 2);
@@ -335,6 +353,18 @@ class Finder {
     uint64_t lo_len = kUnknown, hi_len = kUnknown;  // common prefix with q
     while (hi - lo > 1) {
       const uint64_t mid = lo + (hi - lo) / 2;
+      // Each step waits on two cache misses (the suffix array entry, then
+      // its text) on a large file: fetch ahead the text of both places the
+      // search may go next (their entries were fetched a step ago) and the
+      // entries of the four places after those. 129 -> 69 s on a 177 MB
+      // library (together with the three-byte buckets).
+      const uint64_t c1 = lo + (mid - lo) / 2, c2 = mid + (hi - mid) / 2;
+      __builtin_prefetch(&S_[static_cast<uint64_t>(sa_[c1])]);
+      __builtin_prefetch(&S_[static_cast<uint64_t>(sa_[c2])]);
+      __builtin_prefetch(&sa_[lo + (c1 - lo) / 2]);
+      __builtin_prefetch(&sa_[c1 + (mid - c1) / 2]);
+      __builtin_prefetch(&sa_[mid + (c2 - mid) / 2]);
+      __builtin_prefetch(&sa_[c2 + (hi - c2) / 2]);
       const uint64_t p = static_cast<uint64_t>(sa_[mid]);
       const uint64_t k = std::min(n - p, qn);
       const uint64_t skip =
@@ -366,6 +396,7 @@ class Finder {
   std::span<const uint8_t> S_;     // what the suffix array sorts
   std::unique_ptr<saidx_t[]> sa_;  // the suffix array, if built
   std::vector<uint32_t> bucket_;
+  uint64_t key_bytes_ = 2;
 };
 
 }  // namespace
@@ -395,7 +426,8 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
     uint64_t old_score = 0;
     scan += len;
     uint64_t scsc = scan;
-    for (; scan < m; ++scan) {
+    uint64_t fruitless = 0;  // searches in a row that found nothing to switch to
+    while (scan < m) {
       std::tie(pos, len) = finder.Search(scan);
       pacer.Read(1);
       scsc = std::max(scsc, scan);
@@ -411,7 +443,14 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
         scsc = scan + len;
       }
       if ((len == old_score && len != 0) || len > old_score + kMinGain) break;
-      if (scsc > scan && same(scan, last_off)) --old_score;
+      // Deep in bytes that nothing matches well (new code, not moved code),
+      // only every kStride-th position is searched: a match that starts in
+      // between is found up to kStride - 1 bytes late, and the backward
+      // extension below takes those bytes back.
+      const uint64_t step = ++fruitless >= kStrideAfter ? kStride : 1;
+      for (uint64_t k = 0; k < step && scan < m; ++k, ++scan) {
+        if (scsc > scan && same(scan, last_off)) --old_score;
+      }
     }
     if (len == old_score && scan != m) continue;
     // Forward extension of the previous alignment.

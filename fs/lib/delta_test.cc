@@ -139,8 +139,12 @@ TEST(DeltaTest, ShuffledPiecesAreFoundWhereverTheyLie) {
   ends_ff.back() = 0xff;
   Bytes two_symbols = Random(300000, 23);
   for (auto& b : two_symbols) b &= 1;
+  // Over 16 MiB: the search starts from the first three bytes' range.
+  Bytes large = Random((16u << 20) + 5000, 28);
+  large[large.size() - 2] = 0;
+  large.back() = 0;
   for (const Case& c : {Case{"ends in 0", ends_zero}, Case{"ends in ff", ends_ff},
-                        Case{"two symbols", two_symbols}}) {
+                        Case{"two symbols", two_symbols}, Case{"16 MiB", large}}) {
     SCOPED_TRACE(c.name);
     const Bytes& lower = c.lower;
     std::vector<std::pair<size_t, size_t>> pieces;  // [from, to) of lower
@@ -156,6 +160,24 @@ TEST(DeltaTest, ShuffledPiecesAreFoundWhereverTheyLie) {
     auto out = ApplyDelta(d, lower, "t");
     ASSERT_TRUE(out.ok()) << out.status().ToString();
     EXPECT_TRUE(*out == target);
+  }
+}
+
+// Deep in bytes that match nothing (new code), the scan searches only every
+// few positions; what matches again after them is still found, its first
+// bytes taken back by the backward extension: 256 KiB of new random bytes
+// cost about themselves, the 192 KiB of lower bytes after them nearly
+// nothing.
+TEST(DeltaTest, MatchesAfterLongNewRegionsAreFound) {
+  const Bytes base = Random(1u << 20, 29);
+  for (size_t odd : {size_t{0}, size_t{3}, size_t{7}}) {
+    Bytes t = Random((256u << 10) + odd, 30);
+    t.insert(t.end(), base.begin() + 500000, base.begin() + 500000 + (192u << 10));
+    const Bytes d = Encode(base, t);
+    EXPECT_LT(d.size(), (256u << 10) + odd + 400) << odd;
+    auto out = ApplyDelta(d, base, "t");
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    EXPECT_TRUE(*out == t);
   }
 }
 
