@@ -56,8 +56,12 @@ inline constexpr uint64_t kDeltaReleaseEvery = uint64_t{8} << 20;
 // with DeltaReader against exactly these lower bytes. Memory besides the
 // inputs: 4 bytes per lower byte for the suffix array (built only when the
 // lower file is under 16 MiB or the bytes no unchanged 4 KiB block covers
-// are at least 1/16 of it; never for 2 GiB or more), the output, and
-// per-segment buffers. kInvalidArgument for bad options or a target needing
+// are at least 1/16 of it; never for 2 GiB or more; when those bytes are
+// under 1/8 of it, only windows of the lower file around them are sorted),
+// 64 MiB of search buckets from 16 MiB sorted on, the output, and
+// per-segment buffers. A target of 8 MiB or more whose lower file is
+// sorted whole is scanned on `threads` threads, with both inputs resident
+// meanwhile (release_inputs is called after). kInvalidArgument for bad options or a target needing
 // more than kMaxDeltaSegments segments.
 Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
                                          std::span<const uint8_t> target,

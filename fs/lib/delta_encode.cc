@@ -207,26 +207,6 @@ class SegmentEncoder {
   std::vector<uint8_t> pred_;
 };
 
-// Runs fn(worker, i) for i in [0, n) on `workers` threads (the caller's
-// thread included); each index exactly once.
-template <typename Fn>
-void ParallelFor(uint64_t n, unsigned workers, const Fn& fn) {
-  std::atomic<uint64_t> next{0};
-  auto run = [&](unsigned w) {
-    for (uint64_t i = next++; i < n; i = next++) fn(w, i);
-  };
-  std::vector<std::thread> threads;
-  for (unsigned w = 1; w < workers; ++w) {
-    try {
-      threads.emplace_back(run, w);
-    } catch (const std::system_error&) {
-      break;  // fewer threads: the others take the work
-    }
-  }
-  run(0);
-  for (auto& t : threads) t.join();
-}
-
 // ParallelFor over [0, n) in batches of segments covering about
 // kDeltaReleaseEvery target bytes, with `release` called (when set) after
 // each batch, its workers joined: no thread reads the inputs then.
@@ -236,8 +216,8 @@ void ParallelForReleasing(uint64_t n, unsigned workers, uint64_t seg,
   const uint64_t batch = release ? std::max<uint64_t>(1, kDeltaReleaseEvery / seg) : n;
   for (uint64_t first = 0; first < n; first += batch) {
     const uint64_t count = std::min(batch, n - first);
-    ParallelFor(count, static_cast<unsigned>(std::min<uint64_t>(workers, count)),
-                [&](unsigned w, uint64_t i) { fn(w, first + i); });
+    delta::ParallelFor(count, static_cast<unsigned>(std::min<uint64_t>(workers, count)),
+                       [&](unsigned w, uint64_t i) { fn(w, first + i); });
     if (release) release();
   }
 }
@@ -281,14 +261,16 @@ Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
                                    " bytes needs more than " + std::to_string(kMaxDeltaSegments) +
                                    " delta segments");
   }
-  const std::vector<Match> matches = delta::FindMatches(lower, target, opts.release_inputs);
+  const unsigned threads = opts.threads > 0 ? static_cast<unsigned>(opts.threads) : UsableCpus();
+  const std::vector<Match> matches =
+      delta::FindMatches(lower, target, opts.release_inputs, threads);
   std::optional<RefModel> model;
   if (opts.elf_references) model = BuildModel(lower, target, matches);
 
   // The model is kept when the differing bytes its predictions remove
   // outnumber its own (compressed) bytes; each segment is compressed once.
-  const unsigned workers = static_cast<unsigned>(std::min<uint64_t>(
-      opts.threads > 0 ? opts.threads : UsableCpus(), std::max<uint64_t>(nseg, 1)));
+  const unsigned workers =
+      static_cast<unsigned>(std::min<uint64_t>(threads, std::max<uint64_t>(nseg, 1)));
   std::vector<SegmentEncoder> encoders;
   encoders.reserve(workers);
   for (unsigned w = 0; w < workers; ++w) encoders.emplace_back(lower, target, matches, opts);

@@ -3,6 +3,7 @@
 // the zstd stream helpers and the ELF reference model. Not a public API.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -10,6 +11,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "status.h"
@@ -161,9 +164,32 @@ struct Match {
 };
 
 // bsdiff-class approximate matches of target against lower, sorted by tpos
-// and disjoint in the target. `release` (may be empty): called after about
-// every kDeltaReleaseEvery input bytes read (DeltaOptions::release_inputs).
+// and disjoint in the target. `release` (may be empty): called from the
+// calling thread after about every kDeltaReleaseEvery input bytes read
+// (DeltaOptions::release_inputs), and once after a parallel scan. A large
+// target may be scanned on up to `threads` threads; the matches do not
+// depend on it.
 std::vector<Match> FindMatches(std::span<const uint8_t> lower, std::span<const uint8_t> target,
-                               const std::function<void()>& release = {});
+                               const std::function<void()>& release = {}, unsigned threads = 1);
+
+// Runs fn(worker, i) for i in [0, n) on `workers` threads (the caller's
+// thread included); each index exactly once.
+template <typename Fn>
+void ParallelFor(uint64_t n, unsigned workers, const Fn& fn) {
+  std::atomic<uint64_t> next{0};
+  auto run = [&](unsigned w) {
+    for (uint64_t i = next++; i < n; i = next++) fn(w, i);
+  };
+  std::vector<std::thread> threads;
+  for (unsigned w = 1; w < workers; ++w) {
+    try {
+      threads.emplace_back(run, w);
+    } catch (const std::system_error&) {
+      break;  // fewer threads: the others take the work
+    }
+  }
+  run(0);
+  for (auto& t : threads) t.join();
+}
 
 }  // namespace cryptex::delta

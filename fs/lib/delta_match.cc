@@ -40,6 +40,9 @@ constexpr uint64_t kMinGain = 8;
 // scan searches every kStride-th target position only (FindMatches).
 constexpr uint64_t kStrideAfter = 32;
 constexpr uint64_t kStride = 8;
+// A target of 2 * kScanPiece bytes or more whose lower file is sorted whole
+// is scanned in pieces of this many bytes, in parallel (FindMatches).
+constexpr uint64_t kScanPiece = 4u << 20;
 
 // Polynomial hash of one block; Roll() slides it by one byte.
 struct BlockHash {
@@ -220,18 +223,32 @@ class Finder {
     pacer->Read(S_.size());
   }
 
-  // The longest exact match found for target[t..]: (lower pos, length).
-  std::pair<uint64_t, uint64_t> Search(uint64_t t) {
-    while (next_anchor_ < anchors_.size() &&
-           anchors_[next_anchor_].tpos + anchors_[next_anchor_].size <= t) {
-      ++next_anchor_;
-    }
-    if (next_anchor_ < anchors_.size() && anchors_[next_anchor_].tpos <= t) {
-      const Match& a = anchors_[next_anchor_];
-      return {a.lpos + (t - a.tpos), a.tpos + a.size - t};
+  // The first anchor that ends after target position t.
+  size_t FirstAnchor(uint64_t t) const {
+    return static_cast<size_t>(
+        std::upper_bound(anchors_.begin(), anchors_.end(), t,
+                         [](uint64_t x, const Match& a) { return x < a.tpos + a.size; }) -
+        anchors_.begin());
+  }
+  // Whether the suffix array sorts all of the lower file (its pages are
+  // all read then).
+  bool SortedWhole() const { return sa_ != nullptr && windows_.empty(); }
+
+  // The longest exact match found for target[t..end): (lower pos,
+  // length). `cursor`: the scan's place in the anchors, which it must
+  // start at FirstAnchor(its first t) and which Search moves; searches of
+  // one scan come in increasing target order. Safe to call from several
+  // threads at once (each with its own cursor).
+  std::pair<uint64_t, uint64_t> Search(uint64_t t, uint64_t end, size_t* cursor) const {
+    size_t& c = *cursor;
+    while (c < anchors_.size() && anchors_[c].tpos + anchors_[c].size <= t) ++c;
+    if (c < anchors_.size() && anchors_[c].tpos <= t) {
+      const Match& a = anchors_[c];
+      return {a.lpos + (t - a.tpos), std::min(a.tpos + a.size, end) - t};
     }
     if (sa_ == nullptr) return {0, 0};
-    const auto [pos, len] = SearchSa(t);
+    auto [pos, len] = SearchSa(t);
+    len = std::min(len, end - t);
     if (windows_.empty()) return {pos, len};
     // A position in the windows' concatenation: back to the lower file, and
     // cut where its window ends.
@@ -390,7 +407,6 @@ class Finder {
 
   std::span<const uint8_t> L_, T_;
   std::vector<Match> anchors_;
-  size_t next_anchor_ = 0;         // searches come in increasing target order
   std::vector<Window> windows_;    // empty: S_ is all of L_
   std::vector<uint8_t> windowed_;  // the windows' bytes, when there are windows
   std::span<const uint8_t> S_;     // what the suffix array sorts
@@ -399,26 +415,27 @@ class Finder {
   uint64_t key_bytes_ = 2;
 };
 
-}  // namespace
-
 // The scan follows Percival's bsdiff: walk the target; at each position take
 // the longest exact match, but only start a new alignment when it beats the
 // current one (old_score: bytes the current alignment gets right over the
 // same span) by kMinGain bytes. Between two alignments, each is extended
 // approximately (forward / backward, keeping at least half the bytes equal);
 // what neither covers is extra data.
-std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8_t> T,
-                               const std::function<void()>& release) {
-  std::vector<Match> out;
-  const uint64_t n = L.size(), m = T.size();
-  if (n == 0 || m == 0) return out;
-  Pacer pacer(release);
-  Finder finder(L, T, &pacer);
+//
+// This scans target bytes [t0, t1) and appends their matches to `out`: it
+// starts there as it would at the start of a file (the identity alignment)
+// and no match runs past t1.
+void Scan(const Finder& finder, std::span<const uint8_t> L, std::span<const uint8_t> T, uint64_t t0,
+          uint64_t t1, Pacer* pacing, std::vector<Match>* out_matches) {
+  Pacer& pacer = *pacing;
+  std::vector<Match>& out = *out_matches;
+  const uint64_t n = L.size(), m = t1;
   auto same = [&](uint64_t t, int64_t off) {
     const uint64_t l = t + static_cast<uint64_t>(off);
     return l < n && L[l] == T[t];
   };
-  uint64_t scan = 0, len = 0, pos = 0, last_scan = 0, last_pos = 0;
+  size_t cursor = finder.FirstAnchor(t0);
+  uint64_t scan = t0, len = 0, pos = 0, last_scan = t0, last_pos = t0;
   int64_t last_off = 0;
   while (scan < m) {
     // old_score: target bytes in [scan, scsc) that the current alignment
@@ -428,7 +445,7 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
     uint64_t scsc = scan;
     uint64_t fruitless = 0;  // searches in a row that found nothing to switch to
     while (scan < m) {
-      std::tie(pos, len) = finder.Search(scan);
+      std::tie(pos, len) = finder.Search(scan, m, &cursor);
       pacer.Read(1);
       scsc = std::max(scsc, scan);
       if (scsc < scan + len) {
@@ -519,6 +536,44 @@ std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8
     last_pos = pos - lenb;
     last_off = static_cast<int64_t>(pos) - static_cast<int64_t>(scan);
   }
+}
+
+}  // namespace
+
+std::vector<Match> FindMatches(std::span<const uint8_t> L, std::span<const uint8_t> T,
+                               const std::function<void()>& release, unsigned threads) {
+  std::vector<Match> out;
+  const uint64_t n = L.size(), m = T.size();
+  if (n == 0 || m == 0) return out;
+  Pacer pacer(release);
+  const Finder finder(L, T, &pacer);
+  if (!finder.SortedWhole() || m < 2 * kScanPiece) {
+    Scan(finder, L, T, 0, m, &pacer, &out);
+    return out;
+  }
+  // A large file sorted whole: the scan (most of the time, on new code)
+  // runs over pieces of kScanPiece target bytes, on `threads` threads. The
+  // pieces do not depend on the threads, so neither do the matches. On
+  // several threads nothing is released until every scan is done: both
+  // inputs stay resident meanwhile (the sort read all of the lower file
+  // anyway).
+  const uint64_t pieces = (m + kScanPiece - 1) / kScanPiece;
+  if (threads <= 1) {  // the same pieces, paced
+    for (uint64_t i = 0; i < pieces; ++i) {
+      Scan(finder, L, T, i * kScanPiece, std::min(m, (i + 1) * kScanPiece), &pacer, &out);
+    }
+    return out;
+  }
+  std::vector<std::vector<Match>> parts(pieces);
+  ParallelFor(pieces, static_cast<unsigned>(std::min<uint64_t>(threads, pieces)),
+              [&](unsigned, uint64_t i) {
+                static const std::function<void()> kNoRelease;
+                Pacer quiet(kNoRelease);
+                Scan(finder, L, T, i * kScanPiece, std::min(m, (i + 1) * kScanPiece), &quiet,
+                     &parts[i]);
+              });
+  for (const auto& part : parts) out.insert(out.end(), part.begin(), part.end());
+  if (release) release();
   return out;
 }
 

@@ -649,6 +649,34 @@ TEST(DeltaTest, OutputDoesNotDependOnThreads) {
   EXPECT_TRUE(Encode(lower, target, one) == Encode(lower, target, many));
 }
 
+// A large target against a lower file sorted whole is scanned in pieces,
+// on several threads when there are: the same delta on 1, 2 and 3 threads,
+// and it still finds pieces moved anywhere (across the scan's pieces too).
+TEST(DeltaTest, LargeScansInPiecesDoNotDependOnThreads) {
+  const Bytes lower = Random(9u << 20, 31);
+  std::vector<size_t> order((lower.size() + 70000 - 1) / 70000);
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), std::mt19937(32));
+  Bytes target;
+  for (size_t i : order) {
+    const size_t from = i * 70000, to = std::min(lower.size(), from + 70000);
+    target.insert(target.end(), lower.begin() + from, lower.begin() + to);
+    const Bytes fresh = Random(100, static_cast<uint32_t>(i));
+    target.insert(target.end(), fresh.begin(), fresh.end());
+  }
+  DeltaOptions o;
+  o.threads = 1;
+  const Bytes one = Encode(lower, target, o);
+  EXPECT_LT(one.size(), order.size() * (100 + 40));  // the new bytes and a little control
+  for (int threads : {2, 3}) {
+    o.threads = threads;
+    EXPECT_TRUE(Encode(lower, target, o) == one) << threads << " threads";
+  }
+  auto out = ApplyDelta(one, lower, "t");
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_TRUE(*out == target);
+}
+
 TEST(DeltaTest, X86CallsThatMoveWithTheirTargetsCostNothing) {
   const Bytes lower = X86Code(0, 0, 20), target = X86Code(48, 200, 20);
   DeltaOptions with, without;
