@@ -61,8 +61,8 @@ inline constexpr uint64_t kDeltaReleaseEvery = uint64_t{8} << 20;
 // 64 MiB of search buckets from 16 MiB sorted on, the output, and
 // per-segment buffers. A target of 8 MiB or more whose lower file is
 // sorted whole is scanned on `threads` threads, with both inputs resident
-// meanwhile (release_inputs is called after). kInvalidArgument for bad options or a target needing
-// more than kMaxDeltaSegments segments.
+// meanwhile (release_inputs is called after). kInvalidArgument for bad
+// options or a target needing more than kMaxDeltaSegments segments.
 Result<std::vector<uint8_t>> EncodeDelta(std::span<const uint8_t> lower,
                                          std::span<const uint8_t> target,
                                          const DeltaOptions& opts = {});

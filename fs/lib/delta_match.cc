@@ -336,15 +336,16 @@ class Finder {
     key_bytes_ = n >= kBucket3From ? 3 : 2;
     const uint32_t keys = 1u << (8 * key_bytes_);
     bucket_.assign(size_t{keys} + 1, 0);
+    // A suffix of key K is counted in bucket_[K + 1] (less than the keys
+    // after K); one shorter than a key, in bucket_[K] of its bytes padded
+    // with zeros (less than that key too).
     for (uint64_t i = 0; i + key_bytes_ <= n; ++i) ++bucket_[Key(&S_[i]) + 1];
-    for (uint32_t k = 1; k <= keys; ++k) bucket_[k] += bucket_[k - 1];
-    // The suffixes shorter than a key: each is less than every key that
-    // starts with its bytes.
     for (uint64_t i = n - key_bytes_ + 1; i < n; ++i) {
       uint32_t k = 0;
       for (uint64_t j = i; j < i + key_bytes_; ++j) k = k << 8 | (j < n ? S_[j] : 0);
-      for (; k <= keys; ++k) ++bucket_[k];
+      ++bucket_[k];
     }
+    for (uint32_t k = 1; k <= keys; ++k) bucket_[k] += bucket_[k - 1];
   }
   uint32_t Key(const uint8_t* p) const {
     return key_bytes_ == 3 ? uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | p[2]
@@ -352,7 +353,7 @@ class Finder {
   }
 
   // The binary search of bsdiff over the sorted suffixes, narrowed to the
-  // suffixes that share the query's first two bytes, and skipping the
+  // suffixes that share the query's first key_bytes_ bytes, and skipping the
   // prefix that both ends of the range already share with the query. It
   // returns what a search over the whole array would.
   std::pair<uint64_t, uint64_t> SearchSa(uint64_t t) const {

@@ -355,7 +355,8 @@ class Scratch {
     if (!st.ok()) return Status(st.code(), what_ + ": scratch copy: " + st.message());
     return Status::Ok();
   }
-  // Maps the bytes appended; Append() may not be called after.
+  // Completes the copy (a file copy is mapped); Append() may not be called
+  // after.
   Status Map() {
     done_ = true;
     if (!file_) return Status::Ok();
