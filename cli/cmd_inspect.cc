@@ -148,7 +148,8 @@ Json JsonDocument(const std::string& path, const Image& img, const InodeCounts& 
   if (sb.compact()) {
     j["packed_metadata"] = Json{{"offset", sb.packed_meta_offset},
                                 {"stored_bytes", sb.packed_meta_stored},
-                                {"raw_bytes", sb.packed_meta_raw}};
+                                {"raw_bytes", sb.packed_meta_raw},
+                                {"tables_by", sb.columns() ? "columns" : "rows"}};
   }
   j["compression_ratio"] = c.ratio();
   j["chunk_size"] = sb.chunk_size();
@@ -216,8 +217,9 @@ void PrintText(const std::string& path, const Image& img, const InodeCounts& c,
   std::printf("image size:      %s (%llu bytes)\n", HumanBytes(sb.image_size).c_str(),
               static_cast<unsigned long long>(sb.image_size));
   if (sb.compact()) {
-    std::printf("layout:          compact (tables %s packed into %s)\n",
-                HumanBytes(sb.packed_meta_raw).c_str(), HumanBytes(sb.packed_meta_stored).c_str());
+    std::printf("layout:          compact (tables %s packed into %s, by %s)\n",
+                HumanBytes(sb.packed_meta_raw).c_str(), HumanBytes(sb.packed_meta_stored).c_str(),
+                sb.columns() ? "columns" : "rows");
   } else {
     std::printf("layout:          classic\n");
   }

@@ -787,15 +787,36 @@ class ImageWriter {
       return Status::Internal("packed metadata of " + std::to_string(raw.size()) +
                               " bytes exceeds the compact layout's limit");
     }
-    std::vector<uint8_t> z(ZSTD_compressBound(raw.size()));
-    // The tables are small next to the data; spend the time on them.
-    const int level = raw.size() <= (4u << 20) ? ZSTD_maxCLevel() : opts_.zstd_level;
-    const size_t n = ZSTD_compress(z.data(), z.size(), raw.data(), raw.size(), level);
-    if (ZSTD_isError(n)) {
-      return Status::Internal(std::string("zstd (packed metadata): ") + ZSTD_getErrorName(n));
+    // Stored the smaller way: each table by rows, or by columns
+    // (kIncompatColumns). Columns win on a patch of many files (libc6: 15.6
+    // against 14.2 KB), rows on one of a few (curl: 0.77 against 0.83 KB).
+    // Both at level 15: the tables are small next to the data, and level 22
+    // took 37 ms (of a 0.4 s mkpatch) to save 0.4%.
+    constexpr int kLevel = 15;
+    std::vector<uint8_t> cols = raw;
+    for (uint32_t r = 0; r < kRegionCount; ++r) {
+      const size_t record = records::RecordSize(static_cast<Region>(r));
+      if (record == 0) continue;
+      records::ToColumns(std::span<uint8_t>(cols.data() + regions_[r].offset, regions_[r].length),
+                         record);
     }
-    const std::vector<uint8_t>& stored = n < raw.size() ? z : raw;
-    const size_t stored_size = n < raw.size() ? n : raw.size();
+    std::vector<uint8_t> stored;
+    bool first = true;
+    for (const auto* in : {&raw, &cols}) {
+      std::vector<uint8_t> z(ZSTD_compressBound(in->size()));
+      const size_t n = ZSTD_compress(z.data(), z.size(), in->data(), in->size(), kLevel);
+      if (ZSTD_isError(n)) {
+        return Status::Internal(std::string("zstd (packed metadata): ") + ZSTD_getErrorName(n));
+      }
+      z.resize(n);
+      if (z.size() >= in->size()) z = *in;  // stored as it is
+      if (first || z.size() < stored.size()) {
+        stored = std::move(z);
+        columns_ = in == &cols;
+      }
+      first = false;
+    }
+    const size_t stored_size = stored.size();
     packed_meta_ = {out_->size(), stored_size};
     packed_meta_raw_ = raw.size();
     CX_RETURN_IF_ERROR(out_->Append(stored.data(), stored_size));
@@ -815,7 +836,7 @@ class ImageWriter {
     sb.kind = opts_.kind;
     sb.compat = kCompatDedup;
     sb.incompat = kIncompatZstd | (opts_.kind == kKindPatch ? kIncompatWhiteouts : 0) |
-                  (compact_ ? kIncompatCompact : 0);
+                  (compact_ ? kIncompatCompact : 0) | (columns_ ? kIncompatColumns : 0);
     sb.packed_meta_offset = packed_meta_.offset;
     sb.packed_meta_stored = packed_meta_.length;
     sb.packed_meta_raw = packed_meta_raw_;
@@ -907,6 +928,7 @@ class ImageWriter {
   bool compact_ = false;    // writing the compact layout
   RegionInfo packed_meta_;  // compact: where the packed metadata lies, stored bytes
   uint64_t packed_meta_raw_ = 0;
+  bool columns_ = false;  // compact: the tables are stored by columns
 };
 
 }  // namespace

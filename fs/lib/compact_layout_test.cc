@@ -4,6 +4,7 @@
 // when re-signed) with a message naming what is wrong.
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <cstring>
 #include <functional>
@@ -14,6 +15,7 @@
 #include "image.h"
 #include "keys.h"
 #include "merkle.h"
+#include "records.h"
 #include "superblock.h"
 #include "test_util.h"
 
@@ -82,6 +84,43 @@ Bytes Reseal(Bytes data_area, SuperblockInfo sb, const PrivateKey& key,
   if (sig.ok()) std::memcpy(ds.sig, sig->data(), 64);
   std::memcpy(block.data() + format::kSignatureOffsetInBlock, &ds, sizeof ds);
   out.insert(out.end(), block.begin(), block.end());
+  return out;
+}
+
+// The packed metadata of a compact image as stored, and what it would be
+// stored in by rows and by columns (zstd level 15, as the builder does),
+// recomputed here from the tables the image holds.
+struct PackedSizes {
+  uint64_t stored = 0, rows = 0, columns = 0;
+};
+PackedSizes Repack(const Bytes& image) {
+  const SuperblockInfo sb = Peek(image);
+  PackedSizes out;
+  out.stored = sb.packed_meta_stored;
+  Bytes tables(sb.packed_meta_raw);
+  const uint8_t* at = image.data() + sb.packed_meta_offset;
+  if (sb.packed_meta_stored == sb.packed_meta_raw) {
+    std::memcpy(tables.data(), at, tables.size());
+  } else {
+    EXPECT_EQ(ZSTD_decompress(tables.data(), tables.size(), at, sb.packed_meta_stored),
+              tables.size());
+  }
+  auto each_table = [&](void (*f)(std::span<uint8_t>, size_t)) {
+    for (uint32_t r = 0; r < format::kRegionCount; ++r) {
+      const size_t record = records::RecordSize(static_cast<format::Region>(r));
+      if (record != 0) f({tables.data() + sb.regions[r].offset, sb.regions[r].length}, record);
+    }
+  };
+  if (sb.columns()) each_table(records::FromColumns);
+  auto packed = [](const Bytes& b) -> uint64_t {
+    Bytes z(ZSTD_compressBound(b.size()));
+    const size_t n = ZSTD_compress(z.data(), z.size(), b.data(), b.size(), 15);
+    EXPECT_FALSE(ZSTD_isError(n));
+    return std::min<uint64_t>(n, b.size());
+  };
+  out.rows = packed(tables);
+  each_table(records::ToColumns);
+  out.columns = packed(tables);
   return out;
 }
 
@@ -165,6 +204,39 @@ TEST_F(CompactLayoutTest, ServesWhatTheClassicLayoutServes) {
     EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
     const test::CommandResult x = test::RunCryptex(
         "extract --pubkey " + pub + " " + test::ShellQuote(img) + " " + test::ShellQuote(out));
+    ASSERT_EQ(x.exit_code, 0) << x.out << x.err;
+    EXPECT_EQ(test::CompareTrees(src_, out), std::vector<std::string>{});
+  }
+}
+
+// The tables are stored by rows or by columns, whichever is smaller: a few
+// entries by rows, hundreds of alike files by columns (which FORMAT.md
+// section 13 measures on libc6). Either way the image serves the tree.
+TEST_F(CompactLayoutTest, TablesAreStoredTheSmallerWay) {
+  for (int files : {0, 400}) {
+    SCOPED_TRACE(std::to_string(files) + " more files");
+    for (int i = 0; i < files; ++i) {
+      const std::string d = src_ + "/many" + std::to_string(i % 8);
+      mkdir(d.c_str(), 0755);
+      test::WriteFile(
+          d + "/module-" + std::to_string(i) + ".so",
+          test::RandomBytes(100 + static_cast<size_t>(i) * 7, static_cast<uint64_t>(i)));
+    }
+    const std::string img = Seal("tables" + std::to_string(files) + ".cryptex", true);
+    const Bytes bytes = Load(img);
+    const SuperblockInfo sb = Peek(bytes);
+    const PackedSizes p = Repack(bytes);
+    std::printf("%d more files: tables %llu bytes, by rows %llu, by columns %llu: stored by %s\n",
+                files, static_cast<unsigned long long>(sb.packed_meta_raw),
+                static_cast<unsigned long long>(p.rows), static_cast<unsigned long long>(p.columns),
+                sb.columns() ? "columns" : "rows");
+    EXPECT_EQ(p.stored, std::min(p.rows, p.columns));
+    EXPECT_EQ(sb.columns(), p.columns < p.rows);
+    EXPECT_EQ(sb.columns(), files > 0) << "the cases no longer cover both layouts";
+    const std::string out = img + ".out";
+    const test::CommandResult x =
+        test::RunCryptex("extract --pubkey " + test::ShellQuote(img + ".key.pub") + " " +
+                         test::ShellQuote(img) + " " + test::ShellQuote(out));
     ASSERT_EQ(x.exit_code, 0) << x.out << x.err;
     EXPECT_EQ(test::CompareTrees(src_, out), std::vector<std::string>{});
   }
@@ -255,6 +327,12 @@ TEST_F(CompactLayoutTest, HostileFramingIsRefusedNamingIt) {
       {"a compact trailer without the flag",
        [](SuperblockInfo* s, Bytes*) { s->incompat &= ~format::kIncompatCompact; },
        "classic layout, but"},
+      {"a table by columns that is not whole records",
+       [](SuperblockInfo* s, Bytes*) {
+         s->incompat |= format::kIncompatColumns;
+         s->regions[format::kRegionInodes].length -= 1;
+       },
+       "a table region is not a whole number of records"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
@@ -268,19 +346,27 @@ TEST_F(CompactLayoutTest, HostileFramingIsRefusedNamingIt) {
 }
 
 // A classic image may not carry packed metadata fields (they were reserved
-// zero bytes before the compact layout): re-signed with them set, refused.
+// zero bytes before the compact layout) or the columns flag: re-signed with
+// them set, refused.
 TEST_F(CompactLayoutTest, ClassicImageWithPackedFieldsIsRefused) {
   const Bytes good = Load(Seal("classic.cryptex", false));
   ASSERT_NE(key_, nullptr);
   SuperblockInfo sb = Peek(good);
   const Bytes area(good.begin(), good.begin() + static_cast<ptrdiff_t>(sb.hash_offset));
   ASSERT_TRUE(OpenAndVerify(Reseal(area, sb, *key_, true)).ok());
+  SuperblockInfo columns = sb;
   sb.packed_meta_raw = 1;
   const Status st = OpenAndVerify(Reseal(area, sb, *key_, true));
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.ToString().find("packed metadata fields set in a classic-layout image"),
             std::string::npos)
       << st.ToString();
+  columns.incompat |= format::kIncompatColumns;
+  const Status st2 = OpenAndVerify(Reseal(area, columns, *key_, true));
+  ASSERT_FALSE(st2.ok());
+  EXPECT_NE(st2.ToString().find("tables by columns flagged in a classic-layout image"),
+            std::string::npos)
+      << st2.ToString();
 }
 
 // Truncated or extended by a byte, a compact image is refused naming the

@@ -99,8 +99,15 @@ inline constexpr uint64_t kIncompatLowerContent = 1ull << 2;
 // its decompressed bytes), and the superblock and signature as the last 640
 // bytes of the file instead of a whole block.
 inline constexpr uint64_t kIncompatCompact = 1ull << 3;
-inline constexpr uint64_t kIncompatKnown =
-    kIncompatZstd | kIncompatWhiteouts | kIncompatLowerContent | kIncompatCompact;
+// Compact layout only: in the packed metadata, each table of fixed-size
+// records (inodes, dirents, extents, xattrs, frames) is stored by columns:
+// byte j of record i at j * count + i (docs/FORMAT.md section 13). Equal
+// fields of neighbouring records then lie side by side, which zstd packs
+// better and faster.
+inline constexpr uint64_t kIncompatColumns = 1ull << 4;
+inline constexpr uint64_t kIncompatKnown = kIncompatZstd | kIncompatWhiteouts |
+                                           kIncompatLowerContent | kIncompatCompact |
+                                           kIncompatColumns;
 inline constexpr uint64_t kCompatDedup = 1ull << 0;  // informational
 inline constexpr uint64_t kCompatKnown = kCompatDedup;
 

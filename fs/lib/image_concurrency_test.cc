@@ -141,5 +141,46 @@ TEST_F(ImageConcurrencyTest, EightThreadsTinyCaches) {
   EXPECT_TRUE(image.VerifyAll().ok());
 }
 
+// Threads that want the same frame at once (the pieces of one large read;
+// a patched file's neighbouring segments reading their lower bytes) decode
+// it once: the others wait for it. Each round, 8 threads start together on
+// a part of one chunk that nobody has read (a part: a whole chunk is decoded
+// straight into the reader's buffer, past the cache).
+TEST_F(ImageConcurrencyTest, AFrameWantedByManyThreadsIsDecodedOnce) {
+  ImageOptions opts;
+  opts.trust = trust_.get();
+  auto img = Image::Open(dir_.Join("img.cryptex"), opts);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  const Image& image = **img;
+  const std::string& want = files_.at("d2/f7");  // 12 chunks of 16 KiB
+  auto in = image.Resolve("d2/f7");
+  ASSERT_TRUE(in.ok());
+  constexpr int kThreads = 8;
+  constexpr uint64_t kChunk = 16u << 10;
+  int rounds = 0;
+  for (uint64_t chunk = 0; (chunk + 1) * kChunk <= want.size(); ++chunk, ++rounds) {
+    const uint64_t misses = image.stats().frame_cache_misses.load();
+    std::atomic<int> ready{0}, bad{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        std::vector<uint8_t> buf(100);
+        const uint64_t off = chunk * kChunk + 1000 + static_cast<uint64_t>(t) * 100;
+        ++ready;
+        while (ready.load() < kThreads) {
+        }
+        auto n = image.Read(in->ino, off, buf);
+        if (!n.ok() || *n != buf.size() || std::memcmp(buf.data(), want.data() + off, 100) != 0) {
+          ++bad;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(bad.load(), 0) << "chunk " << chunk;
+    EXPECT_EQ(image.stats().frame_cache_misses.load() - misses, 1u) << "chunk " << chunk;
+  }
+  EXPECT_GE(rounds, 10);
+}
+
 }  // namespace
 }  // namespace cryptex

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <iterator>
 #include <map>
@@ -179,6 +180,17 @@ struct Image::Impl {
   std::unique_ptr<VerifiedBlocks> blocks;
   mutable std::unique_ptr<LruCache<std::vector<uint8_t>>> meta_cache;  // data block -> bytes
   mutable std::unique_ptr<LruCache<FrameBytes>> frame_cache;           // frame -> raw bytes
+  // A frame being decoded by one thread, that others wait for (GetFrame).
+  struct FrameDecode {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // GUARDED_BY(mu)
+    Status status;      // GUARDED_BY(mu)
+    std::shared_ptr<const FrameBytes> bytes;
+  };
+  mutable std::mutex decoding_mu;
+  mutable std::unordered_map<uint32_t, std::shared_ptr<FrameDecode>>
+      decoding;  // GUARDED_BY(decoding_mu)
   uint64_t inode_count = 0, dirent_count = 0, extent_count = 0, xattr_count = 0, frame_count = 0;
   // What CheckDir learnt about directories. Memory grows with the
   // directories actually checked, never with the size the image claims.
@@ -224,6 +236,7 @@ struct Image::Impl {
     CX_RETURN_IF_ERROR(ReadMeta(off, stored, z.data()));
     if (stored == sb.packed_meta_raw) {
       packed_meta = std::move(z);
+      FromColumns();
       return Status::Ok();
     }
     const unsigned long long claimed = ZSTD_getFrameContentSize(z.data(), z.size());
@@ -237,7 +250,20 @@ struct Image::Impl {
                                    : "decompressed to " + std::to_string(got) + " bytes, not " +
                                          std::to_string(packed_meta.size()));
     }
+    FromColumns();
     return Status::Ok();
+  }
+
+  // Tables stored by columns (kIncompatColumns) back to rows, in place.
+  void FromColumns() {
+    if (!sb.columns()) return;
+    for (uint32_t r = 0; r < kRegionCount; ++r) {
+      const size_t record = records::RecordSize(static_cast<Region>(r));
+      if (record == 0) continue;
+      // Inside packed_meta and whole records: DecodeSuperblock checked both.
+      const auto& reg = sb.regions[r];
+      records::FromColumns(std::span<uint8_t>(packed_meta.data() + reg.offset, reg.length), record);
+    }
   }
 
   // Verified bytes [at, at + len) of region r (bounds checked by the caller).
@@ -516,19 +542,52 @@ struct Image::Impl {
     return out;
   }
 
-  // Decompressed bytes of frame `index`, verified on the way in.
+  // Decompressed bytes of frame `index`, verified on the way in. A frame
+  // that another thread is decoding is waited for, not decoded again: the
+  // pieces of one large read decode in parallel, and a patched file's
+  // adjacent pieces read their lower bytes from the same frames.
   Result<std::shared_ptr<const FrameBytes>> GetFrame(uint32_t index) const {
     if (auto hit = frame_cache->Get(index)) {
       stats.frame_cache_hits.fetch_add(1, std::memory_order_relaxed);
       return hit;
     }
+    std::shared_ptr<FrameDecode> job;
+    bool mine = false;
+    {
+      std::lock_guard<std::mutex> lock(decoding_mu);
+      auto [it, fresh] = decoding.try_emplace(index);
+      if (fresh) {
+        it->second = std::make_shared<FrameDecode>();
+        mine = true;
+      }
+      job = it->second;
+    }
+    if (!mine) {
+      std::unique_lock<std::mutex> lock(job->mu);
+      job->cv.wait(lock, [&] { return job->done; });
+      if (!job->status.ok()) return job->status;
+      stats.frame_cache_hits.fetch_add(1, std::memory_order_relaxed);
+      return job->bytes;
+    }
     stats.frame_cache_misses.fetch_add(1, std::memory_order_relaxed);
     std::shared_ptr<FrameBytes> out;
-    CX_RETURN_IF_ERROR(DecodeFrame(index, [&](uint32_t raw) {
+    Status st = DecodeFrame(index, [&](uint32_t raw) {
       out = std::make_shared<FrameBytes>(raw);
       return out->data();
-    }));
-    frame_cache->Put(index, out, out->size() + 64);
+    });
+    if (st.ok()) frame_cache->Put(index, out, out->size() + 64);
+    {
+      std::lock_guard<std::mutex> lock(decoding_mu);
+      decoding.erase(index);
+    }
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->done = true;
+      job->status = st;
+      if (st.ok()) job->bytes = out;
+    }
+    job->cv.notify_all();
+    if (!st.ok()) return st;
     return std::shared_ptr<const FrameBytes>(std::move(out));
   }
 

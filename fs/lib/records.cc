@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace cryptex::records {
 
@@ -109,5 +110,48 @@ DiskXattr EncodeXattr(const XattrRef& x) {
 XattrRef DecodeXattr(const DiskXattr& d) {
   return {d.name_offset.get(), d.value_offset.get(), d.name_len.get(), d.value_len.get()};
 }
+
+size_t RecordSize(Region r) {
+  switch (r) {
+    case kRegionInodes:
+      return sizeof(DiskInode);
+    case kRegionDirents:
+      return sizeof(DiskDirent);
+    case kRegionExtents:
+      return sizeof(DiskExtent);
+    case kRegionXattrs:
+      return sizeof(DiskXattr);
+    case kRegionFrames:
+      return sizeof(DiskFrame);
+    default:
+      return 0;
+  }
+}
+
+namespace {
+
+// Moves byte j of record i between i * record + j (rows) and j * count + i
+// (columns).
+void Transpose(std::span<uint8_t> bytes, size_t record, bool to_columns) {
+  const size_t count = bytes.size() / record;
+  if (count < 2) return;  // one record is the same either way
+  std::vector<uint8_t> out(bytes.size());
+  for (size_t i = 0; i < count; ++i) {
+    for (size_t j = 0; j < record; ++j) {
+      const size_t row = i * record + j, col = j * count + i;
+      if (to_columns) {
+        out[col] = bytes[row];
+      } else {
+        out[row] = bytes[col];
+      }
+    }
+  }
+  std::memcpy(bytes.data(), out.data(), out.size());
+}
+
+}  // namespace
+
+void ToColumns(std::span<uint8_t> bytes, size_t record) { Transpose(bytes, record, true); }
+void FromColumns(std::span<uint8_t> bytes, size_t record) { Transpose(bytes, record, false); }
 
 }  // namespace cryptex::records

@@ -6,7 +6,9 @@
 // features stay in the reader (image_impl.h).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "format.h"
 #include "image.h"
@@ -53,5 +55,15 @@ struct XattrRef {
 };
 format::DiskXattr EncodeXattr(const XattrRef& x);
 XattrRef DecodeXattr(const format::DiskXattr& d);
+
+// The size of one record of region r: 0 for the regions that are not
+// tables of records (manifest, strings, data).
+size_t RecordSize(format::Region r);
+
+// The column layout of a table (format::kIncompatColumns): byte j of record
+// i moves from i * record + j to j * count + i (ToColumns) and back
+// (FromColumns). REQUIRES: bytes.size() is a multiple of `record` (> 0).
+void ToColumns(std::span<uint8_t> bytes, size_t record);
+void FromColumns(std::span<uint8_t> bytes, size_t record);
 
 }  // namespace cryptex::records

@@ -114,6 +114,9 @@ Result<SuperblockInfo> DecodeSuperblock(std::span<const uint8_t> tail, uint64_t 
                        : "classic layout, but the superblock is not at the start of the last "
                          "block");
   }
+  if (classic && (s.incompat & kIncompatColumns)) {
+    return bad("tables by columns flagged in a classic-layout image");
+  }
   if (classic && file_size % kBlockSize != 0) {
     return bad("file size " + std::to_string(file_size) + " is not a multiple of 4096");
   }

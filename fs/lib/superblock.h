@@ -44,6 +44,8 @@ struct SuperblockInfo {
 
   TreeGeometry geometry() const { return TreeGeometry::For(data_blocks); }
   bool compact() const { return (incompat & format::kIncompatCompact) != 0; }
+  // Compact layout: the packed tables are stored by columns.
+  bool columns() const { return (incompat & format::kIncompatColumns) != 0; }
   // Whether region r's offset is into the packed metadata's decompressed
   // bytes (compact layout: every table region) rather than into the file.
   bool packed(uint32_t r) const {
