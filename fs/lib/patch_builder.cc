@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cpus.h"
+#include "delta_internal.h"
 #include "format.h"
 #include "fsverity.h"
 #include "output_file.h"
@@ -387,6 +388,57 @@ class Scratch {
   size_t size_ = 0;
 };
 
+// Opens regular file `idx` of a directory target in directory `dfd` and
+// checks that it is still a regular file of the size the scan saw (else
+// kIOError naming it). The caller owns the fd.
+Result<int> OpenTargetFile(const SourceTree& tree, uint32_t idx, int dfd) {
+  const SourceNode& n = tree.nodes[idx];
+  // O_NONBLOCK: a file replaced by a fifo since the scan must not hang.
+  const int fd = openat(dfd, n.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, tree.PathOf(idx) + ": cannot open");
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int e = errno;
+    close(fd);
+    return Status::FromErrno(e, tree.PathOf(idx));
+  }
+  if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != n.size) {
+    close(fd);
+    return Status::IOError(tree.PathOf(idx) + ": changed since the scan");
+  }
+  return fd;
+}
+
+// Reads target file `idx` from `fd` to its end through `buf`: its fs-verity
+// digest, and its bytes appended to `copy` if set. kIOError if it is not
+// the size the scan saw.
+Result<Digest> HashTargetFile(const SourceTree& tree, uint32_t idx, int fd,
+                              std::vector<uint8_t>& buf, Scratch* copy) {
+  const uint64_t size = tree.nodes[idx].size;
+  FsVerityHasher hasher;
+  uint64_t total = 0;
+  for (;;) {
+    const ssize_t r = read(fd, buf.data(), buf.size());
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Status::FromErrno(errno, tree.PathOf(idx) + ": read");
+    if (r == 0) break;
+    hasher.Update(buf.data(), static_cast<size_t>(r));
+    if (copy) CX_RETURN_IF_ERROR(copy->Append(buf.data(), static_cast<size_t>(r)));
+    total += static_cast<uint64_t>(r);
+  }
+  if (total != size) {
+    return Status::IOError(tree.PathOf(idx) + ": changed while it was read (" +
+                           std::to_string(total) + " bytes, the scan saw " + std::to_string(size) +
+                           ")");
+  }
+  return hasher.Final();
+}
+
+struct FdCloser {
+  int fd;
+  ~FdCloser() { close(fd); }
+};
+
 // Reads the regular files i of a directory target with want[i] (primary
 // nodes), one at a time, and calls fn(i, digest, bytes): their fs-verity
 // digest and, when `keep_beside` is set (the output path), a mapped scratch
@@ -402,48 +454,74 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
       tree,
       [&](uint32_t dir, int dfd) -> Status {
         for (uint32_t idx : tree.nodes[dir].children) {
-          const SourceNode& n = tree.nodes[idx];
           if (!want[idx]) continue;
-          const auto path = [&] { return tree.PathOf(idx); };
-          // O_NONBLOCK: a file replaced by a fifo since the scan must not hang.
-          const int fd =
-              openat(dfd, n.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-          if (fd < 0) return Status::FromErrno(errno, path() + ": cannot open");
-          struct Closer {
-            int fd;
-            ~Closer() { close(fd); }
-          } closer{fd};
-          struct stat st;
-          if (fstat(fd, &st) != 0) return Status::FromErrno(errno, path());
-          if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != n.size) {
-            return Status::IOError(path() + ": changed since the scan");
-          }
-          FsVerityHasher hasher;
+          CX_ASSIGN_OR_RETURN(const int fd, OpenTargetFile(tree, idx, dfd));
+          const FdCloser closer{fd};
           std::unique_ptr<Scratch> copy;
           if (keep_beside) {
-            CX_ASSIGN_OR_RETURN(copy, Scratch::Create(*keep_beside, path(), n.size));
+            CX_ASSIGN_OR_RETURN(
+                copy, Scratch::Create(*keep_beside, tree.PathOf(idx), tree.nodes[idx].size));
           }
-          uint64_t total = 0;
-          for (;;) {
-            const ssize_t r = read(fd, buf.data(), buf.size());
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0) return Status::FromErrno(errno, path() + ": read");
-            if (r == 0) break;
-            hasher.Update(buf.data(), static_cast<size_t>(r));
-            if (copy) CX_RETURN_IF_ERROR(copy->Append(buf.data(), static_cast<size_t>(r)));
-            total += static_cast<uint64_t>(r);
-          }
-          if (total != n.size) {
-            return Status::IOError(path() + ": changed while it was read (" +
-                                   std::to_string(total) + " bytes, the scan saw " +
-                                   std::to_string(n.size) + ")");
-          }
+          CX_ASSIGN_OR_RETURN(const Digest d, HashTargetFile(tree, idx, fd, buf, copy.get()));
           if (copy) CX_RETURN_IF_ERROR(copy->Map());
-          CX_RETURN_IF_ERROR(fn(idx, hasher.Final(), std::move(copy)));
+          CX_RETURN_IF_ERROR(fn(idx, d, std::move(copy)));
         }
         return Status::Ok();
       },
       &resolved);
+}
+
+// The fs-verity digest of every regular file i of a directory target with
+// want[i], into (*digests)[i], hashed on `threads` threads: what decides
+// which files changed, so every file of the tree is read. Files are opened
+// here, in tree order (a directory's fd lives only while it is walked), up
+// to kBatch at a time, and the batch is read and hashed in parallel. Errors
+// are ReadDirTarget's; the first in tree order wins.
+Status DigestDirTarget(const SourceTree& tree, const std::vector<char>& want, unsigned threads,
+                       std::vector<Digest>* digests) {
+  constexpr size_t kBatch = 64;
+  uint64_t resolved = 0;
+  std::vector<std::vector<uint8_t>> bufs(std::max(threads, 1u));
+  std::vector<std::pair<uint32_t, int>> batch;  // node, fd
+  std::vector<Status> errors;
+  auto run = [&]() -> Status {
+    errors.assign(batch.size(), Status::Ok());
+    delta::ParallelFor(
+        batch.size(), static_cast<unsigned>(bufs.size()), [&](unsigned w, uint64_t i) {
+          auto& buf = bufs[w];
+          if (buf.empty()) buf.resize(1 << 20);
+          auto d = HashTargetFile(tree, batch[i].first, batch[i].second, buf, nullptr);
+          if (d.ok()) {
+            (*digests)[batch[i].first] = *d;
+          } else {
+            errors[i] = d.status();
+          }
+        });
+    for (const auto& [idx, fd] : batch) close(fd);
+    batch.clear();
+    for (Status& st : errors) CX_RETURN_IF_ERROR(st);
+    return Status::Ok();
+  };
+  Status st = WalkSourceDirs(
+      tree,
+      [&](uint32_t dir, int dfd) -> Status {
+        for (uint32_t idx : tree.nodes[dir].children) {
+          if (!want[idx]) continue;
+          auto fd = OpenTargetFile(tree, idx, dfd);
+          if (!fd.ok()) {
+            Status ran = run();  // the files before it fail first
+            return ran.ok() ? fd.status() : ran;
+          }
+          batch.emplace_back(idx, *fd);
+          if (batch.size() == kBatch) CX_RETURN_IF_ERROR(run());
+        }
+        return Status::Ok();
+      },
+      &resolved);
+  // Closes what is open, whatever happened; the files still open come
+  // before whatever stopped the walk.
+  Status last = run();
+  return last.ok() ? st : last;
 }
 
 // A mapped scratch copy (beside `beside`) of regular file `node` of `view`,
@@ -999,12 +1077,8 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
       want[i] = S_ISREG(s.mode) && s.hardlink_of < 0;
     }
     tdigests.assign(n, Digest{});
-    CX_RETURN_IF_ERROR(
-        ReadDirTarget(target.tree, want, nullptr,
-                      [&](uint32_t i, const Digest& d, std::unique_ptr<const Scratch>) {
-                        tdigests[i] = d;
-                        return Status::Ok();
-                      }));
+    const unsigned threads = opts.threads > 0 ? static_cast<unsigned>(opts.threads) : UsableCpus();
+    CX_RETURN_IF_ERROR(DigestDirTarget(target.tree, want, threads, &tdigests));
   }
   const Flat t = Flatten(target.tree, std::move(tdigests));
   const Flat l = Flatten(low.tree, low.digests);

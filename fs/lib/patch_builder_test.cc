@@ -450,12 +450,14 @@ TEST_F(PatchBuilderTest, LargeFileWithFewChangesIsASmallDeltaTheSameWithAnyThrea
   }
 }
 
-// With files decided on several threads, a target file that changed since
-// the scan still fails the patch with kIOError naming it, and nothing is
-// written (the files before it may be on the pool when it is found).
+// With files hashed and decided on several threads, a target file that
+// changed since the scan still fails the patch with kIOError naming it, and
+// nothing is written (the files before it may be on the pool when it is
+// found). Of two such files, the first in tree order is named: 150 files
+// are hashed in batches of up to 64.
 TEST_F(PatchBuilderTest, FileChangedAmongManyFailsNamingItWithAnyThreads) {
   Common(this, base_, target_);
-  for (int i = 0; i < 24; ++i) {
+  for (int i = 0; i < 150; ++i) {
     const std::string name = "/f" + std::to_string(100 + i);
     std::string b = test::RandomBytes(40000, 200 + i), t = b;
     t[777] ^= 1;
@@ -468,6 +470,7 @@ TEST_F(PatchBuilderTest, FileChangedAmongManyFailsNamingItWithAnyThreads) {
   auto target = ScanPatchTarget(target_);
   ASSERT_TRUE(target.ok());
   WriteFile(target_ + "/f117", test::RandomBytes(40001, 9));  // grown since the scan
+  WriteFile(target_ + "/f150", test::RandomBytes(40001, 9));
   for (int threads : {1, 3}) {
     SCOPED_TRACE(threads);
     const std::string out = work_->Join("o" + std::to_string(threads));
