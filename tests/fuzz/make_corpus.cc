@@ -159,6 +159,21 @@ int main(int argc, char** argv) {
   if (!packed.ok()) return Die(packed.status());
   check(Put(sb_dir, "compact_layout", last_block(*packed)));
   check(Put(img_dir, "compact_layout", *packed));
+  // A tree of many alike files, whose tables the builder stores by columns
+  // (incompat bit 4): the reader's transposition is fuzzed too.
+  const std::string many = work + "/many";
+  mkdir(many.c_str(), 0755);
+  for (int i = 0; i < 96; ++i) {
+    const std::string body(static_cast<size_t>(40 + i), static_cast<char>('a' + i % 26));
+    check(surgery::WriteAll(many + "/lib" + std::to_string(i) + ".so",
+                            std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size())));
+  }
+  auto columns = CompactLayoutImage(many, work + "/columns.cryptex");
+  if (!columns.ok()) return Die(columns.status());
+  auto columns_sb = surgery::Peek(*columns);
+  if (!columns_sb.ok()) return Die(columns_sb.status());
+  if (!columns_sb->columns()) return Die(Status::Internal("the many-file seed is not by columns"));
+  check(Put(img_dir, "compact_columns", *columns));
 
   auto tables = surgery::ReadTables(base->bytes);
   if (!tables.ok()) return Die(tables.status());
