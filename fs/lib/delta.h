@@ -57,7 +57,8 @@ inline constexpr uint64_t kDeltaReleaseEvery = uint64_t{8} << 20;
 // inputs: 4 bytes per lower byte for the suffix array (built only when the
 // lower file is under 16 MiB or the bytes no unchanged 4 KiB block covers
 // are at least 1/16 of it; never for 2 GiB or more; when those bytes are
-// under 1/8 of it, only windows of the lower file around them are sorted),
+// under 1/4 of it, only windows of the lower file around them are sorted,
+// unless those would cover 3/4 of it),
 // 64 MiB of search buckets from 16 MiB sorted on, the output, and
 // per-segment buffers. A target of 8 MiB or more whose lower file is
 // sorted whole is scanned on `threads` threads, with both inputs resident

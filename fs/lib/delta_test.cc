@@ -199,6 +199,27 @@ TEST(DeltaTest, FewChangedBytesFindWhatMovedNearby) {
   EXPECT_TRUE(*out == t);
 }
 
+// In a small file (the windows reach 4 KiB either side there, not 16), a
+// piece moved from just under 4 KiB away is still found. 32 KiB with one
+// changed 2,000-byte region: a sixteenth loose, so the search is windowed.
+// The piece's source ends 3,200 bytes before it: with windows of 3 KiB or
+// less, none of it lies in the window (fails).
+TEST(DeltaTest, SmallFileFindsWhatMovedWithinItsWindows) {
+  for (size_t at : {size_t{9000}, size_t{20000}}) {
+    SCOPED_TRACE(at);
+    const Bytes base = Random(32u << 10, 28);
+    Bytes t = base;
+    std::copy(base.begin() + static_cast<ptrdiff_t>(at - 5200),
+              base.begin() + static_cast<ptrdiff_t>(at - 3200),
+              t.begin() + static_cast<ptrdiff_t>(at));
+    const Bytes d = Encode(base, t);
+    EXPECT_LT(d.size(), 400u);  // 2,000 random bytes, were they not found
+    auto out = ApplyDelta(d, base, "t");
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    EXPECT_TRUE(*out == t);
+  }
+}
+
 // Few loose bytes, edits of every shape around the windows' edges: the
 // first and last bytes, pieces copied from just past either end of the
 // lower file's window, appended and cut tails, a target much shorter than
