@@ -373,8 +373,9 @@ class ImageWriter {
   }
 
   // A file whose stored bytes are SourceNode::content (a delta, or content
-  // that comes from no directory), through a memfd so that the one read path
-  // serves it.
+  // that comes from no directory). Under a chunk, the bytes go to the pack
+  // as they are; a larger one goes through a memfd so that the one chunked
+  // read path serves it.
   Status AddMemoryFile(uint32_t idx) {
     const SourceNode& n = tree_.nodes[idx];
     const std::function<std::string()> path = [this, idx] { return tree_.PathOf(idx); };
@@ -382,6 +383,12 @@ class ImageWriter {
     if (!(n.flags & kInodeDelta) && bytes.size() != n.size) {
       return Status::InvalidArgument(path() + ": content is " + std::to_string(bytes.size()) +
                                      " bytes, size says " + std::to_string(n.size));
+    }
+    if (!bytes.empty() && bytes.size() < chunk_) {  // as AddBytes would, without the file
+      file_extents_[idx].first = static_cast<uint32_t>(extents_.size());
+      AfterRead(path, bytes.size());
+      return AddSmallBytes(idx,
+                           std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
     }
     const int fd = memfd_create("cryptex-content", MFD_CLOEXEC);
     if (fd < 0) return Status::FromErrno(errno, "memfd_create");
@@ -487,10 +494,16 @@ class ImageWriter {
 
   Status AddSmallFile(uint32_t idx, int fd, uint64_t size,
                       const std::function<std::string()>& path) {
-    const uint32_t len = static_cast<uint32_t>(size);
-    std::vector<uint8_t> buf(len);
-    CX_RETURN_IF_ERROR(ReadSource(fd, buf.data(), len, 0, size, path));
-    AfterRead(path, len);
+    std::vector<uint8_t> buf(size);
+    CX_RETURN_IF_ERROR(ReadSource(fd, buf.data(), static_cast<uint32_t>(size), 0, size, path));
+    AfterRead(path, size);
+    return AddSmallBytes(idx, buf);
+  }
+
+  // The bytes of a file under a chunk, `buf`: deduplicated, or packed with
+  // other small files.
+  Status AddSmallBytes(uint32_t idx, std::span<const uint8_t> buf) {
+    const uint32_t len = static_cast<uint32_t>(buf.size());
     std::vector<Digest> leaves = LeafHashes(buf.data(), len);
     FsVerityHasher hv;
     hv.AddLeafHashes(leaves, len);
