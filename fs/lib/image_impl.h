@@ -555,6 +555,12 @@ struct Image::Impl {
     bool mine = false;
     {
       std::lock_guard<std::mutex> lock(decoding_mu);
+      // Decoded since the lookup above: the decoder caches a frame before it
+      // leaves `decoding`.
+      if (auto hit = frame_cache->Get(index)) {
+        stats.frame_cache_hits.fetch_add(1, std::memory_order_relaxed);
+        return hit;
+      }
       auto [it, fresh] = decoding.try_emplace(index);
       if (fresh) {
         it->second = std::make_shared<FrameDecode>();
