@@ -434,6 +434,12 @@ Result<Digest> HashTargetFile(const SourceTree& tree, uint32_t idx, int fd,
   return hasher.Final();
 }
 
+// The threads a patch is made with: PatchOptions::threads, 0 for every CPU
+// it may use.
+unsigned ThreadsOf(const PatchOptions& opts) {
+  return opts.threads > 0 ? static_cast<unsigned>(opts.threads) : UsableCpus();
+}
+
 struct FdCloser {
   int fd;
   ~FdCloser() { close(fd); }
@@ -441,13 +447,12 @@ struct FdCloser {
 
 // Reads the regular files i of a directory target with want[i] (primary
 // nodes), one at a time, and calls fn(i, digest, bytes): their fs-verity
-// digest and, when `keep_beside` is set (the output path), a mapped scratch
-// copy of exactly the bytes hashed (else null). A file that is not the size
-// the scan saw, or not a regular file any more, fails with kIOError naming
-// it.
+// digest and a mapped scratch copy (beside `beside`, the output path) of
+// exactly the bytes hashed. A file that is not the size the scan saw, or
+// not a regular file any more, fails with kIOError naming it.
 using TargetFileFn = std::function<Status(uint32_t, const Digest&, std::unique_ptr<const Scratch>)>;
 Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
-                     const std::string* keep_beside, const TargetFileFn& fn) {
+                     const std::string& beside, const TargetFileFn& fn) {
   uint64_t resolved = 0;
   std::vector<uint8_t> buf(1 << 20);
   return WalkSourceDirs(
@@ -457,13 +462,10 @@ Status ReadDirTarget(const SourceTree& tree, const std::vector<char>& want,
           if (!want[idx]) continue;
           CX_ASSIGN_OR_RETURN(const int fd, OpenTargetFile(tree, idx, dfd));
           const FdCloser closer{fd};
-          std::unique_ptr<Scratch> copy;
-          if (keep_beside) {
-            CX_ASSIGN_OR_RETURN(
-                copy, Scratch::Create(*keep_beside, tree.PathOf(idx), tree.nodes[idx].size));
-          }
+          CX_ASSIGN_OR_RETURN(std::unique_ptr<Scratch> copy,
+                              Scratch::Create(beside, tree.PathOf(idx), tree.nodes[idx].size));
           CX_ASSIGN_OR_RETURN(const Digest d, HashTargetFile(tree, idx, fd, buf, copy.get()));
-          if (copy) CX_RETURN_IF_ERROR(copy->Map());
+          CX_RETURN_IF_ERROR(copy->Map());
           CX_RETURN_IF_ERROR(fn(idx, d, std::move(copy)));
         }
         return Status::Ok();
@@ -861,8 +863,7 @@ class PatchAssembler {
     // are made on the pool, one file per thread, large files' here with
     // every thread on their segments. Each file's outcome depends on its
     // bytes alone, so the patch does not depend on the threads.
-    const unsigned threads =
-        opts_.threads > 0 ? static_cast<unsigned>(opts_.threads) : UsableCpus();
+    const unsigned threads = ThreadsOf(opts_);
     JobPool pool(threads > 1 ? threads : 0, kPoolInputBytes);
     Status read;
     if (target_.view) {
@@ -882,7 +883,7 @@ class PatchAssembler {
       }
     } else {
       read = ReadDirTarget(
-          *t_.tree, need, &opts_.output_path,
+          *t_.tree, need, opts_.output_path,
           [&](uint32_t p, const Digest& d, std::unique_ptr<const Scratch> copy) {
             if (d != t_.digest[p]) {
               return Status::IOError(t_.tree->PathOf(p) + ": changed while the patch was built");
@@ -1085,8 +1086,7 @@ Result<PatchStats> MakePatch(const View& lower, const LowerIdentity& id, const P
       want[i] = S_ISREG(s.mode) && s.hardlink_of < 0;
     }
     tdigests.assign(n, Digest{});
-    const unsigned threads = opts.threads > 0 ? static_cast<unsigned>(opts.threads) : UsableCpus();
-    CX_RETURN_IF_ERROR(DigestDirTarget(target.tree, want, threads, &tdigests));
+    CX_RETURN_IF_ERROR(DigestDirTarget(target.tree, want, ThreadsOf(opts), &tdigests));
   }
   const Flat t = Flatten(target.tree, std::move(tdigests));
   const Flat l = Flatten(low.tree, low.digests);
