@@ -23,10 +23,9 @@ struct DeltaReader::Impl {
   std::string context;
   Stats stats;
   // The last delta segment decoded for a partial read (a read of a whole
-  // segment decodes into the caller's buffer and leaves this alone), and
-  // scratch buffers (each <= a segment).
+  // segment decodes into the caller's buffer and leaves this alone).
   uint64_t cached = UINT64_MAX;
-  std::vector<uint8_t> cache, ctrl, diff, extra, lower_buf;
+  std::vector<uint8_t> cache;
 
   uint64_t SegSize(uint64_t i) const {
     const uint64_t s = i << seg_log2;
@@ -51,7 +50,8 @@ struct DeltaReader::Impl {
   // The lower range [*lo, *hi) the copies of control stream `ctrl` of a
   // segment of `size` bytes at target offset `start` read, if every entry
   // is well formed; false otherwise (DecodeDelta then reports the error).
-  bool CopySpan(uint64_t start, uint64_t size, uint64_t* lo, uint64_t* hi) const;
+  bool CopySpan(std::span<const uint8_t> ctrl, uint64_t start, uint64_t size, uint64_t* lo,
+                uint64_t* hi) const;
   // Target bytes [lo, hi) of segment `seg` (absolute offsets) into out.
   Status ReadSegment(uint64_t seg, uint64_t lo, uint64_t hi, uint8_t* out);
 };
@@ -61,6 +61,41 @@ namespace {
 // DecodeDelta reads the lower bytes of all the copies of a segment at once
 // when they span at most this many segment sizes.
 constexpr uint64_t kMaxBatchedLowerSegments = 2;
+
+// The buffers one DecodeDelta call works in (each at most a few segments).
+struct DecodeScratch {
+  std::vector<uint8_t> ctrl, diff, extra, lower_buf;
+};
+
+// Lends the calling thread's DecodeScratch for the nesting level it is at:
+// a delta whose lower file is itself a delta decodes that lower segment on
+// the same thread, inside the outer call, so each level has its own set.
+// The sets stay with the thread, so the buffers are allocated (and their
+// pages faulted in) once per thread instead of once per reader: a cold read
+// of a file opens several readers, one per piece decoded in parallel. Only
+// the first kKeptLevels levels keep their buffers between calls.
+class ScratchLease {
+ public:
+  ScratchLease() {
+    if (depth_ == levels_.size()) levels_.push_back(std::make_unique<DecodeScratch>());
+    s_ = levels_[depth_++].get();
+  }
+  ~ScratchLease() {
+    if (--depth_ >= kKeptLevels) *s_ = DecodeScratch{};
+  }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+  DecodeScratch& operator*() const { return *s_; }
+
+ private:
+  static constexpr size_t kKeptLevels = 2;
+  static thread_local std::vector<std::unique_ptr<DecodeScratch>> levels_;
+  static thread_local size_t depth_;
+  DecodeScratch* s_;
+};
+
+thread_local std::vector<std::unique_ptr<DecodeScratch>> ScratchLease::levels_;
+thread_local size_t ScratchLease::depth_ = 0;
 
 Status OpenError(const std::string& context, const std::string& why) {
   return Status::Corruption(context + ": delta: " + why);
@@ -151,7 +186,8 @@ Result<std::unique_ptr<DeltaReader>> DeltaReader::Open(std::span<const uint8_t> 
   return std::unique_ptr<DeltaReader>(new DeltaReader(std::move(impl)));
 }
 
-bool DeltaReader::Impl::CopySpan(uint64_t start, uint64_t size, uint64_t* lo, uint64_t* hi) const {
+bool DeltaReader::Impl::CopySpan(std::span<const uint8_t> ctrl, uint64_t start, uint64_t size,
+                                 uint64_t* lo, uint64_t* hi) const {
   ByteCursor c(ctrl);
   uint64_t t = 0, expected = start;
   *lo = UINT64_MAX;
@@ -179,6 +215,8 @@ bool DeltaReader::Impl::CopySpan(uint64_t start, uint64_t size, uint64_t* lo, ui
 Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> body,
                                       uint8_t* dst_seg) {
   const uint64_t size = SegSize(seg);
+  const ScratchLease lease;
+  auto& [ctrl, diff, extra, lower_buf] = *lease;
   ByteCursor in(body);
   std::string why;
   if (!delta::GetStream(&in, size * delta::kMaxCtrlBytesPerTargetByte, &ctrl, &why) ||
@@ -189,7 +227,7 @@ Status DeltaReader::Impl::DecodeDelta(uint64_t seg, std::span<const uint8_t> bod
   // One lower read for all the copies when they lie close together (the
   // usual case: code that moved a little), instead of one per entry.
   uint64_t span_lo = 0, span_hi = 0;
-  const bool batched = CopySpan(seg << seg_log2, size, &span_lo, &span_hi) &&
+  const bool batched = CopySpan(ctrl, seg << seg_log2, size, &span_lo, &span_hi) &&
                        span_hi - span_lo <= kMaxBatchedLowerSegments * size;
   if (batched) {
     lower_buf.resize(span_hi - span_lo);

@@ -113,8 +113,9 @@ struct PatchedFileSource {
 // to PatchedFileEnv::pass_threads threads, each with its own reader, and
 // joins them before returning; read_lower must be thread safe.
 // Memory, after first access and until destruction: the delta's bytes, the
-// leaves (0.8% of the target) and up to kMaxIdleReaders idle readers; plus
-// its share of the bounded cache.
+// leaves (0.8% of the target) and up to kMaxIdleReaders idle readers (each
+// its parsed index and one segment; the buffers a decode works in belong to
+// the decoding thread, delta_decode.cc); plus its share of the bounded cache.
 class PatchedFile final {
  public:
   PatchedFile(PatchedFileSource src, PatchedFileEnv env);
