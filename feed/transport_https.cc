@@ -16,7 +16,6 @@
 //   reads them.
 // - Every error names the full URL and the cause (libcurl's text, the HTTP
 //   status, or the limit).
-#include <curl/curl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 #include <mutex>
 #include <string_view>
 
+#include "curl_api.h"
 #include "transport.h"
 #include "transport_internal.h"
 
@@ -39,16 +39,9 @@ constexpr long kMaxRedirects = 5;
 // The longest the loop sleeps between checks of the idle limit.
 constexpr milliseconds kMaxPollWait{100};
 
-Status InitCurlOnce() {
-  static std::once_flag once;
-  static CURLcode init = CURLE_OK;
-  std::call_once(once, [] { init = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (init != CURLE_OK) {
-    return Status::Internal(std::string("libcurl initialisation failed: ") +
-                            curl_easy_strerror(init));
-  }
-  return Status::Ok();
-}
+// The loaded library: OpenHttpsTransport loaded it before any transport
+// existed, and everything else here runs on a transport.
+const CurlApi& Curl() { return *LoadCurl().value(); }
 
 bool HasControlChar(std::string_view s) {
   return std::any_of(s.begin(), s.end(),
@@ -72,13 +65,13 @@ std::string_view Trim(std::string_view s) {
 }
 
 struct CurlEasyDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+  void operator()(CURL* c) const { Curl().easy_cleanup(c); }
 };
 struct CurlMultiDeleter {
-  void operator()(CURLM* m) const { curl_multi_cleanup(m); }
+  void operator()(CURLM* m) const { Curl().multi_cleanup(m); }
 };
 struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+  void operator()(curl_slist* l) const { Curl().slist_free_all(l); }
 };
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 
@@ -125,7 +118,7 @@ size_t OnBody(char* data, size_t size, size_t n, void* arg) {
   *x->body_bytes += len;
   if (!x->abort.ok()) return CURL_WRITEFUNC_ERROR;
   long status = 0;
-  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  Curl().easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   x->abort = x->sink(status, data, len);
   return x->abort.ok() ? len : CURL_WRITEFUNC_ERROR;
 }
@@ -168,55 +161,56 @@ class HttpsTransport final : public Transport {
 
 Status HttpsTransport::Prepare(Exchange& x, curl_slist* headers, curl_off_t max_file_size) {
   CURL* e = easy_.get();
-  curl_easy_reset(e);  // keeps the connection and TLS session caches
+  Curl().easy_reset(e);  // keeps the connection and TLS session caches
   errbuf_[0] = '\0';
   x.easy = e;
   x.body_bytes = &body_bytes_;
   bool ok = true;
   auto set = [&ok](CURLcode c) { ok = ok && c == CURLE_OK; };
-  set(curl_easy_setopt(e, CURLOPT_URL, x.url.c_str()));
-  set(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https"));
-  set(curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https"));
-  set(curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L));
-  set(curl_easy_setopt(e, CURLOPT_MAXREDIRS, kMaxRedirects));
-  set(curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L));
-  set(curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L));
+  set(Curl().easy_setopt(e, CURLOPT_URL, x.url.c_str()));
+  set(Curl().easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https"));
+  set(Curl().easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https"));
+  set(Curl().easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L));
+  set(Curl().easy_setopt(e, CURLOPT_MAXREDIRS, kMaxRedirects));
+  set(Curl().easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L));
+  set(Curl().easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L));
   // A CA file alone means only that CA, and a CA directory alone only that
   // directory: the build's default of the other is dropped.
   if (!opts_.ca_file.empty()) {
-    set(curl_easy_setopt(e, CURLOPT_CAINFO, opts_.ca_file.c_str()));
-    if (opts_.ca_path.empty()) set(curl_easy_setopt(e, CURLOPT_CAPATH, nullptr));
+    set(Curl().easy_setopt(e, CURLOPT_CAINFO, opts_.ca_file.c_str()));
+    if (opts_.ca_path.empty()) set(Curl().easy_setopt(e, CURLOPT_CAPATH, nullptr));
   }
   if (!opts_.ca_path.empty()) {
-    set(curl_easy_setopt(e, CURLOPT_CAPATH, opts_.ca_path.c_str()));
-    if (opts_.ca_file.empty()) set(curl_easy_setopt(e, CURLOPT_CAINFO, nullptr));
+    set(Curl().easy_setopt(e, CURLOPT_CAPATH, opts_.ca_path.c_str()));
+    if (opts_.ca_file.empty()) set(Curl().easy_setopt(e, CURLOPT_CAINFO, nullptr));
   }
   if (!opts_.client_cert.empty()) {
-    set(curl_easy_setopt(e, CURLOPT_SSLCERT, opts_.client_cert.c_str()));
+    set(Curl().easy_setopt(e, CURLOPT_SSLCERT, opts_.client_cert.c_str()));
   }
-  if (!opts_.client_key.empty()) set(curl_easy_setopt(e, CURLOPT_SSLKEY, opts_.client_key.c_str()));
-  set(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L));
-  set(curl_easy_setopt(e, CURLOPT_FAILONERROR, 1L));
-  set(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                       static_cast<long>(std::max<int64_t>(1, opts_.connect_timeout.count()))));
+  if (!opts_.client_key.empty())
+    set(Curl().easy_setopt(e, CURLOPT_SSLKEY, opts_.client_key.c_str()));
+  set(Curl().easy_setopt(e, CURLOPT_NOSIGNAL, 1L));
+  set(Curl().easy_setopt(e, CURLOPT_FAILONERROR, 1L));
+  set(Curl().easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                         static_cast<long>(std::max<int64_t>(1, opts_.connect_timeout.count()))));
   if (opts_.total_timeout.count() > 0) {
-    set(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(opts_.total_timeout.count())));
+    set(Curl().easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(opts_.total_timeout.count())));
   }
-  set(curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, max_file_size));
-  set(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf_));
-  set(curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, OnHeader));
-  set(curl_easy_setopt(e, CURLOPT_HEADERDATA, &x));
-  set(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, OnBody));
-  set(curl_easy_setopt(e, CURLOPT_WRITEDATA, &x));
-  set(curl_easy_setopt(e, CURLOPT_USERAGENT, "cryptex-feed/1"));
-  if (headers != nullptr) set(curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers));
+  set(Curl().easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, max_file_size));
+  set(Curl().easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf_));
+  set(Curl().easy_setopt(e, CURLOPT_HEADERFUNCTION, OnHeader));
+  set(Curl().easy_setopt(e, CURLOPT_HEADERDATA, &x));
+  set(Curl().easy_setopt(e, CURLOPT_WRITEFUNCTION, OnBody));
+  set(Curl().easy_setopt(e, CURLOPT_WRITEDATA, &x));
+  set(Curl().easy_setopt(e, CURLOPT_USERAGENT, "cryptex-feed/1"));
+  if (headers != nullptr) set(Curl().easy_setopt(e, CURLOPT_HTTPHEADER, headers));
   if (!ok) return Status::Internal(x.url + ": libcurl refused an option (" + errbuf_ + ")");
   return Status::Ok();
 }
 
 long HttpsTransport::ResponseCode() const {
   long status = 0;
-  curl_easy_getinfo(easy_.get(), CURLINFO_RESPONSE_CODE, &status);
+  Curl().easy_getinfo(easy_.get(), CURLINFO_RESPONSE_CODE, &status);
   return status;
 }
 
@@ -224,7 +218,7 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
   CURL* e = easy_.get();
   CURLM* m = multi_.get();
   ++requests_;
-  if (curl_multi_add_handle(m, e) != CURLM_OK)
+  if (Curl().multi_add_handle(m, e) != CURLM_OK)
     return Status::Internal(x.url + ": curl_multi_add_handle");
   const Clock::time_point start = Clock::now();
   x.last_byte = start;
@@ -233,13 +227,13 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
   CURLcode result = CURLE_OK;
   for (bool done = false; !done;) {
     int running = 0;
-    CURLMcode mc = curl_multi_perform(m, &running);
+    CURLMcode mc = Curl().multi_perform(m, &running);
     if (mc != CURLM_OK) {
-      curl_multi_remove_handle(m, e);
-      return Status::Internal(x.url + ": " + curl_multi_strerror(mc));
+      Curl().multi_remove_handle(m, e);
+      return Status::Internal(x.url + ": " + Curl().multi_strerror(mc));
     }
     int queued = 0;
-    while (CURLMsg* msg = curl_multi_info_read(m, &queued)) {
+    while (CURLMsg* msg = Curl().multi_info_read(m, &queued)) {
       if (msg->msg == CURLMSG_DONE) {
         result = msg->data.result;
         done = true;
@@ -250,7 +244,7 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
     if (!connected) {
       // Set once the connection (TLS included) is up, new or reused.
       curl_off_t pre_us = 0;
-      curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pre_us);
+      Curl().easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pre_us);
       if (pre_us > 0) {
         connected = true;
         x.last_byte = std::max(x.last_byte, start + std::chrono::microseconds(pre_us));
@@ -270,14 +264,14 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
       }
       wait = std::min(wait, left);
     }
-    mc = curl_multi_poll(m, nullptr, 0, static_cast<int>(std::max<int64_t>(1, wait.count())),
-                         nullptr);
+    mc = Curl().multi_poll(m, nullptr, 0, static_cast<int>(std::max<int64_t>(1, wait.count())),
+                           nullptr);
     if (mc != CURLM_OK) {
-      curl_multi_remove_handle(m, e);
-      return Status::Internal(x.url + ": " + curl_multi_strerror(mc));
+      Curl().multi_remove_handle(m, e);
+      return Status::Internal(x.url + ": " + Curl().multi_strerror(mc));
     }
   }
-  curl_multi_remove_handle(m, e);  // an unfinished transfer's connection is closed
+  Curl().multi_remove_handle(m, e);  // an unfinished transfer's connection is closed
   if (idle_expired) {
     return Status::IOError(x.url + ": no data for " + Millis(opts_.idle_timeout) +
                            " (idle timeout)");
@@ -290,7 +284,7 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
     std::string m2 = x.url + ": HTTP " + std::to_string(status);
     return status == 404 || status == 410 ? Status::NotFound(m2) : Status::IOError(m2);
   }
-  std::string cause = curl_easy_strerror(result);
+  std::string cause = Curl().easy_strerror(result);
   if (errbuf_[0] != '\0') cause += std::string(" (") + errbuf_ + ")";
   switch (result) {
     case CURLE_FILESIZE_EXCEEDED:
@@ -299,7 +293,7 @@ Status HttpsTransport::Perform(Exchange& x, const Status& too_large) {
       // Which limit: whether the connection was up (not our `connected`,
       // which also turns true when the connect limit is reached).
       curl_off_t pre_us = 0;
-      curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pre_us);
+      Curl().easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pre_us);
       bool connect_limit = pre_us == 0 && (opts_.total_timeout.count() == 0 ||
                                            opts_.connect_timeout <= opts_.total_timeout);
       return Status::IOError(x.url + ": " +
@@ -325,9 +319,9 @@ Result<SmallFetch> HttpsTransport::FetchSmall(const std::string& rel, const Vali
     return Status::InvalidArgument(x.url + ": a validator holds a control character");
   }
   curl_slist* raw = nullptr;
-  if (!cond.etag.empty()) raw = curl_slist_append(raw, ("If-None-Match: " + cond.etag).c_str());
+  if (!cond.etag.empty()) raw = Curl().slist_append(raw, ("If-None-Match: " + cond.etag).c_str());
   if (!cond.last_modified.empty()) {
-    raw = curl_slist_append(raw, ("If-Modified-Since: " + cond.last_modified).c_str());
+    raw = Curl().slist_append(raw, ("If-Modified-Since: " + cond.last_modified).c_str());
   }
   SlistPtr headers(raw);
   std::string body;
@@ -406,7 +400,7 @@ Status HttpsTransport::FetchFile(const std::string& rel, const std::string& part
   std::string range = std::to_string(prefix) + "-";
   std::lock_guard<std::mutex> lock(mu_);
   CX_RETURN_IF_ERROR(Prepare(x, nullptr, static_cast<curl_off_t>(length)));
-  if (prefix > 0 && curl_easy_setopt(easy_.get(), CURLOPT_RANGE, range.c_str()) != CURLE_OK) {
+  if (prefix > 0 && Curl().easy_setopt(easy_.get(), CURLOPT_RANGE, range.c_str()) != CURLE_OK) {
     return Status::Internal(x.url + ": libcurl refused CURLOPT_RANGE");
   }
   Status st = Perform(
@@ -446,17 +440,17 @@ Result<std::unique_ptr<Transport>> OpenHttpsTransport(const std::string& base_ur
   if (base_url.find_first_of("?#") != std::string::npos || HasControlChar(base_url)) {
     return bad("a feed URL has no query, fragment or control character");
   }
-  CX_RETURN_IF_ERROR(InitCurlOnce());
+  CX_RETURN_IF_ERROR(LoadCurl().status());
   {
-    CURLU* u = curl_url();
+    CURLU* u = Curl().url();
     if (u == nullptr) return Status::Internal("curl_url: out of memory");
-    CURLUcode rc = curl_url_set(u, CURLUPART_URL, base_url.c_str(), 0);
+    CURLUcode rc = Curl().url_set(u, CURLUPART_URL, base_url.c_str(), 0);
     char* host = nullptr;
-    if (rc == CURLUE_OK) rc = curl_url_get(u, CURLUPART_HOST, &host, 0);
+    if (rc == CURLUE_OK) rc = Curl().url_get(u, CURLUPART_HOST, &host, 0);
     bool has_host = host != nullptr && host[0] != '\0';
-    curl_free(host);
-    curl_url_cleanup(u);
-    if (rc != CURLUE_OK) return bad(curl_url_strerror(rc));
+    Curl().free(host);
+    Curl().url_cleanup(u);
+    if (rc != CURLUE_OK) return bad(Curl().url_strerror(rc));
     if (!has_host) return bad("no host");
   }
   CX_RETURN_IF_ERROR(CheckReadable(options.ca_file, "ca_file"));
@@ -466,8 +460,8 @@ Result<std::unique_ptr<Transport>> OpenHttpsTransport(const std::string& base_ur
   if (!options.client_key.empty() && options.client_cert.empty()) {
     return Status::InvalidArgument("client_key " + options.client_key + " without a client_cert");
   }
-  std::unique_ptr<CURL, CurlEasyDeleter> easy(curl_easy_init());
-  std::unique_ptr<CURLM, CurlMultiDeleter> multi(curl_multi_init());
+  std::unique_ptr<CURL, CurlEasyDeleter> easy(Curl().easy_init());
+  std::unique_ptr<CURLM, CurlMultiDeleter> multi(Curl().multi_init());
   if (!easy || !multi) return Status::Internal("libcurl: out of memory");
   std::string base = base_url;
   if (base.back() != '/') base += '/';

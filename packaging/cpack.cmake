@@ -21,9 +21,11 @@ set(CPACK_PRE_BUILD_SCRIPTS ${CMAKE_CURRENT_LIST_DIR}/deb-prebuild.cmake)
 # The libraries, with their versions, from dpkg-shlibdeps over the installed
 # binaries (libfuse3-3, libzstd1, libssl3, libdivsufsort3, libc6, libstdc++6,
 # libgcc-s1, libinih1); fuse3 for mount.fuse3 and
-# fusermount3, which nothing links but mount(8), fstab and the unit use.
+# fusermount3, which nothing links but mount(8), fstab and the unit use;
+# libcurl4, whose libcurl.so.4 the https feed transport loads when it is
+# first used (feed/curl_api.h; 7.80 for curl_url_strerror).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "fuse3")
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "fuse3, libcurl4 (>= 7.80.0)")
 # conffiles: every file the package installs under /etc, one absolute path
 # a line. There are none today (the postinst only creates directories);
 # deb_test.sh fails if a file under /etc is missing from this list.

@@ -4,7 +4,8 @@
 #   1. the control data: Maintainer is a real address; Depends names fuse3
 #      and the package of every shared library the binaries link
 #      (readelf NEEDED -> dpkg -S on this machine), and nothing the binaries
-#      do not link (libinih1 only once something uses inih); every file
+#      do not link (libinih1 only once something uses inih), but libcurl4:
+#      loaded by the https feed transport, linked by no binary; every file
 #      under /etc is a conffile; the copyright and changelog are there; the
 #      man pages are those of docs/man, each gzipped in its section;
 #   2. lintian: no errors (its whole output is printed);
@@ -82,6 +83,12 @@ done
 # encoder).
 for pkg in libfuse3-3 libzstd1 libssl3 libdivsufsort3; do
   has_dep "$pkg" || bad "Depends lacks $pkg: $depends"
+done
+# libcurl is loaded by the https feed transport when it is first used
+# (feed/curl_api.h), never linked: no binary names it, Depends does.
+has_dep libcurl4 || bad "Depends lacks libcurl4 (the https feed transport loads libcurl.so.4): $depends"
+for bin in "$work/data/usr/bin/"*; do
+  readelf -d "$bin" | grep -q 'Shared library: \[libcurl' && bad "${bin##*/} links libcurl"
 done
 if has_dep libinih1 && ! grep -qx libinih1 <<<"$needed_pkgs"; then
   bad "Depends names libinih1 but no binary links libinih"
@@ -175,6 +182,8 @@ for d in /etc/cryptex/keys /var/lib/cryptex /var/lib/cryptex/images; do
   [ "$m" = "755 root:root" ] || fail "$d is $m, want 755 root:root"
 done
 ldd /usr/bin/cryptex /usr/bin/cryptexfs | grep 'not found' && fail "unresolved libraries"
+ls /usr/lib/*/libcurl.so.4 >/dev/null 2>&1 ||
+  fail "no libcurl.so.4 after the install: the https feed transport could not load it"
 cryptex --help | grep -q '^  verify ' || fail "cryptex --help"
 cryptexfs --version >/dev/null 2>&1 || fail "cryptexfs --version"
 cd /tmp
