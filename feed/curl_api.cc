@@ -3,7 +3,6 @@
 #include <dlfcn.h>
 
 #include <memory>
-#include <mutex>
 
 namespace cryptex::feed {
 namespace {
@@ -62,11 +61,9 @@ Result<const CurlApi*> LoadCurlFrom(const std::string& library) {
   return api.release();  // lives as long as the library
 }
 
-Result<const CurlApi*> LoadCurl() {
-  static std::once_flag once;
-  static Result<const CurlApi*>* loaded = nullptr;
-  std::call_once(once, [] { loaded = new Result<const CurlApi*>(LoadCurlFrom(kCurlLibrary)); });
-  return *loaded;
+const Result<const CurlApi*>& LoadCurl() {
+  static const Result<const CurlApi*> loaded = LoadCurlFrom(kCurlLibrary);
+  return loaded;
 }
 
 }  // namespace cryptex::feed

@@ -46,10 +46,10 @@ struct CurlApi {
 inline constexpr const char* kCurlLibrary = "libcurl.so.4";
 
 // Loads kCurlLibrary and runs curl_global_init, once per process (later
-// calls return the first outcome). kUnsupported naming the library, the
+// calls return the first outcome, without copying it). kUnsupported naming the library, the
 // loader's reason and the package to install if it cannot be loaded or
 // lacks a function; kInternal if curl_global_init fails.
-Result<const CurlApi*> LoadCurl();
+const Result<const CurlApi*>& LoadCurl();
 
 // As LoadCurl, from `library`, every call (for tests): the library stays
 // loaded.
